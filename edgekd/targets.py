@@ -1,0 +1,194 @@
+"""Target profiles: what an edge device is, what it can do, and the budget a model must meet.
+
+A profile is a TOML file (``targets/*.toml`` ships ``mobile``/``phone``, ``iot`` and ``car``; users
+bring their own by path). It is read into frozen dataclasses; an unknown key, a missing field, a
+wrong type or a negative budget is refused with one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from edgekd.errors import TargetError
+
+TARGETS_DIR = Path(os.environ.get("EDGEKD_TARGETS", Path(__file__).resolve().parents[1] / "targets"))
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Figures of the device a profile models, used by the roofline latency estimate.
+
+    Sustained (not peak) figures for the thread count of the profile.
+    """
+
+    name: str
+    fp32_gflops: float
+    int8_gops: float
+    memory_bandwidth_gbs: float
+    op_overhead_us: float
+    call_overhead_us: float
+    fp16_gflops: float = 0.0  # 0 = fp16 not accelerated on this device
+    memory_mb: float = 0.0  # RAM the device has for the model's process (informational)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a model must meet on this target. Every line is checked by the gate.
+
+    latency_ms        p95 latency at the profile's batch size on the host runtime (absolute)
+    peak_memory_mb    peak resident memory of a fresh process that loads and runs the model
+    model_size_kb     size of the deployed model file
+    params            parameter count
+    accuracy_drop     allowed drop in test accuracy versus the teacher (fraction, 0.02 = 2 points)
+    latency_vs_teacher  optional relative latency bound: student p50 <= this x teacher p50, measured
+                        in the same run (holds on any machine); 0 disables it
+    """
+
+    latency_ms: float
+    peak_memory_mb: float
+    model_size_kb: float
+    params: int
+    accuracy_drop: float
+    latency_vs_teacher: float = 0.0
+
+
+@dataclass(frozen=True)
+class TargetProfile:
+    name: str
+    description: str
+    threads: int
+    batch_size: int
+    precisions: tuple[str, ...]
+    opset: int
+    providers: tuple[str, ...]
+    device: DeviceSpec
+    budget: Budget
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+    path: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        where = self.path or self.name
+        if self.threads < 1:
+            raise TargetError(f"{where}: field 'threads' must be >= 1, got {self.threads}")
+        if self.batch_size < 1:
+            raise TargetError(f"{where}: field 'batch_size' must be >= 1, got {self.batch_size}")
+        if not 7 <= self.opset <= 23:
+            raise TargetError(f"{where}: field 'opset' must be between 7 and 23, got {self.opset}")
+        for p in self.precisions:
+            if p not in PRECISIONS:
+                raise TargetError(
+                    f"{where}: field 'precisions' has unknown precision {p!r} "
+                    f"(expected one of {', '.join(PRECISIONS)})"
+                )
+        if not self.precisions:
+            raise TargetError(f"{where}: field 'precisions' must not be empty")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+
+def _check_type(value: Any, hint: Any, where: str, key: str) -> Any:
+    """Coerce ints to floats where a float is wanted; refuse everything else that does not match."""
+    origin = getattr(hint, "__origin__", None)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TargetError(f"{where}: field '{key}' must be a number, got {type(value).__name__}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TargetError(f"{where}: field '{key}' must be an integer, got {type(value).__name__}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise TargetError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise TargetError(f"{where}: field '{key}' must be a list of strings")
+        return tuple(value)
+    raise AssertionError(f"unhandled type {hint}")  # pragma: no cover
+
+
+def _build(cls: type, table: Any, where: str, prefix: str = "") -> Any:
+    if not isinstance(table, dict):
+        raise TargetError(f"{where}: field '{prefix.rstrip('.')}' must be a table")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    for key in table:
+        if key not in fields:
+            raise TargetError(f"{where}: unknown field '{prefix}{key}'")
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{prefix}{name}"
+        if name not in table:
+            has_default = (
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            )
+            if has_default:
+                continue
+            raise TargetError(f"{where}: missing field '{key}'")
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, table[name], where, f"{key}.")
+        else:
+            kwargs[name] = _check_type(table[name], hint, where, key)
+    if cls in (Budget, DeviceSpec):
+        for name, v in kwargs.items():
+            if isinstance(v, int | float) and v < 0:
+                raise TargetError(f"{where}: field '{prefix}{name}' must not be negative, got {v}")
+    return cls(**kwargs)
+
+
+def parse_target(text: str, where: str) -> TargetProfile:
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"{where}: not valid TOML ({exc})") from None
+    profile = _build(TargetProfile, table, where)
+    return dataclasses.replace(profile, path=where)
+
+
+def _shipped() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(TARGETS_DIR.glob("*.toml"))}
+
+
+def list_targets() -> list[TargetProfile]:
+    """Every shipped profile, in name order."""
+    return [parse_target(p.read_text(), str(p)) for p in _shipped().values()]
+
+
+def load_target(name_or_path: str | os.PathLike[str]) -> TargetProfile:
+    """Load a profile by name (``mobile``), alias (``phone``) or path to a TOML file.
+
+    >>> load_target("phone").name
+    'mobile'
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".toml") or os.sep in text:
+        if not path.is_file():
+            raise TargetError(f"{path}: target file not found")
+        try:
+            content = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TargetError(f"{path}: cannot read target file ({exc})") from None
+        return parse_target(content, str(path))
+    shipped = _shipped()
+    if text in shipped:
+        return parse_target(shipped[text].read_text(), str(shipped[text]))
+    for profile in list_targets():
+        if text in profile.aliases:
+            return profile
+    known = sorted(set(shipped) | {a for p in list_targets() for a in p.aliases})
+    raise TargetError(f"unknown target {text!r} (known: {', '.join(known)}; or give a .toml path)")
