@@ -73,7 +73,9 @@ def atomic_dir(final: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     if final.exists() and not overwrite:
         from edgekd.errors import BadInputError
 
-        raise BadInputError(f"output folder {final} already exists (pass --overwrite to replace it)")
+        raise BadInputError(
+            f"output folder {final} already exists (pass --overwrite to replace it)"
+        )
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:

@@ -16,7 +16,9 @@ from typing import Any, get_type_hints
 
 from edgekd.errors import TargetError
 
-TARGETS_DIR = Path(os.environ.get("EDGEKD_TARGETS", Path(__file__).resolve().parents[1] / "targets"))
+TARGETS_DIR = Path(
+    os.environ.get("EDGEKD_TARGETS", Path(__file__).resolve().parents[1] / "targets")
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -103,15 +105,21 @@ def _check_type(value: Any, hint: Any, where: str, key: str) -> Any:
     origin = getattr(hint, "__origin__", None)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TargetError(f"{where}: field '{key}' must be a number, got {type(value).__name__}")
+            raise TargetError(
+                f"{where}: field '{key}' must be a number, got {type(value).__name__}"
+            )
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TargetError(f"{where}: field '{key}' must be an integer, got {type(value).__name__}")
+            raise TargetError(
+                f"{where}: field '{key}' must be an integer, got {type(value).__name__}"
+            )
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise TargetError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
+            raise TargetError(
+                f"{where}: field '{key}' must be a string, got {type(value).__name__}"
+            )
         return value
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

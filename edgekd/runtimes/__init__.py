@@ -1,0 +1,67 @@
+"""Runtimes: one file per way of running a model, behind one small interface.
+
+``open_model(runtime, model, threads)`` returns a :class:`Session` whose ``provider`` says what
+actually ran (ONNX Runtime falls back to CPU silently when a GPU provider cannot load; each runtime
+reports the provider the session really uses, never the one that was asked for).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgekd.errors import BadInputError
+
+
+class Session(Protocol):
+    provider: str
+    input_names: tuple[str, ...]
+
+    def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Return the first output for the named inputs."""
+        ...
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    formats: tuple[str, ...]  # "onnx", "torch"
+    device: str  # "cpu" or "gpu"
+    available: Callable[[], bool]
+    open: Callable[..., Session]  # (model, threads) -> Session
+    description: str = ""
+
+
+RUNTIMES: dict[str, Runtime] = {}
+
+
+def register_runtime(runtime: Runtime) -> Runtime:
+    RUNTIMES[runtime.name] = runtime
+    return runtime
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def get_runtime(name: str) -> Runtime:
+    _load_all()
+    if name not in RUNTIMES:
+        raise BadInputError(f"unknown runtime {name!r} (known: {', '.join(sorted(RUNTIMES))})")
+    return RUNTIMES[name]
+
+
+def all_runtimes() -> list[Runtime]:
+    _load_all()
+    return list(RUNTIMES.values())
+
+
+def open_model(runtime: str, model: Any, threads: int = 1) -> Session:
+    return get_runtime(runtime).open(model, threads)

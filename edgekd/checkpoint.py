@@ -1,0 +1,73 @@
+"""Model checkpoints as safetensors with the architecture in the header: no pickle, ever.
+
+A checkpoint written here can be rebuilt anywhere (a fresh benchmark process, ``edgekd export``)
+from the student family registry and the recorded knobs, without executing code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from torch import nn
+
+from edgekd.errors import BadInputError
+from edgekd.fileio import atomic_path
+
+
+def save_model(model: nn.Module, path: str | Path, extra: dict[str, str] | None = None) -> Path:
+    """Write weights + ``edgekd_arch`` metadata atomically to a ``.safetensors`` file."""
+    from safetensors.torch import save_file
+
+    arch = getattr(model, "edgekd_arch", None)
+    meta = {"format": "pt", **(extra or {})}
+    if arch is not None:
+        meta["edgekd_arch"] = json.dumps(arch)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise BadInputError(f"{path}: not a valid safetensors checkpoint ({exc})") from None
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Rebuild a model saved by :func:`save_model` (architecture from metadata) in eval mode."""
+    from safetensors.torch import load_file
+
+    from edgekd.students import build_student
+
+    path = Path(path)
+    meta = read_metadata(path)
+    if "edgekd_arch" not in meta:
+        raise BadInputError(
+            f"{path}: checkpoint has no 'edgekd_arch' metadata; give its architecture as a factory "
+            "(pkg.module:factory) instead"
+        )
+    arch = json.loads(meta["edgekd_arch"])
+    model = build_student(
+        arch["family"],
+        tuple(arch["sample_shape"]),
+        arch["num_classes"],
+        arch["width"],
+        arch["depth"],
+    )
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BadInputError(
+            f"{path}: weights do not match the recorded architecture ({first})"
+        ) from None
+    return model.eval()

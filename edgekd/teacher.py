@@ -1,0 +1,82 @@
+"""Teachers: the embedded default (trained once on the training split and cached) and helpers.
+
+The default teacher is deliberately larger than any student the shipped targets allow, so that the
+report shows what distillation keeps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from torch import nn
+
+from edgekd.cache import cache_dir, cache_key
+from edgekd.checkpoint import load_model, save_model
+from edgekd.data import DataBundle
+from edgekd.distill.trainer import TrainConfig, accuracy, predict_logits, train_student
+from edgekd.progress import status
+from edgekd.students import build_student
+
+# Per input kind: (family, width, depth) of the default teacher.
+DEFAULT_TEACHERS = {
+    "image": ("cnn", 2.0, 4),
+    "sequence": ("cnn1d", 4.0, 3),
+    "vector": ("mlp", 8.0, 3),
+}
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    source: str  # "default (cached)", "default (trained now)", or the user's spec
+    path: str
+    params: int
+    val_accuracy: float
+    train_seconds: float
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def default_teacher(
+    data: DataBundle, seed: int = 0, epochs: int = 40
+) -> tuple[nn.Module, TeacherInfo]:
+    """Train (or reuse from the cache) the default teacher for this data set."""
+    import torch
+
+    if data.input_kind not in DEFAULT_TEACHERS or len(data.input_names) != 1:
+        from edgekd.errors import BadInputError
+
+        raise BadInputError(
+            f"no default teacher for {data.input_kind} inputs {data.input_names}; pass --teacher"
+        )
+    family, width, depth = DEFAULT_TEACHERS[data.input_kind]
+    shape = data.sample_shapes[data.input_names[0]]
+    config = TrainConfig(epochs=epochs, lr=3e-3, seed=seed, alpha=1.0)
+    key = cache_key(
+        data=data.train.fingerprint(),
+        val=data.val.fingerprint(),
+        family=family,
+        width=width,
+        depth=depth,
+        config=config,
+        torch=torch.__version__.split("+")[0],
+        v=1,
+    )
+    path = cache_dir() / f"teacher-{data.name}-{key}.safetensors"
+    if path.is_file():
+        model = load_model(path)
+        acc = accuracy(predict_logits(model, data.val), data.val.y)
+        return model, TeacherInfo("default (cached)", str(path), _params(model), acc, 0.0)
+    status(f"training the default teacher ({family}, width {width}, depth {depth}) on {data.name}")
+    model = build_student(family, shape, data.num_classes, width, depth)
+    start = time.perf_counter()
+    train_student(model, data.train, data.val, config, description="teacher")
+    seconds = time.perf_counter() - start
+    save_model(model, path)
+    acc = accuracy(predict_logits(model, data.val), data.val.y)
+    return model, TeacherInfo("default (trained now)", str(path), _params(model), acc, seconds)
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
