@@ -7,7 +7,6 @@ No logic lives here, and nothing heavy is imported at module level, so ``edgekd 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import traceback
 from typing import Annotated
@@ -66,103 +65,18 @@ def _root(
     _state["debug"] = debug
 
 
-@verb
-def targets(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """List the shipped target profiles and their budgets."""
-    from edgekd.targets import list_targets
+def _register_commands() -> None:
+    """Each command is one module in ``edgekd.commands``; importing it registers it."""
+    import importlib
+    import pkgutil
 
-    profiles = list_targets()
-    if as_json:
-        typer.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
+    import edgekd.commands
 
-    table = Table(title="edgekd targets")
-    for col in (
-        "name",
-        "aliases",
-        "device",
-        "threads",
-        "precisions",
-        "latency ms",
-        "memory MB",
-        "size KB",
-        "params",
-        "acc drop",
-    ):
-        table.add_column(col)
-    for p in profiles:
-        b = p.budget
-        table.add_row(
-            p.name,
-            ", ".join(p.aliases),
-            p.device.name,
-            str(p.threads),
-            ", ".join(p.precisions),
-            f"{b.latency_ms:g}",
-            f"{b.peak_memory_mb:g}",
-            f"{b.model_size_kb:g}",
-            f"{b.params:,}",
-            f"{b.accuracy_drop:g}",
-        )
-    Console().print(table)
+    for info in pkgutil.iter_modules(edgekd.commands.__path__):
+        importlib.import_module(f"edgekd.commands.{info.name}")
 
 
-@verb
-def distill(
-    target: Annotated[
-        str, typer.Option(help="Target profile: name, alias, or path to a TOML.")
-    ] = "mobile",
-    data: Annotated[
-        str | None, typer.Option(help="Training data: 'digits' (default), 'mnist1d', or a .npz.")
-    ] = None,
-    method: Annotated[str, typer.Option(help="Distillation method (see `edgekd methods`).")] = "kd",
-    temperature: Annotated[
-        float, typer.Option(help="Softmax temperature T for soft targets.")
-    ] = 4.0,
-    alpha: Annotated[
-        float, typer.Option(help="Weight of the hard-label CE; 1 - alpha weights the KD term.")
-    ] = 0.1,
-    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 30,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 3e-3,
-    seed: Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")] = 0,
-    student: Annotated[
-        str | None,
-        typer.Option(help="Student family (see `edgekd students`); default by input kind."),
-    ] = None,
-    out: Annotated[
-        str | None, typer.Option(help="Output folder (default runs/TARGET-TIMESTAMP).")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
-) -> None:
-    """Distil a teacher into a student sized for the target; export, quantize, bench, gate."""
-    from edgekd.pipeline import DistillConfig
-    from edgekd.pipeline import distill as run_distill
-    from edgekd.report import print_summary
-
-    config = DistillConfig(
-        target=target,
-        data=data,
-        method=method,
-        temperature=temperature,
-        alpha=alpha,
-        epochs=epochs,
-        lr=lr,
-        seed=seed,
-        student_family=student,
-        out=out,
-        overwrite=overwrite,
-    )
-    report = run_distill(config)
-    if as_json:
-        typer.echo(report.to_json())
-    else:
-        print_summary(report)
-        typer.echo(f"report: {report.models[0].path.rsplit('/', 1)[0]}/report.md")
+_register_commands()
 
 
 def main() -> None:

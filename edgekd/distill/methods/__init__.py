@@ -2,7 +2,8 @@
 
 A method is one module in this package that subclasses :class:`Method` and registers itself with
 ``@register_method``. The trainer calls ``method.loss(batch)`` and never branches on a name:
-a method declares the activations it needs in ``student_taps``/``teacher_taps`` and gets them in the batch.
+a method declares the activations it needs in ``student_taps``/``teacher_taps`` and gets them
+in the batch.
 The total loss is ``alpha * CE(student, labels) + (1 - alpha) * method.loss(batch)``.
 """
 

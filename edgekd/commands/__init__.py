@@ -1,0 +1,1 @@
+"""CLI commands, one module each; ``edgekd.cli`` imports every module here to register it."""
