@@ -21,10 +21,9 @@ def targets(
     if as_json:
         typer.echo(json.dumps([p.to_dict() for p in profiles], indent=2))
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
-
-    from rich import box
 
     table = Table(title="edgekd targets", box=box.SIMPLE_HEAD)
     for col in (
