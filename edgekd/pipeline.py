@@ -212,6 +212,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             export=exports,
             warnings=warnings,
             timings_s=timings,
+            out_dir=str(out),
         )
         report.export = {k: {**v, "path": Path(v["path"]).name} for k, v in exports.items()}
         write_json_atomic(work / "report.json", report.to_dict())

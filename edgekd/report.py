@@ -67,6 +67,7 @@ class Report:
     export: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    out_dir: str = ""
 
     def model(self, name: str) -> ModelResult:
         for m in self.models:

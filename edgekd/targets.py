@@ -155,6 +155,8 @@ def _build(cls: type, table: Any, where: str, prefix: str = "") -> Any:
         for name, v in kwargs.items():
             if isinstance(v, int | float) and v < 0:
                 raise TargetError(f"{where}: field '{prefix}{name}' must not be negative, got {v}")
+    if cls is TargetProfile:
+        kwargs["path"] = where  # so that __post_init__ errors name the file
     return cls(**kwargs)
 
 
@@ -163,8 +165,7 @@ def parse_target(text: str, where: str) -> TargetProfile:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{where}: not valid TOML ({exc})") from None
-    profile = _build(TargetProfile, table, where)
-    return dataclasses.replace(profile, path=where)
+    return _build(TargetProfile, table, where)
 
 
 def _shipped() -> dict[str, Path]:

@@ -35,6 +35,12 @@ def distill(
         str | None, typer.Option(help="Output folder (default runs/TARGET-TIMESTAMP).")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    teacher_epochs: Annotated[
+        int, typer.Option(help="Epochs for training the default teacher (cached afterwards).")
+    ] = 40,
+    bench_seconds: Annotated[
+        float, typer.Option(help="Minimum timed seconds per model in the benchmark.")
+    ] = 0.5,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
 ) -> None:
     """Distil a teacher into a student sized for the target; export, quantize, bench, gate."""
@@ -54,10 +60,12 @@ def distill(
         student_family=student,
         out=out,
         overwrite=overwrite,
+        teacher_epochs=teacher_epochs,
+        bench_min_time_s=bench_seconds,
     )
     report = run_distill(config)
     if as_json:
         typer.echo(report.to_json())
     else:
         print_summary(report)
-        typer.echo(f"report: {report.models[0].path.rsplit('/', 1)[0]}/report.md")
+        typer.echo(f"report: {report.out_dir}/report.md")
