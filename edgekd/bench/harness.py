@@ -1,66 +1,180 @@
-"""Temporary minimal harness (replaced by the calibrated harness in edgekd.bench.stats)."""
+"""The latency harness: warm-up, a calibrated loop count, and repeated timed samples.
+
+Modelled on pyperf and timeit: untimed warm-up calls first (lazy initialisation, caches, the
+allocator's first touch), then a loop count calibrated so each timed sample lasts at least
+``sample_min_s`` (so the timer's resolution and its own cost vanish), then samples until there
+are enough of them and enough time has passed. Each sample is one plain
+``for _ in range(loops): run()`` between two ``time.perf_counter_ns()`` reads, with Python's
+garbage collector paused (as timeit does) so a collection of the caller's garbage does not land in
+a random sample. The result is an immutable ``LatencySamples`` carrying what was done and on what.
+"""
 
 from __future__ import annotations
 
+import gc
+import math
+import os
+import platform
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
 
-import numpy as np
+from edgekd.bench.stats import LatencySamples
+from edgekd.errors import BadInputError
+
+# Even when max_time_s runs out, return at least this many samples: fewer cannot give a
+# confidence interval for the median, and the stats module reports them as untrustworthy anyway.
+MIN_SAMPLES_FLOOR = 5
+
+# Calibration aims a little above sample_min_s so that a calibration run that happened to be slow
+# does not leave the real samples just under it.
+_CALIBRATION_MARGIN = 1.2
 
 
-@dataclass(frozen=True)
-class _Summary:
-    values: dict
-    warning: str | None = None
+def _calibrate(
+    run: Callable[[], object], target_ns: int, timer: Callable[[], int]
+) -> tuple[int, int]:
+    """Loops per sample so that one sample lasts >= target_ns; returns (loops, calls made)."""
+    loops, calls = 1, 0
+    while True:
+        t0 = timer()
+        for _ in range(loops):
+            run()
+        dt = timer() - t0
+        calls += loops
+        if dt >= target_ns:
+            return loops, calls
+        # Scale by the measured shortfall, but at least x2 (progress) and at most x10 (a reading
+        # near the timer's resolution, or zero, says little about the real cost).
+        wanted = math.ceil(loops * _CALIBRATION_MARGIN * target_ns / dt) if dt > 0 else loops * 10
+        loops = min(loops * 10, max(loops * 2, wanted))
 
-    def to_dict(self) -> dict:
-        return dict(self.values)
+
+def _host_metadata() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+    }
+    if hasattr(os, "sched_getaffinity"):
+        info["cpus_usable"] = len(os.sched_getaffinity(0))
+    return info
 
 
-@dataclass(frozen=True)
-class LatencySamples:
-    samples_ms: tuple[float, ...]
-    loops: int
-    warmup: int
-    metadata: dict = field(default_factory=dict)
-
-    def summary(self) -> _Summary:
-        a = np.asarray(self.samples_ms)
-        return _Summary(
-            {
-                "p50": float(np.percentile(a, 50)),
-                "p95": float(np.percentile(a, 95)),
-                "p99": float(np.percentile(a, 99)),
-                "mean": float(a.mean()),
-                "n": len(a),
-            }
-        )
+def _load_average() -> list[float] | None:
+    # On a shared machine the load average is the first thing to look at when numbers move.
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def measure_latency(
-    run,
+    run: Callable[[], object],
     *,
-    warmup=10,
-    min_samples=25,
-    min_time_s=0.5,
-    max_time_s=10.0,
-    sample_min_s=0.002,
-    metadata=None,
+    warmup: int = 10,
+    min_samples: int = 25,
+    min_time_s: float = 0.5,
+    max_time_s: float = 10.0,
+    sample_min_s: float = 0.002,
+    metadata: dict | None = None,
+    disable_gc: bool = True,
+    timer: Callable[[], int] = time.perf_counter_ns,
 ) -> LatencySamples:
+    """Time ``run()`` and return per-call latencies in milliseconds.
+
+    1. ``warmup`` untimed calls.
+    2. Calibration (untimed): the loop count grows until ``loops`` calls take >= ``sample_min_s``.
+    3. Samples of ``loops`` calls each, until there are ``min_samples`` of them AND ``min_time_s``
+       has been spent sampling; or until ``max_time_s`` has passed since the call began (warm-up
+       and calibration count) and there are at least ``min(5, min_samples)``. That floor is the
+       only thing that can make a call outlast ``max_time_s``.
+
+    Each sample is ``duration / loops``. ``disable_gc`` pauses the garbage collector during each
+    sample (and restores it after). ``timer`` returns integer nanoseconds; it is a parameter so
+    tests can drive the harness with a fake clock. ``metadata`` is copied into the result, with the
+    harness's own facts (calibration, timer, host, load average) under the key ``"harness"``.
+
+    >>> s = measure_latency(lambda: sum(range(100)), min_time_s=0.05)  # doctest: +SKIP
+    >>> s.summary().p50  # milliseconds per call  # doctest: +SKIP
+    0.0011
+    """
+    if warmup < 0 or min_samples < 1:
+        raise BadInputError("measure_latency needs warmup >= 0 and min_samples >= 1")
+    if not (min_time_s >= 0 and max_time_s > 0 and sample_min_s > 0):
+        raise BadInputError(
+            "measure_latency needs min_time_s >= 0, max_time_s > 0 and sample_min_s > 0"
+        )
+    load_before = _load_average()
+    start = timer()
+    deadline = start + int(max_time_s * 1e9)
+
     for _ in range(warmup):
         run()
-    loops = 1
+    loops, calibration_calls = _calibrate(run, int(sample_min_s * 1e9), timer)
+
+    floor = min(MIN_SAMPLES_FLOOR, min_samples)
+    min_time_ns = int(min_time_s * 1e9)
+    gc_was_enabled = gc.isenabled()
+    samples: list[float] = []
+    sampling_start = timer()
     while True:
-        t = time.perf_counter()
-        for _ in range(loops):
-            run()
-        if time.perf_counter() - t >= sample_min_s:
+        if disable_gc:
+            gc.disable()
+        try:
+            t0 = timer()
+            for _ in range(loops):
+                run()
+            t1 = timer()
+        finally:
+            if disable_gc and gc_was_enabled:
+                gc.enable()
+        # A zero reading can only come from a timer coarser than the sample; clamp it to 1 ns so
+        # the sample stays valid (> 0) rather than inventing a finer value.
+        samples.append(max(t1 - t0, 1) / loops / 1e6)
+        n = len(samples)
+        if n >= min_samples and t1 - sampling_start >= min_time_ns:
             break
-        loops *= 2
-    samples, start = [], time.perf_counter()
-    while len(samples) < min_samples or time.perf_counter() - start < min_time_s:
-        t = time.perf_counter()
-        for _ in range(loops):
-            run()
-        samples.append((time.perf_counter() - t) * 1e3 / loops)
-    return LatencySamples(tuple(samples), loops, warmup, metadata or {})
+        if n >= floor and t1 >= deadline:
+            break
+    end = timer()
+
+    harness = {
+        "timer": getattr(timer, "__qualname__", repr(timer)),
+        "gc_disabled": disable_gc,
+        "calibration_calls": calibration_calls,
+        "sample_min_s": sample_min_s,
+        "elapsed_s": (end - start) / 1e9,
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
+        **_host_metadata(),
+    }
+    return LatencySamples(
+        samples_ms=tuple(samples),
+        loops=loops,
+        warmup=warmup,
+        metadata={**(metadata or {}), "harness": harness},
+    )
+
+
+def measure_throughput(run_batch: Callable[[], object], batch_size: int, **kw: Any) -> dict:
+    """Items per second of ``run_batch()`` (which processes ``batch_size`` items), from the median.
+
+    ``kw`` goes to ``measure_latency``. The interval comes from the median's CI, inverted.
+
+    >>> measure_throughput(lambda: model(batch), batch_size=32)["items_per_s"]  # doctest: +SKIP
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise BadInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    samples = measure_latency(run_batch, **kw)
+    s = samples.summary()
+    return {
+        "batch_size": batch_size,
+        "items_per_s": batch_size * 1e3 / s.p50,
+        "items_per_s_low": batch_size * 1e3 / s.ci_high,
+        "items_per_s_high": batch_size * 1e3 / s.ci_low,
+        "batch_p50_ms": s.p50,
+        "trustworthy": s.trustworthy,
+        "warning": s.warning,
+        "samples": samples.to_dict(),
+    }
