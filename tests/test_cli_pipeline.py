@@ -13,16 +13,40 @@ from edgekd.cli import app
 
 runner = CliRunner()
 
-REPORT_MODEL_KEYS = {"name", "path", "format", "precision", "provider", "params", "size_bytes",
-                     "latency_ms", "peak_rss_mb", "accuracy", "agreement_with_teacher"}
+REPORT_MODEL_KEYS = {
+    "name",
+    "path",
+    "format",
+    "precision",
+    "provider",
+    "params",
+    "size_bytes",
+    "latency_ms",
+    "peak_rss_mb",
+    "accuracy",
+    "agreement_with_teacher",
+}
 
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "mobile"
-    result = runner.invoke(app, ["distill", "--target", "mobile", "--epochs", "3",
-                                 "--teacher-epochs", "8", "--bench-seconds", "0.05",
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--target",
+            "mobile",
+            "--epochs",
+            "3",
+            "--teacher-epochs",
+            "8",
+            "--bench-seconds",
+            "0.05",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     return out, result
 
@@ -42,7 +66,9 @@ def test_default_pipeline_writes_a_complete_report(default_run) -> None:
         assert m["latency_ms"]["p50"] > 0 and m["size_bytes"] > 0 and m["peak_rss_mb"] > 0
         assert 0.0 <= m["accuracy"] <= 1.0
     lines = {b["name"]: b for b in report["budget"]}
-    assert {"latency_ms", "peak_memory_mb", "model_size_kb", "params", "accuracy_drop"} <= set(lines)
+    assert {"latency_ms", "peak_memory_mb", "model_size_kb", "params", "accuracy_drop"} <= set(
+        lines
+    )
     for b in report["budget"]:
         assert {"name", "limit", "value", "passed"} <= set(b)
     # The student is a real compression of the teacher and its files are all there.
@@ -55,11 +81,23 @@ def test_default_pipeline_writes_a_complete_report(default_run) -> None:
 
 
 def test_second_run_reuses_cached_teacher(default_run, tmp_path) -> None:
-    result = runner.invoke(app, ["distill", "--epochs", "1", "--teacher-epochs", "8",
-                                 "--bench-seconds", "0.02", "--out", str(tmp_path / "again"),
-                                 "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "distill",
+            "--epochs",
+            "1",
+            "--teacher-epochs",
+            "8",
+            "--bench-seconds",
+            "0.02",
+            "--out",
+            str(tmp_path / "again"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout[result.stdout.index("{"):])
+    report = json.loads(result.stdout[result.stdout.index("{") :])
     assert report["teacher"]["source"] == "default (cached)"
 
 
@@ -74,8 +112,9 @@ def test_second_run_reuses_cached_teacher(default_run, tmp_path) -> None:
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, args, needle) -> None:
     out = tmp_path / "run"
-    result = runner.invoke(app, ["distill", *args, "--epochs", "1", "--teacher-epochs", "2",
-                                 "--out", str(out)])
+    result = runner.invoke(
+        app, ["distill", *args, "--epochs", "1", "--teacher-epochs", "2", "--out", str(out)]
+    )
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
     assert needle in err and len(err.splitlines()) == 1 and "Traceback" not in err
@@ -86,6 +125,8 @@ def test_targets_json_and_help_does_not_import_torch() -> None:
     result = runner.invoke(app, ["targets", "--json"])
     assert result.exit_code == 0
     assert {t["name"] for t in json.loads(result.stdout)} >= {"mobile", "iot", "car"}
-    code = ("import sys; from edgekd.cli import app; "
-            "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules")
+    code = (
+        "import sys; from edgekd.cli import app; "
+        "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,7 +15,9 @@ def test_digits_split_is_stratified_disjoint_and_reproducible() -> None:
     a, b = load_data(None, seed=0), load_data("digits", seed=0)
     assert a.train.n + a.val.n + a.test.n == 1797
     assert a.sample_shapes == {"x": (1, 8, 8)} and a.num_classes == 10
-    assert np.array_equal(a.test.y, b.test.y) and np.array_equal(a.test.inputs["x"], b.test.inputs["x"])
+    assert np.array_equal(a.test.y, b.test.y) and np.array_equal(
+        a.test.inputs["x"], b.test.inputs["x"]
+    )
     # Every class appears in every split, in about the same share.
     for split in (a.train, a.val, a.test):
         counts = np.bincount(split.y, minlength=10)

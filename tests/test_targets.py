@@ -48,9 +48,14 @@ def _write(tmp_path: Path, text: str) -> Path:
         (lambda s: s.replace("threads = 4", "threads = 'four'"), "threads"),
         (lambda s: s.replace("latency_ms = 5.0", "latency_ms = -5.0"), "budget.latency_ms"),
         (lambda s: s.replace("params = 1000000", "params = 1.5"), "budget.params"),
-        (lambda s: s.replace("memory_bandwidth_gbs = 25.0", "memory_bandwidh_gbs = 25.0"),
-         "device.memory_bandwidh_gbs"),
-        (lambda s: s.replace('precisions = ["fp32", "int8"]', 'precisions = ["int3"]'), "precisions"),
+        (
+            lambda s: s.replace("memory_bandwidth_gbs = 25.0", "memory_bandwidh_gbs = 25.0"),
+            "device.memory_bandwidh_gbs",
+        ),
+        (
+            lambda s: s.replace('precisions = ["fp32", "int8"]', 'precisions = ["int3"]'),
+            "precisions",
+        ),
     ],
 )
 def test_malformed_profile_names_file_and_field(tmp_path: Path, edit, field: str) -> None:
