@@ -19,6 +19,7 @@ from edgekd.distill.trainer import TrainConfig, cached_teacher, predict_logits, 
 from edgekd.export import export_onnx
 from edgekd.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from edgekd.hostinfo import host_info
+from edgekd.plots import write_charts
 from edgekd.progress import status
 from edgekd.quantize import Int8DynamicConfig, Int8StaticConfig, quantize
 from edgekd.report import ModelResult, Report, to_markdown
@@ -215,6 +216,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             out_dir=str(out),
         )
         report.export = {k: {**v, "path": Path(v["path"]).name} for k, v in exports.items()}
+        report.charts = write_charts(report, work)
         write_json_atomic(work / "report.json", report.to_dict())
         write_text_atomic(work / "report.md", to_markdown(report))
     return report

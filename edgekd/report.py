@@ -68,6 +68,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     out_dir: str = ""
+    charts: list[str] = field(default_factory=list)  # PNG file names beside report.md
 
     def model(self, name: str) -> ModelResult:
         for m in self.models:
@@ -212,6 +213,9 @@ def to_markdown(report: Report) -> str:
         ]
         lines += ["| " + " | ".join(r) + " |" for r in budget_rows(report)]
         lines += ["", f"**Overall: {'PASS' if report.passed else 'FAIL'}**", ""]
+    if report.charts:
+        lines += ["## Charts", ""] + [f"![{c.removesuffix('.png')}]({c})" for c in report.charts]
+        lines += [""]
     if report.warnings:
         lines += ["## Warnings", ""] + [f"- {w}" for w in report.warnings] + [""]
     h = report.host
