@@ -32,22 +32,49 @@ def plot_accuracy_vs_latency(report: Report, path: str | Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for i, m in enumerate(sorted(points, key=lambda m: m.latency_ms["p50"])):
         teacher = m.role == "teacher"
-        ax.scatter(m.latency_ms["p50"], m.accuracy, marker="s" if teacher else "o", s=60,
-                   color="tab:gray" if teacher else "tab:blue", zorder=3)
-        ax.annotate(m.name, (m.latency_ms["p50"], m.accuracy), textcoords="offset points",
-                    xytext=(6, 4 if i % 2 == 0 else -11), fontsize=8)
+        ax.scatter(
+            m.latency_ms["p50"],
+            m.accuracy,
+            marker="s" if teacher else "o",
+            s=60,
+            color="tab:gray" if teacher else "tab:blue",
+            zorder=3,
+        )
+        ax.annotate(
+            m.name,
+            (m.latency_ms["p50"], m.accuracy),
+            textcoords="offset points",
+            xytext=(6, 4 if i % 2 == 0 else -11),
+            fontsize=8,
+        )
         if m.name == report.chosen:
-            ax.scatter(m.latency_ms["p50"], m.accuracy, s=260, facecolors="none",
-                       edgecolors="tab:green", linewidths=2, zorder=4, label=f"chosen: {m.name}")
+            ax.scatter(
+                m.latency_ms["p50"],
+                m.accuracy,
+                s=260,
+                facecolors="none",
+                edgecolors="tab:green",
+                linewidths=2,
+                zorder=4,
+                label=f"chosen: {m.name}",
+            )
     budget = report.target.get("budget", {})
     if budget.get("latency_ms"):
-        ax.axvline(budget["latency_ms"], color="tab:red", linestyle="--",
-                   label=f"latency budget {budget['latency_ms']} ms (p95)")
+        ax.axvline(
+            budget["latency_ms"],
+            color="tab:red",
+            linestyle="--",
+            label=f"latency budget {budget['latency_ms']} ms (p95)",
+        )
     teachers = [m for m in points if m.role == "teacher"]
     if teachers and budget.get("accuracy_drop") is not None:
         floor = max(t.accuracy for t in teachers) - budget["accuracy_drop"]
-        ax.axhline(floor, color="tab:orange", linestyle="--",
-                   label=f"accuracy floor (teacher - {budget['accuracy_drop']})")
+        ax.axhline(
+            floor,
+            color="tab:orange",
+            linestyle="--",
+            label=f"accuracy floor (teacher - {budget['accuracy_drop']})",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency on the host, ms (log scale)")
     ax.set_ylabel("test accuracy")
@@ -93,8 +120,10 @@ def write_charts(report: Report, folder: str | Path) -> list[str]:
     """Write every chart that the report has data for; returns the file names written."""
     folder = Path(folder)
     written = []
-    for fn, name in ((plot_accuracy_vs_latency, ACCURACY_LATENCY_PNG),
-                     (plot_training_curves, TRAINING_PNG)):
+    for fn, name in (
+        (plot_accuracy_vs_latency, ACCURACY_LATENCY_PNG),
+        (plot_training_curves, TRAINING_PNG),
+    ):
         if fn(report, folder / name) is not None:
             written.append(name)
     return written

@@ -49,13 +49,16 @@ def to_html(report: Report) -> str:
         "text-align:right}td:first-child{text-align:left}</style></head><body>",
         f"<h1>edgekd report: target <code>{html.escape(str(t.get('name')))}</code></h1>",
         f"<p>{html.escape(str(t.get('description', '')))}</p>",
-        "<h2>Models</h2>", _table(MODEL_COLUMNS, model_rows(report)),
+        "<h2>Models</h2>",
+        _table(MODEL_COLUMNS, model_rows(report)),
     ]
     if report.budget:
         verdict = "PASS" if report.passed else "FAIL"
-        parts += ["<h2>Budget verdict</h2>",
-                  _table(["line", "model", "measured", "limit", "verdict"], budget_rows(report)),
-                  f"<p><b>Overall: {verdict}</b></p>"]
+        parts += [
+            "<h2>Budget verdict</h2>",
+            _table(["line", "model", "measured", "limit", "verdict"], budget_rows(report)),
+            f"<p><b>Overall: {verdict}</b></p>",
+        ]
     for chart in report.charts:
         parts.append(f"<p><img src='{html.escape(chart)}' alt='{html.escape(chart)}'></p>")
     if report.warnings:
@@ -85,8 +88,18 @@ def compare_rows(a: Report, b: Report) -> list[list[str]]:
         ratio = "-"
         if ma is not None and mb is not None:
             ratio = f"{mb.latency_ms['p50'] / ma.latency_ms['p50']:.2f}x"
-        rows.append([name, cell(ma, "p50"), cell(mb, "p50"), ratio, cell(ma, "size"),
-                     cell(mb, "size"), cell(ma, "acc"), cell(mb, "acc")])
+        rows.append(
+            [
+                name,
+                cell(ma, "p50"),
+                cell(mb, "p50"),
+                ratio,
+                cell(ma, "size"),
+                cell(mb, "size"),
+                cell(ma, "acc"),
+                cell(mb, "acc"),
+            ]
+        )
     return rows
 
 
@@ -94,9 +107,17 @@ COMPARE_COLUMNS = ("model", "p50 ms A", "p50 ms B", "B/A", "KB A", "KB B", "acc 
 
 
 def compare_markdown(a: Report, b: Report, name_a: str = "A", name_b: str = "B") -> str:
-    lines = [f"# edgekd compare: A = {name_a}, B = {name_b}", "",
-             "| " + " | ".join(COMPARE_COLUMNS) + " |", "|" + "---|" * len(COMPARE_COLUMNS)]
+    lines = [
+        f"# edgekd compare: A = {name_a}, B = {name_b}",
+        "",
+        "| " + " | ".join(COMPARE_COLUMNS) + " |",
+        "|" + "---|" * len(COMPARE_COLUMNS),
+    ]
     lines += ["| " + " | ".join(r) + " |" for r in compare_rows(a, b)]
-    lines += ["", "Latency ratios are of single runs; use `edgekd gate --baseline` for a "
-              "significance-tested verdict.", ""]
+    lines += [
+        "",
+        "Latency ratios are of single runs; use `edgekd gate --baseline` for a "
+        "significance-tested verdict.",
+        "",
+    ]
     return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""Reports re-render from a stored run folder; charts are real PNGs; README's CLI reference is
+generated from the app and must match it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.docs import main as docs_main
+from edgekd.plots import write_charts
+from edgekd.report import BudgetLine, ModelResult, Report
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+runner = CliRunner()
+
+
+def _model(name: str, role: str, p50: float, acc: float) -> ModelResult:
+    return ModelResult(
+        name=name,
+        path=f"{name}.onnx",
+        format="onnx",
+        precision="fp32",
+        provider="CPUExecutionProvider",
+        params=1000,
+        size_bytes=4096,
+        latency_ms={"p50": p50, "p95": p50 * 1.1, "p99": p50 * 1.2, "mean": p50, "n": 30},
+        peak_rss_mb=60.0,
+        accuracy=acc,
+        agreement_with_teacher=acc,
+        role=role,
+    )
+
+
+def stored_run(folder: Path) -> Path:
+    report = Report(
+        target={
+            "name": "mobile",
+            "description": "phone",
+            "budget": {"latency_ms": 5.0, "accuracy_drop": 0.02},
+        },
+        host={"cpu_model": "test cpu", "cores": 2},
+        models=[
+            _model("teacher-onnx", "teacher", 0.2, 0.99),
+            _model("student-onnx", "student", 0.05, 0.98),
+        ],
+        budget=[BudgetLine("latency_ms", 5.0, 0.055, True, "ms", "student-onnx")],
+        chosen="student-onnx",
+        training={
+            "method": "kd",
+            "history": {"loss": [2.0, 1.0, 0.5], "val_accuracy": [0.5, 0.8, 0.9], "best_epoch": 2},
+        },
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(report.to_json())
+    return folder
+
+
+def test_charts_are_valid_png_files(tmp_path) -> None:
+    run = stored_run(tmp_path / "run")
+    report = Report.load(run / "report.json")
+    names = write_charts(report, run)
+    assert names == ["accuracy_vs_latency.png", "training_curves.png"]
+    for name in names:
+        data = (run / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+
+
+def test_report_command_rerenders_md_json_html_without_recomputing(tmp_path) -> None:
+    run = stored_run(tmp_path / "run")
+    md = runner.invoke(app, ["report", str(run), "--format", "md"])
+    assert md.exit_code == 0 and "| student-onnx * |" in md.stdout and "PASS" in md.stdout
+    js = runner.invoke(app, ["report", str(run), "--format", "json"])
+    assert json.loads(js.stdout)["chosen"] == "student-onnx"
+    page = runner.invoke(
+        app, ["report", str(run), "--format", "html", "--out", str(tmp_path / "r.html")]
+    )
+    assert page.exit_code == 0 and "<table>" in (tmp_path / "r.html").read_text()
+    bad = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert bad.exit_code == 2 and "no report.json" in bad.stderr
+
+
+def test_compare_two_runs(tmp_path) -> None:
+    a, b = stored_run(tmp_path / "a"), stored_run(tmp_path / "b")
+    result = runner.invoke(app, ["compare", str(a), str(b), "--markdown"])
+    assert result.exit_code == 0
+    assert "| student-onnx | 0.0500 | 0.0500 | 1.00x |" in result.stdout
+
+
+def test_readme_cli_reference_matches_the_app() -> None:
+    assert docs_main(["--check", str(ROOT / "README.md")]) == 0
