@@ -19,6 +19,7 @@ variants does it once and names nodes in the graph the handlers see.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import shutil
 import tempfile
@@ -145,11 +146,13 @@ class _Reader:
 
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
-    """ONNX Runtime's quantizer logs advice through the root logger; keep it off the console."""
+    """ONNX Runtime's quantizer logs advice through the root logger and its histogram
+    calibrators print progress; keep both off the console (and out of ``--json`` output)."""
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         logging.disable(previous)
 

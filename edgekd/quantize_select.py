@@ -50,7 +50,7 @@ class QuantSearch:
     """What :func:`select_quantization` tries. Modes the target's precisions exclude are skipped.
 
     modes                  dynamic (int8), qdq / qoperator (static int8), fp16
-    granularities          weight scales per-channel and/or per-tensor (static modes)
+    granularities          weight scales per-channel and/or per-tensor
     calibrations           calibration methods tried first (static modes)
     fallback_calibrations  tried on the most accurate static variant when no int8 variant fits
     exclude_nodes          keep the most sensitive nodes fp32 when still nothing fits
@@ -96,7 +96,9 @@ def candidate_configs(target: TargetProfile, search: QuantSearch = QuantSearch()
     configs: list[QuantConfig] = []
     if "int8" in target.precisions:
         if "dynamic" in search.modes:
-            configs.append(Int8DynamicConfig())
+            configs += [
+                Int8DynamicConfig(per_channel=g == "per-channel") for g in search.granularities
+            ]
         for fmt in ("qdq", "qoperator"):
             if fmt not in search.modes:
                 continue
@@ -287,6 +289,79 @@ class _Measure:
         )
 
 
+class _Stages:
+    """The search's stages over one pre-processed graph: grid, recalibration, node exclusion."""
+
+    def __init__(
+        self,
+        measure: _Measure,
+        pre: Path,
+        work: Path,
+        calibration: dict[str, np.ndarray] | None,
+        out_dir: Path,
+        stem: str,
+    ) -> None:
+        self.measure, self.pre, self.work, self.calibration = measure, pre, work, calibration
+        self.out_dir, self.stem = out_dir, stem
+        self.variants: list[Variant] = []
+        self.configs: dict[str, QuantConfig] = {}
+        self.sensitivity: list[Sensitivity] = []
+
+    def build(self, config: QuantConfig, stage: str) -> None:
+        dst = self.out_dir / f"{self.stem}-{config.name}.onnx"
+        self.configs[config.name] = config
+        try:
+            quantize(self.pre, config, dst, self.calibration, preprocessed=True)
+            self.variants.append(
+                self.measure.variant(config.name, config.precision, dst, stage, config)
+            )
+        except EdgekdError:
+            raise
+        except Exception as exc:  # a mode ONNX Runtime cannot do for this graph
+            dst.unlink(missing_ok=True)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.variants.append(
+                self.measure.failed(config, stage, f"{type(exc).__name__}: {first[:200]}")
+            )
+
+    def int8(self, config_type: type = object) -> list[Variant]:
+        return [
+            v
+            for v in self.variants
+            if v.precision == "int8"
+            and v.error is None
+            and isinstance(self.configs[v.name], config_type)
+        ]
+
+    def int8_fits(self) -> bool:
+        """True also when there is no int8 variant to rescue."""
+        return not self.int8() or any(v.fits for v in self.int8())
+
+    def recalibrate(self, calibrations: tuple[str, ...]) -> None:
+        """The most accurate static variant again with each other calibration method."""
+        static = self.int8(Int8StaticConfig)
+        if not static:
+            return
+        best = self.configs[_most_accurate(static).name]
+        for calibration in calibrations:
+            config = dataclasses.replace(best, calibration=calibration)
+            if config.name not in self.configs:
+                self.build(config, "calibration")
+
+    def exclude_sensitive_nodes(self, max_groups: int) -> None:
+        """Rank nodes by sensitivity on the most accurate int8 variant; exclude until it fits."""
+        base = self.configs[_most_accurate(self.int8()).name]
+        m = self.measure
+        self.sensitivity = rank_sensitivity(
+            self.pre, base, self.calibration, m.damage, self.work, max_groups
+        )
+        found = exclude_until_fits(
+            self.pre, base, self.calibration, self.sensitivity, m.damage, m.fits, self.work
+        )
+        if found is not None:
+            self.build(found[0], "exclusion")
+
+
 def select_quantization(
     fp32_path: str | Path,
     target: TargetProfile,
@@ -324,54 +399,18 @@ def select_quantization(
         target.budget.accuracy_drop if search.allowed_drop is None else search.allowed_drop
     )
     fp32 = measure.variant("fp32", "fp32", fp32_path, "fp32")
-    variants: list[Variant] = []
-    sensitivity: list[Sensitivity] = []
-
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        pre = preprocess(fp32_path, work / "pre.onnx")
-
-        def build(config: QuantConfig, stage: str) -> Variant:
-            dst = out_dir / f"{fp32_path.stem}-{config.name}.onnx"
-            try:
-                quantize(pre, config, dst, calibration, preprocessed=True)
-                return measure.variant(config.name, config.precision, dst, stage, config)
-            except EdgekdError:
-                raise
-            except Exception as exc:  # a mode ONNX Runtime cannot do for this graph
-                dst.unlink(missing_ok=True)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                return measure.failed(config, stage, f"{type(exc).__name__}: {first[:200]}")
-
+        pre = preprocess(fp32_path, Path(tmp) / "pre.onnx")
+        stages = _Stages(measure, pre, Path(tmp), calibration, out_dir, fp32_path.stem)
         for config in candidate_configs(target, search):
-            variants.append(build(config, "grid"))
-
-        def int8_fits() -> bool:
-            return any(v.fits for v in variants if v.precision == "int8")
-
-        int8 = [v for v in variants if v.precision == "int8" and v.error is None]
-        static = [v for v in int8 if v.config.get("type") == "Int8StaticConfig"]
-        if int8 and not int8_fits() and static:
-            best = _most_accurate(static)
-            for calib in search.fallback_calibrations:
-                config = _rebuild(best, calibration=calib)
-                if config.name not in {v.name for v in variants}:
-                    variants.append(build(config, "calibration"))
-
-        int8 = [v for v in variants if v.precision == "int8" and v.error is None]
-        if int8 and not int8_fits() and search.exclude_nodes:
-            base = _rebuild(_most_accurate(int8))
-            sensitivity = rank_sensitivity(
-                pre, base, calibration, measure.damage, work, search.max_groups
-            )
-            found = exclude_until_fits(
-                pre, base, calibration, sensitivity, measure.damage, measure.fits, work
-            )
-            if found is not None:
-                variants.append(build(found[0], "exclusion"))
-
+            stages.build(config, "grid")
+        if not stages.int8_fits():
+            stages.recalibrate(search.fallback_calibrations)
+        if not stages.int8_fits() and search.exclude_nodes:
+            stages.exclude_sensitive_nodes(search.max_groups)
+    variants, sensitivity = stages.variants, stages.sensitivity
     fp32, *variants = measure.time([fp32, *variants])
-    chosen, reason = _choose(fp32, variants, measure.allowed)
+    chosen, reason = choose_variant(fp32, variants, measure.allowed)
     selection = QuantSelection(
         fp32=fp32,
         variants=tuple(variants),
@@ -392,19 +431,14 @@ def _most_accurate(variants: list[Variant]) -> Variant:
     return min(variants, key=lambda v: (v.accuracy_drop, v.size_bytes))
 
 
-def _rebuild(variant: Variant, **changes) -> QuantConfig:
-    """The config object a variant was built from, with ``changes`` applied."""
-    d = dict(variant.config)
-    kind = {c.__name__: c for c in (Int8DynamicConfig, Int8StaticConfig, Fp16Config)}[d.pop("type")]
-    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-    return kind(**{**d, **changes})
-
-
-def _choose(fp32: Variant, variants: list[Variant], allowed: float) -> tuple[Variant, str]:
+def choose_variant(fp32: Variant, variants: list[Variant], allowed: float) -> tuple[Variant, str]:
+    """The fastest p50 among fp32 and the variants within ``allowed``, and why, in words."""
     ok = [fp32] + [v for v in variants if v.fits and v.error is None]
     ranked = sorted(ok, key=lambda v: v.latency_ms["p50"])
     best = ranked[0]
     quantized = [v for v in variants if v.error is None]
+    if not variants:
+        return fp32, "the target allows no quantized precision; fp32 kept"
     if best is fp32:
         fitting = [v for v in ok if v is not fp32]
         if not fitting:
@@ -418,11 +452,13 @@ def _choose(fp32: Variant, variants: list[Variant], allowed: float) -> tuple[Var
                 f"no quantized variant stays within the allowed accuracy drop of {allowed:g}"
                 f"{detail}; fp32 kept"
             )
-        runner = ranked[1]
+        fastest: dict[str, Variant] = {}
+        for v in ranked[1:]:  # sorted by p50, so the first of each precision is its fastest
+            fastest.setdefault(v.precision, v)
+        others = ", ".join(f"{v.name} {v.p50_us:.1f} us" for v in fastest.values())
         return fp32, (
-            f"fp32 is the fastest variant within the allowed accuracy drop: the fastest that fits, "
-            f"{runner.name}, runs {runner.p50_us:.1f} us vs fp32 {fp32.p50_us:.1f} us p50"
-            + _tie(best, runner)
+            f"fp32 ({fp32.p50_us:.1f} us p50) is faster than every quantized variant within the "
+            f"allowed accuracy drop (fastest: {others})" + _tie(best, ranked[1])
         )
     reason = (
         f"fastest p50 ({best.p50_us:.1f} us, {fp32.p50_us / best.p50_us:.2f}x fp32's "
@@ -441,6 +477,20 @@ def _tie(best: Variant, runner: Variant) -> str:
     return ""
 
 
+def _speed_warning(v: Variant, fp32: Variant) -> str | None:
+    """'slower' beyond the tie margin, 'no faster' within it, nothing when clearly faster."""
+    ratio = v.latency_ms["p50"] / fp32.latency_ms["p50"]
+    if ratio < 1 - TIE or v.precision not in ("int8", "fp16"):
+        return None
+    times = f"{v.p50_us:.1f} us vs {fp32.p50_us:.1f} us p50"
+    verdict = f"is slower than fp32 here ({times})"
+    if ratio <= 1 + TIE:
+        verdict = f"is no faster than fp32 here ({times}, within {TIE:.0%})"
+    if v.precision == "fp16":
+        return f"{v.name}: fp16 {verdict}; fp16 pays off on GPUs with fp16 units, not on this CPU"
+    return f"{v.name}: int8 {verdict}"
+
+
 def selection_warnings(sel: QuantSelection) -> list[str]:
     """The lines a user needs before trusting the chosen variant."""
     out = [
@@ -457,16 +507,9 @@ def selection_warnings(sel: QuantSelection) -> list[str]:
         if v.error is not None:
             out.append(f"{v.name}: quantization failed ({v.error})")
             continue
-        if v.precision == "int8" and v.latency_ms["p50"] > fp32.latency_ms["p50"]:
-            out.append(
-                f"{v.name}: int8 is slower than fp32 here ({v.p50_us:.1f} us vs "
-                f"{fp32.p50_us:.1f} us p50)"
-            )
-        if v.precision == "fp16" and v.latency_ms["p50"] > fp32.latency_ms["p50"]:
-            out.append(
-                f"{v.name}: fp16 is slower than fp32 on this CPU ({v.p50_us:.1f} us vs "
-                f"{fp32.p50_us:.1f} us p50); fp16 pays off on GPUs with fp16 units"
-            )
+        slow = _speed_warning(v, fp32)
+        if slow:
+            out.append(slow)
         if v.stage == "exclusion":
             out.append(
                 f"{v.name}: {len(v.excluded_nodes)} quantization-sensitive node(s) kept in fp32 "

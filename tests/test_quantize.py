@@ -29,7 +29,16 @@ from edgekd.quantize import (
     preprocess,
     quantize,
 )
-from edgekd.quantize_select import QuantSearch, candidate_configs, select_quantization
+from edgekd.quantize_select import (
+    QuantSearch,
+    QuantSelection,
+    Variant,
+    candidate_configs,
+    choose_variant,
+    format_variants,
+    select_quantization,
+    selection_warnings,
+)
 from edgekd.targets import load_target
 
 RNG = np.random.default_rng(0)
@@ -155,6 +164,9 @@ def test_selection_respects_the_accuracy_budget(mlp, tmp_path):
     assert any(w.startswith("CPU int8 support on this host:") for w in sel.warnings)
     assert sel.warnings[-1].startswith(f"chosen: {sel.chosen}: ")
     json.dumps(sel.to_dict())
+    table = format_variants(sel).splitlines()
+    assert len(table) == 2 + len(sel.variants)
+    assert [line.split()[1] for line in table if line.startswith("*")] == [sel.chosen]
 
 
 def test_selection_without_labels_uses_agreement_and_a_zero_budget(mlp, tmp_path):
@@ -240,3 +252,27 @@ def test_cli_quantize(mlp, tmp_path):
     res = CliRunner().invoke(app, ["quantize", str(path), "--out", str(tmp_path / "q2")])
     assert res.exit_code == 2 and "takes samples of shape" in res.output  # digits: 1x8x8
     assert not (tmp_path / "q2").exists()
+
+
+def _variant(name, precision, p50_ms, drop=0.0, fits=True):
+    return Variant(name, precision, "", 1, {"p50": p50_ms, "p95": p50_ms}, None, drop, 1.0, fits)
+
+
+def test_warnings_say_when_int8_is_slower_and_why_fp32_won():
+    # The reference point: a 40-100-100-10 MLP, 7.0 us fp32 vs 9.5 us int8.
+    fp32 = _variant("fp32", "fp32", 0.0070)
+    slow = _variant("int8-dynamic", "int8", 0.0095)
+    tie = _variant("int8-qdq", "int8", 0.0071)
+    chosen, reason = choose_variant(fp32, [slow, tie], 0.02)
+    assert (
+        chosen is fp32 and "fp32 (7.0 us p50) is faster" in reason and "int8-qdq 7.1 us" in reason
+    )
+    sel = QuantSelection(fp32, (slow, tie), "fp32", reason, 0.02, "labels", "AVX512-VNNI", 1, 1)
+    lines = selection_warnings(sel)
+    assert "int8-dynamic: int8 is slower than fp32 here (9.5 us vs 7.0 us p50)" in lines
+    assert "int8-qdq: int8 is no faster than fp32 here (7.1 us vs 7.0 us p50, within 5%)" in lines
+    assert lines[0].startswith("CPU int8 support on this host: AVX512-VNNI")
+    # 784-1200-1200-10: 130 us fp32, 44 us int8 -> int8 chosen, no speed warning.
+    fast = _variant("int8-qdq", "int8", 0.044)
+    chosen, reason = choose_variant(_variant("fp32", "fp32", 0.130), [fast], 0.02)
+    assert chosen is fast and "2.95x" in reason
