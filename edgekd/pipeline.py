@@ -6,6 +6,8 @@ run succeeded, so a failed run leaves no partial output folder behind.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,7 @@ from edgekd.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from edgekd.hostinfo import host_info
 from edgekd.plots import write_charts
 from edgekd.progress import status
-from edgekd.quantize import Int8DynamicConfig, Int8StaticConfig, quantize
+from edgekd.quantize_select import QuantSelection, Variant, select_quantization
 from edgekd.report import ModelResult, Report, to_markdown
 from edgekd.sizing import size_student_to_budget
 from edgekd.students import build_student, count_params
@@ -120,13 +122,17 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             exports[name] = export_onnx(
                 model, work / f"{name}.onnx", example, target.opset, parity_inputs=data.test.inputs
             ).to_dict()
-        calib = data.train.inputs
-        variants = [
-            ("student-int8-static", Int8StaticConfig(), "int8"),
-            ("student-int8-dynamic", Int8DynamicConfig(), "int8"),
-        ]
-        for name, qcfg, _ in variants:
-            quantize(work / "student.onnx", qcfg, work / f"{name}.onnx", calib)
+        # Every quantization mode the target allows, measured; the fastest within the accuracy
+        # budget (versus the fp32 student) is chosen. The run folder keeps the chosen variant, or
+        # when fp32 wins, the best quantized one so the report shows why.
+        with tempfile.TemporaryDirectory() as variants_dir:
+            selection = select_quantization(
+                work / "student.onnx", target, data.train.inputs, data.val, variants_dir
+            )
+            shown = _shown_variant(selection)
+            if shown is not None:
+                shutil.copyfile(shown.path, work / f"student-{shown.name}.onnx")
+        variants = [] if shown is None else [(f"student-{shown.name}", None, shown.precision)]
         lap("export+quantize")
 
         refs = [
@@ -179,10 +185,11 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
         lap("bench")
 
         teacher_result = results[1]  # the teacher as deployed (ONNX fp32)
-        chosen, why = choose_variant(
-            [r for r in results if r.role == "student"], teacher_result, target.budget.accuracy_drop
-        )
-        warnings = _int8_warnings(results, host_info())
+        fp32_chosen = selection.chosen == "fp32"
+        chosen_name = "student-onnx" if fp32_chosen else f"student-{selection.chosen}"
+        chosen = next(r for r in results if r.name == chosen_name)
+        why = selection.reason
+        warnings = list(selection.warnings) + [f"{r.name}: {n}" for r in results for n in r.notes]
         report = Report(
             target=target.to_dict(),
             host=host_info(),
@@ -216,6 +223,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             out_dir=str(out),
         )
         report.export = {k: {**v, "path": Path(v["path"]).name} for k, v in exports.items()}
+        report.export["quantization"] = _portable(selection.to_dict(), shown)
         report.charts = write_charts(report, work)
         write_json_atomic(work / "report.json", report.to_dict())
         write_text_atomic(work / "report.md", to_markdown(report))
@@ -234,42 +242,23 @@ def _relative_paths(results: list[ModelResult], work: Path, out: Path) -> list[M
     return [replace(r, path=str(out / Path(r.path).name)) for r in results]
 
 
-def choose_variant(
-    students: list[ModelResult], teacher: ModelResult, allowed_drop: float
-) -> tuple[ModelResult, str]:
-    """The fastest student variant (p50) within the allowed accuracy drop of the teacher."""
-    ok = [
-        s
-        for s in students
-        if s.accuracy is not None and teacher.accuracy - s.accuracy <= allowed_drop
-    ]
-    if not ok:
-        best = max(students, key=lambda s: s.accuracy or 0.0)
-        return best, (
-            f"no variant is within the allowed accuracy drop ({allowed_drop}); "
-            f"kept the most accurate, {best.name}"
-        )
-    fastest = min(ok, key=lambda s: s.latency_ms["p50"])
-    return fastest, (
-        f"fastest p50 ({fastest.latency_ms['p50']:.4f} ms) of the {len(ok)} variants "
-        f"within the allowed accuracy drop of {allowed_drop}"
-    )
+def _shown_variant(selection: QuantSelection) -> Variant | None:
+    """The quantized variant to benchmark: the chosen one, else the fastest that fits, else the
+    most accurate (None when the target allows no quantized precision)."""
+    usable = [v for v in selection.variants if v.error is None]
+    if not usable:
+        return None
+    if selection.chosen != "fp32":
+        return selection.chosen_variant
+    fitting = [v for v in usable if v.fits]
+    if fitting:
+        return min(fitting, key=lambda v: v.latency_ms["p50"])
+    return min(usable, key=lambda v: v.accuracy_drop)
 
 
-def _int8_warnings(results: list[ModelResult], host: dict) -> list[str]:
-    out = []
-    fp32 = next((r for r in results if r.name == "student-onnx"), None)
-    for r in results:
-        if (
-            fp32 is not None
-            and r.precision == "int8"
-            and r.latency_ms["p50"] > fp32.latency_ms["p50"]
-        ):
-            out.append(
-                f"{r.name}: int8 is slower than fp32 here ({r.latency_ms['p50'] * 1e3:.1f} us "
-                f"vs {fp32.latency_ms['p50'] * 1e3:.1f} us p50); CPU int8 support: "
-                f"{host['int8_support']}"
-            )
-    for r in results:
-        out += [f"{r.name}: {n}" for n in r.notes]
-    return out
+def _portable(selection: dict, kept: Variant | None) -> dict:
+    """Paths as file names in the run folder; "" for variants measured but not kept."""
+    selection["fp32"]["path"] = "student.onnx"
+    for v in selection["variants"]:
+        v["path"] = f"student-{v['name']}.onnx" if kept and v["name"] == kept.name else ""
+    return selection

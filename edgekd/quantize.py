@@ -2,17 +2,29 @@
 
     quantize("student.onnx", Int8StaticConfig(calibration="minmax"), "student-int8.onnx", calib)
 
-Static int8 uses the QDQ format (QuantizeLinear/DequantizeLinear pairs around each op), which
-ONNX Runtime fuses into integer kernels where the CPU has them; dynamic int8 quantizes weights
-ahead of time and activations at run time. The model is pre-processed with ONNX Runtime's
-``quant_pre_process`` (shape inference + graph optimisation) before either.
+Modes:
+    Int8DynamicConfig  weights int8 ahead of time, activations quantized per call (no calibration)
+    Int8StaticConfig   weights and activations int8 from calibration; QDQ format
+                       (QuantizeLinear/DequantizeLinear pairs that ONNX Runtime fuses into integer
+                       kernels) or QOperator format (QLinearConv, QGemm, ...), per-channel or
+                       per-tensor weights, MinMax / Entropy / Percentile calibration
+    Fp16Config         weights and compute in float16 (GPU targets), inputs and outputs kept fp32
+
+Every mode takes ``nodes_to_exclude``: nodes (by name in the pre-processed graph) left in fp32.
+The model is pre-processed with ONNX Runtime's ``quant_pre_process`` (shape inference + graph
+optimisation) before quantizing; :func:`preprocess` is public so that a caller quantizing many
+variants does it once and names nodes in the graph the handlers see.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +33,17 @@ from edgekd.errors import BadInputError
 from edgekd.fileio import atomic_path
 
 CALIBRATIONS = ("minmax", "entropy", "percentile")
+QUANT_FORMATS = ("qdq", "qoperator")
+
+
+def _check_nodes(nodes: tuple[str, ...]) -> None:
+    if not all(isinstance(n, str) and n for n in nodes):
+        raise BadInputError(f"nodes_to_exclude must be non-empty node names, got {nodes!r}")
+
+
+def _suffix(config: Int8DynamicConfig | Int8StaticConfig | Fp16Config) -> str:
+    n = len(config.nodes_to_exclude)
+    return f"-excl{n}" if n else ""
 
 
 @dataclass(frozen=True)
@@ -28,10 +51,18 @@ class Int8DynamicConfig:
     """Weights int8 ahead of time, activations quantized per call (no calibration data)."""
 
     per_channel: bool = False
+    reduce_range: bool = False  # 7-bit weights: avoids u8s8 saturation on x86 without VNNI
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    precision = "int8"
+    needs_calibration = False
+
+    def __post_init__(self) -> None:
+        _check_nodes(self.nodes_to_exclude)
 
     @property
     def name(self) -> str:
-        return "int8-dynamic"
+        return "int8-dynamic" + ("-perchannel" if self.per_channel else "") + _suffix(self)
 
 
 @dataclass(frozen=True)
@@ -42,6 +73,11 @@ class Int8StaticConfig:
     calibration: str = "minmax"
     num_samples: int = 256
     quant_format: str = "qdq"
+    reduce_range: bool = False
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    precision = "int8"
+    needs_calibration = True
 
     def __post_init__(self) -> None:
         if self.calibration not in CALIBRATIONS:
@@ -49,24 +85,46 @@ class Int8StaticConfig:
                 f"calibration {self.calibration!r} unknown "
                 f"(expected one of {', '.join(CALIBRATIONS)})"
             )
-        if self.quant_format not in ("qdq", "qoperator"):
+        if self.quant_format not in QUANT_FORMATS:
             raise BadInputError(
                 f"quant_format must be 'qdq' or 'qoperator', got {self.quant_format!r}"
             )
         if self.num_samples < 1:
             raise BadInputError(f"num_samples must be >= 1, got {self.num_samples}")
+        _check_nodes(self.nodes_to_exclude)
 
     @property
     def name(self) -> str:
-        return f"int8-static-{self.quant_format}"
+        granularity = "perchannel" if self.per_channel else "pertensor"
+        return f"int8-{self.quant_format}-{granularity}-{self.calibration}" + _suffix(self)
 
 
-QuantConfig = Int8DynamicConfig | Int8StaticConfig
-HANDLERS: dict[type, Callable[..., None]] = {}
+@dataclass(frozen=True)
+class Fp16Config:
+    """Weights and arithmetic in float16; graph inputs and outputs stay float32."""
+
+    keep_io_types: bool = True
+    nodes_to_exclude: tuple[str, ...] = ()
+    op_block_list: tuple[str, ...] = field(default=())  # () = ONNX Runtime's default block list
+
+    precision = "fp16"
+    needs_calibration = False
+
+    def __post_init__(self) -> None:
+        _check_nodes(self.nodes_to_exclude)
+
+    @property
+    def name(self) -> str:
+        return "fp16" + _suffix(self)
+
+
+QuantConfig = Int8DynamicConfig | Int8StaticConfig | Fp16Config
+Handler = Callable[[QuantConfig, Path, Path, "dict[str, np.ndarray] | None"], None]
+HANDLERS: dict[type, Handler] = {}
 
 
 def handles(config_type: type):
-    def wrap(fn):
+    def wrap(fn: Handler) -> Handler:
         HANDLERS[config_type] = fn
         return fn
 
@@ -74,22 +132,45 @@ def handles(config_type: type):
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader protocol over named arrays, one sample at a time."""
+    """ONNX Runtime's CalibrationDataReader protocol over named arrays, in small batches."""
 
-    def __init__(self, inputs: dict[str, np.ndarray], limit: int) -> None:
+    def __init__(self, inputs: dict[str, np.ndarray], limit: int, batch: int = 32) -> None:
         n = min(limit, len(next(iter(inputs.values()))))
-        self._feeds = iter([{k: v[i : i + 1] for k, v in inputs.items()} for i in range(n)])
+        self._feeds = iter(
+            [{k: v[i : min(i + batch, n)] for k, v in inputs.items()} for i in range(0, n, batch)]
+        )
 
     def get_next(self):
         return next(self._feeds, None)
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs advice through the root logger and its histogram
+    calibrators print progress; keep both off the console (and out of ``--json`` output)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
 
 
 @handles(Int8DynamicConfig)
 def _dynamic(config: Int8DynamicConfig, src: Path, dst: Path, calibration) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # Dynamic quantization rewrites Gemm as MatMul + Add named "<gemm>_MatMul" before it looks
+    # at nodes_to_exclude, so an excluded Gemm must be named both ways.
+    exclude = [n for name in config.nodes_to_exclude for n in (name, f"{name}_MatMul")]
     quantize_dynamic(
-        str(src), str(dst), per_channel=config.per_channel, weight_type=QuantType.QInt8
+        str(src),
+        str(dst),
+        per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude,
     )
 
 
@@ -111,10 +192,40 @@ def _static(config: Int8StaticConfig, src: Path, dst: Path, calibration) -> None
         _Reader(calibration, config.num_samples),
         quant_format=fmt,
         per_channel=config.per_channel,
+        reduce_range=config.reduce_range,
+        # u8 activations / s8 weights: the combination ONNX Runtime's x86 and ARM kernels favour.
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=method,
+        nodes_to_exclude=list(config.nodes_to_exclude),
     )
+
+
+def fp16_converter():
+    """ONNX Runtime's float16 converter, or a clear error saying it is missing."""
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError:
+        raise BadInputError(
+            "fp16 conversion needs onnxruntime.transformers.float16 (ships with onnxruntime); "
+            "it is not importable here"
+        ) from None
+    return convert_float_to_float16
+
+
+@handles(Fp16Config)
+def _fp16(config: Fp16Config, src: Path, dst: Path, calibration) -> None:
+    import onnx
+
+    convert = fp16_converter()
+    kwargs = {"op_block_list": list(config.op_block_list)} if config.op_block_list else {}
+    model = convert(
+        onnx.load(str(src)),
+        keep_io_types=config.keep_io_types,
+        node_block_list=list(config.nodes_to_exclude) or None,
+        **kwargs,
+    )
+    onnx.save(model, str(dst))
 
 
 def quantize(
@@ -122,8 +233,15 @@ def quantize(
     config: QuantConfig,
     out_path: str | Path,
     calibration: dict[str, np.ndarray] | None = None,
+    preprocessed: bool = False,
 ) -> Path:
-    """Quantize ``model_path`` with ``config`` into ``out_path`` (atomically)."""
+    """Quantize ``model_path`` with ``config`` into ``out_path`` (atomically).
+
+    ``preprocessed=True`` when ``model_path`` already went through :func:`preprocess` (node names
+    in ``nodes_to_exclude`` are names in the pre-processed graph).
+
+    >>> quantize("m.onnx", Int8DynamicConfig(), "m-int8.onnx")  # doctest: +SKIP
+    """
     handler = HANDLERS.get(type(config))
     if handler is None:
         raise BadInputError(f"no quantization handler for {type(config).__name__}")
@@ -131,20 +249,33 @@ def quantize(
     if not model_path.is_file():
         raise BadInputError(f"{model_path}: ONNX model not found")
     with tempfile.TemporaryDirectory() as work:
-        pre = Path(work) / "pre.onnx"
-        _preprocess(model_path, pre)
-        with atomic_path(out_path, suffix=".onnx") as tmp:
-            handler(config, pre, tmp, calibration)
+        src = model_path if preprocessed else preprocess(model_path, Path(work) / "pre.onnx")
+        if config.nodes_to_exclude:
+            _check_node_names(src, config.nodes_to_exclude)
+        with atomic_path(out_path, suffix=".onnx") as tmp, _quiet_quantizer():
+            handler(config, src, tmp, calibration)
     return Path(out_path)
 
 
-def _preprocess(src: Path, dst: Path) -> None:
-    import shutil
+def _check_node_names(model_path: Path, names: tuple[str, ...]) -> None:
+    import onnx
 
+    known = {n.name for n in onnx.load(str(model_path), load_external_data=False).graph.node}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise BadInputError(
+            f"{model_path}: nodes_to_exclude names nodes not in the graph: {', '.join(missing)}"
+        )
+
+
+def preprocess(src: str | Path, dst: str | Path) -> Path:
+    """ONNX Runtime's ``quant_pre_process``: shape inference and graph optimisation."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        with _quiet_quantizer():
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
     except Exception:
         # Symbolic shape inference fails on some graphs; quantizing the raw graph still works.
         shutil.copyfile(src, dst)
+    return Path(dst)
