@@ -131,8 +131,10 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             )
             shown = _shown_variant(selection)
             if shown is not None:
-                shutil.copyfile(shown.path, work / f"student-{shown.name}.onnx")
-        variants = [] if shown is None else [(f"student-{shown.name}", None, shown.precision)]
+                # Named by precision (student-int8.onnx) so tables stay readable; the full variant
+                # name (e.g. int8-qoperator-perchannel-minmax) is in report.student.
+                shutil.copyfile(shown.path, work / f"student-{shown.precision}.onnx")
+        variants = [] if shown is None else [(f"student-{shown.precision}", None, shown.precision)]
         lap("export+quantize")
 
         refs = [
@@ -186,7 +188,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
 
         teacher_result = results[1]  # the teacher as deployed (ONNX fp32)
         fp32_chosen = selection.chosen == "fp32"
-        chosen_name = "student-onnx" if fp32_chosen else f"student-{selection.chosen}"
+        chosen_name = "student-onnx" if fp32_chosen else f"student-{shown.precision}"
         chosen = next(r for r in results if r.name == chosen_name)
         why = selection.reason
         warnings = list(selection.warnings) + [f"{r.name}: {n}" for r in results for n in r.notes]
@@ -205,7 +207,13 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
                 "input_kind": data.input_kind,
             },
             teacher=teacher_info.to_dict(),
-            student={**c.__dict__, "sizing": sizing.to_dict(), "chosen_variant_reason": why},
+            student={
+                **c.__dict__,
+                "sizing": sizing.to_dict(),
+                "chosen_variant": selection.chosen,
+                "quantized_variant_shown": None if shown is None else shown.name,
+                "chosen_variant_reason": why,
+            },
             training={
                 "method": config.method,
                 "temperature": config.temperature,

@@ -203,7 +203,14 @@ def to_markdown(report: Report) -> str:
         "|" + "---|" * len(MODEL_COLUMNS),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in model_rows(report)]
-    lines += ["", "`*` marks the chosen student variant.", ""]
+    lines += ["", "`*` marks the chosen student variant."]
+    if report.student.get("chosen_variant_reason"):
+        lines += [
+            "",
+            f"**Chosen:** `{report.chosen}` (variant `{report.student.get('chosen_variant')}`)"
+            f": {report.student['chosen_variant_reason']}",
+        ]
+    lines += [""]
     if report.budget:
         lines += [
             "## Budget verdict",
@@ -228,6 +235,9 @@ def to_markdown(report: Report) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+MAX_TERMINAL_WARNINGS = 4
 
 
 def print_summary(report: Report) -> None:
@@ -258,5 +268,14 @@ def print_summary(report: Report) -> None:
             style = {"PASS": "green", "FAIL": "red"}.get(row[-1], "yellow")
             bt.add_row(*row[:-1], f"[{style}]{row[-1]}[/{style}]")
         console.print(bt)
-    for w in report.warnings:
+    if report.student.get("chosen_variant_reason"):
+        console.print(
+            f"chosen: {report.chosen} ({report.student.get('chosen_variant')}): "
+            f"{report.student['chosen_variant_reason']}",
+            highlight=False,
+        )
+    shown = [w for w in report.warnings if not w.startswith("chosen:")]
+    for w in shown[:MAX_TERMINAL_WARNINGS]:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    if len(shown) > MAX_TERMINAL_WARNINGS:
+        console.print(f"(+{len(shown) - MAX_TERMINAL_WARNINGS} more warnings in report.md)")
