@@ -67,19 +67,24 @@ def select_output(out: Any, which: str | None) -> torch.Tensor:
             f"the teacher returns a {type(out).__name__}; expected a tensor, or a tuple or dict "
             "of tensors"
         )
-    listing = ", ".join(f"{k}: {_desc(v)}" for k, v in items)
-    if which is None:
-        if len(items) == 1:
-            return _tensor(items[0][1], items[0][0])
-        raise BadInputError(
-            f"the teacher returns {len(items)} outputs ({listing}); name the one to distil "
-            f"with --teacher-output {items[-1][0]}"
-        )
+    if which is None and len(items) == 1:
+        return _tensor(items[0][1], items[0][0])
     for key, value in items:
         if key == which:
             return _tensor(value, key)
-    if isinstance(out, Mapping) and which.isdigit() and int(which) < len(items):
+    if (
+        isinstance(out, Mapping)
+        and which is not None
+        and which.isdigit()
+        and int(which) < len(items)
+    ):
         return _tensor(items[int(which)][1], which)  # dict outputs may be chosen by position too
+    listing = ", ".join(f"{k}: {_desc(v)}" for k, v in items)
+    if which is None:
+        raise BadInputError(
+            f"the teacher returns {len(items)} outputs ({listing}); name the one to distil "
+            f"with --teacher-output {items[-1][0] if items else 0}"
+        )
     raise BadInputError(f"--teacher-output {which!r}: not among the teacher's outputs ({listing})")
 
 
@@ -116,6 +121,16 @@ class TeacherModule(nn.Module):
         self.names = names
         self.by_keyword = by_keyword
         self.output = output
+
+    def train(self, mode: bool = True) -> TeacherModule:
+        # A torch.export program's module refuses train()/eval() (it is always in the mode it
+        # was exported in), so a teacher is switched only where it allows it.
+        self.training = mode
+        try:
+            self.inner.train(mode)
+        except NotImplementedError:
+            pass
+        return self
 
     def forward(self, *inputs):
         if self.by_keyword:
@@ -301,12 +316,10 @@ def _finish(
     fingerprint: str | None = None,
     onnx_path: str | None = None,
 ) -> LoadedTeacher:
-    if hasattr(model, "eval"):
-        model.eval()
-    for p in getattr(model, "parameters", list)():
+    for p in model.parameters():
         p.requires_grad_(False)
     names = tuple(s.name for s in specs if not s.optional)
-    wrapper = TeacherModule(model, names, by_keyword, output)
+    wrapper = TeacherModule(model, names, by_keyword, output).eval()
     if params is None:
         params = sum(p.numel() for p in model.parameters())
     if fingerprint is None:
