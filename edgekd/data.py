@@ -263,3 +263,19 @@ def load_data(
     val = read_data(val_data, label_column, classes).train if val_data else source.val
     test = read_data(test_data, label_column, classes).train if test_data else source.test
     return split_bundle(source.name, source.train, seed, val, test, classes)
+
+
+def load_eval_data(spec: str, label_column: str | None = None) -> Split:
+    """All of a data file (any ``--data`` format) as one split, to measure a model on it, as
+    ``edgekd bench --data FILE`` does. Fit it to the model with ``edgekd.inputs.check_inputs``.
+
+    >>> split = load_eval_data("holdout.csv", label_column="kind")  # doctest: +SKIP
+    """
+    if spec in BUILT_IN:
+        return (load_mnist1d() if spec == "mnist1d" else load_digits_default()).test
+    from edgekd.datasets import read_data
+
+    source = read_data(spec, label_column)
+    if source.val is not None or source.test is not None:
+        return source.test or source.val  # a factory's held-out split
+    return source.train

@@ -12,7 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.data import Split, load_data
+from edgekd.data import Split, load_data, load_eval_data
+from edgekd.distill.teaching import conform
 from edgekd.errors import BadInputError, DataError, UnsafeInputError
 from edgekd.inputs import InputSpec, check_inputs
 from edgekd.user_teacher import load_teacher, probe_teacher, select_output
@@ -159,6 +160,7 @@ def test_npz_csv_image_folder_and_factory_data(tmp_path) -> None:
     assert table.class_names == ("cat", "dog") and table.num_classes == 2
     assert table.test.y.tolist() == [1, 0] and table.sample_shapes == {"x": (2,)}
     assert "given test data" in table.split_note
+    assert load_eval_data(str(tmp_path / "test.csv"), label_column="kind").n == 2
     (tmp_path / "bad.csv").write_text("a,label\n1,0\nx,1\n")
     with pytest.raises(DataError, match=r"bad.csv line 3, column 'a': 'x' is not a number"):
         load_data(str(tmp_path / "bad.csv"))
@@ -366,3 +368,72 @@ def test_config_file_reports_every_problem_with_its_line(tmp_path) -> None:
     result = runner.invoke(app, ["distill", "--config", str(tmp_path / "ok.toml"), "--data",
                                  str(tmp_path / "from_cli.npz")])  # fmt: skip
     assert result.exit_code == 2 and "from_cli.npz: data file not found" in result.stderr
+
+
+def test_declared_inputs_of_a_factory_teacher_are_checked_before_training(tmp_path) -> None:
+    (tmp_path / "declared.py").write_text(
+        textwrap.dedent("""
+        import torch
+
+        def make():
+            model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+            model.edgekd_inputs = {"x": ("float32", (1, 8, 8))}
+            return model
+    """)
+    )
+    teacher = load_teacher(f"{tmp_path / 'declared.py'}:make")
+    np.savez(tmp_path / "flat.npz", x=np.zeros((30, 64)), y=np.arange(30) % 10)
+    data = load_data(str(tmp_path / "flat.npz"))
+    with pytest.raises(DataError) as err:
+        conform(data, teacher.inputs, {"train": "flat.npz", "val": "flat.npz", "test": "flat.npz"})
+    assert str(err.value) == "flat.npz: input 'x': expected float32[N,1,8,8], got float64[N,64]"
+
+
+def test_hugging_face_folder_loads_safetensors_only_and_no_remote_code(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = {}
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(30, 8)
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+            h = self.embed(input_ids)
+            return {"last_hidden_state": h, "pooler_output": h.mean(1)}
+
+    class Auto:
+        @staticmethod
+        def from_pretrained(path, **kwargs):
+            calls["config"] = kwargs
+            return types.SimpleNamespace(architectures=["TinyModel"])
+
+    class AutoModel:
+        @staticmethod
+        def from_pretrained(path, **kwargs):
+            calls["model"] = kwargs
+            return Encoder()
+
+    fake = types.SimpleNamespace(
+        AutoConfig=Auto, AutoModel=AutoModel, AutoModelForSequenceClassification=AutoModel
+    )
+    monkeypatch.setitem(sys.modules, "transformers", fake)
+    (tmp_path / "config.json").write_text("{}")
+    teacher = load_teacher(str(tmp_path), output="pooler_output", task="embedding")
+    assert calls["config"] == {"local_files_only": True, "trust_remote_code": False}
+    assert calls["model"] == {
+        "local_files_only": True,
+        "trust_remote_code": False,
+        "use_safetensors": True,
+    }
+    assert [(s.name, s.optional) for s in teacher.inputs] == [
+        ("input_ids", False),
+        ("attention_mask", True),
+        ("token_type_ids", True),
+    ]
+    data = Split({"input_ids": np.ones((4, 5), np.int64), "attention_mask": np.ones((4, 5), int)})
+    fitted = check_inputs(teacher.inputs, data)
+    teacher.bind(tuple(fitted.inputs))
+    assert probe_teacher(teacher, fitted, "embedding") == 8
