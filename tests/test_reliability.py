@@ -97,6 +97,19 @@ def test_signal_stops_at_a_step_boundary_and_resume_is_exact(uninterrupted, tmp_
     assert history.to_dict() == ref_history.to_dict()
 
 
+def test_signal_during_the_last_step_is_not_lost(uninterrupted, tmp_path) -> None:
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def send(n, _out):
+        if n == 3 * STEPS_PER_EPOCH:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted, match="after the last epoch"):
+        _train(ckpt, on_step=send)
+    student, _ = _train(ckpt, resume=True)  # nothing left to train: the best weights come back
+    assert _same_weights(student, uninterrupted[0])
+
+
 def test_crash_resumes_from_the_last_epoch_checkpoint(uninterrupted, tmp_path) -> None:
     ckpt = tmp_path / "checkpoint.pt"
 
@@ -221,6 +234,8 @@ def test_cli_ctrl_c_exits_130_and_resume_finishes_the_run(tmp_path) -> None:
     assert (partial / "checkpoint.pt").is_file() and (partial / "config.json").is_file()
     assert not out.exists()
 
+    fresh = runner.invoke(app, ["distill", "--epochs", "1", "--out", str(out)])
+    assert fresh.exit_code == 2 and f"continue it with --resume {out}" in fresh.stderr
     refused = runner.invoke(app, ["distill", "--resume", str(out), "--epochs", "3"])
     assert refused.exit_code == 2 and "drop --epochs" in refused.stderr
     result = runner.invoke(app, ["distill", "--resume", str(out)])

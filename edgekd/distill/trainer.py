@@ -181,6 +181,11 @@ def train_student(
                 info=f"loss {history.loss[-1]:.4f}"
                 + (f"  val {history.val_accuracy[-1]:.3f}" if history.val_accuracy else "")
             )
+        if stop.requested:  # the signal came after the last step: training is complete and saved
+            raise Interrupted(
+                f"{description}: stopped by {stop.name} after the last epoch; checkpoint written "
+                f"to {checkpoint}"
+            )
     if run.best_state is not None:
         student.load_state_dict(run.best_state)
     student.eval()
