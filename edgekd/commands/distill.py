@@ -97,8 +97,9 @@ def distill(
 ) -> None:
     """Distil a teacher into a student sized for the target; export, quantize, bench, gate.
 
-    Ctrl-C or SIGTERM stops training at the next step with a checkpoint (exit 130); continue
-    with --resume OUT. A NaN or infinite loss stops the run (exit 5).
+    Ctrl-C/SIGTERM: checkpoint at the next step, exit 130; continue with --resume OUT.
+
+    A NaN or infinite loss or teacher output stops the run with exit code 5.
     """
     from edgekd.errors import BadInputError
     from edgekd.pipeline import DistillConfig, resume_config
