@@ -3,7 +3,9 @@
 The embedded default is scikit-learn's digits (1,797 real 8x8 handwritten digits that ship with
 scikit-learn, so nothing is downloaded). ``mnist1d`` generates the MNIST-1D benchmark locally
 (Greydanus 2020, https://arxiv.org/abs/2011.14439) when the optional package is installed.
-A user's ``.npz`` holds one array per model input (``x`` for a single-input model) and ``y``.
+A user's data (``.npz``, ``.csv``, an image folder, a factory) is read by ``edgekd.datasets``
+and split here. Arrays keep the dtype they were stored with; ``edgekd.inputs.check_inputs`` fits
+them to a model (and says what does not fit) before any training.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from edgekd.errors import DataError
 
-INPUT_KINDS = ("image", "vector", "sequence", "tokens")
+INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,65 @@ def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> 
     return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
 
 
+SPLIT_FRACTIONS = {
+    # (val given, test given) -> fractions of the training data for the splits still needed
+    (False, False): ((0.7, 0.1, 0.2), ("train", "val", "test")),
+    (False, True): ((0.9, 0.1), ("train", "val")),
+    (True, False): ((0.8, 0.2), ("train", "test")),
+    (True, True): ((1.0,), ("train",)),
+}
+
+
+def random_split(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Split ``range(n)`` at random in the given proportions; reproducible by seed."""
+    order = np.random.default_rng(seed).permutation(n)
+    bounds = np.cumsum([0] + [round(f * n) for f in fractions[:-1]] + [n])
+    bounds = np.minimum(bounds, n)
+    return [np.sort(order[bounds[i] : bounds[i + 1]]) for i in range(len(fractions))]
+
+
+def split_bundle(
+    name: str,
+    full: Split,
+    seed: int,
+    val: Split | None = None,
+    test: Split | None = None,
+    class_names: tuple[str, ...] = (),
+) -> DataBundle:
+    """Split ``full`` into whatever of train/val/test was not given, stratified when labelled.
+
+    The split note (recorded in the report) says how, and with which seed.
+    """
+    fractions, names = SPLIT_FRACTIONS[(val is not None, test is not None)]
+    if len(fractions) == 1:
+        parts = [np.arange(full.n)]
+    elif full.y is not None:
+        parts = stratified_split(full.y, fractions, seed)
+    else:
+        parts = random_split(full.n, fractions, seed)
+    splits = dict(zip(names, (full.take(p) for p in parts), strict=True))
+    given = [n for n, s in (("val", val), ("test", test)) if s is not None]
+    how = "stratified" if full.y is not None else "random (no labels)"
+    shares = "/".join(str(round(f * 100)) for f in fractions)
+    if given:
+        note = f"given {' and '.join(given)} data; "
+        note += (
+            f"training data split {how} {shares} {'/'.join(names)}, seed {seed}"
+            if len(names) > 1
+            else "all of the training data used for training"
+        )
+    else:
+        note = f"{how} {shares} train/val/test split of {full.n} samples, seed {seed}"
+    val = val if val is not None else splits["val"]
+    test = test if test is not None else splits["test"]
+    labels = [s.y for s in (full, val, test) if s.y is not None and len(s.y)]
+    num_classes = max([len(class_names)] + [int(y.max()) + 1 for y in labels])
+    if num_classes and any(s.y is not None and s.y.size and s.y.min() < 0 for s in (val, test)):
+        raise DataError(f"{name}: class labels must be >= 0")
+    kind = input_kind_of(full.inputs)
+    return DataBundle(name, splits["train"], val, test, num_classes, kind, note, class_names)
+
+
 def _three_way(
     name: str,
     x: dict[str, np.ndarray],
@@ -112,15 +173,10 @@ def _three_way(
     num_classes: int,
     test: Split | None = None,
 ) -> DataBundle:
-    full = Split(x, y)
-    if test is None:
-        train_idx, val_idx, test_idx = stratified_split(y, (0.7, 0.1, 0.2), seed)
-        note = f"stratified 70/10/20 train/val/test split of {full.n} samples, seed {seed}"
-        test = full.take(test_idx)
-    else:
-        train_idx, val_idx = stratified_split(y, (0.9, 0.1), seed)
-        note = f"given test split; training data split 90/10 train/val, seed {seed}"
-    return DataBundle(name, full.take(train_idx), full.take(val_idx), test, num_classes, kind, note)
+    bundle = split_bundle(name, Split(x, y), seed, test=test)
+    return DataBundle(
+        name, bundle.train, bundle.val, bundle.test, num_classes, kind, bundle.split_note
+    )
 
 
 def load_digits_default(seed: int = 0) -> DataBundle:
@@ -156,45 +212,70 @@ def _kind_of(shape: tuple[int, ...], dtype: np.dtype) -> str:
     return {1: "vector", 2: "sequence", 3: "image"}.get(len(shape), "vector")
 
 
+def input_kind_of(inputs: dict[str, np.ndarray]) -> str:
+    """``image``/``sequence``/``vector`` by rank for one float input; ``tokens`` when integer ids
+    are among the inputs (an attention mask alone is not ids); ``multi`` for several float inputs.
+    """
+    if len(inputs) == 1:
+        (a,) = inputs.values()
+        return _kind_of(a.shape[1:], a.dtype)
+    ids = [k for k, a in inputs.items() if is_token_ids(k, a)]
+    return "tokens" if ids else "multi"
+
+
+def is_token_ids(name: str, a: np.ndarray) -> bool:
+    return np.issubdtype(a.dtype, np.integer) and "mask" not in name.lower()
+
+
 def load_npz(path: str | Path, seed: int = 0, test_path: str | Path | None = None) -> DataBundle:
-    """A ``.npz`` with one array per model input plus ``y`` (integer class labels)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:  # zipfile/ValueError/OSError: all mean "not a usable npz"
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
-    if "y" not in arrays:
-        raise DataError(f"{path}: missing array 'y' (integer class labels)")
-    y = arrays.pop("y")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{path}: array 'y' must hold integer class labels, got {y.dtype}")
-    if not arrays:
-        raise DataError(f"{path}: no input arrays besides 'y'")
-    x = {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in arrays.items()}
-    first = next(iter(x.values()))
-    kind = _kind_of(first.shape[1:], first.dtype)
-    num_classes = int(y.max()) + 1
-    test = _split_from_npz(Path(test_path)) if test_path else None
-    return _three_way(path.stem, x, y.astype(np.int64), kind, seed, num_classes, test)
+    """A ``.npz`` with one array per model input plus, optionally, ``y`` (integer class labels)."""
+    return load_data(str(path), seed, test_data=None if test_path is None else str(test_path))
 
 
-def _split_from_npz(path: Path) -> Split:
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    y = arrays.pop("y", None)
-    x = {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in arrays.items()}
-    return Split(x, None if y is None else y.astype(np.int64))
+BUILT_IN = ("digits", "mnist1d")
 
 
-def load_data(spec: str | None = None, seed: int = 0, test_data: str | None = None) -> DataBundle:
-    """Resolve ``--data``: None or ``digits`` (default), ``mnist1d``, or a path to a ``.npz``."""
-    if spec in (None, "", "digits"):
-        return load_digits_default(seed)
-    if spec == "mnist1d":
-        return load_mnist1d(seed)
-    if spec.endswith(".npz"):
-        return load_npz(spec, seed, test_data)
-    raise DataError(f"unknown data {spec!r} (expected 'digits', 'mnist1d' or a .npz file)")
+def load_data(
+    spec: str | None = None,
+    seed: int = 0,
+    test_data: str | None = None,
+    val_data: str | None = None,
+    label_column: str | None = None,
+) -> DataBundle:
+    """Resolve ``--data``: None or ``digits`` (default), ``mnist1d``, or a user's data set.
+
+    A user's data is a ``.npz`` (one array per model input, ``y`` for labels), a ``.csv`` (feature
+    columns plus a label column), a folder of images in class sub-folders, or
+    ``pkg.module:factory`` / ``file.py:factory``. ``test_data`` and ``val_data`` name held-out data
+    in the same format; what is not given is split off the training data (seeded). Labels are
+    optional: a transfer set without them is distilled from the teacher's outputs alone.
+
+    >>> bundle = load_data("train.npz", seed=0, test_data="test.npz")  # doctest: +SKIP
+    """
+    if spec in (None, "", *BUILT_IN):
+        if test_data or val_data:
+            raise DataError("--test-data and --val-data go with a --data file or factory")
+        return load_mnist1d(seed) if spec == "mnist1d" else load_digits_default(seed)
+    from edgekd.datasets import read_data
+
+    source = read_data(spec, label_column)
+    classes = source.class_names
+    val = read_data(val_data, label_column, classes).train if val_data else source.val
+    test = read_data(test_data, label_column, classes).train if test_data else source.test
+    return split_bundle(source.name, source.train, seed, val, test, classes)
+
+
+def load_eval_data(spec: str, label_column: str | None = None) -> Split:
+    """All of a data file (any ``--data`` format) as one split, to measure a model on it, as
+    ``edgekd bench --data FILE`` does. Fit it to the model with ``edgekd.inputs.check_inputs``.
+
+    >>> split = load_eval_data("holdout.csv", label_column="kind")  # doctest: +SKIP
+    """
+    if spec in BUILT_IN:
+        return (load_mnist1d() if spec == "mnist1d" else load_digits_default()).test
+    from edgekd.datasets import read_data
+
+    source = read_data(spec, label_column)
+    if source.val is not None or source.test is not None:
+        return source.test or source.val  # a factory's held-out split
+    return source.train

@@ -1,11 +1,14 @@
 """``distill``: teacher -> sized student -> distilled -> ONNX -> int8 variants -> bench -> verdict.
 
-Every artifact is built inside a temporary folder that is renamed to ``--out`` only when the whole
-run succeeded, so a failed run leaves no partial output folder behind.
+Every artifact is built inside ``OUT.partial/``, which is renamed to ``--out`` only when the whole
+run succeeded (``edgekd.rundir``): a run that fails on bad input leaves nothing behind, and an
+interrupted one keeps its training checkpoint for ``--resume``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import tempfile
 import time
@@ -15,27 +18,45 @@ from pathlib import Path
 from edgekd.bench.budget import budget_lines
 from edgekd.bench.run import ModelRef, bench_model
 from edgekd.checkpoint import save_model
-from edgekd.data import load_data
+from edgekd.data import Split, load_data
+from edgekd.distill.checkpointing import remove_stale_temporaries
 from edgekd.distill.methods import make_method
-from edgekd.distill.trainer import TrainConfig, cached_teacher, predict_logits, train_student
+from edgekd.distill.teaching import TASKS, prepare_teaching, val_score_for
+from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student
+from edgekd.errors import BadInputError, EdgekdError, Interrupted
 from edgekd.export import export_onnx
-from edgekd.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from edgekd.fileio import write_json_atomic, write_text_atomic
 from edgekd.hostinfo import host_info
+from edgekd.inputs import describe
 from edgekd.plots import write_charts
 from edgekd.progress import status
+from edgekd.quantize import Int8StaticConfig, quantize
 from edgekd.quantize_select import QuantSelection, Variant, select_quantization
 from edgekd.report import ModelResult, Report, to_markdown
+from edgekd.rundir import CHECKPOINT_FILE, CONFIG_FILE, find_interrupted_run, run_dir
+from edgekd.safety.versions import check_versions
 from edgekd.sizing import size_student_to_budget
-from edgekd.students import build_student, count_params
+from edgekd.students import build_student, count_params, data_facts
 from edgekd.targets import load_target
-from edgekd.teacher import default_teacher
+
+# Value checks shared by the constructor and configuration files: (test, what it must be).
+_RULES = {
+    "epochs": (lambda v: v >= 1, "must be >= 1"),
+    "teacher_epochs": (lambda v: v >= 1, "must be >= 1"),
+    "lr": (lambda v: v > 0, "must be > 0"),
+    "batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "alpha": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
+    "temperature": (lambda v: v > 0, "must be > 0"),
+    "bench_min_time_s": (lambda v: v > 0, "must be > 0"),
+    "task": (lambda v: v in TASKS, f"must be one of {', '.join(TASKS)}"),
+}
 
 
 @dataclass(frozen=True)
 class DistillConfig:
     target: str = "mobile"
     data: str | None = None
-    method: str = "kd"
+    method: str | None = None  # None: kd for classification, embed for embeddings
     temperature: float = 4.0
     alpha: float = 0.1
     epochs: int = 30
@@ -47,14 +68,56 @@ class DistillConfig:
     out: str | None = None
     overwrite: bool = False
     bench_min_time_s: float = 0.5
+    # Bring your own teacher and data (see edgekd.user_teacher, edgekd.datasets).
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    teacher_output: str | None = None
+    trust_checkpoint: bool = False
+    task: str = "classification"
+    test_data: str | None = None
+    val_data: str | None = None
+    label_column: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = self.field_problems(dataclasses.asdict(self))
+        if problems:
+            raise BadInputError("; ".join(f"{k} {message}" for k, message in problems))
+
+    @classmethod
+    def field_problems(cls, values: dict) -> list[tuple[str, str]]:
+        out = [
+            (k, f"{what}, got {values[k]!r}")
+            for k, (ok, what) in _RULES.items()
+            if values.get(k) is not None and not ok(values[k])
+        ]
+        for k in ("teacher_weights", "teacher_output"):
+            if values.get(k) and not values.get("teacher"):
+                out.append((k, "needs a teacher (--teacher)"))
+        return out
+
+
+def resume_config(run: str | Path, trust_checkpoint: bool = False) -> DistillConfig:
+    """The configuration an interrupted run was started with (``--resume RUN``).
+
+    Trust is never read back from the folder: ``--trust-checkpoint`` must be given again.
+    """
+    work = find_interrupted_run(run)
+    try:
+        saved = json.loads((work / CONFIG_FILE).read_text())
+        out = str(Path(run).with_name(Path(run).name.removesuffix(".partial")))
+        return DistillConfig(**{**saved, "out": out, "trust_checkpoint": trust_checkpoint})
+    except (ValueError, TypeError) as exc:
+        raise BadInputError(f"{work / CONFIG_FILE}: not a run configuration ({exc})") from None
 
 
 def default_out_dir(target: str) -> Path:
     return Path("runs") / f"{target}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def distill(config: DistillConfig = DistillConfig()) -> Report:
+def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Report:
     """Run the whole pipeline and return the report (also written to ``config.out``).
+
+    ``resume=True`` continues the interrupted run in ``config.out`` (see :func:`resume_config`).
 
     >>> report = distill(DistillConfig(target="mobile", epochs=5))  # doctest: +SKIP
     >>> report.passed  # doctest: +SKIP
@@ -70,31 +133,50 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
         clock = now
 
     target = load_target(config.target)
-    data = load_data(config.data, seed=config.seed)
-    out = Path(config.out) if config.out else default_out_dir(target.name)
-    with atomic_dir(out, overwrite=config.overwrite) as work:
-        teacher, teacher_info = default_teacher(
-            data, seed=config.seed, epochs=config.teacher_epochs
+    data = load_data(
+        config.data,
+        seed=config.seed,
+        test_data=config.test_data,
+        val_data=config.val_data,
+        label_column=config.label_column,
+    )
+    method_name = config.method or {"classification": "kd", "embedding": "embed"}[config.task]
+    method = make_method(method_name, temperature=config.temperature)
+    if config.task not in method.tasks:
+        raise BadInputError(
+            f"method {method_name!r} distils {' or '.join(method.tasks)} outputs, not "
+            f"--task {config.task}"
         )
+    out = Path(config.out) if config.out else default_out_dir(target.name)
+    with run_dir(out, overwrite=config.overwrite, resume=resume) as work:
+        if not resume:
+            write_json_atomic(work / CONFIG_FILE, {**dataclasses.asdict(config), "out": str(out)})
+        teaching = prepare_teaching(config, data)  # offline: teacher outputs computed once
+        teacher, data = teaching.model, teaching.data
         lap("teacher")
         input_name = data.input_names[0]
+        facts = data_facts(data)
         sizing = size_student_to_budget(
             target,
             data.sample_shapes[input_name],
             data.input_kind,
-            data.num_classes,
-            teacher_info.params,
+            teaching.num_outputs,
+            teaching.params,
             family=config.student_family,
+            facts=facts,
         )
         c = sizing.chosen
-        student = build_student(
-            c.family, data.sample_shapes[input_name], data.num_classes, c.width, c.depth
-        )
+        torch_seed(config.seed)  # the student's initial weights depend on the seed alone
+        shape = data.sample_shapes[input_name]
+        student = build_student(c.family, shape, teaching.num_outputs, c.width, c.depth, **facts)
         status(
             f"student: {c.family} width {c.width} depth {c.depth}, {c.params:,} parameters "
-            f"(teacher {teacher_info.params:,})"
+            f"(teacher {teaching.params:,})"
         )
-        teacher_train_logits = predict_logits(teacher, data.train)  # offline: computed once
+        train = data.train if config.task == "classification" else Split(data.train.inputs)
+        checkpoint = work / CHECKPOINT_FILE
+        if resume:
+            remove_stale_temporaries(checkpoint)
         train_cfg = TrainConfig(
             epochs=config.epochs,
             lr=config.lr,
@@ -102,74 +184,85 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             alpha=config.alpha,
             seed=config.seed,
         )
-        method = make_method(config.method, temperature=config.temperature)
-        history = train_student(
-            student,
-            data.train,
-            data.val,
-            train_cfg,
-            method=method,
-            teacher=cached_teacher(teacher_train_logits),
-            description="distill",
-        )
+        try:
+            history = train_student(
+                student,
+                train,
+                data.val,
+                train_cfg,
+                method=method,
+                teacher=cached_teacher(teaching.train_outputs),
+                description="distill",
+                checkpoint=checkpoint,
+                resume=resume and checkpoint.is_file(),
+                val_score=val_score_for(config.task, data.val, teaching.val_outputs),
+            )
+        except (Interrupted, KeyboardInterrupt) as exc:
+            raise Interrupted(
+                f"{exc or 'aborted'}; resume with: edgekd distill --resume {out}"
+            ) from None
         lap("distill")
 
         save_model(student, work / "student.safetensors")
-        save_model(teacher, work / "teacher.safetensors")
+        user = teaching.loaded
+        if user is None:
+            save_model(teacher, work / "teacher.safetensors")
         example = data.example_inputs(1)
         exports = {}
-        for name, model in (("teacher", teacher), ("student", student)):
-            exports[name] = export_onnx(
-                model, work / f"{name}.onnx", example, target.opset, parity_inputs=data.test.inputs
-            ).to_dict()
-        # Every quantization mode the target allows, measured; the fastest within the accuracy
-        # budget (versus the fp32 student) is chosen. The run folder keeps the chosen variant, or
-        # when fp32 wins, the best quantized one so the report shows why.
-        with tempfile.TemporaryDirectory() as variants_dir:
-            selection = select_quantization(
-                work / "student.onnx", target, data.train.inputs, data.val, variants_dir
+        warnings = list(teaching.warnings)
+        to_export = [("teacher", teacher)] if user is None or user.onnx_path is None else []
+        for name, model in [*to_export, ("student", student)]:
+            try:
+                exports[name] = export_onnx(
+                    model,
+                    work / f"{name}.onnx",
+                    example,
+                    target.opset,
+                    parity_inputs=data.test.inputs,
+                ).to_dict()
+            except EdgekdError as exc:
+                if user is None or name != "teacher":
+                    raise
+                warnings.append(f"teacher not exported to ONNX, benchmarked in PyTorch: {exc}")
+        selection, shown = None, None
+        if config.task == "classification":
+            # Every quantization mode the target allows, measured; the fastest within the
+            # accuracy budget (versus the fp32 student) is chosen. The run folder keeps the chosen
+            # variant, or when fp32 wins, the best quantized one so the report shows why.
+            with tempfile.TemporaryDirectory() as variants_dir:
+                selection = select_quantization(
+                    work / "student.onnx", target, data.train.inputs, data.val, variants_dir
+                )
+                shown = _shown_variant(selection)
+                if shown is not None:
+                    # Named by precision (student-int8.onnx) so tables stay readable; the full
+                    # variant name (e.g. int8-qoperator-perchannel-minmax) is in report.student.
+                    shutil.copyfile(shown.path, work / f"student-{shown.precision}.onnx")
+            variants = (
+                [] if shown is None else [(f"student-{shown.precision}", None, shown.precision)]
             )
-            shown = _shown_variant(selection)
-            if shown is not None:
-                # Named by precision (student-int8.onnx) so tables stay readable; the full variant
-                # name (e.g. int8-qoperator-perchannel-minmax) is in report.student.
-                shutil.copyfile(shown.path, work / f"student-{shown.precision}.onnx")
-        variants = [] if shown is None else [(f"student-{shown.precision}", None, shown.precision)]
+        else:
+            # Embeddings: argmax agreement means nothing for vectors, so the accuracy-aware
+            # selection does not apply; one static int8 variant is judged on cosine similarity.
+            quantize(
+                work / "student.onnx",
+                Int8StaticConfig(),
+                work / "student-int8.onnx",
+                data.train.inputs,
+            )
+            variants = [("student-int8", None, "int8")]
         lap("export+quantize")
 
-        refs = [
-            ModelRef(
-                "teacher-torch",
-                str(work / "teacher.safetensors"),
-                "torch_cpu",
-                "fp32",
-                "teacher",
-                teacher_info.params,
-            ),
-            ModelRef(
-                "teacher-onnx",
-                str(work / "teacher.onnx"),
-                "ort_cpu",
-                "fp32",
-                "teacher",
-                teacher_info.params,
-            ),
-            ModelRef(
-                "student-onnx",
-                str(work / "student.onnx"),
-                "ort_cpu",
-                "fp32",
-                "student",
-                count_params(student),
-            ),
-        ] + [
-            ModelRef(
-                name, str(work / f"{name}.onnx"), "ort_cpu", prec, "student", count_params(student)
-            )
-            for name, _, prec in variants
+        n_student = count_params(student)
+        refs = _teacher_refs(teaching, work, "teacher" in exports)
+        refs += [
+            ModelRef(name, str(work / file), "ort_cpu", prec, "student", n_student)
+            for name, file, prec in [("student-onnx", "student.onnx", "fp32")]
+            + [(n, f"{n}.onnx", p) for n, _, p in variants]
         ]
         results: list[ModelResult] = []
-        teacher_logits = None
+        teacher_logits = teaching.test_outputs
+        in_process = {"teacher-torch": teacher} if user is not None else {}
         for ref in refs:
             status(f"benchmarking {ref.name} ({ref.runtime})")
             result, logits = bench_model(
@@ -179,19 +272,31 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
                 target.batch_size,
                 teacher_logits,
                 config.bench_min_time_s,
+                task=config.task,
+                model=in_process.get(ref.name),
             )
             if ref.name == "teacher-torch":
-                teacher_logits = logits
+                teacher_logits = logits if teacher_logits is None else teacher_logits
                 result, _ = _with_self_agreement(result)
+                if user is not None:
+                    result = dataclasses.replace(result, size_bytes=_param_bytes(teacher))
             results.append(result)
         lap("bench")
 
-        teacher_result = results[1]  # the teacher as deployed (ONNX fp32)
-        fp32_chosen = selection.chosen == "fp32"
-        chosen_name = "student-onnx" if fp32_chosen else f"student-{shown.precision}"
-        chosen = next(r for r in results if r.name == chosen_name)
-        why = selection.reason
-        warnings = list(selection.warnings) + [f"{r.name}: {n}" for r in results for n in r.notes]
+        names = {r.name: r for r in results}
+        teacher_result = names.get("teacher-onnx") or names["teacher-torch"]  # as deployed
+        if selection is not None:
+            fp32_chosen = selection.chosen == "fp32" or shown is None
+            chosen = names["student-onnx" if fp32_chosen else f"student-{shown.precision}"]
+            why = selection.reason
+            warnings += list(selection.warnings)
+        else:
+            chosen, why = choose_variant(
+                [r for r in results if r.role == "student"],
+                teacher_result,
+                target.budget.accuracy_drop,
+            )
+        warnings += [f"{r.name}: {n}" for r in results for n in r.notes] + check_versions()
         report = Report(
             target=target.to_dict(),
             host=host_info(),
@@ -205,17 +310,21 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
                 "val": data.val.n,
                 "test": data.test.n,
                 "input_kind": data.input_kind,
+                "inputs": {k: describe(str(v.dtype), v.shape[1:]) for k, v in example.items()},
+                "labels": data.train.y is not None,
+                "sources": {"train": config.data, "val": config.val_data, "test": config.test_data},
             },
-            teacher=teacher_info.to_dict(),
+            teacher=teaching.info,
             student={
                 **c.__dict__,
                 "sizing": sizing.to_dict(),
-                "chosen_variant": selection.chosen,
+                "chosen_variant": None if selection is None else selection.chosen,
                 "quantized_variant_shown": None if shown is None else shown.name,
                 "chosen_variant_reason": why,
             },
             training={
-                "method": config.method,
+                "method": method_name,
+                "task": config.task,
                 "temperature": config.temperature,
                 "alpha": config.alpha,
                 "epochs": config.epochs,
@@ -224,6 +333,8 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
                 "seed": config.seed,
                 "strategy": "offline (teacher logits computed once)",
                 "history": history.to_dict(),
+                "trust_checkpoint": config.trust_checkpoint,
+                "resumed": resume,
             },
             export=exports,
             warnings=warnings,
@@ -241,13 +352,46 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
 def _with_self_agreement(result: ModelResult) -> tuple[ModelResult, None]:
     from dataclasses import replace
 
-    return replace(result, agreement_with_teacher=1.0, kl_to_teacher=0.0), None
+    kl = None if result.kl_to_teacher is None else 0.0  # embeddings have no KL
+    return replace(result, agreement_with_teacher=1.0, kl_to_teacher=kl), None
 
 
 def _relative_paths(results: list[ModelResult], work: Path, out: Path) -> list[ModelResult]:
     from dataclasses import replace
 
-    return [replace(r, path=str(out / Path(r.path).name)) for r in results]
+    # Files built in the run folder move with it; a user's own teacher file stays where it is.
+    return [
+        replace(r, path=str(out / Path(r.path).name)) if Path(r.path).parent == work else r
+        for r in results
+    ]
+
+
+def _teacher_refs(teaching, work: Path, exported: bool) -> list[ModelRef]:
+    """teacher-torch (PyTorch eager) and teacher-onnx (ONNX Runtime), as far as each exists."""
+    user = teaching.loaded
+    params = teaching.params
+    refs = []
+    torch_path = str(work / "teacher.safetensors") if user is None else None
+    if user is not None and user.kind != "onnx":
+        # Run in this process: a user's code cannot be rebuilt in a fresh one without running it.
+        torch_path = user.weights or user.source
+    if torch_path is not None:
+        refs.append(ModelRef("teacher-torch", torch_path, "torch_cpu", "fp32", "teacher", params))
+    onnx_path = user.onnx_path if user is not None and user.onnx_path else None
+    if onnx_path or exported:
+        path = onnx_path or str(work / "teacher.onnx")
+        refs.append(ModelRef("teacher-onnx", path, "ort_cpu", "fp32", "teacher", params))
+    return refs
+
+
+def _param_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
 
 
 def _shown_variant(selection: QuantSelection) -> Variant | None:
@@ -262,6 +406,34 @@ def _shown_variant(selection: QuantSelection) -> Variant | None:
     if fitting:
         return min(fitting, key=lambda v: v.latency_ms["p50"])
     return min(usable, key=lambda v: v.accuracy_drop)
+
+
+def choose_variant(
+    students: list[ModelResult], teacher: ModelResult, allowed_drop: float
+) -> tuple[ModelResult, str]:
+    """The fastest student variant (p50) within the allowed accuracy drop of the teacher."""
+
+    # Without test labels (or for embeddings) agreement with the teacher stands in for accuracy.
+    def quality(r: ModelResult) -> float | None:
+        return r.accuracy if teacher.accuracy is not None else r.agreement_with_teacher
+
+    reference = quality(teacher)
+    ok = [
+        s
+        for s in students
+        if None not in (quality(s), reference) and reference - quality(s) <= allowed_drop
+    ]
+    if not ok:
+        best = max(students, key=lambda s: quality(s) or 0.0)
+        return best, (
+            f"no variant is within the allowed accuracy drop ({allowed_drop}); "
+            f"kept the most accurate, {best.name}"
+        )
+    fastest = min(ok, key=lambda s: s.latency_ms["p50"])
+    return fastest, (
+        f"fastest p50 ({fastest.latency_ms['p50']:.4f} ms) of the {len(ok)} variants "
+        f"within the allowed accuracy drop of {allowed_drop}"
+    )
 
 
 def _portable(selection: dict, kept: Variant | None) -> dict:

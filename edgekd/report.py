@@ -39,6 +39,9 @@ class ModelResult:
     threads: int = 1
     batch_size: int = 1
     notes: list[str] = field(default_factory=list)
+    # Embedding tasks: mean cosine similarity to the teacher's vectors on the test split
+    # (agreement_with_teacher then holds nearest-neighbour agreement).
+    cosine_to_teacher: float | None = None
 
 
 @dataclass(frozen=True)

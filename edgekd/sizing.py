@@ -49,12 +49,23 @@ def size_student_to_budget(
     teacher_params: int,
     family: str | None = None,
     depth: int = 2,
+    facts: dict | None = None,
 ) -> SizingResult:
-    fam = get_family(family) if family else families_for(input_kind)[0]
+    """``facts`` about the data (input shapes, vocabulary size) reach the families that use them."""
+    facts = facts or {}
+    if family:
+        fam = get_family(family)
+    else:
+        fitting = families_for(input_kind)
+        if not fitting:
+            raise BadInputError(f"no student family takes {input_kind} inputs; pass --student")
+        fam = fitting[0]
     limit_params = min(target.budget.params, int(teacher_params * MAX_SHARE_OF_TEACHER))
     candidates = []
     for width in WIDTHS:
-        params = count_params(build_student(fam.name, sample_shape, num_classes, width, depth))
+        params = count_params(
+            build_student(fam.name, sample_shape, num_classes, width, depth, **facts)
+        )
         size_kb = params * 4 / 1024  # fp32 weights dominate the file; int8 is about a quarter
         reasons = []
         if params > target.budget.params:

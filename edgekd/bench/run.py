@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekd.bench.accuracy import classification_metrics, predict
+from edgekd.bench.accuracy import classification_metrics, embedding_metrics, predict
 from edgekd.bench.harness import measure_latency
 from edgekd.bench.memory import peak_rss_mb
 from edgekd.data import Split
@@ -35,9 +35,18 @@ def bench_model(
     batch_size: int,
     teacher_logits: np.ndarray | None = None,
     min_time_s: float = 0.5,
+    task: str = "classification",
+    model: object | None = None,
 ) -> tuple[ModelResult, np.ndarray]:
+    """Latency, memory, size and quality of one model on ``test``.
+
+    ``task="embedding"`` scores vectors (cosine to the teacher, nearest-neighbour agreement, which
+    also fills ``agreement_with_teacher``) instead of logits. ``model``, when given, is an
+    in-process model to run instead of opening ``ref.path`` (a user's teacher, which a fresh
+    process cannot rebuild safely): its peak memory is not measured.
+    """
     runtime = get_runtime(ref.runtime)
-    session = runtime.open(ref.path, threads)
+    session = runtime.open(ref.path if model is None else model, threads)
     feed = {k: v[:batch_size] for k, v in test.inputs.items()}
     samples = measure_latency(
         lambda: session.run(feed),
@@ -46,9 +55,23 @@ def bench_model(
     )
     summary = samples.summary()
     logits = predict(session, test)
-    metrics = classification_metrics(logits, test.y, teacher_logits)
-    memory = peak_rss_mb(ref.runtime, ref.path, feed, host_threads(threads))
+    if task == "embedding":
+        fidelity = embedding_metrics(logits, teacher_logits)
+        metrics = {
+            "accuracy": None,
+            "top5_accuracy": None,
+            "agreement_with_teacher": fidelity["nn_agreement"],
+            "kl_to_teacher": None,
+        }
+    else:
+        fidelity = {"cosine_to_teacher": None}
+        metrics = classification_metrics(logits, test.y, teacher_logits)
     notes = [summary.warning] if summary.warning else []
+    if model is None:
+        memory = peak_rss_mb(ref.runtime, ref.path, feed, host_threads(threads))
+    else:
+        memory = None
+        notes.append("peak memory not measured: the model runs in this process")
     result = ModelResult(
         name=ref.name,
         path=ref.path,
@@ -56,7 +79,7 @@ def bench_model(
         precision=ref.precision,
         provider=session.provider,
         params=ref.params,
-        size_bytes=os.path.getsize(ref.path),
+        size_bytes=os.path.getsize(ref.path) if os.path.isfile(ref.path) else 0,
         latency_ms=summary.to_dict(),
         peak_rss_mb=memory,
         accuracy=metrics["accuracy"],
@@ -70,5 +93,6 @@ def bench_model(
         threads=host_threads(threads),
         batch_size=batch_size,
         notes=notes,
+        cosine_to_teacher=fidelity["cosine_to_teacher"],
     )
     return result, logits

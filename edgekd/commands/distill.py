@@ -8,16 +8,60 @@ import typer
 
 from edgekd.cli import verb
 
+# Options that may accompany --resume (everything else comes from the interrupted run's config).
+_WITH_RESUME = {"resume", "trust_checkpoint", "as_json"}
+
 
 @verb
 def distill(
+    ctx: typer.Context,
     target: Annotated[
         str, typer.Option(help="Target profile: name, alias, or path to a TOML.")
     ] = "mobile",
     data: Annotated[
-        str | None, typer.Option(help="Training data: 'digits' (default), 'mnist1d', or a .npz.")
+        str | None,
+        typer.Option(
+            help="Training data: 'digits' (default), 'mnist1d', a .npz (one array per model "
+            "input, 'y' labels), a .csv, a folder of class sub-folders, or pkg.module:factory."
+        ),
     ] = None,
-    method: Annotated[str, typer.Option(help="Distillation method (see `edgekd methods`).")] = "kd",
+    test_data: Annotated[
+        str | None, typer.Option(help="Held-out test data, same format (default: split off).")
+    ] = None,
+    val_data: Annotated[
+        str | None, typer.Option(help="Held-out validation data, same format.")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="CSV label column (default 'label'; .npz: 'y').")
+    ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="Your teacher: pkg.module:factory, file.py:factory, .onnx, TorchScript .pt, "
+            ".pt2, or a Hugging Face folder (default: a teacher trained on the data)."
+        ),
+    ] = None,
+    teacher_weights: Annotated[
+        str | None, typer.Option(help="Weights for a factory teacher (.safetensors or .pt).")
+    ] = None,
+    teacher_output: Annotated[
+        str | None,
+        typer.Option(help="Which output to distil when the teacher returns a tuple or dict."),
+    ] = None,
+    trust_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            help="Allow loading files that can run code (pickles, TorchScript, .pt2). Only for "
+            "files whose source you trust."
+        ),
+    ] = False,
+    task: Annotated[
+        str, typer.Option(help="'classification' (logits) or 'embedding' (vectors).")
+    ] = "classification",
+    method: Annotated[
+        str | None,
+        typer.Option(help="Distillation method (default kd; embed for --task embedding)."),
+    ] = None,
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature T for soft targets.")
     ] = 4.0,
@@ -41,29 +85,58 @@ def distill(
     bench_seconds: Annotated[
         float, typer.Option(help="Minimum timed seconds per model in the benchmark.")
     ] = 0.5,
+    config: Annotated[
+        str | None,
+        typer.Option(help="TOML file whose keys mirror these options; options given win."),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Continue the interrupted run in this folder (OUT or OUT.partial)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
 ) -> None:
-    """Distil a teacher into a student sized for the target; export, quantize, bench, gate."""
-    from edgekd.pipeline import DistillConfig
+    """Distil a teacher into a student sized for the target; export, quantize, bench, gate.
+
+    Ctrl-C/SIGTERM: checkpoint at the next step, exit 130; continue with --resume OUT.
+
+    A NaN or infinite loss or teacher output stops the run with exit code 5.
+    """
+    from edgekd.errors import BadInputError
+    from edgekd.pipeline import DistillConfig, resume_config
     from edgekd.pipeline import distill as run_distill
     from edgekd.report import print_summary
+    from edgekd.safety import check_versions
 
-    config = DistillConfig(
-        target=target,
-        data=data,
-        method=method,
-        temperature=temperature,
-        alpha=alpha,
-        epochs=epochs,
-        lr=lr,
-        seed=seed,
-        student_family=student,
-        out=out,
-        overwrite=overwrite,
-        teacher_epochs=teacher_epochs,
-        bench_min_time_s=bench_seconds,
-    )
-    report = run_distill(config)
+    for message in check_versions():
+        typer.echo(f"edgekd: warning: {message}", err=True)
+    # Options typed on the command line (typer >= 0.29 vendors click: compare by enum name).
+    explicit = ("COMMANDLINE", "ENVIRONMENT")
+    given = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") in explicit}
+    if resume is not None:
+        extra = sorted(given - _WITH_RESUME)
+        if extra:
+            flags = ", ".join("--" + name.replace("_", "-") for name in extra)
+            raise BadInputError(f"--resume continues a run as it was configured; drop {flags}")
+        settings = resume_config(resume, trust_checkpoint=trust_checkpoint)
+    else:
+        options = {
+            "target": target, "data": data, "test_data": test_data, "val_data": val_data,
+            "label_column": label_column, "teacher": teacher, "teacher_weights": teacher_weights,
+            "teacher_output": teacher_output, "trust_checkpoint": trust_checkpoint, "task": task,
+            "method": method, "temperature": temperature, "alpha": alpha, "epochs": epochs,
+            "lr": lr, "seed": seed, "student_family": student, "out": out, "overwrite": overwrite,
+            "teacher_epochs": teacher_epochs, "bench_min_time_s": bench_seconds,
+        }  # fmt: skip
+        values = options
+        if config is not None:  # the file's values, under the options given explicitly
+            from edgekd.configfile import load_config_file
+
+            values = load_config_file(config, DistillConfig, refused=("trust_checkpoint",))
+            renamed = {"student": "student_family", "bench_seconds": "bench_min_time_s"}
+            keys = {renamed.get(name, name) for name in given}
+            values.update({k: v for k, v in options.items() if k in keys})
+        settings = DistillConfig(**values)
+    report = run_distill(settings, resume=resume is not None)
     if as_json:
         typer.echo(report.to_json())
     else:

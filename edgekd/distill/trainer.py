@@ -7,9 +7,11 @@ or a live module for online strategies), so the loop does not know which strateg
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,9 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.data import Split
+from edgekd.distill.checkpointing import load_training_state, save_training_state
+from edgekd.distill.interrupt import stop_on_signals
 from edgekd.distill.methods import DistillBatch, Method
 from edgekd.distill.taps import capture
-from edgekd.errors import DivergedError
+from edgekd.errors import BadInputError, DivergedError, Interrupted
 from edgekd.progress import progress_bar
 
 
@@ -100,27 +104,53 @@ def train_student(
     method: Method | None = None,
     teacher: TeacherSignal | None = None,
     description: str = "distill",
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    val_score: Callable[[nn.Module], float] | None = None,
 ) -> TrainHistory:
     """Train ``student`` in place; keeps the weights of the best validation epoch.
 
     With ``method=None`` this is plain supervised training (used for the default teacher and for
     the from-scratch baseline). Raises :class:`DivergedError` on a non-finite loss or teacher
-    output.
+    output. ``val_score(student)`` (higher is better) replaces validation accuracy, e.g. for
+    embeddings or unlabelled data.
+
+    With ``checkpoint`` (a file path) the training state is saved there after every epoch, and
+    SIGINT/SIGTERM stop the loop at the next step boundary: the state is saved and
+    :class:`Interrupted` raised. ``resume=True`` continues from that file and ends with the same
+    weights as an uninterrupted run.
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     params = list(student.parameters()) + (list(method.parameters()) if method else [])
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.epochs * math.ceil(train.n / config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps)
-    history = TrainHistory()
-    best_state, best_acc = None, -1.0
+    steps_per_epoch = math.ceil(train.n / config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+    )
+    run = _RunState(student, method, opt, sched, rng, config)
+    if resume:
+        run.restore(load_training_state(checkpoint))
+    history = run.history
     s_taps = method.student_taps if method else ()
-    with progress_bar(description, config.epochs) as bar:
-        for epoch in range(config.epochs):
+    with (
+        progress_bar(description, config.epochs) as bar,
+        stop_on_signals(enabled=checkpoint is not None) as stop,
+    ):
+        bar.advance(run.epoch, info="resumed" if run.epoch else "")
+        for epoch in range(run.epoch, config.epochs):
             student.train()
-            total, count = 0.0, 0
-            for index, batch in train.batches(config.batch_size, rng):
+            if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
+                run.order, run.step, run.total, run.count = rng.permutation(train.n), 0, 0.0, 0
+            while run.step < steps_per_epoch:
+                if stop.requested:
+                    save_training_state(checkpoint, run.state(epoch))
+                    raise Interrupted(
+                        f"{description}: stopped by {stop.name} at epoch {epoch + 1}, step "
+                        f"{run.step + 1} of {steps_per_epoch}; checkpoint written to {checkpoint}"
+                    )
+                index = run.order[run.step * config.batch_size : (run.step + 1) * config.batch_size]
+                batch = train.take(index)
                 with capture(student, s_taps) as s_feats:
                     logits = student(*to_tensors(batch))
                 labels = None if batch.y is None else torch.from_numpy(batch.y)
@@ -134,23 +164,97 @@ def train_student(
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += loss.item() * batch.n
-                count += batch.n
-            history.loss.append(total / count)
-            if val is not None and val.y is not None:
-                acc = accuracy(predict_logits(student, val), val.y)
-                history.val_accuracy.append(acc)
-                if acc > best_acc:
-                    best_acc, history.best_epoch = acc, epoch
-                    best_state = copy.deepcopy(student.state_dict())
+                run.total += loss.item() * batch.n
+                run.count += batch.n
+                run.step += 1
+            history.loss.append(run.total / run.count)
+            run.order = None
+            score = _validate(student, val, val_score)
+            if score is not None:
+                history.val_accuracy.append(score)
+                if score > run.best_score:  # a NaN score is never the best
+                    run.best_score, history.best_epoch = score, epoch
+                    run.best_state = copy.deepcopy(student.state_dict())
+            if checkpoint is not None:
+                save_training_state(checkpoint, run.state(epoch + 1))
             bar.advance(
                 info=f"loss {history.loss[-1]:.4f}"
-                + (f"  val acc {history.val_accuracy[-1]:.3f}" if history.val_accuracy else "")
+                + (f"  val {history.val_accuracy[-1]:.3f}" if history.val_accuracy else "")
             )
-    if best_state is not None:
-        student.load_state_dict(best_state)
+        if stop.requested:  # the signal came after the last step: training is complete and saved
+            raise Interrupted(
+                f"{description}: stopped by {stop.name} after the last epoch; checkpoint written "
+                f"to {checkpoint}"
+            )
+    if run.best_state is not None:
+        student.load_state_dict(run.best_state)
     student.eval()
     return history
+
+
+def _validate(
+    student: nn.Module, val: Split | None, val_score: Callable[[nn.Module], float] | None
+) -> float | None:
+    if val_score is not None:
+        return float(val_score(student))
+    if val is not None and val.y is not None:
+        return accuracy(predict_logits(student, val), val.y)
+    return None
+
+
+class _RunState:
+    """Everything a training step depends on, to and from a checkpoint."""
+
+    def __init__(self, student, method, opt, sched, rng, config: TrainConfig) -> None:
+        self.student, self.method, self.opt, self.sched, self.rng = student, method, opt, sched, rng
+        self.config = config
+        self.history = TrainHistory()
+        self.best_state: dict | None = None
+        self.best_score = -math.inf
+        self.epoch, self.step, self.total, self.count = 0, 0, 0.0, 0
+        self.order: np.ndarray | None = None
+
+    def state(self, epoch: int) -> dict:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "epoch": epoch,
+            "step": self.step if self.order is not None else 0,
+            "order": None if self.order is None else torch.from_numpy(self.order.copy()),
+            "total": float(self.total),
+            "count": int(self.count),
+            "student": self.student.state_dict(),
+            "method": self.method.state_dict() if self.method is not None else {},
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "history": self.history.to_dict(),
+            "best_state": self.best_state,
+            "best_score": float(self.best_score),
+        }
+
+    def restore(self, state: dict) -> None:
+        saved = state["config"]
+        if saved != dataclasses.asdict(self.config):
+            diff = {k: (v, saved.get(k)) for k, v in dataclasses.asdict(self.config).items()}
+            diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+            raise BadInputError(
+                "the checkpoint was written with other training settings "
+                + ", ".join(f"{k}: {b} there, {a} now" for k, (a, b) in diff.items())
+            )
+        self.student.load_state_dict(state["student"])
+        if self.method is not None:
+            self.method.load_state_dict(state["method"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        h = state["history"]
+        self.history = TrainHistory(list(h["loss"]), list(h["val_accuracy"]), h["best_epoch"])
+        self.best_state, self.best_score = state["best_state"], state["best_score"]
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.total, self.count = state["total"], state["count"]
+        self.order = None if state["order"] is None else state["order"].numpy()
 
 
 def _loss(logits, labels, index, batch, method, teacher, s_feats, config, epoch) -> torch.Tensor:

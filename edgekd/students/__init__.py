@@ -9,6 +9,7 @@ the last feature map before pooling, which feature-based distillation taps) and 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,9 +67,20 @@ def all_families() -> list[StudentFamily]:
 
 
 def build_student(
-    family: str, sample_shape: tuple[int, ...], num_classes: int, width: float = 1.0, depth: int = 2
+    family: str,
+    sample_shape: tuple[int, ...],
+    num_classes: int,
+    width: float = 1.0,
+    depth: int = 2,
+    **facts: object,
 ) -> nn.Module:
-    model = get_family(family).build(tuple(sample_shape), num_classes, width=width, depth=depth)
+    """Build a student. ``facts`` about the data (``input_shapes``, ``vocab_size``, ...) reach the
+    families whose build function names them as parameters, and are recorded with the knobs.
+    """
+    fam = get_family(family)
+    accepted = inspect.signature(fam.build).parameters
+    extra = {k: v for k, v in facts.items() if k in accepted}
+    model = fam.build(tuple(sample_shape), num_classes, width=width, depth=depth, **extra)
     # Recorded so that a checkpoint can rebuild the architecture without executing user code.
     model.edgekd_arch = {
         "family": family,
@@ -76,8 +88,33 @@ def build_student(
         "num_classes": num_classes,
         "width": width,
         "depth": depth,
+        **extra,
     }
     return model
+
+
+def data_facts(data) -> dict[str, object]:
+    """What families may need to know about a ``DataBundle`` beyond the first input's shape.
+
+    ``vocab_size`` is the largest token id in any split plus one (ids the student never saw in
+    training still need a row in its embedding table).
+    """
+    import numpy as np
+
+    from edgekd.data import is_token_ids
+
+    arrays = data.train.inputs
+    facts: dict[str, object] = {
+        "input_names": list(arrays),
+        "input_dtypes": [str(a.dtype) for a in arrays.values()],
+        "input_shapes": [list(a.shape[1:]) for a in arrays.values()],
+    }
+    ids = [name for name, a in arrays.items() if is_token_ids(name, a)]
+    if ids:
+        splits = (data.train, data.val, data.test)
+        top = [int(np.max(s.inputs[n])) for s in splits for n in ids if s.inputs[n].size]
+        facts["vocab_size"] = max(top) + 1
+    return facts
 
 
 def count_params(model: nn.Module) -> int:

@@ -44,6 +44,8 @@ class Method(nn.Module):
     paper = ""
     student_taps: tuple[str, ...] = ()
     teacher_taps: tuple[str, ...] = ()
+    # What the outputs are: class logits ("classification") or vectors ("embedding").
+    tasks: tuple[str, ...] = ("classification",)
 
     def __init__(self, temperature: float = 4.0, **_: object) -> None:
         super().__init__()

@@ -1,0 +1,61 @@
+"""Offline teacher outputs: computed once per split, in batches, with a progress bar, and cached.
+
+A large pretrained teacher then costs one inference pass over the data (memory: the teacher plus
+one batch) instead of one per epoch, and a second run on the same data reuses the file. The cache
+key covers the teacher's weights (or file), the chosen output and the data itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.cache import cache_dir
+from edgekd.data import Split
+from edgekd.distill.trainer import to_tensors
+from edgekd.errors import DivergedError
+from edgekd.fileio import atomic_path
+from edgekd.progress import progress_bar
+
+BATCH_SIZE = 64
+
+
+def teacher_outputs(
+    teacher: nn.Module,
+    split: Split,
+    key: str | None = None,
+    description: str = "teacher outputs",
+    batch_size: int = BATCH_SIZE,
+) -> np.ndarray:
+    """The teacher's outputs for every sample of ``split`` (float32), from the cache when ``key``
+    names an entry there. Raises DivergedError for NaN or infinite outputs.
+    """
+    path = cache_dir() / f"outputs-{key}.npy" if key else None
+    if path is not None and path.is_file():
+        try:
+            cached = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            cached = None  # a damaged cache entry is recomputed, not trusted
+        if cached is not None and len(cached) == split.n:
+            return cached
+    if hasattr(teacher, "eval"):
+        teacher.eval()
+    outs = []
+    with torch.inference_mode(), progress_bar(description, math.ceil(split.n / batch_size)) as bar:
+        for _, batch in split.batches(batch_size):
+            outs.append(teacher(*to_tensors(batch)).float().cpu().numpy())
+            bar.advance()
+    out = np.concatenate(outs).astype(np.float32, copy=False)
+    bad = int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())
+    if bad:
+        raise DivergedError(
+            f"{description}: the teacher produced NaN or infinite outputs for {bad} of "
+            f"{split.n} samples; check the teacher and the data (nothing was trained)"
+        )
+    if path is not None:
+        with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, out)
+    return out

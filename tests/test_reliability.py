@@ -1,0 +1,268 @@
+"""Runs that survive interruption and bad numbers: checkpoints, resume, signals, NaN, seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgekd.cli import app
+from edgekd.data import Split
+from edgekd.distill.checkpointing import load_training_state, remove_stale_temporaries
+from edgekd.distill.methods import Method, make_method
+from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student
+from edgekd.errors import DivergedError, Interrupted
+from edgekd.students import build_student
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+STEPS_PER_EPOCH = 6  # 96 samples, batches of 16
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    return Split({"x": x}, y), Split({"x": x[:32]}, y[:32]), rng.normal(size=(96, 2))
+
+
+def _train(checkpoint=None, resume=False, seed=0, on_step=None, method=None, epochs=3):
+    """Train a tiny MLP by KD; ``on_step(n)`` runs inside the n-th teacher call (n from 1)."""
+    train, val, logits = _data()
+    torch.manual_seed(seed)
+    student = build_student("mlp", (6,), 2, width=0.25, depth=1)
+    cached = cached_teacher(logits)
+    calls = [0]
+
+    def teacher(index, batch):
+        calls[0] += 1
+        out = cached(index, batch)
+        if on_step is not None:
+            out = on_step(calls[0], out) or out
+        return out
+
+    config = TrainConfig(epochs=epochs, lr=1e-2, batch_size=16, seed=seed)
+    history = train_student(
+        student,
+        train,
+        val,
+        config,
+        method=method or make_method("kd"),
+        teacher=teacher,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
+    return student, history
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("a") / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_at_a_step_boundary_and_resume_is_exact(uninterrupted, tmp_path, signum):
+    ckpt = tmp_path / "checkpoint.pt"
+    before = signal.getsignal(signum)
+
+    def send(n, _out):
+        if n == STEPS_PER_EPOCH + 2:  # epoch 2, second step
+            os.kill(os.getpid(), signum)
+
+    with pytest.raises(Interrupted) as err:
+        _train(ckpt, on_step=send)
+    name = signal.Signals(signum).name
+    assert f"stopped by {name} at epoch 2, step 3 of {STEPS_PER_EPOCH}" in str(err.value)
+    assert err.value.exit_code == 130
+    assert signal.getsignal(signum) is before  # the handler is ours only while training
+    state = load_training_state(ckpt)
+    assert (state["epoch"], state["step"]) == (1, 2)  # mid-epoch, after the step that was running
+    student, history = _train(ckpt, resume=True)
+    reference, ref_history = uninterrupted
+    assert _same_weights(student, reference)
+    assert history.to_dict() == ref_history.to_dict()
+
+
+def test_signal_during_the_last_step_is_not_lost(uninterrupted, tmp_path) -> None:
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def send(n, _out):
+        if n == 3 * STEPS_PER_EPOCH:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted, match="after the last epoch"):
+        _train(ckpt, on_step=send)
+    student, _ = _train(ckpt, resume=True)  # nothing left to train: the best weights come back
+    assert _same_weights(student, uninterrupted[0])
+
+
+def test_crash_resumes_from_the_last_epoch_checkpoint(uninterrupted, tmp_path) -> None:
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def crash(n, _out):
+        if n == 2 * STEPS_PER_EPOCH + 3:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        _train(ckpt, on_step=crash)
+    assert load_training_state(ckpt)["epoch"] == 2 and load_training_state(ckpt)["order"] is None
+    student, _ = _train(ckpt, resume=True)
+    assert _same_weights(student, uninterrupted[0])
+
+
+def test_second_ctrl_c_aborts_at_once_and_keeps_the_previous_checkpoint(tmp_path) -> None:
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def twice(n, _out):
+        if n == STEPS_PER_EPOCH + 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # raises KeyboardInterrupt right here
+            raise AssertionError("not reached")
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(ckpt, on_step=twice)
+    state = load_training_state(ckpt)
+    assert (state["epoch"], state["step"]) == (1, 0)
+
+
+def test_nan_teacher_output_or_loss_stops_without_a_best_checkpoint(tmp_path) -> None:
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def poison(n, out):
+        if n == STEPS_PER_EPOCH + 3:
+            logits, feats = out
+            return torch.full_like(logits, float("nan")), feats
+
+    with pytest.raises(DivergedError, match="teacher produced NaN"):
+        _train(ckpt, on_step=poison)
+    state = load_training_state(ckpt)
+    assert state["epoch"] == 1 and state["history"]["best_epoch"] == 0
+
+    class NanAtStep(Method):
+        name = "nan"
+        calls = 0
+
+        def loss(self, batch):
+            NanAtStep.calls += 1
+            kd = batch.student_logits.logsumexp(-1).mean()
+            return kd * float("inf") if NanAtStep.calls == 2 * STEPS_PER_EPOCH + 1 else kd
+
+    ckpt.unlink()
+    with pytest.raises(DivergedError, match="loss became (nan|inf) at epoch 3") as err:
+        _train(ckpt, method=NanAtStep())
+    assert err.value.exit_code == 5
+    assert load_training_state(ckpt)["epoch"] == 2  # the epoch that diverged wrote nothing
+
+
+def test_same_seed_same_student_other_seed_other_student(uninterrupted) -> None:
+    again, _ = _train()
+    other, _ = _train(seed=1)
+    assert _same_weights(again, uninterrupted[0])
+    assert not _same_weights(other, uninterrupted[0])
+
+
+WRITER = """
+import sys, torch
+from edgekd.distill.checkpointing import save_training_state
+i = 0
+while True:
+    i += 1
+    save_training_state(sys.argv[1], {"i": i, "w": torch.full((2_000_000,), float(i))})
+"""
+
+
+def test_kill_9_during_a_checkpoint_write_leaves_the_previous_one_loadable(tmp_path) -> None:
+    path = tmp_path / "checkpoint.pt"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    caught_mid_write = False
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # wait for a complete file, then for a write
+                if path.exists() and list(tmp_path.glob(".checkpoint.pt.*.tmp")):
+                    break
+                time.sleep(0.001)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        state = load_training_state(path)
+        assert torch.all(state["w"] == float(state["i"]))  # whole, and one version throughout
+        stale = remove_stale_temporaries(path)
+        caught_mid_write |= bool(stale)
+        assert load_training_state(path)["i"] == state["i"]
+        if caught_mid_write:
+            break
+    assert caught_mid_write
+
+
+def test_cli_ctrl_c_exits_130_and_resume_finishes_the_run(tmp_path) -> None:
+    out = tmp_path / "run"
+    partial = tmp_path / "run.partial"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "edgekd", "distill", "--epochs", "8", "--teacher-epochs", "2"]
+    cmd += ["--bench-seconds", "0.02", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (partial / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("edgekd: error: distill: stopped by SIGINT at epoch")
+    assert last.endswith(f"resume with: edgekd distill --resume {out}")
+    assert (partial / "checkpoint.pt").is_file() and (partial / "config.json").is_file()
+    assert not out.exists()
+
+    fresh = runner.invoke(app, ["distill", "--epochs", "1", "--out", str(out)])
+    assert fresh.exit_code == 2 and f"continue it with --resume {out}" in fresh.stderr
+    refused = runner.invoke(app, ["distill", "--resume", str(out), "--epochs", "3"])
+    assert refused.exit_code == 2 and "drop --epochs" in refused.stderr
+    result = runner.invoke(app, ["distill", "--resume", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["resumed"] is True and len(report["training"]["history"]["loss"]) == 8
+    assert not partial.exists() and not (out / "checkpoint.pt").exists()
+    again = runner.invoke(app, ["distill", "--resume", str(out)])
+    assert again.exit_code == 2 and "already complete" in again.stderr
+
+
+def test_cli_resume_of_nothing_is_an_error_not_a_fresh_start(tmp_path) -> None:
+    result = runner.invoke(app, ["distill", "--resume", str(tmp_path / "never")])
+    assert result.exit_code == 2
+    assert "no interrupted run there" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_nan_teacher_exits_5_and_leaves_nothing(tmp_path) -> None:
+    (tmp_path / "nan_teacher.py").write_text(
+        "import torch\n\n\nclass T(torch.nn.Module):\n"
+        "    def forward(self, x):\n        return torch.full((x.shape[0], 10), float('nan'))\n\n\n"
+        "def make():\n    return T()\n"
+    )
+    out = tmp_path / "run"
+    spec = f"{tmp_path / 'nan_teacher.py'}:make"
+    result = runner.invoke(app, ["distill", "--teacher", spec, "--out", str(out)])
+    assert result.exit_code == 5, result.output
+    assert "teacher produced NaN or infinite outputs" in result.stderr
+    assert not out.exists() and not (tmp_path / "run.partial").exists()
