@@ -342,7 +342,8 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
             out_dir=str(out),
         )
         report.export = {k: {**v, "path": Path(v["path"]).name} for k, v in exports.items()}
-        report.export["quantization"] = _portable(selection.to_dict(), shown)
+        if selection is not None:
+            report.export["quantization"] = _portable(selection.to_dict(), shown)
         report.charts = write_charts(report, work)
         write_json_atomic(work / "report.json", report.to_dict())
         write_text_atomic(work / "report.md", to_markdown(report))

@@ -76,9 +76,9 @@ def test_token_teacher_in_a_file_distils_exports_and_benchmarks_end_to_end(token
     }
     assert report["data"]["labels"] is False and "random" in report["data"]["split_note"]
     models = {m["name"]: m for m in report["models"]}
-    assert {"teacher-torch", "teacher-onnx", "student-onnx", "student-int8-dynamic"} <= set(models)
+    assert {"teacher-torch", "teacher-onnx", "student-onnx", "student-int8"} <= set(models)
     assert models["student-onnx"]["params"] < models["teacher-torch"]["params"]
-    for name in ("student-onnx", "student-int8-static", "student-int8-dynamic"):
+    for name in ("student-onnx", "student-int8"):
         m = models[name]
         assert m["accuracy"] is None
         assert -1.0 <= m["cosine_to_teacher"] <= 1.0 and 0.0 <= m["agreement_with_teacher"] <= 1.0
