@@ -62,6 +62,7 @@ def load_model(path: str | Path) -> nn.Module:
         arch["num_classes"],
         arch["width"],
         arch["depth"],
+        **arch.get("options", {}),
     )
     try:
         model.load_state_dict(load_file(str(path)))

@@ -23,9 +23,9 @@ from edgekd.plots import write_charts
 from edgekd.progress import status
 from edgekd.quantize import Int8DynamicConfig, Int8StaticConfig, quantize
 from edgekd.report import ModelResult, Report, to_markdown
-from edgekd.sizing import size_student_to_budget
-from edgekd.students import build_student, count_params
-from edgekd.targets import load_target
+from edgekd.sizing import build_candidate, size_student_to_budget
+from edgekd.students import count_params
+from edgekd.targets import TargetProfile, load_target
 from edgekd.teacher import default_teacher
 
 
@@ -41,7 +41,8 @@ class DistillConfig:
     lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0
-    student_family: str | None = None
+    student_family: str | None = None  # a family name or pkg.module:factory; None = by input
+    init_from_teacher: bool = False  # start from the teacher's sliced weights (same family only)
     out: str | None = None
     overwrite: bool = False
     bench_min_time_s: float = 0.5
@@ -75,22 +76,19 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             data, seed=config.seed, epochs=config.teacher_epochs
         )
         lap("teacher")
-        input_name = data.input_names[0]
         sizing = size_student_to_budget(
-            target,
-            data.sample_shapes[input_name],
-            data.input_kind,
-            data.num_classes,
-            teacher_info.params,
-            family=config.student_family,
+            target, data, teacher_info.params, config.student_family
         )
         c = sizing.chosen
-        student = build_student(
-            c.family, data.sample_shapes[input_name], data.num_classes, c.width, c.depth
-        )
+        student = build_candidate(c, data)
+        init_summary = None
+        if config.init_from_teacher:
+            from edgekd.students.teacher_init import init_from_teacher
+
+            init_summary = init_from_teacher(student, teacher).to_dict()
         status(
-            f"student: {c.family} width {c.width} depth {c.depth}, {c.params:,} parameters "
-            f"(teacher {teacher_info.params:,})"
+            f"student: {c.label}, {c.params:,} parameters (teacher {teacher_info.params:,}), "
+            f"est. {c.latency_estimate_ms:.3f} ms on {target.device.name} (estimate)"
         )
         teacher_train_logits = predict_logits(teacher, data.train)  # offline: computed once
         train_cfg = TrainConfig(
@@ -175,7 +173,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             if ref.name == "teacher-torch":
                 teacher_logits = logits
                 result, _ = _with_self_agreement(result)
-            results.append(result)
+            results.append(_with_latency_estimate(result, target))
         lap("bench")
 
         teacher_result = results[1]  # the teacher as deployed (ONNX fp32)
@@ -198,7 +196,17 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
                 "input_kind": data.input_kind,
             },
             teacher=teacher_info.to_dict(),
-            student={**c.__dict__, "sizing": sizing.to_dict(), "chosen_variant_reason": why},
+            student={
+                "family": c.family,
+                "width": c.width,
+                "depth": c.depth,
+                "params": c.params,
+                "latency_estimate_ms": c.latency_estimate_ms,
+                "latency_estimate_label": "estimate",
+                "init_from_teacher": init_summary,
+                "sizing": sizing.to_dict(),
+                "chosen_variant_reason": why,
+            },
             training={
                 "method": config.method,
                 "temperature": config.temperature,
@@ -220,6 +228,20 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
         write_json_atomic(work / "report.json", report.to_dict())
         write_text_atomic(work / "report.md", to_markdown(report))
     return report
+
+
+def _with_latency_estimate(result: ModelResult, target: TargetProfile) -> ModelResult:
+    """Add the roofline estimate for the target device (an estimate, never a measurement) to an
+    ONNX model's result, from its own graph: the int8 variants are estimated as quantized."""
+    from dataclasses import replace
+
+    from edgekd.estimate import estimate_latency
+    from edgekd.graph import analyze_onnx
+
+    if result.format != "onnx":
+        return result
+    cost = analyze_onnx(result.path, batch_size=result.batch_size)
+    return replace(result, latency_estimate_ms=estimate_latency(cost, target.device).total_ms)
 
 
 def _with_self_agreement(result: ModelResult) -> tuple[ModelResult, None]:

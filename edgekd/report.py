@@ -39,6 +39,8 @@ class ModelResult:
     threads: int = 1
     batch_size: int = 1
     notes: list[str] = field(default_factory=list)
+    # Roofline estimate on the target device (edgekd.estimate): a model, never a measurement.
+    latency_estimate_ms: float | None = None
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,18 @@ def distill(
     seed: Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")] = 0,
     student: Annotated[
         str | None,
-        typer.Option(help="Student family (see `edgekd students`); default by input kind."),
+        typer.Option(
+            help="Student family (see `edgekd students`) or pkg.module:factory; default by "
+            "input kind."
+        ),
     ] = None,
+    init_from_teacher: Annotated[
+        bool,
+        typer.Option(
+            help="Initialise the student from the teacher's weights (every other layer, leading "
+            "channels; same family only)."
+        ),
+    ] = False,
     out: Annotated[
         str | None, typer.Option(help="Output folder (default runs/TARGET-TIMESTAMP).")
     ] = None,
@@ -58,6 +68,7 @@ def distill(
         lr=lr,
         seed=seed,
         student_family=student,
+        init_from_teacher=init_from_teacher,
         out=out,
         overwrite=overwrite,
         teacher_epochs=teacher_epochs,
