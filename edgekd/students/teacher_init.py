@@ -81,8 +81,10 @@ def select_layers(n_student: int, n_teacher: int, how: str = "every_other") -> l
         return [0] * n_student
     if how == "first":
         return [0] + [1 + min(i, rest_t - 1) for i in range(rest_s)]
-    return [0] + [1 + (i * rest_t) // rest_s if rest_s <= rest_t else 1 + min(i, rest_t - 1)
-                  for i in range(rest_s)]
+    return [0] + [
+        1 + (i * rest_t) // rest_s if rest_s <= rest_t else 1 + min(i, rest_t - 1)
+        for i in range(rest_s)
+    ]
 
 
 def _copy_leading(dst: torch.Tensor, src: torch.Tensor, packed: int = 1) -> int:
