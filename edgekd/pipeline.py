@@ -79,6 +79,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
         sizing = size_student_to_budget(
             target, data, teacher_info.params, config.student_family
         )
+        lap("size")
         c = sizing.chosen
         student = build_candidate(c, data)
         init_summary = None

@@ -215,6 +215,10 @@ def to_markdown(report: Report) -> str:
         ]
         lines += ["| " + " | ".join(r) + " |" for r in budget_rows(report)]
         lines += ["", f"**Overall: {'PASS' if report.passed else 'FAIL'}**", ""]
+    if report.student.get("sizing"):
+        from edgekd.sizing import sizing_markdown
+
+        lines += ["## Student sizing", "", sizing_markdown(report.student["sizing"]), ""]
     if report.charts:
         lines += ["## Charts", ""] + [f"![{c.removesuffix('.png')}]({c})" for c in report.charts]
         lines += [""]

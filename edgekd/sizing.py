@@ -4,10 +4,12 @@ Each candidate (a family at one width and depth, or a user's factory) is built, 
 and measured where it can be measured exactly, and estimated where it cannot:
 
 * ``params``: exact, the PyTorch parameter count (what the budget's ``params`` line checks).
-* ``model_size_kb``: measured, the exported fp32 ONNX file; the int8 file is *estimated* from it
-  (``int8_size_estimate``: quantized weights in one byte instead of four, plus the Q/DQ nodes).
+* ``model_size_kb``: measured, the exported fp32 ONNX file; where the target runs int8, also the
+  static int8 (QDQ) file that ``distill`` would write, quantized here with a few calibration
+  samples (the scales differ from a full calibration, the file's size and graph do not).
 * ``latency_ms``: *estimated* on the target device with the roofline model of ``edgekd.estimate``
-  from the graph's per-node work and bytes (the device is not here to measure); the host's own
+  from the graph's per-node work and bytes (the device is not here to measure), for the fp32
+  graph and for the int8 graph (every quantize/dequantize node counted); the host's own
   latency is measured too, for reference, and never compared with the budget.
 * ``peak_memory_mb``: *estimated* as the runtime's own footprint (measured once per ONNX Runtime
   version in a fresh process, cached) plus ``MEMORY_FACTOR`` x (weights + peak activations). The
@@ -17,7 +19,7 @@ and measured where it can be measured exactly, and estimated where it cannot:
 * ``share_of_teacher``: a student is at most ``MAX_SHARE_OF_TEACHER`` of the teacher's parameters.
 
 Every line is checked at the precision the search is asked for (``fp32`` by default: the variant
-``distill`` always produces; ``int8`` checks the estimated int8 size and latency). The chosen
+``distill`` always produces; ``int8`` checks the int8 file's size, latency and memory). The chosen
 candidate is the largest fitting one in a fixed order (parameters, then MACs): a larger budget
 only adds fitting candidates, so it can never pick a smaller student.
 """
@@ -27,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,9 +48,8 @@ MAX_SHARE_OF_TEACHER = 0.25
 MEMORY_FACTOR = 2.0  # peak RSS MB per MB of weights + activations (measured; module docstring)
 # Used only if measuring fails: ORT 1.32, Python 3.11, x86-64 Linux, tiny model, fresh process.
 RUNTIME_BASELINE_FALLBACK_MB = 56.0
-# Constants of these ops are stored in one byte after ONNX Runtime's int8 quantization.
-_QUANTIZED_WEIGHT_SLOTS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "Gather": 0}
-INT8_OP_OVERHEAD_BYTES = 2048  # per quantized op; see int8_size_estimate
+# Calibration samples for the sizing's int8 files: enough to set scales, and fast.
+INT8_CALIBRATION_SAMPLES = 4
 _LINES = ("params", "model_size_kb", "latency_ms", "peak_memory_mb", "share_of_teacher")
 
 
@@ -85,11 +85,12 @@ class Candidate:
     params: int
     macs: int
     size_kb: float  # measured: the fp32 ONNX file
-    int8_size_kb_estimate: float
+    int8_size_kb: float | None  # measured: the static int8 file; None where no int8
     peak_activation_kb: float
     peak_memory_mb_estimate: float
     latency_estimate_ms: float  # fp32 on the target device
     int8_latency_estimate_ms: float | None  # None where the target has no int8
+    int8_peak_memory_mb_estimate: float | None
     host_ms: float | None  # measured p50 on this host (1 thread); None when not measured
     lines: tuple[SizingLine, ...] = ()
 
@@ -262,49 +263,22 @@ def export_bytes(model: Any, example: dict[str, np.ndarray], opset: int) -> byte
     return buf.getvalue()
 
 
-def int8_size_estimate(model: Any, fp32_bytes: int) -> int:
-    """Bytes of the int8 file, estimated from the fp32 graph: each fp32 weight of an op ONNX
-    Runtime quantizes (Conv/Gemm/MatMul weights, Gather tables) shrinks to one byte in four
-    (biases stay 32-bit), and each such op adds ``INT8_OP_OVERHEAD_BYTES`` of quantize/dequantize
-    nodes, scales and zero points. Against ONNX Runtime 1.32 on six cnn/mlp/mobilenet students
-    (4-590 KB fp32), this came within 5% of the static QDQ int8 file ``distill`` writes, and
-    2-24% above the dynamic int8 file."""
-    from onnx import TensorProto
+def quantize_bytes(onnx_bytes: bytes, data: DataBundle) -> bytes:
+    """The static int8 (QDQ) file ``distill`` writes for this fp32 file (edgekd.quantize with its
+    default ``Int8StaticConfig``), calibrated on the first ``INT8_CALIBRATION_SAMPLES`` training
+    samples."""
+    import tempfile
+    from pathlib import Path
 
-    inits = {t.name: t for t in model.graph.initializer}
-    seen: set[str] = set()
-    saved = ops = 0
-    for node in model.graph.node:
-        slot = _QUANTIZED_WEIGHT_SLOTS.get(node.op_type)
-        if slot is None or slot >= len(node.input):
-            continue
-        name = node.input[slot]
-        t = inits.get(name)
-        if t is None or t.data_type != TensorProto.FLOAT:
-            continue
-        ops += 1
-        if name not in seen:
-            seen.add(name)
-            saved += 3 * math.prod(t.dims)
-    return fp32_bytes - saved + ops * INT8_OP_OVERHEAD_BYTES
+    from edgekd.quantize import Int8StaticConfig, quantize
 
-
-def int8_cost(cost: Any) -> Any:
-    """What-if: the graph with every matrix op in int8 and its weights and activations in one byte
-    (a static int8 model with its quantize/dequantize pairs fused away)."""
-    nodes = tuple(
-        dataclasses.replace(
-            n,
-            precision="int8",
-            weight_bytes=n.weight_bytes // 4,
-            input_bytes=n.input_bytes // 4,
-            output_bytes=n.output_bytes // 4,
-        )
-        if n.macs > 0
-        else n
-        for n in cost.nodes
-    )
-    return dataclasses.replace(cost, nodes=nodes)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(onnx_bytes)
+        config = Int8StaticConfig(num_samples=INT8_CALIBRATION_SAMPLES)
+        quantize(src, config, dst, data.train.inputs)
+        return dst.read_bytes()
 
 
 def _host_ms(onnx_bytes: bytes, feed: dict[str, np.ndarray]) -> float:
@@ -377,8 +351,10 @@ def measure_candidate(
     data: DataBundle,
     baseline_mb: float,
     measure_host: bool = True,
+    quantize: bool = True,
 ) -> Candidate:
-    """Export ``model`` and count, measure and estimate what it costs on ``target``."""
+    """Export ``model`` and count, measure and estimate what it costs on ``target``; with
+    ``quantize`` (and a target that runs int8), its static int8 file too."""
     import onnx
 
     from edgekd.estimate import estimate_latency
@@ -386,12 +362,14 @@ def measure_candidate(
     from edgekd.students import count_params
 
     blob = export_bytes(model, data.example_inputs(1), target.opset)
-    proto = onnx.load_from_string(blob)
-    cost = analyze_onnx(proto, batch_size=target.batch_size)
-    weights_mb = cost.weight_bytes / 2**20
-    activations_mb = cost.peak_activation_bytes / 2**20
-    int8_size = int8_size_estimate(proto, len(blob)) / 1024
-    has_int8 = "int8" in target.precisions
+    cost = analyze_onnx(onnx.load_from_string(blob), batch_size=target.batch_size)
+    int8_kb = int8_ms = int8_mb = None
+    if quantize and "int8" in target.precisions:
+        q = quantize_bytes(blob, data)
+        q_cost = analyze_onnx(onnx.load_from_string(q), batch_size=target.batch_size)
+        int8_kb = len(q) / 1024
+        int8_ms = estimate_latency(q_cost, target.device).total_ms
+        int8_mb = _memory_mb(baseline_mb, q_cost)
     return Candidate(
         family=family,
         width=width,
@@ -399,15 +377,18 @@ def measure_candidate(
         params=count_params(model),
         macs=cost.macs,
         size_kb=len(blob) / 1024,
-        int8_size_kb_estimate=int8_size,
+        int8_size_kb=int8_kb,
         peak_activation_kb=cost.peak_activation_bytes / 1024,
-        peak_memory_mb_estimate=baseline_mb + MEMORY_FACTOR * (weights_mb + activations_mb),
+        peak_memory_mb_estimate=_memory_mb(baseline_mb, cost),
         latency_estimate_ms=estimate_latency(cost, target.device).total_ms,
-        int8_latency_estimate_ms=(
-            estimate_latency(int8_cost(cost), target.device).total_ms if has_int8 else None
-        ),
+        int8_latency_estimate_ms=int8_ms,
+        int8_peak_memory_mb_estimate=int8_mb,
         host_ms=_host_ms(blob, data.example_inputs(target.batch_size)) if measure_host else None,
     )
+
+
+def _memory_mb(baseline_mb: float, cost: Any) -> float:
+    return baseline_mb + MEMORY_FACTOR * (cost.weight_bytes + cost.peak_activation_bytes) / 2**20
 
 
 def check_lines(
@@ -418,25 +399,30 @@ def check_lines(
     max_share: float,
 ) -> tuple[SizingLine, ...]:
     b = target.budget
-    int8 = precision == "int8"
-    size = c.int8_size_kb_estimate if int8 else c.size_kb
-    latency = c.int8_latency_estimate_ms if int8 else c.latency_estimate_ms
-    memory = c.peak_memory_mb_estimate
-    if int8:  # weights shrink to a quarter of their fp32 bytes; activations stay as counted
-        memory -= MEMORY_FACTOR * (c.size_kb - c.int8_size_kb_estimate) / 1024
-    lines = [
-        SizingLine("params", c.params, b.params, "", "exact"),
-        SizingLine(
-            "model_size_kb", size, b.model_size_kb, " KB", "estimate" if int8 else "measured"
-        ),
-        SizingLine("latency_ms", latency or 0.0, b.latency_ms, " ms", "estimate"),
+    lines = [SizingLine("params", c.params, b.params, "", "exact")]
+    if teacher_params:
+        share = c.params / teacher_params
+        lines.append(SizingLine("share_of_teacher", share, max_share, "x", "exact"))
+    if precision == "int8":
+        if c.int8_size_kb is None:  # not quantized: it already breaks an exact line
+            return tuple(lines)
+        size, latency = c.int8_size_kb, c.int8_latency_estimate_ms or 0.0
+        memory = c.int8_peak_memory_mb_estimate or 0.0
+    else:
+        size, latency, memory = c.size_kb, c.latency_estimate_ms, c.peak_memory_mb_estimate
+    lines[1:1] = [
+        SizingLine("model_size_kb", size, b.model_size_kb, " KB", "measured"),
+        SizingLine("latency_ms", latency, b.latency_ms, " ms", "estimate"),
         SizingLine("peak_memory_mb", memory, b.peak_memory_mb, " MB", "estimate"),
     ]
-    if teacher_params:
-        lines.append(
-            SizingLine("share_of_teacher", c.params / teacher_params, max_share, "x", "exact")
-        )
     return tuple(lines)
+
+
+def _breaks_exact_line(
+    params: int, target: TargetProfile, teacher_params: int | None, max_share: float
+) -> bool:
+    too_many = params > target.budget.params
+    return too_many or (teacher_params is not None and params > max_share * teacher_params)
 
 
 def size_student_to_budget(
@@ -471,12 +457,29 @@ def size_student_to_budget(
         )
     if not 0 < max_share_of_teacher:
         raise BadInputError(f"max_share_of_teacher must be > 0, got {max_share_of_teacher}")
+    from edgekd.students import count_params
+
     space = _space(data, student, widths, depths)
     baseline = runtime_baseline_mb() if baseline_mb is None else baseline_mb
     measured: dict[tuple, Candidate] = {}
     for width, depth in space.grid:
         model = space.build(width, depth)
-        c = measure_candidate(model, space.name, width, depth, target, data, baseline, measure_host)
+        # A candidate that breaks an exact line can never be chosen: skip its slow extras (host
+        # timing, int8 quantization); its table row shows "-" there.
+        hopeless = _breaks_exact_line(
+            count_params(model), target, teacher_params, max_share_of_teacher
+        )
+        c = measure_candidate(
+            model,
+            space.name,
+            width,
+            depth,
+            target,
+            data,
+            baseline,
+            measure_host=measure_host and not hopeless,
+            quantize=not hopeless,
+        )
         c = dataclasses.replace(
             c,
             lines=check_lines(c, target, precision, teacher_params, max_share_of_teacher),
@@ -489,6 +492,8 @@ def size_student_to_budget(
     notes = (
         "latency_ms and peak_memory_mb are estimates for the target device, not measurements; "
         "host_ms is measured on this host (1 thread) for reference",
+        "candidates that break an exact line (params, share_of_teacher) are not timed on the "
+        "host nor quantized to int8 ('-' in the table): they cannot be chosen",
     )
     if teacher_params is None:
         notes += ("teacher size unknown: the share-of-teacher line was not checked",)
@@ -585,6 +590,7 @@ TABLE_COLUMNS = (
     "MACs",
     "size KB",
     "est. ms",
+    "int8 KB",
     "est. int8 ms",
     "host ms",
     "est. MB",
@@ -593,32 +599,53 @@ TABLE_COLUMNS = (
 )
 
 
-def sizing_rows(result: SizingResult) -> list[list[str]]:
-    """One row per candidate, smallest first; the chosen one marked ``*``."""
+def sizing_rows(result: SizingResult | dict[str, Any]) -> list[list[str]]:
+    """One row per candidate, smallest first; the chosen one marked ``*``. Takes the result or
+    its ``to_dict()`` (as stored in report.json)."""
+    d = result.to_dict() if isinstance(result, SizingResult) else result
+    chosen = d["chosen"]["label"]
+
+    def ms(v: float | None, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
     rows = []
-    for c in result.candidates:
-        mark = " *" if c == result.chosen else ""
+    for c in d["candidates"]:
+        short = " ".join(
+            [c["family"]]
+            + ([f"w{c['width']:g}"] if c["width"] is not None else [])
+            + ([f"d{c['depth']:g}"] if c["depth"] is not None else [])
+        )
         rows.append(
             [
-                c.short_label + mark,
-                f"{c.params:,}",
-                f"{c.macs:,}",
-                f"{c.size_kb:.1f}",
-                f"{c.latency_estimate_ms:.3f}",
-                "-" if c.int8_latency_estimate_ms is None else f"{c.int8_latency_estimate_ms:.3f}",
-                "-" if c.host_ms is None else f"{c.host_ms:.4f}",
-                f"{c.peak_memory_mb_estimate:.1f}",
-                "yes" if c.fits else "no",
-                "; ".join(x.name for x in c.failing),
+                short + (" *" if c["label"] == chosen else ""),
+                f"{c['params']:,}",
+                f"{c['macs']:,}",
+                f"{c['size_kb']:.1f}",
+                ms(c["latency_estimate_ms"], ".3f"),
+                ms(c["int8_size_kb"], ".1f"),
+                ms(c["int8_latency_estimate_ms"], ".3f"),
+                ms(c["host_ms"], ".4f"),
+                f"{c['peak_memory_mb_estimate']:.1f}",
+                "yes" if c["fits"] else "no",
+                "; ".join(x["name"] for x in c["lines"] if not x["passed"]),
             ]
         )
     return rows
 
 
-def sizing_markdown(result: SizingResult) -> str:
+def sizing_markdown(result: SizingResult | dict[str, Any]) -> str:
+    """The search as a Markdown table, with what "est." means under it."""
+    d = result.to_dict() if isinstance(result, SizingResult) else result
     lines = [
         "| " + " | ".join(TABLE_COLUMNS) + " |",
         "|" + "---|" * len(TABLE_COLUMNS),
     ]
-    lines += ["| " + " | ".join(r) + " |" for r in sizing_rows(result)]
+    lines += ["| " + " | ".join(r) + " |" for r in sizing_rows(d)]
+    stop = "; ".join(d.get("stopped_by", [])) or "-"
+    lines += [
+        "",
+        f"`*` chosen: {d['chosen']['label']} (checked at {d['precision']}); the next size up "
+        f"breaks: {stop}. est. = estimated for {d['device']} (roofline model, not a "
+        "measurement); host ms = measured on this host, 1 thread.",
+    ]
     return "\n".join(lines)

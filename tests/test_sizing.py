@@ -7,7 +7,6 @@ import json
 import random
 import re
 
-import onnx
 import pytest
 from typer.testing import CliRunner
 
@@ -18,7 +17,6 @@ from edgekd.sizing import (
     MEMORY_FACTOR,
     build_candidate,
     check_lines,
-    int8_size_estimate,
     size_student_to_budget,
 )
 from edgekd.students import count_params
@@ -162,24 +160,24 @@ def test_precision_must_be_one_the_target_runs(digits) -> None:
         size_student_to_budget(load_target("iot"), digits, None, precision="fp16", **FAST)
 
 
-def test_int8_size_estimate_tracks_real_quantization(digits, tmp_path) -> None:
+def test_int8_columns_are_the_file_distill_writes(iot_search, digits, tmp_path) -> None:
+    from edgekd.estimate import estimate_latency
+    from edgekd.graph import analyze_onnx
     from edgekd.quantize import Int8StaticConfig, quantize
     from edgekd.sizing import export_bytes
-    from edgekd.students import build_student
 
-    model = build_student("cnn", (1, 8, 8), 10, width=1.0, depth=3)
-    blob = export_bytes(model, digits.example_inputs(1), 17)
-    (tmp_path / "m.onnx").write_bytes(blob)
-    quantize(
-        tmp_path / "m.onnx",
-        Int8StaticConfig(num_samples=16),
-        tmp_path / "q.onnx",
-        digits.train.inputs,
+    c = iot_search.chosen
+    (tmp_path / "m.onnx").write_bytes(
+        export_bytes(build_candidate(c, digits), {"x": digits.test.inputs["x"][:1]}, 17)
     )
-    real = (tmp_path / "q.onnx").stat().st_size
-    assert int8_size_estimate(onnx.load_from_string(blob), len(blob)) == pytest.approx(
-        real, rel=0.10
-    )
+    # distill's own quantization: default config, 256 calibration samples.
+    quantize(tmp_path / "m.onnx", Int8StaticConfig(), tmp_path / "q.onnx", digits.train.inputs)
+    assert c.int8_size_kb == pytest.approx((tmp_path / "q.onnx").stat().st_size / 1024, rel=0.01)
+    est = estimate_latency(analyze_onnx(tmp_path / "q.onnx"), load_target("iot").device)
+    assert c.int8_latency_estimate_ms == pytest.approx(est.total_ms)
+    # Candidates that break an exact line are neither quantized nor timed.
+    hopeless = [x for x in iot_search.candidates if x.params > 60_000]
+    assert hopeless and all(x.int8_size_kb is None and x.host_ms is None for x in hopeless)
 
 
 def test_mnist1d_like_sequences_use_the_1d_family() -> None:

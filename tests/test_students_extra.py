@@ -87,7 +87,7 @@ def test_token_data_is_sized_with_the_transformer(tmp_path) -> None:
     np.savez(tmp_path / "tok.npz", input_ids=ids, attention_mask=mask, y=np.arange(60) % 3)
     data = load_npz(tmp_path / "tok.npz")
     assert data.input_kind == "tokens"
-    result = size_student_to_budget(load_target("iot"), data, None, **FAST)
+    result = size_student_to_budget(load_target("iot"), data, None, depths=(1, 2), **FAST)
     assert result.chosen.family == "transformer" and result.chosen.fits
     assert any("teacher size unknown" in n for n in result.notes)
     np.savez(tmp_path / "swapped.npz", attention_mask=mask, input_ids=ids, y=np.arange(60) % 3)
