@@ -45,19 +45,24 @@ TARGETS = ("mobile", "iot", "car")
 DATASETS = ("digits", "mnist1d")
 
 
-def distil(data, teacher, candidate, epochs: int, kd: bool) -> float:
-    torch.manual_seed(0)  # the same initial weights for KD and scratch
+def distil(data, teacher, candidate, epochs: int, kd: bool, seed: int) -> float:
+    torch.manual_seed(seed)  # the same initial weights for KD and scratch
     student = build_candidate(candidate, data)
     logits = predict_logits(teacher, data.train)
     train_student(
         student,
         data.train,
         data.val,
-        TrainConfig(epochs=epochs, alpha=0.1 if kd else 1.0),
+        TrainConfig(epochs=epochs, alpha=0.1 if kd else 1.0, seed=seed),
         method=make_method("kd", temperature=4.0) if kd else None,
         teacher=cached_teacher(logits) if kd else None,
     )
     return accuracy(predict_logits(student, data.test), data.test.y)
+
+
+def _mean_sd(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} +- {sd:.4f}"
 
 
 def host_ms(path: Path, feed: dict[str, np.ndarray], seconds: float) -> float:
@@ -80,6 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seconds-per-model", type=float, default=0.15)
+    parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     start = time.perf_counter()
     searches = {}
@@ -115,8 +121,8 @@ def main() -> None:
             searches[(name, tname)] = (data, teacher, info, result)
 
     print(
-        f"\n{'data':<9}{'student':<20}{'targets':<18}{'teacher acc':>12}{'KD acc':>9}"
-        f"{'scratch acc':>12}"
+        f"\n{'data':<9}{'student':<20}{'targets':<18}{'teacher acc':>12}{'KD acc':>18}"
+        f"{'scratch acc':>18}   (test accuracy, mean +- sd over {args.seeds} seeds)"
     )
     done: dict[tuple, list[str]] = {}
     for (name, tname), (_, _, _, result) in searches.items():
@@ -125,11 +131,11 @@ def main() -> None:
         data, teacher, info, result = searches[(name, tnames[0])]
         cand = result.chosen
         t_acc = accuracy(predict_logits(teacher, data.test), data.test.y)
-        kd = distil(data, teacher, cand, args.epochs, kd=True)
-        scratch = distil(data, teacher, cand, args.epochs, kd=False)
+        kd = [distil(data, teacher, cand, args.epochs, True, s) for s in range(args.seeds)]
+        scratch = [distil(data, teacher, cand, args.epochs, False, s) for s in range(args.seeds)]
         print(
-            f"{name:<9}{cand.short_label:<20}{','.join(tnames):<18}{t_acc:>12.4f}{kd:>9.4f}"
-            f"{scratch:>12.4f}",
+            f"{name:<9}{cand.short_label:<20}{','.join(tnames):<18}{t_acc:>12.4f}"
+            f"{_mean_sd(kd):>18}{_mean_sd(scratch):>18}",
             flush=True,
         )
 
@@ -152,17 +158,21 @@ def main() -> None:
                 path.write_bytes(export_bytes(model, data.example_inputs(1), 17))
                 paths.append(path)
                 measured.append(host_ms(path, data.example_inputs(1), args.seconds_per_model))
-        cal = calibrate_estimator(paths, measured, host)
-        for label, keep in (("all", None), ("digits", "digits-"), ("mnist1d", "mnist1d-")):
-            idx = [i for i, p in enumerate(paths) if keep is None or p.name.startswith(keep)]
-            sub = calibrate_estimator([paths[i] for i in idx], [measured[i] for i in idx], host)
-            print(
-                f"calibration on {label:<8} ({len(idx):>2} students, host "
-                f"{min(sub.measured_ms):.4f}-{max(sub.measured_ms):.4f} ms): Spearman rho "
-                f"{sub.spearman_rho:.3f}, median |est-meas|/meas {sub.median_abs_rel_error:.1%}, "
-                f"median meas/est {sub.scale:.2f}"
-            )
-        _ = dataclasses.asdict(cal)
+        no_cache = dataclasses.replace(host, cache_mb=0.0, cache_bandwidth_gbs=0.0)
+        subsets = (("all", None), ("digits", "digits-"), ("mnist1d", "mnist1d-"))
+        for device, how in ((host, "with"), (no_cache, "without")):
+            print(f"{how} the cache step:")
+            for label, keep in subsets:
+                idx = [i for i, p in enumerate(paths) if keep is None or p.name.startswith(keep)]
+                sub = calibrate_estimator(
+                    [paths[i] for i in idx], [measured[i] for i in idx], device
+                )
+                print(
+                    f"  calibration on {label:<8} ({len(idx):>2} students, host "
+                    f"{min(sub.measured_ms):.4f}-{max(sub.measured_ms):.4f} ms): Spearman rho "
+                    f"{sub.spearman_rho:.3f}, median |est-meas|/meas "
+                    f"{sub.median_abs_rel_error:.1%}, median meas/est {sub.scale:.2f}"
+                )
     print(f"wall time {time.perf_counter() - start:.0f} s")
 
 
