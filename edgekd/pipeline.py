@@ -70,6 +70,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
 
     target = load_target(config.target)
     data = load_data(config.data, seed=config.seed)
+    method = make_method(config.method, temperature=config.temperature)  # fail fast on a typo
     out = Path(config.out) if config.out else default_out_dir(target.name)
     with atomic_dir(out, overwrite=config.overwrite) as work:
         teacher, teacher_info = default_teacher(
@@ -99,7 +100,6 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             alpha=config.alpha,
             seed=config.seed,
         )
-        method = make_method(config.method, temperature=config.temperature)
         history = train_student(
             student,
             data.train,

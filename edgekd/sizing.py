@@ -26,11 +26,12 @@ only adds fitting candidates, so it can never pick a smaller student.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -457,37 +458,27 @@ def size_student_to_budget(
         )
     if not 0 < max_share_of_teacher:
         raise BadInputError(f"max_share_of_teacher must be > 0, got {max_share_of_teacher}")
-    from edgekd.students import count_params
-
     space = _space(data, student, widths, depths)
     baseline = runtime_baseline_mb() if baseline_mb is None else baseline_mb
     measured: dict[tuple, Candidate] = {}
-    for width, depth in space.grid:
-        model = space.build(width, depth)
-        # A candidate that breaks an exact line can never be chosen: skip its slow extras (host
-        # timing, int8 quantization); its table row shows "-" there.
-        hopeless = _breaks_exact_line(
-            count_params(model), target, teacher_params, max_share_of_teacher
-        )
-        c = measure_candidate(
-            model,
-            space.name,
-            width,
-            depth,
-            target,
-            data,
-            baseline,
-            measure_host=measure_host and not hopeless,
-            quantize=not hopeless,
-        )
-        c = dataclasses.replace(
-            c,
-            lines=check_lines(c, target, precision, teacher_params, max_share_of_teacher),
-        )
-        # Two knobs can round to the same network (tiny widths hit the channel floor): keep one.
-        signature = (c.params, c.macs, round(c.size_kb, 3))
-        if signature not in measured or _order(c) < _order(measured[signature]):
-            measured[signature] = c
+    with _one_torch_thread():
+        for width, depth in space.grid:
+            c = _measure_point(
+                space,
+                width,
+                depth,
+                target,
+                data,
+                baseline,
+                teacher_params,
+                max_share_of_teacher,
+                precision,
+                measure_host,
+            )
+            # Two knobs can round to the same network (tiny widths hit the channel floor).
+            signature = (c.params, c.macs, round(c.size_kb, 3))
+            if signature not in measured or _order(c) < _order(measured[signature]):
+                measured[signature] = c
     candidates = tuple(sorted(measured.values(), key=_order))
     notes = (
         "latency_ms and peak_memory_mb are estimates for the target device, not measurements; "
@@ -511,6 +502,53 @@ def size_student_to_budget(
         runtime_baseline_mb=baseline,
         notes=notes,
     )
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Trace and export on one torch thread, then restore: tracing small models gains nothing
+    from more threads, and on a busy host they only wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure_point(
+    space: _Space,
+    width: float | None,
+    depth: float | None,
+    target: TargetProfile,
+    data: DataBundle,
+    baseline: float,
+    teacher_params: int | None,
+    max_share: float,
+    precision: str,
+    measure_host: bool,
+) -> Candidate:
+    from edgekd.students import count_params
+
+    model = space.build(width, depth)
+    # A candidate that breaks an exact line can never be chosen: skip its slow extras (host
+    # timing, int8 quantization); its table row shows "-" there.
+    hopeless = _breaks_exact_line(count_params(model), target, teacher_params, max_share)
+    c = measure_candidate(
+        model,
+        space.name,
+        width,
+        depth,
+        target,
+        data,
+        baseline,
+        measure_host=measure_host and not hopeless,
+        quantize=not hopeless,
+    )
+    lines = check_lines(c, target, precision, teacher_params, max_share)
+    return dataclasses.replace(c, lines=lines)
 
 
 def _nothing_fits(target: TargetProfile, name: str, candidates: Sequence[Candidate]) -> str:

@@ -26,6 +26,15 @@ from edgekd.targets import load_target
 FAST = {"widths": (0.25, 0.5, 1.0, 2.0), "measure_host": False, "baseline_mb": 56.0}
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # The torch_cpu runtime sets torch's global thread count for its benchmark and keeps it; a
+    # pipeline test run earlier in the session would leave export tracing on 2 busy cores.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def digits():
     return load_data("digits")
