@@ -110,7 +110,8 @@ def main() -> None:
         print(f"host: {host.name}")
         print(
             f"  fp32 {host.fp32_gflops:.1f} GFLOPS, int8 {host.int8_gops:.1f} GOPS, "
-            f"{host.memory_bandwidth_gbs:.1f} GB/s, op {host.op_overhead_us:.2f} us, "
+            f"{host.memory_bandwidth_gbs:.1f} GB/s, cache {host.cache_mb:g} MB at "
+            f"{host.cache_bandwidth_gbs:.1f} GB/s, op {host.op_overhead_us:.2f} us, "
             f"call {host.call_overhead_us:.2f} us"
         )
         header = (

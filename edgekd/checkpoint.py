@@ -56,14 +56,13 @@ def load_model(path: str | Path) -> nn.Module:
             "(pkg.module:factory) instead"
         )
     arch = json.loads(meta["edgekd_arch"])
-    knobs = ("family", "sample_shape", "num_classes", "width", "depth")
     model = build_student(
         arch["family"],
         tuple(arch["sample_shape"]),
         arch["num_classes"],
         arch["width"],
         arch["depth"],
-        **{k: v for k, v in arch.items() if k not in knobs},
+        **arch.get("options", {}),
     )
     try:
         model.load_state_dict(load_file(str(path)))

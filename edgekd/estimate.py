@@ -9,8 +9,11 @@ this host via ``measure_host_device`` so the model can be checked against measur
 (``calibrate_estimator``) before it is trusted for a device we cannot run on.
 
 The estimate is graph-level: it does not know which nodes a runtime fuses (ORT folds Conv+Relu,
-Gemm+Relu, DQ->Conv->Q), nor cache effects, so it is a ranking and order-of-magnitude tool; results
-are labelled ``"estimate"`` and never stand in for a measurement.
+Gemm+Relu, DQ->Conv->Q), so it is a ranking and order-of-magnitude tool; results are labelled
+``"estimate"`` and never stand in for a measurement. Caches are modelled in one coarse step: where
+the device gives ``cache_mb``/``cache_bandwidth_gbs`` and the graph's weights plus peak activations
+fit in that cache, every byte moves at the cache's bandwidth (a model called in a loop stays
+resident); otherwise at DRAM bandwidth.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class LatencyEstimate:
     call_overhead_ms: float
     precision: str | None = None
     label: str = "estimate"
+    cache_resident: bool = False  # bytes charged at the device's cache bandwidth
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -94,7 +98,9 @@ def estimate_latency(
     for field in ("fp32_gflops", "int8_gops", "memory_bandwidth_gbs"):
         if getattr(device, field) <= 0:
             raise BadInputError(f"device {device.name!r}: {field} must be > 0")
-    bandwidth = device.memory_bandwidth_gbs * 1e9  # bytes/s
+    resident = _cache_resident(cost, device)
+    gbs = device.cache_bandwidth_gbs if resident else device.memory_bandwidth_gbs
+    bandwidth = gbs * 1e9  # bytes/s
     overhead_ms = device.op_overhead_us / 1e3
     nodes = []
     for node in cost.nodes:
@@ -131,7 +137,14 @@ def estimate_latency(
         device=device.name,
         call_overhead_ms=call_ms,
         precision=precision,
+        cache_resident=resident,
     )
+
+
+def _cache_resident(cost: GraphCost, device: DeviceSpec) -> bool:
+    if device.cache_mb <= 0 or device.cache_bandwidth_gbs <= 0:
+        return False
+    return cost.weight_bytes + cost.peak_activation_bytes <= device.cache_mb * 2**20
 
 
 # --- this host's figures -------------------------------------------------------------------------
@@ -208,12 +221,35 @@ def _measure_gemm_gops(n: int, integer: bool, threads: int, budget_s: float) -> 
     return 2 * n**3 / seconds / 1e9
 
 
-def _measure_bandwidth_gbs(budget_s: float, mib: int = 64) -> float:
-    # Far larger than any L3 cache, so the copy streams through DRAM: one read + one write per byte.
-    src = np.ones(mib * 2**20 // 4, dtype=np.float32)
+def _measure_bandwidth_gbs(budget_s: float, mib: float = 64) -> float:
+    # By default far larger than any L3 cache, so the copy streams through DRAM: one read + one
+    # write per byte.
+    src = np.ones(int(mib * 2**20) // 4, dtype=np.float32)
     dst = np.empty_like(src)
     seconds = _median_seconds(lambda: np.copyto(dst, src), budget_s, min_runs=3)
     return 2 * src.nbytes / seconds / 1e9
+
+
+def _last_level_cache_mb() -> float:
+    """Size of this CPU's last-level cache from Linux sysfs; 0 where unknown."""
+    from pathlib import Path
+
+    best_level, size_mb = 0, 0.0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            kind = (index / "type").read_text().strip()
+            level = int((index / "level").read_text())
+            text = (index / "size").read_text().strip().upper()
+        except (OSError, ValueError):
+            continue
+        if kind == "Instruction" or level <= best_level:
+            continue
+        scale = {"K": 1 / 1024, "M": 1.0, "G": 1024.0}.get(text[-1:], 1 / 2**20)
+        try:
+            best_level, size_mb = level, float(text.rstrip("KMG")) * scale
+        except ValueError:
+            continue
+    return size_mb
 
 
 def _measure_overheads_us(threads: int, budget_s: float, length: int = 100) -> tuple[float, float]:
@@ -232,7 +268,9 @@ def measure_host_device(seconds: float = 2.0, threads: int = 1) -> DeviceSpec:
     """Measure this host's roofline figures with ONNX Runtime (CPU, ``threads`` threads).
 
     fp32: a 256x256x256 MatMul; int8: the same MatMulInteger (uint8 x int8, MLAS's int8 GEMM);
-    bandwidth: a 64 MiB numpy copy, bytes read + written over time; op overhead: the extra time of a
+    bandwidth: a 64 MiB numpy copy, bytes read + written over time; cache: the last-level cache's
+    size (Linux sysfs) and the bandwidth of a copy whose two buffers fill a quarter of it (not
+    modelled where the size is unknown); op overhead: the extra time of a
     100-node chain of tiny Adds over a single Add, per extra node (graph optimizations off so no
     node is folded); call overhead: one single-Add call minus its node. Each figure is the median
     over a share of ``seconds``. The GEMM size is moderate on purpose: small models run small
@@ -242,10 +280,12 @@ def measure_host_device(seconds: float = 2.0, threads: int = 1) -> DeviceSpec:
     >>> host.fp32_gflops > 0  # doctest: +SKIP
     True
     """
-    share = seconds / 5
+    share = seconds / 6
     fp32 = _measure_gemm_gops(256, integer=False, threads=threads, budget_s=share)
     int8 = _measure_gemm_gops(256, integer=True, threads=threads, budget_s=share)
     bandwidth = _measure_bandwidth_gbs(share)
+    cache_mb = _last_level_cache_mb()
+    cache_gbs = _measure_bandwidth_gbs(share, mib=cache_mb / 8) if cache_mb > 0 else 0.0
     op_us, call_us = _measure_overheads_us(threads, 2 * share)
     memory_mb = 0.0
     try:
@@ -262,6 +302,8 @@ def measure_host_device(seconds: float = 2.0, threads: int = 1) -> DeviceSpec:
         call_overhead_us=call_us,
         fp16_gflops=0.0,  # ORT's CPU provider has no fast fp16 kernels on common x86/Arm builds
         memory_mb=memory_mb,
+        cache_mb=cache_mb,
+        cache_bandwidth_gbs=cache_gbs,
     )
 
 

@@ -35,9 +35,9 @@ from edgekd.quantize_select import QuantSelection, Variant, select_quantization
 from edgekd.report import ModelResult, Report, to_markdown
 from edgekd.rundir import CHECKPOINT_FILE, CONFIG_FILE, find_interrupted_run, run_dir
 from edgekd.safety.versions import check_versions
-from edgekd.sizing import size_student_to_budget
-from edgekd.students import build_student, count_params, data_facts
-from edgekd.targets import load_target
+from edgekd.sizing import build_candidate, size_student_to_budget
+from edgekd.students import count_params
+from edgekd.targets import TargetProfile, load_target
 
 # Value checks shared by the constructor and configuration files: (test, what it must be).
 _RULES = {
@@ -64,7 +64,8 @@ class DistillConfig:
     lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0
-    student_family: str | None = None
+    student_family: str | None = None  # a family name or pkg.module:factory; None = by input
+    init_from_teacher: bool = False  # start from the teacher's sliced weights (same family only)
     out: str | None = None
     overwrite: bool = False
     bench_min_time_s: float = 0.5
@@ -154,24 +155,23 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
         teaching = prepare_teaching(config, data)  # offline: teacher outputs computed once
         teacher, data = teaching.model, teaching.data
         lap("teacher")
-        input_name = data.input_names[0]
-        facts = data_facts(data)
+        # Sizing builds heads with one output per class, or per embedding dimension.
+        sized_data = dataclasses.replace(data, num_classes=teaching.num_outputs)
         sizing = size_student_to_budget(
-            target,
-            data.sample_shapes[input_name],
-            data.input_kind,
-            teaching.num_outputs,
-            teaching.params,
-            family=config.student_family,
-            facts=facts,
+            target, sized_data, teaching.params, config.student_family
         )
+        lap("size")
         c = sizing.chosen
         torch_seed(config.seed)  # the student's initial weights depend on the seed alone
-        shape = data.sample_shapes[input_name]
-        student = build_student(c.family, shape, teaching.num_outputs, c.width, c.depth, **facts)
+        student = build_candidate(c, sized_data)
+        init_summary = None
+        if config.init_from_teacher:
+            from edgekd.students.teacher_init import init_from_teacher
+
+            init_summary = init_from_teacher(student, teacher).to_dict()
         status(
-            f"student: {c.family} width {c.width} depth {c.depth}, {c.params:,} parameters "
-            f"(teacher {teaching.params:,})"
+            f"student: {c.label}, {c.params:,} parameters (teacher {teaching.params:,}), "
+            f"est. {c.latency_estimate_ms:.3f} ms on {target.device.name} (estimate)"
         )
         train = data.train if config.task == "classification" else Split(data.train.inputs)
         checkpoint = work / CHECKPOINT_FILE
@@ -280,7 +280,7 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
                 result, _ = _with_self_agreement(result)
                 if user is not None:
                     result = dataclasses.replace(result, size_bytes=_param_bytes(teacher))
-            results.append(result)
+            results.append(_with_latency_estimate(result, target))
         lap("bench")
 
         names = {r.name: r for r in results}
@@ -316,7 +316,13 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
             },
             teacher=teaching.info,
             student={
-                **c.__dict__,
+                "family": c.family,
+                "width": c.width,
+                "depth": c.depth,
+                "params": c.params,
+                "latency_estimate_ms": c.latency_estimate_ms,
+                "latency_estimate_label": "estimate",
+                "init_from_teacher": init_summary,
                 "sizing": sizing.to_dict(),
                 "chosen_variant": None if selection is None else selection.chosen,
                 "quantized_variant_shown": None if shown is None else shown.name,
@@ -348,6 +354,20 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
         write_json_atomic(work / "report.json", report.to_dict())
         write_text_atomic(work / "report.md", to_markdown(report))
     return report
+
+
+def _with_latency_estimate(result: ModelResult, target: TargetProfile) -> ModelResult:
+    """Add the roofline estimate for the target device (an estimate, never a measurement) to an
+    ONNX model's result, from its own graph: the int8 variants are estimated as quantized."""
+    from dataclasses import replace
+
+    from edgekd.estimate import estimate_latency
+    from edgekd.graph import analyze_onnx
+
+    if result.format != "onnx":
+        return result
+    cost = analyze_onnx(result.path, batch_size=result.batch_size)
+    return replace(result, latency_estimate_ms=estimate_latency(cost, target.device).total_ms)
 
 
 def _with_self_agreement(result: ModelResult) -> tuple[ModelResult, None]:

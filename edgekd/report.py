@@ -42,6 +42,8 @@ class ModelResult:
     # Embedding tasks: mean cosine similarity to the teacher's vectors on the test split
     # (agreement_with_teacher then holds nearest-neighbour agreement).
     cosine_to_teacher: float | None = None
+    # Roofline estimate on the target device (edgekd.estimate): a model, never a measurement.
+    latency_estimate_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +225,10 @@ def to_markdown(report: Report) -> str:
         ]
         lines += ["| " + " | ".join(r) + " |" for r in budget_rows(report)]
         lines += ["", f"**Overall: {'PASS' if report.passed else 'FAIL'}**", ""]
+    if report.student.get("sizing"):
+        from edgekd.sizing import sizing_markdown
+
+        lines += ["## Student sizing", "", sizing_markdown(report.student["sizing"]), ""]
     if report.charts:
         lines += ["## Charts", ""] + [f"![{c.removesuffix('.png')}]({c})" for c in report.charts]
         lines += [""]

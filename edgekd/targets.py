@@ -38,6 +38,11 @@ class DeviceSpec:
     call_overhead_us: float
     fp16_gflops: float = 0.0  # 0 = fp16 not accelerated on this device
     memory_mb: float = 0.0  # RAM the device has for the model's process (informational)
+    # A model whose weights + peak activations fit in ``cache_mb`` stays cache-resident across
+    # calls and streams at ``cache_bandwidth_gbs`` instead; 0 = not modelled (DRAM figures only,
+    # which over-estimates small memory-bound models: the conservative side for a budget).
+    cache_mb: float = 0.0
+    cache_bandwidth_gbs: float = 0.0
 
 
 @dataclass(frozen=True)

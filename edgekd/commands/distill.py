@@ -73,8 +73,18 @@ def distill(
     seed: Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")] = 0,
     student: Annotated[
         str | None,
-        typer.Option(help="Student family (see `edgekd students`); default by input kind."),
+        typer.Option(
+            help="Student family (see `edgekd students`) or pkg.module:factory; default by "
+            "input kind."
+        ),
     ] = None,
+    init_from_teacher: Annotated[
+        bool,
+        typer.Option(
+            help="Initialise the student from the teacher's weights (every other layer, leading "
+            "channels; same family only)."
+        ),
+    ] = False,
     out: Annotated[
         str | None, typer.Option(help="Output folder (default runs/TARGET-TIMESTAMP).")
     ] = None,
@@ -124,7 +134,8 @@ def distill(
             "label_column": label_column, "teacher": teacher, "teacher_weights": teacher_weights,
             "teacher_output": teacher_output, "trust_checkpoint": trust_checkpoint, "task": task,
             "method": method, "temperature": temperature, "alpha": alpha, "epochs": epochs,
-            "lr": lr, "seed": seed, "student_family": student, "out": out, "overwrite": overwrite,
+            "lr": lr, "seed": seed, "student_family": student,
+            "init_from_teacher": init_from_teacher, "out": out, "overwrite": overwrite,
             "teacher_epochs": teacher_epochs, "bench_min_time_s": bench_seconds,
         }  # fmt: skip
         values = options

@@ -3,7 +3,9 @@
 Every family builds an ``nn.Module`` with two children: ``features`` (the body; its last output is
 the last feature map before pooling, which feature-based distillation taps) and ``head``
 (pooling + classifier). Adding a family is one new module in this package that calls
-``@register_student``; modules here are imported automatically.
+``@register_student``; modules here are imported automatically. A family also says which depths
+the budget search tries (``depths``) and, where the architecture needs facts about the data beyond
+the sample shape (a vocabulary size), how to read them (``options``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import inspect
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -25,16 +28,26 @@ class StudentFamily:
     description: str
     input_kinds: tuple[str, ...]
     build: Callable[..., nn.Module]  # (sample_shape, num_classes, width, depth) -> nn.Module
+    depths: tuple[int, ...] = (1, 2, 3)  # what the budget search tries
+    # data -> extra keyword arguments of ``build`` (e.g. the vocabulary size); recorded in the
+    # checkpoint so the architecture can be rebuilt without the data.
+    options: Callable[[Any], dict[str, Any]] | None = None
 
 
 FAMILIES: dict[str, StudentFamily] = {}
 
 
-def register_student(name: str, input_kinds: tuple[str, ...], description: str):
-    """Register ``fn(sample_shape, num_classes, width=1.0, depth=2) -> nn.Module`` as a family."""
+def register_student(
+    name: str,
+    input_kinds: tuple[str, ...],
+    description: str,
+    depths: tuple[int, ...] = (1, 2, 3),
+    options: Callable[[Any], dict[str, Any]] | None = None,
+):
+    """Register ``fn(sample_shape, num_classes, width=1.0, depth=2, **options) -> nn.Module``."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        FAMILIES[name] = StudentFamily(name, description, input_kinds, fn)
+        FAMILIES[name] = StudentFamily(name, description, input_kinds, fn, depths, options)
         return fn
 
     return wrap
@@ -72,7 +85,7 @@ def build_student(
     num_classes: int,
     width: float = 1.0,
     depth: int = 2,
-    **facts: object,
+    **facts: Any,
 ) -> nn.Module:
     """Build a student. ``facts`` about the data (``input_shapes``, ``vocab_size``, ...) reach the
     families whose build function names them as parameters, and are recorded with the knobs.
@@ -88,8 +101,9 @@ def build_student(
         "num_classes": num_classes,
         "width": width,
         "depth": depth,
-        **extra,
     }
+    if extra:
+        model.edgekd_arch["options"] = dict(extra)
     return model
 
 
@@ -115,6 +129,19 @@ def data_facts(data) -> dict[str, object]:
         top = [int(np.max(s.inputs[n])) for s in splits for n in ids if s.inputs[n].size]
         facts["vocab_size"] = max(top) + 1
     return facts
+
+
+def family_options(family: str, data: Any) -> dict[str, Any]:
+    """The extra build arguments ``family`` reads from ``data`` (a DataBundle); often none.
+
+    A family's own ``options`` reader wins; otherwise the facts of :func:`data_facts` that its
+    build function names as parameters.
+    """
+    fam = get_family(family)
+    if fam.options:
+        return fam.options(data)
+    accepted = inspect.signature(fam.build).parameters
+    return {k: v for k, v in data_facts(data).items() if k in accepted}
 
 
 def count_params(model: nn.Module) -> int:

@@ -70,7 +70,9 @@ def _stem(sample_shape: tuple[int, ...], width: float) -> list[nn.Module]:
     return [nn.Conv2d(sample_shape[0], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
 
 
-@register_student("cnn", ("image",), "Plain/residual 3x3 conv net, width x 16 channels")
+@register_student(
+    "cnn", ("image",), "Plain/residual 3x3 conv net, width x 16 channels", depths=(2, 3, 4)
+)
 def cnn(
     sample_shape: tuple[int, ...],
     num_classes: int,
@@ -84,7 +86,12 @@ def cnn(
     return ImageNet(nn.Sequential(*blocks), c_out, num_classes)
 
 
-@register_student("mobilenet", ("image",), "MobileNet-style depthwise-separable conv net")
+@register_student(
+    "mobilenet",
+    ("image",),
+    "MobileNet-style depthwise-separable conv net",
+    depths=(2, 3, 4, 6),
+)
 def mobilenet(
     sample_shape: tuple[int, ...], num_classes: int, width: float = 1.0, depth: int = 2
 ) -> nn.Module:
