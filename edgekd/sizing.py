@@ -240,14 +240,19 @@ def export_bytes(model: Any, example: dict[str, np.ndarray], opset: int) -> byte
     without the checker and parity run: sizing needs its bytes, not a proof."""
     import torch
 
-    from edgekd.export import _explain_export_failure
+    from edgekd.export_diagnosis import explain_export_failure, quiet_native_output, track_modules
 
     names = list(example)
     args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in example.values())
     dynamic = {n: {0: "batch"} for n in names} | {"logits": {0: "batch"}}
     buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with (
+            warnings.catch_warnings(),
+            torch.no_grad(),
+            track_modules(model) as stack,
+            quiet_native_output(),
+        ):
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model.eval(),
@@ -260,8 +265,22 @@ def export_bytes(model: Any, example: dict[str, np.ndarray], opset: int) -> byte
                 opset_version=opset,
             )
     except Exception as exc:
-        raise ExportError(_explain_export_failure(model, exc)) from None
-    return buf.getvalue()
+        raise ExportError(explain_export_failure(model, args, exc, stack, opset)) from None
+    return _simplified(buf.getvalue())
+
+
+def _simplified(raw: bytes) -> bytes:
+    """What ``export_onnx`` keeps after its onnxslim step (its parity check passes for the
+    built-in families), so the measured size is the size of the file ``distill`` writes."""
+    try:
+        import onnx
+        import onnxslim
+    except ImportError:
+        return raw
+    try:
+        return onnxslim.slim(onnx.load_from_string(raw)).SerializeToString()
+    except Exception:  # export_onnx keeps the raw graph in that case too
+        return raw
 
 
 def quantize_bytes(onnx_bytes: bytes, data: DataBundle) -> bytes:
@@ -426,6 +445,10 @@ def _breaks_exact_line(
     return too_many or (teacher_params is not None and params > max_share * teacher_params)
 
 
+class NothingFitsError(BadInputError):
+    """No candidate of a family meets every budget line (the message names the line)."""
+
+
 def size_student_to_budget(
     target: TargetProfile,
     data: DataBundle,
@@ -456,6 +479,51 @@ def size_student_to_budget(
             f"target {target.name!r} does not run {precision} (its precisions: "
             f"{', '.join(target.precisions)})"
         )
+    kwargs = dict(
+        precision=precision,
+        widths=widths,
+        depths=depths,
+        max_share_of_teacher=max_share_of_teacher,
+        measure_host=measure_host,
+        baseline_mb=baseline_mb,
+    )
+    if student is not None:
+        return _size_one(target, data, teacher_params, student, **kwargs)
+    # No family named: the default family for the input kind first, then the others that take
+    # it, so that a small teacher still gets a (smaller-family) student.
+    from edgekd.students import families_for
+
+    names = [f.name for f in families_for(data.input_kind)]
+    if not names:
+        raise BadInputError(f"no student family takes {data.input_kind} inputs")
+    first_error: NothingFitsError | None = None
+    for name in names:
+        try:
+            result = _size_one(target, data, teacher_params, name, **kwargs)
+        except NothingFitsError as exc:
+            first_error = first_error or exc
+            continue
+        if name != names[0]:
+            note = f"the default family {names[0]!r} did not fit ({first_error}); used {name!r}"
+            result = dataclasses.replace(result, notes=(*result.notes, note))
+        return result
+    assert first_error is not None
+    raise first_error
+
+
+def _size_one(
+    target: TargetProfile,
+    data: DataBundle,
+    teacher_params: int | None,
+    student: str,
+    *,
+    precision: str,
+    widths: Sequence[float],
+    depths: Sequence[float] | None,
+    max_share_of_teacher: float,
+    measure_host: bool,
+    baseline_mb: float | None,
+) -> SizingResult:
     if not 0 < max_share_of_teacher:
         raise BadInputError(f"max_share_of_teacher must be > 0, got {max_share_of_teacher}")
     space = _space(data, student, widths, depths)
@@ -490,7 +558,7 @@ def size_student_to_budget(
         notes += ("teacher size unknown: the share-of-teacher line was not checked",)
     fitting = [c for c in candidates if c.fits]
     if not fitting:
-        raise BadInputError(_nothing_fits(target, space.name, candidates))
+        raise NothingFitsError(_nothing_fits(target, space.name, candidates))
     return SizingResult(
         target=target.name,
         device=target.device.name,

@@ -16,12 +16,23 @@ class TorchSession:
 
         if not isinstance(model, torch.nn.Module):
             model = load_model(model)
+        # torch's thread count is process-wide: restored when the session goes away, so that
+        # benchmarking one model does not slow down (or speed up) whatever runs next.
+        self._previous_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         self._torch = torch
         self._device = torch.device(device)
         self.model = model.eval().to(self._device)
         self.provider = "torch-cuda" if device == "cuda" else "torch-cpu"
         self.input_names = tuple(getattr(model, "edgekd_input_names", ("x",)))
+
+    def close(self) -> None:
+        if self._previous_threads:
+            self._torch.set_num_threads(self._previous_threads)
+            self._previous_threads = 0
+
+    def __del__(self) -> None:
+        self.close()
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         torch = self._torch

@@ -32,6 +32,7 @@ class StudentFamily:
     # data -> extra keyword arguments of ``build`` (e.g. the vocabulary size); recorded in the
     # checkpoint so the architecture can be rebuilt without the data.
     options: Callable[[Any], dict[str, Any]] | None = None
+    default_for: tuple[str, ...] = ()  # input kinds for which this family is the default
 
 
 FAMILIES: dict[str, StudentFamily] = {}
@@ -43,11 +44,14 @@ def register_student(
     description: str,
     depths: tuple[int, ...] = (1, 2, 3),
     options: Callable[[Any], dict[str, Any]] | None = None,
+    default_for: tuple[str, ...] = (),
 ):
     """Register ``fn(sample_shape, num_classes, width=1.0, depth=2, **options) -> nn.Module``."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        FAMILIES[name] = StudentFamily(name, description, input_kinds, fn, depths, options)
+        FAMILIES[name] = StudentFamily(
+            name, description, input_kinds, fn, depths, options, default_for
+        )
         return fn
 
     return wrap
@@ -69,9 +73,11 @@ def get_family(name: str) -> StudentFamily:
 
 
 def families_for(input_kind: str) -> list[StudentFamily]:
-    """Families that accept this input kind, the default (first registered) first."""
+    """Families that accept this input kind: the one declared ``default_for`` it first, then in
+    registration order."""
     _load_all()
-    return [f for f in FAMILIES.values() if input_kind in f.input_kinds]
+    fitting = [f for f in FAMILIES.values() if input_kind in f.input_kinds]
+    return sorted(fitting, key=lambda f: input_kind not in f.default_for)
 
 
 def all_families() -> list[StudentFamily]:

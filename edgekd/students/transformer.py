@@ -148,6 +148,7 @@ def token_options(data: Any) -> dict[str, Any]:
     "Transformer encoder: width x 64 d_model, masked mean pooling",
     depths=(1, 2, 3, 4),
     options=token_options,
+    default_for=("tokens",),
 )
 def transformer(
     sample_shape: tuple[int, ...],
