@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.bench.budget import budget_lines
-from edgekd.bench.run import ModelRef, bench_model
+from edgekd.bench.gate import gate
+from edgekd.bench.run import BenchSettings, ModelRef, measure_models
+from edgekd.bench.suite import thread_settings
 from edgekd.checkpoint import save_model
 from edgekd.data import load_data
 from edgekd.distill.methods import make_method
@@ -44,6 +45,7 @@ class DistillConfig:
     out: str | None = None
     overwrite: bool = False
     bench_min_time_s: float = 0.5
+    bench_processes: int = 3
 
 
 def default_out_dir(target: str) -> Path:
@@ -159,22 +161,14 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             )
             for name, _, prec in variants
         ]
-        results: list[ModelResult] = []
-        teacher_logits = None
-        for ref in refs:
-            status(f"benchmarking {ref.name} ({ref.runtime})")
-            result, logits = bench_model(
-                ref,
-                data.test,
-                target.threads,
-                target.batch_size,
-                teacher_logits,
-                config.bench_min_time_s,
-            )
-            if ref.name == "teacher-torch":
-                teacher_logits = logits
-                result, _ = _with_self_agreement(result)
-            results.append(result)
+        # Interleaved fresh processes per model; fidelity is measured against the torch teacher.
+        settings = BenchSettings(
+            processes=config.bench_processes,
+            min_time_s=config.bench_min_time_s / config.bench_processes,
+        )
+        results, _ = measure_models(
+            refs, data.test, target.threads, target.batch_size, settings, reference="teacher-torch"
+        )
         lap("bench")
 
         teacher_result = results[1]  # the teacher as deployed (ONNX fp32)
@@ -184,9 +178,8 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
         warnings = _int8_warnings(results, host_info())
         report = Report(
             target=target.to_dict(),
-            host=host_info(),
+            host={**host_info(), "threads": thread_settings(target.threads)},
             models=_relative_paths(results, work, out),
-            budget=budget_lines(target, chosen, teacher_result),
             chosen=chosen.name,
             data={
                 "name": data.name,
@@ -195,6 +188,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
                 "val": data.val.n,
                 "test": data.test.n,
                 "input_kind": data.input_kind,
+                "test_fingerprint": data.test.fingerprint(),
             },
             teacher=teacher_info.to_dict(),
             student={**c.__dict__, "sizing": sizing.to_dict(), "chosen_variant_reason": why},
@@ -215,15 +209,13 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             out_dir=str(out),
         )
         report.export = {k: {**v, "path": Path(v["path"]).name} for k, v in exports.items()}
+        # The run ends with the gate on the chosen student (the CI step is `edgekd gate`).
+        verdict = gate(report, target)
+        report.budget = [line.to_budget_line() for line in verdict.lines]
+        report.gate = verdict.to_dict()
         write_json_atomic(work / "report.json", report.to_dict())
         write_text_atomic(work / "report.md", to_markdown(report))
     return report
-
-
-def _with_self_agreement(result: ModelResult) -> tuple[ModelResult, None]:
-    from dataclasses import replace
-
-    return replace(result, agreement_with_teacher=1.0, kl_to_teacher=0.0), None
 
 
 def _relative_paths(results: list[ModelResult], work: Path, out: Path) -> list[ModelResult]:
