@@ -50,11 +50,18 @@ def main(spec: dict) -> dict:
             sys.path.insert(0, entry)  # so a pkg.module:factory resolves as it did in the parent
     from edgekd.bench._memprobe import _peak_rss_mb
     from edgekd.bench.harness import measure_latency, measure_throughput
+    from edgekd.errors import BadInputError, EdgekdError
     from edgekd.runtimes import open_model
 
-    session = open_model(spec["runtime"], spec["model"], spec["threads"])
     feed = _load(spec["feed"])
-    session.run(feed)
+    try:
+        session = open_model(spec["runtime"], spec["model"], spec["threads"])
+        session.run(feed)
+    except EdgekdError:
+        raise
+    except Exception as exc:  # the runtime refused this model or these inputs: the user's input
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInputError(f"{spec['runtime']} cannot run this model: {first}") from None
     h = spec["harness"]
     meta = {
         **spec.get("metadata", {}),
