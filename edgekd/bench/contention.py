@@ -59,10 +59,25 @@ class CleanRuns:
         """One clause for a verdict's reason; empty when nothing was set aside."""
         if not self.descheduled:
             return ""
-        parts = [f"{self.descheduled} of {self.samples} samples set aside as descheduled"]
+        text = f"{self.descheduled} of {self.samples} samples descheduled"
         if self.contended:
-            parts.append(f"{self.contended} of {self.processes} processes contended")
-        return "; ".join(parts) + f" (the thread held its CPU < {MIN_CPU_SHARE:.0%} of the time)"
+            text += f", {self.contended} of {self.processes} processes contended"
+        return text
+
+
+def set_aside(**sides: CleanRuns) -> str:
+    """What ``clean_runs`` set aside on each named side, as one sentence ("" if nothing).
+
+    >>> set_aside(current=CleanRuns([], 10, 7, 1, 0, True))[:71]
+    'Judged on clean samples (set aside: current 3 of 10 samples descheduled'
+    """
+    parts = [f"{name} {c.note()}" for name, c in sides.items() if c.note()]
+    if not parts:
+        return ""
+    return (
+        f"Judged on clean samples (set aside: {'; '.join(parts)}; a sample is descheduled when "
+        f"the thread held its CPU < {MIN_CPU_SHARE:.0%} of it)."
+    )
 
 
 def clean_runs(runs: Sequence[LatencySamples]) -> CleanRuns:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.bench.compare import check_ratio, compare_processes
-from edgekd.bench.contention import clean_runs
+from edgekd.bench.contention import clean_runs, set_aside
 from edgekd.bench.stats import LatencySamples, Verdict, check_absolute
 from edgekd.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, BadInputError
 from edgekd.report import BudgetLine, ModelResult, Report, short_provider
@@ -43,7 +43,7 @@ DEFAULT_ACCURACY_TOLERANCE = 0.01  # one point of accuracy on the same test spli
 EXIT_CODES = {Verdict.PASS: EXIT_OK, Verdict.FAIL: EXIT_GATE_FAILED}
 _SATURATED = (
     "the host was too busy to measure: the measuring thread waited for its CPU in most samples, "
-    "so the figures time the neighbours; re-run on a quieter host"
+    "so the figures time the neighbours; re-run (on a quieter host)"
 )
 _NO_SAMPLES = "the report keeps no raw latency samples; re-run edgekd bench"
 LINE_NAMES = (
@@ -193,11 +193,9 @@ def _latency_line(m: ModelResult, target: TargetProfile, mismatch: str) -> GateL
     if not clean.descheduled:
         return make(check.verdict, check.value_ms, check.reason)
     if not clean.runs:
-        return make(Verdict.INCONCLUSIVE, check.value_ms, f"{_SATURATED}: {clean.note()}")
+        return make(Verdict.INCONCLUSIVE, check.value_ms, f"{_SATURATED} ({clean.note()}).")
     check = check_absolute(_pooled(clean.runs), limit, "p95")
-    return make(
-        check.verdict, check.value_ms, f"{check.reason} Judged on clean samples: {clean.note()}."
-    )
+    return make(check.verdict, check.value_ms, f"{check.reason} {set_aside(model=clean)}")
 
 
 def _estimate_line(m: ModelResult, target: TargetProfile) -> GateLine | None:
@@ -237,13 +235,11 @@ def _relative_line(
         )
     cur, ref = clean_runs(latency_runs(m)), clean_runs(latency_runs(teacher))
     if not cur.runs or not ref.runs:
-        why = f"{_SATURATED}: {(cur if not cur.runs else ref).note()}"
+        why = f"{_SATURATED} ({(cur if not cur.runs else ref).note()})."
         return make(Verdict.INCONCLUSIVE, None, why if cur.samples and ref.samples else _NO_SAMPLES)
     c = check_ratio(cur.runs, ref.runs, limit)
-    notes = "; ".join(x for x in (cur.note(), ref.note()) if x)
-    return make(
-        c.verdict, c.ratio, c.reason + (f" Judged on clean samples: {notes}." if notes else "")
-    )
+    aside = set_aside(model=cur, teacher=ref)
+    return make(c.verdict, c.ratio, f"{c.reason} {aside}".strip())
 
 
 def _budget_lines(
@@ -313,12 +309,11 @@ def _regression_lines(
     elif cur.processes >= 2 and ref.processes >= 2 and min(len(cur.runs), len(ref.runs)) < 2:
         side = "current" if len(cur.runs) < 2 else "baseline"
         note = (cur if side == "current" else ref).note()
-        lines = [make(Verdict.INCONCLUSIVE, None, f"{_SATURATED} ({side} run): {note}")]
+        lines = [make(Verdict.INCONCLUSIVE, None, f"{_SATURATED} ({side} run: {note}).")]
     else:
         c = compare_processes(ref.runs, cur.runs, threshold, alpha)
-        notes = "; ".join(x for x in (cur.note(), ref.note()) if x)
-        extra = f" Judged on clean samples: {notes}." if notes else ""
-        lines = [make(c.verdict, c.ratio, c.reason + extra)]
+        aside = set_aside(current=cur, baseline=ref)
+        lines = [make(c.verdict, c.ratio, f"{c.reason} {aside}".strip())]
     if old.accuracy is None and m.accuracy is None:
         return lines
     make = _line("accuracy_regression", m, accuracy_tolerance, "", "regression",

@@ -44,6 +44,7 @@ COLUMNS = (
     "p99 ms",
     "n/proc",
     "drift",
+    "busy",
     "items/s",
     "peak MB",
     "acc",
@@ -52,7 +53,10 @@ COLUMNS = (
 
 
 def print_bench(report: Report) -> None:
-    """Rich table of the models, then every warning (unavailable runtimes first)."""
+    """Rich table of the models, then every warning (unavailable runtimes first).
+
+    p50 and the other statistics come from the clean samples (``latency_ms["basis"]``).
+    """
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -66,7 +70,8 @@ def print_bench(report: Report) -> None:
         padding=(0, 1),
     )
     for col in COLUMNS:
-        table.add_column(col, justify="left" if col in ("model", "provider") else "right")
+        left = col in ("model", "provider")
+        table.add_column(col, justify="left" if left else "right", overflow="fold")
     for row in bench_rows(report):
         table.add_row(*row)
     console.print(table)

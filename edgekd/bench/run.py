@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.bench.accuracy import classification_metrics
-from edgekd.bench.contention import clean_runs
+from edgekd.bench.contention import MIN_CPU_SHARE, clean_runs
 from edgekd.bench.feeds import fixed_batch, map_data, random_inputs, take_batch
 from edgekd.bench.models import InputSpec, onnx_input_specs
 from edgekd.bench.stats import LatencySamples, samples_needed
@@ -122,6 +122,11 @@ class _Job:
     predict: dict | None
     runs: list[dict] = field(default_factory=list)
     first: dict = field(default_factory=dict)
+
+
+def _g6(v: float) -> float:
+    # Six significant figures (a nanosecond at 1 ms) keep a committed baseline report small.
+    return float(f"{v:.6g}")
 
 
 def _pooled(runs: list[LatencySamples]) -> LatencySamples:
@@ -325,7 +330,10 @@ def _result(
     if job.large is None and job.large_batch:
         notes.append("larger-batch throughput not measured: the model's batch axis is fixed")
     if clean.descheduled > 0.1 * clean.samples:
-        notes.append(f"latency: the host was busy: {clean.note()}; the gate sets those aside")
+        notes.append(
+            f"latency: the host was busy: {clean.note()} (the thread held its CPU < "
+            f"{MIN_CPU_SHARE:.0%} of the sample); they are left out of the figures and the gate"
+        )
     if len(runs) > 1 and spread > 0.10:
         notes.append(
             f"latency: process medians differ by {spread:.0%} (from {min(medians):.4g} to "
@@ -376,14 +384,16 @@ def _result(
         runtime=ref.runtime,
         top5_accuracy=metrics["top5_accuracy"],
         kl_to_teacher=metrics["kl_to_teacher"],
-        latency_samples_ms=[v for r in runs for v in r.samples_ms],
+        latency_samples_ms=[_g6(v) for r in runs for v in r.samples_ms],
         loops=max(r.loops for r in runs),
         threads=threads,
         batch_size=batch_size,
         notes=notes,
         device=device,
         gpu_memory_mb=max(gpu) if gpu else None,
-        latency_processes=[r.to_dict() for r in runs],
+        latency_processes=[
+            {**r.to_dict(), "samples_ms": [_g6(v) for v in r.samples_ms]} for r in runs
+        ],
         throughput=throughput,
     )
 
