@@ -340,3 +340,13 @@ def test_budget_lines_wrapper_matches_the_gate(target_path):
     lines = budget_lines(t, student, teacher)
     assert {b.name for b in lines} >= {"latency_ms", "params", "accuracy_drop"}
     assert all(b.passed for b in lines)
+
+
+def test_a_baseline_taken_on_a_saturated_host_cannot_flag_a_regression(target_path):
+    t = target_path()
+    # Baseline: two of three processes held their CPU 40% of the time (and so look 3x slower).
+    busy = runs("slower_3x", share=[0.4])[:2] + runs("base", share=[1.0])[:1]
+    baseline = report(t, model("s", busy))
+    current = report(t, model("s", runs("base_rerun", share=[1.0])))
+    line = next(g for g in gate(current, t, baseline=baseline).lines if g.kind == "regression")
+    assert line.verdict == Verdict.INCONCLUSIVE and "baseline run" in line.reason
