@@ -21,6 +21,9 @@ _VERBS = {
     "export_onnx": "edgekd.export",
     "quantize": "edgekd.quantize",
     "load_data": "edgekd.data",
+    "benchmark": "edgekd.bench.suite",
+    "gate": "edgekd.bench.gate",
+    "size_student_to_budget": "edgekd.sizing",
 }
 
 __all__ = sorted(_VERBS)

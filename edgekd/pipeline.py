@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.bench.budget import budget_lines
-from edgekd.bench.run import ModelRef, bench_model
+from edgekd.bench.gate import gate
+from edgekd.bench.run import BenchSettings, ModelRef, bench_model_in_process, measure_models
+from edgekd.bench.suite import thread_settings
 from edgekd.checkpoint import save_model
 from edgekd.data import Split, load_data
 from edgekd.distill.checkpointing import remove_stale_temporaries
@@ -78,6 +79,7 @@ class DistillConfig:
     test_data: str | None = None
     val_data: str | None = None
     label_column: str | None = None
+    bench_processes: int = 3
 
     def __post_init__(self) -> None:
         problems = self.field_problems(dataclasses.asdict(self))
@@ -260,27 +262,41 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
             for name, file, prec in [("student-onnx", "student.onnx", "fp32")]
             + [(n, f"{n}.onnx", p) for n, _, p in variants]
         ]
-        results: list[ModelResult] = []
-        teacher_logits = teaching.test_outputs
-        in_process = {"teacher-torch": teacher} if user is not None else {}
-        for ref in refs:
-            status(f"benchmarking {ref.name} ({ref.runtime})")
-            result, logits = bench_model(
-                ref,
-                data.test,
-                target.threads,
-                target.batch_size,
-                teacher_logits,
-                config.bench_min_time_s,
-                task=config.task,
-                model=in_process.get(ref.name),
+        if config.task == "classification" and user is None:
+            # Interleaved fresh processes per model; fidelity against the torch teacher.
+            settings = BenchSettings(
+                processes=config.bench_processes,
+                min_time_s=config.bench_min_time_s / config.bench_processes,
             )
-            if ref.name == "teacher-torch":
-                teacher_logits = logits if teacher_logits is None else teacher_logits
-                result, _ = _with_self_agreement(result)
-                if user is not None:
-                    result = dataclasses.replace(result, size_bytes=_param_bytes(teacher))
-            results.append(_with_latency_estimate(result, target))
+            results, _ = measure_models(
+                refs, data.test, target.threads, target.batch_size, settings,
+                reference="teacher-torch",
+            )
+            results = [_with_latency_estimate(r, target) for r in results]
+        else:
+            # Embeddings and users' own teachers are measured in this process, one model at a
+            # time: a fresh process could rebuild a user's teacher only by running their code again.
+            results = []
+            teacher_logits = teaching.test_outputs
+            in_process = {"teacher-torch": teacher} if user is not None else {}
+            for ref in refs:
+                status(f"benchmarking {ref.name} ({ref.runtime})")
+                result, logits = bench_model_in_process(
+                    ref,
+                    data.test,
+                    target.threads,
+                    target.batch_size,
+                    teacher_logits,
+                    config.bench_min_time_s,
+                    task=config.task,
+                    model=in_process.get(ref.name),
+                )
+                if ref.name == "teacher-torch":
+                    teacher_logits = logits if teacher_logits is None else teacher_logits
+                    result, _ = _with_self_agreement(result)
+                    if user is not None:
+                        result = dataclasses.replace(result, size_bytes=_param_bytes(teacher))
+                results.append(_with_latency_estimate(result, target))
         lap("bench")
 
         names = {r.name: r for r in results}
@@ -299,9 +315,8 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
         warnings += [f"{r.name}: {n}" for r in results for n in r.notes] + check_versions()
         report = Report(
             target=target.to_dict(),
-            host=host_info(),
+            host={**host_info(), "threads": thread_settings(target.threads)},
             models=_relative_paths(results, work, out),
-            budget=budget_lines(target, chosen, teacher_result),
             chosen=chosen.name,
             data={
                 "name": data.name,
@@ -327,6 +342,7 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
                 "chosen_variant": None if selection is None else selection.chosen,
                 "quantized_variant_shown": None if shown is None else shown.name,
                 "chosen_variant_reason": why,
+                "test_fingerprint": data.test.fingerprint(),
             },
             training={
                 "method": method_name,
@@ -348,6 +364,10 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
             out_dir=str(out),
         )
         report.export = {k: {**v, "path": Path(v["path"]).name} for k, v in exports.items()}
+        # The run ends with the gate on the chosen student (the CI step is `edgekd gate`).
+        verdict = gate(report, target)
+        report.budget = [line.to_budget_line() for line in verdict.lines]
+        report.gate = verdict.to_dict()
         if selection is not None:
             report.export["quantization"] = _portable(selection.to_dict(), shown)
         report.charts = write_charts(report, work)

@@ -36,6 +36,10 @@ class ModelResult:
     kl_to_teacher: float | None = None
     latency_samples_ms: list[float] = field(default_factory=list)  # raw samples, for the gate
     loops: int = 1
+    device: str = "cpu"  # where `provider` ran: "cpu" | "gpu" (never "gpu" for a CPU fallback)
+    gpu_memory_mb: float | None = None
+    latency_processes: list[dict[str, Any]] = field(default_factory=list)  # raw samples per process
+    throughput: list[dict[str, Any]] = field(default_factory=list)  # target batch, larger batch
     threads: int = 1
     batch_size: int = 1
     notes: list[str] = field(default_factory=list)
@@ -70,6 +74,8 @@ class Report:
     student: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
+    bench: dict[str, Any] = field(default_factory=dict)  # settings, runtimes, unavailable ones
+    gate: dict[str, Any] = field(default_factory=dict)  # the gate's verdict on this report
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
     out_dir: str = ""
@@ -224,7 +230,8 @@ def to_markdown(report: Report) -> str:
             "|---|---|---|---|---|",
         ]
         lines += ["| " + " | ".join(r) + " |" for r in budget_rows(report)]
-        lines += ["", f"**Overall: {'PASS' if report.passed else 'FAIL'}**", ""]
+        overall = report.gate.get("verdict") or ("PASS" if report.passed else "FAIL")
+        lines += ["", f"**Overall: {overall}**", ""]
     if report.student.get("sizing"):
         from edgekd.sizing import sizing_markdown
 

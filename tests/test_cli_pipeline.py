@@ -43,6 +43,8 @@ def default_run(tmp_path_factory):
             "8",
             "--bench-seconds",
             "0.05",
+            "--bench-processes",
+            "1",
             "--out",
             str(out),
         ],
@@ -78,6 +80,10 @@ def test_default_pipeline_writes_a_complete_report(default_run) -> None:
         assert (out / f).is_file()
     assert not list(out.parent.glob(".*partial"))
     assert "budget verdict" in result.output
+    # distill ends with the gate on the chosen student; its lines are the report's budget lines
+    assert report["gate"]["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
+    assert len(report["gate"]["lines"]) == len(report["budget"])
+    assert f"gate: {report['gate']['verdict']}" in result.output
 
 
 def test_second_run_reuses_cached_teacher(default_run, tmp_path) -> None:
@@ -91,6 +97,8 @@ def test_second_run_reuses_cached_teacher(default_run, tmp_path) -> None:
             "8",
             "--bench-seconds",
             "0.02",
+            "--bench-processes",
+            "1",
             "--out",
             str(tmp_path / "again"),
             "--json",

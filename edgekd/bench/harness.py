@@ -80,6 +80,7 @@ def measure_latency(
     metadata: dict | None = None,
     disable_gc: bool = True,
     timer: Callable[[], int] = time.perf_counter_ns,
+    cpu_timer: Callable[[], int] | None = None,
 ) -> LatencySamples:
     """Time ``run()`` and return per-call latencies in milliseconds.
 
@@ -94,6 +95,12 @@ def measure_latency(
     sample (and restores it after). ``timer`` returns integer nanoseconds; it is a parameter so
     tests can drive the harness with a fake clock. ``metadata`` is copied into the result, with the
     harness's own facts (calibration, timer, host, load average) under the key ``"harness"``.
+
+    ``cpu_timer`` (e.g. ``time.thread_time_ns``), when given, is read just outside each sample's
+    timed span, and ``metadata["harness"]["cpu_share"]`` lists, per sample, the CPU time the
+    measuring thread got over the sample's wall time. Google Benchmark reports CPU time beside
+    real time for the same reason: a share well below 1 means the thread waited for a CPU that
+    another process held, so that sample timed the neighbours as much as the model.
 
     >>> s = measure_latency(lambda: sum(range(100)), min_time_s=0.05)  # doctest: +SKIP
     >>> s.summary().p50  # milliseconds per call  # doctest: +SKIP
@@ -117,21 +124,26 @@ def measure_latency(
     min_time_ns = int(min_time_s * 1e9)
     gc_was_enabled = gc.isenabled()
     samples: list[float] = []
+    shares: list[float] = []
     sampling_start = timer()
     while True:
         if disable_gc:
             gc.disable()
         try:
+            c0 = cpu_timer() if cpu_timer is not None else 0
             t0 = timer()
             for _ in range(loops):
                 run()
             t1 = timer()
+            c1 = cpu_timer() if cpu_timer is not None else 0
         finally:
             if disable_gc and gc_was_enabled:
                 gc.enable()
         # A zero reading can only come from a timer coarser than the sample; clamp it to 1 ns so
         # the sample stays valid (> 0) rather than inventing a finer value.
         samples.append(max(t1 - t0, 1) / loops / 1e6)
+        if cpu_timer is not None:
+            shares.append(round((c1 - c0) / max(t1 - t0, 1), 3))
         n = len(samples)
         if n >= min_samples and t1 - sampling_start >= min_time_ns:
             break
@@ -149,6 +161,8 @@ def measure_latency(
         "load_average_after": _load_average(),
         **_host_metadata(),
     }
+    if cpu_timer is not None:
+        harness["cpu_share"] = shares
     return LatencySamples(
         samples_ms=tuple(samples),
         loops=loops,

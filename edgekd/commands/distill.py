@@ -103,6 +103,9 @@ def distill(
         str | None,
         typer.Option(help="Continue the interrupted run in this folder (OUT or OUT.partial)."),
     ] = None,
+    bench_processes: Annotated[
+        int, typer.Option(help="Fresh processes per model in the benchmark (pyperf-style).")
+    ] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
 ) -> None:
     """Distil a teacher into a student sized for the target; export, quantize, bench, gate.
@@ -137,6 +140,7 @@ def distill(
             "lr": lr, "seed": seed, "student_family": student,
             "init_from_teacher": init_from_teacher, "out": out, "overwrite": overwrite,
             "teacher_epochs": teacher_epochs, "bench_min_time_s": bench_seconds,
+            "bench_processes": bench_processes,
         }  # fmt: skip
         values = options
         if config is not None:  # the file's values, under the options given explicitly
@@ -153,3 +157,7 @@ def distill(
     else:
         print_summary(report)
         typer.echo(f"report: {report.out_dir}/report.md")
+        # distill exits 0 when it produced its artifacts; `edgekd gate` is the step that fails CI.
+        typer.echo(
+            f"gate: {report.gate.get('verdict')} (in CI: edgekd gate {report.out_dir}/report.json)"
+        )

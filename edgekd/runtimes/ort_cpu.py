@@ -1,31 +1,69 @@
-"""ONNX Runtime on the CPU execution provider, with the target's thread count."""
+"""ONNX Runtime on the CPU execution provider, with the target's thread count.
+
+``OrtSession`` is shared by the GPU execution providers (``ort_cuda``, ``ort_tensorrt``): it asks
+for a list of providers and then reads back the one the session really got, because ONNX Runtime
+drops a provider it cannot load with nothing more than a Python warning.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.runtimes import Runtime, register_runtime
 
+# Execution providers that run on an accelerator; anything else is reported as a CPU figure.
+GPU_PROVIDERS = frozenset(
+    {
+        "CUDAExecutionProvider",
+        "TensorrtExecutionProvider",
+        "ROCMExecutionProvider",
+        "MIGraphXExecutionProvider",
+        "DmlExecutionProvider",
+    }
+)
+
 
 class OrtSession:
-    def __init__(self, path: str | Path, threads: int, providers: list[str]) -> None:
+    def __init__(self, model: str | Path | bytes, threads: int, providers: list[str]) -> None:
         import onnxruntime as ort
 
+        if not isinstance(model, bytes):
+            from edgekd.safety import check_onnx_for_ort
+
+            # ONNX Runtime opens external-data files itself: check them before it does.
+            check_onnx_for_ort(model)
+            model = str(model)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self._sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        with warnings.catch_warnings():
+            # "Specified provider ... is not in available provider names": we detect and report
+            # the fallback ourselves, in the report rather than on stderr.
+            warnings.simplefilter("ignore", UserWarning)
+            self._sess = ort.InferenceSession(model, sess_options=opts, providers=providers)
         # What really runs: ORT drops providers it cannot load without raising.
         self.provider = self._sess.get_providers()[0]
+        self.device = "gpu" if self.provider in GPU_PROVIDERS else "cpu"
+        self.notes: list[str] = []
+        if self.provider != providers[0]:
+            self.notes.append(f"requested {providers[0]}, ran on {self.provider}")
         self.input_names = tuple(i.name for i in self._sess.get_inputs())
         self._run = self._sess.run
 
     def run(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         return self._run(None, feed)[0]
+
+    def gpu_memory_mb(self) -> float | None:
+        if self.device != "gpu":
+            return None
+        from edgekd.runtimes._gpu import process_gpu_memory_mb
+
+        return process_gpu_memory_mb()
 
 
 def host_threads(requested: int) -> int:

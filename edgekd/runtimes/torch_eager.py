@@ -1,4 +1,8 @@
-"""PyTorch eager mode on the CPU (and on CUDA when a GPU really is present)."""
+"""PyTorch eager mode on the CPU (and on CUDA when a GPU really is present).
+
+The model is an ``nn.Module`` or a spec that ``edgekd.bench.models.load_torch_model`` rebuilds: an
+edgekd ``.safetensors`` checkpoint or ``pkg.module:factory``.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,10 @@ class TorchSession:
     def __init__(self, model, threads: int, device: str = "cpu") -> None:
         import torch
 
-        from edgekd.checkpoint import load_model
-
         if not isinstance(model, torch.nn.Module):
-            model = load_model(model)
+            from edgekd.bench.models import load_torch_model
+
+            model = load_torch_model(str(model))
         # torch's thread count is process-wide: restored when the session goes away, so that
         # benchmarking one model does not slow down (or speed up) whatever runs next.
         self._previous_threads = torch.get_num_threads()
@@ -24,7 +28,11 @@ class TorchSession:
         self._device = torch.device(device)
         self.model = model.eval().to(self._device)
         self.provider = "torch-cuda" if device == "cuda" else "torch-cpu"
+        self.device = "gpu" if device == "cuda" else "cpu"
+        self.notes: list[str] = []
         self.input_names = tuple(getattr(model, "edgekd_input_names", ("x",)))
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
 
     def close(self) -> None:
         if self._previous_threads:
@@ -40,14 +48,25 @@ class TorchSession:
             args = [torch.from_numpy(v).to(self._device) for v in feed.values()]
             out = self.model(*args)
             if self._device.type == "cuda":
+                # CUDA launches are asynchronous: without this the timer would see launch cost only.
                 torch.cuda.synchronize()
             return out.cpu().numpy()
 
+    def gpu_memory_mb(self) -> float | None:
+        if self._device.type != "cuda":
+            return None
+        # What PyTorch's caching allocator handed out at its peak since the session opened.
+        return self._torch.cuda.max_memory_allocated(self._device) / 2**20
 
-def _cuda_available() -> bool:
+
+def _cuda_status() -> str:
     import torch
 
-    return torch.cuda.is_available()
+    if torch.cuda.is_available():
+        return ""
+    if torch.version.cuda is None:
+        return f"this PyTorch ({torch.__version__}) is a CPU-only build"
+    return f"PyTorch {torch.__version__} has CUDA {torch.version.cuda} but sees no usable GPU"
 
 
 register_runtime(
@@ -66,8 +85,9 @@ register_runtime(
         name="torch_cuda",
         formats=("torch",),
         device="gpu",
-        available=_cuda_available,
-        open=lambda model, threads: TorchSession(model, threads, "cuda"),
+        available=lambda: _cuda_status() == "",
+        open=lambda model, threads: TorchSession(model, host_threads(threads), "cuda"),
         description="PyTorch eager, CUDA (only when torch.cuda.is_available())",
+        why_unavailable=_cuda_status,
     )
 )

@@ -1,0 +1,257 @@
+"""Can a CI trust ``edgekd gate``? False failures on an unchanged model, detections of a slower one.
+
+1. Two ONNX MLPs built with onnx.helper: ``base`` (64 -> 4 x 384 -> 10) and ``slower``, the same
+   with extra identical 384 x 384 layers, about 1.5x the work (the measured ratio is printed).
+2. A baseline: ``edgekd bench base`` (3 fresh processes). Its p95 sets the budget: a target with
+   ``latency_ms = 1.3 x p95`` (one thread, batch 1; the shipped targets use 4 threads, which on a
+   shared 2-core host measure the neighbours more than the model).
+3. ROUNDS rounds, each benchmarking ``base`` and then ``slower`` exactly as ``edgekd bench`` does,
+   and gating each against the budget and against the baseline report:
+   (a) ``base``: a FAIL on either line is a false failure (target: none);
+   (b) ``slower``: a FAIL is a detection (target: all).
+   INCONCLUSIVE (exit 4) is counted apart: it is neither a false alarm nor a detection.
+4. (c) The harness overhead check of ``benchmarks/harness_overhead.py`` (target: within 5%),
+   with the harness as bench calls it (per-sample CPU-time reads) and blocks in which this process
+   waited for a CPU set aside on both sides.
+
+    PYTHONPATH=. python benchmarks/gate_reliability.py [--rounds 20] [--threads 1] [--skip-overhead]
+
+About 4 minutes on two busy cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekd.bench.gate import gate
+from edgekd.bench.harness import measure_latency
+from edgekd.bench.run import BenchSettings
+from edgekd.bench.suite import benchmark
+from edgekd.targets import load_target
+
+WIDTH, IN, OUT = 384, 64, 10
+BASE_BLOCKS, SLOW_BLOCKS = 4, 6
+SETTINGS = BenchSettings(processes=3, min_time_s=0.15, large_batch=0)
+
+TARGET = """
+name = "{name}"
+description = "gate reliability check: {threads} thread(s), batch 1"
+threads = {threads}
+batch_size = 1
+precisions = ["fp32"]
+opset = 17
+providers = ["CPUExecutionProvider"]
+
+[device]
+name = "this host"
+fp32_gflops = 10.0
+int8_gops = 10.0
+memory_bandwidth_gbs = 10.0
+op_overhead_us = 1.0
+call_overhead_us = 1.0
+
+[budget]
+latency_ms = {latency_ms}
+peak_memory_mb = 4096.0
+model_size_kb = 65536.0
+params = 100000000
+accuracy_drop = 1.0
+"""
+
+
+def mlp(blocks: int, path: Path) -> Path:
+    """IN -> blocks x WIDTH -> OUT; every hidden layer the same WIDTH x WIDTH Gemm + Relu."""
+    rng = np.random.default_rng(0)
+    sizes = [IN] + [WIDTH] * blocks + [OUT]
+    nodes, inits, prev = [], [], "x"
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
+        inits += [
+            numpy_helper.from_array(w, f"w{i}"),
+            numpy_helper.from_array(np.zeros(fan_out, np.float32), f"b{i}"),
+        ]
+        nodes.append(helper.make_node("Gemm", [prev, f"w{i}", f"b{i}"], [f"h{i}"]))
+        prev = f"h{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"]))
+            prev = f"r{i}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", IN])],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["batch", OUT])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def write_target(folder: Path, latency_ms: float, threads: int = 1) -> Path:
+    path = folder / "reliability.toml"
+    path.write_text(TARGET.format(name="reliability", latency_ms=latency_ms, threads=threads))
+    return path
+
+
+LATENCY_LINES = ("latency_ms", "latency_regression")
+
+
+def verdicts(report, target, baseline) -> dict[str, str]:
+    """The two latency lines' verdicts, and theirs combined as the gate combines lines."""
+    result = gate(report, target, baseline=baseline, only=LATENCY_LINES)
+    return {line.name: str(line.verdict) for line in result.lines} | {
+        "overall": str(result.verdict)
+    }
+
+
+def harness_overhead(rounds: int = 10, seconds: float = 0.5) -> None:
+    """(c) ``measure_latency`` as bench calls it, against a bare ``sess.run`` loop, same process.
+
+    As bench calls it: per-sample CPU-time reads and bench's sample length (``sample_min_s``).
+
+    ``benchmarks/harness_overhead.py``'s model, session and ABBA rounds; here both sides also read
+    the thread's CPU time per block/sample, so blocks in which this process waited for a CPU
+    (a neighbour's work, not either side's overhead) are set aside on both sides alike.
+    """
+    sys.path.insert(0, str(Path(__file__).parent))
+    from harness_overhead import SIZES, open_session, tiny_mlp
+
+    from edgekd.bench.contention import MIN_CPU_SHARE
+
+    sess = open_session(tiny_mlp())
+    feed = {"x": np.random.default_rng(1).standard_normal((1, SIZES[0])).astype(np.float32)}
+    # Bare blocks as long as the harness's samples: on a busy host a longer block is more often
+    # cut by the scheduler, which would be a difference in block length, not in overhead.
+    per_block = measure_latency(
+        lambda: sess.run(None, feed), sample_min_s=SETTINGS.sample_min_s
+    ).loops
+
+    def bare() -> tuple[float, float]:
+        values, clean = [], []
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+            for _ in range(per_block):
+                sess.run(None, feed)
+            w1, c1 = time.perf_counter_ns(), time.thread_time_ns()
+            values.append((w1 - w0) / per_block / 1e3)
+            if (c1 - c0) / (w1 - w0) >= MIN_CPU_SHARE:
+                clean.append(values[-1])
+        return statistics.median(values), statistics.median(clean or [math.nan])
+
+    def harness() -> tuple[float, float]:
+        s = measure_latency(
+            lambda: sess.run(None, feed),
+            min_time_s=seconds,
+            sample_min_s=SETTINGS.sample_min_s,
+            cpu_timer=time.thread_time_ns,
+        )
+        shares = s.metadata["harness"]["cpu_share"]
+        clean = [v for v, c in zip(s.samples_ms, shares, strict=True) if c >= MIN_CPU_SHARE]
+        return statistics.median(s.samples_ms) * 1e3, statistics.median(clean or [math.nan]) * 1e3
+
+    print(f"\n(c) harness overhead: MLP {SIZES}, 1 thread, bare blocks of {per_block} calls")
+    print(f"{'round':>5} {'bare us':>8} {'harness':>8} {'ratio':>6}   clean only: "
+          f"{'bare':>6} {'harness':>8} {'ratio':>6}")  # fmt: skip
+    rows = []
+    for r in range(rounds):
+        if r % 2 == 0:
+            b, h = bare(), harness()
+        else:
+            h, b = harness(), bare()
+        rows.append((b, h))
+        print(f"{r:>5} {b[0]:>8.3f} {h[0]:>8.3f} {h[0] / b[0]:>6.3f}   {'':>12}"
+              f"{b[1]:>6.3f} {h[1]:>8.3f} {h[1] / b[1]:>6.3f}")  # fmt: skip
+    all_ratio = statistics.median(h[0] / b[0] for b, h in rows)
+    pairs = [(b[1], h[1]) for b, h in rows if not math.isnan(b[1] + h[1])]
+    clean_ratio = statistics.median(h / b for b, h in pairs) if pairs else math.nan
+    verdict = "within" if abs(clean_ratio - 1) <= 0.05 else "NOT within"
+    print(f"harness p50 / bare median, median over rounds: all samples {all_ratio:.3f}, "
+          f"clean samples {clean_ratio:.3f} ({verdict} the 5% target)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    parser.add_argument("--skip-overhead", action="store_true")
+    args = parser.parse_args()
+    t_start = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix="edgekd-reliability-") as tmp:
+        folder = Path(tmp)
+        base = str(mlp(BASE_BLOCKS, folder / "base.onnx"))
+        slow_dir = folder / "slower"
+        slow_dir.mkdir()
+        # Same file name, so the slower model is "base" to the baseline comparison.
+        slow = str(mlp(SLOW_BLOCKS, slow_dir / "base.onnx"))
+        provisional = write_target(folder, 1000.0, args.threads)
+
+        baseline = benchmark([base], provisional, settings=SETTINGS, processes=3)
+        p95 = baseline.models[0].latency_ms["p95"]
+        target_path = write_target(folder, round(1.3 * p95, 6), args.threads)
+        target = load_target(target_path)
+        print(
+            f"baseline: p50 {baseline.models[0].latency_ms['p50'] * 1e3:.1f} us, p95 "
+            f"{p95 * 1e3:.1f} us (process medians "
+            f"{[round(v * 1e3, 1) for v in baseline.models[0].latency_ms['process_p50']]} us); "
+            f"budget latency_ms = 1.3 x p95 = {target.budget.latency_ms * 1e3:.1f} us"
+        )
+        print(f"{'round':>5}  {'model':<7} {'p50 us':>7} {'p95 us':>7} {'drift':>6} {'busy':>5}  "
+              f"{'latency_ms':<12} {'latency_regression':<18}")  # fmt: skip
+        counts: dict[str, collections.Counter] = {"base": collections.Counter(),
+                                                  "slower": collections.Counter()}  # fmt: skip
+        ratios = []
+        for r in range(args.rounds):
+            p50 = {}
+            for label, spec in (("base", base), ("slower", slow)):
+                report = benchmark([spec], target, settings=SETTINGS, processes=3)
+                m = report.models[0]
+                p50[label] = m.latency_ms["p50"]
+                v = verdicts(report, target, baseline)
+                for line in ("latency_ms", "latency_regression", "overall"):
+                    counts[label][(line, v[line])] += 1
+                print(
+                    f"{r:>5}  {label:<7} {m.latency_ms['p50'] * 1e3:>7.1f} "
+                    f"{m.latency_ms['p95'] * 1e3:>7.1f} {m.latency_ms['process_spread']:>6.0%} "
+                    f"{m.latency_ms['descheduled_fraction']:>5.0%}  "
+                    f"{v['latency_ms']:<12} {v['latency_regression']:<18}",
+                    flush=True,
+                )
+            ratios.append(p50["slower"] / p50["base"])
+
+    n = args.rounds
+    print(f"\nslower / base p50, same round: median {statistics.median(ratios):.2f}x "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+    print(f"{'':<36} {'PASS':>5} {'FAIL':>5} {'INCONCLUSIVE':>13}")
+    for label, what in (("base", "(a) unchanged"), ("slower", "(b) 1.5x slower")):
+        for line in ("latency_ms", "latency_regression", "overall"):
+            c = counts[label]
+            print(
+                f"{what:<16} {line:<19} {c[(line, 'PASS')]:>5} {c[(line, 'FAIL')]:>5} "
+                f"{c[(line, 'INCONCLUSIVE')]:>13}"
+            )
+    false_fail = counts["base"][("overall", "FAIL")]
+    detected = counts["slower"][("overall", "FAIL")]
+    print(f"(a) false failures: {false_fail}/{n} (target 0)")
+    print(f"(b) detections:     {detected}/{n} (target {n})")
+    print(f"reliability rounds took {time.perf_counter() - t_start:.0f} s")
+    if not args.skip_overhead:
+        harness_overhead()
+    print(f"total {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""Comparing latencies measured in several processes: regressions and relative budgets.
+
+Samples from one process share that process's luck, so a Mann-Whitney U test on them calls a 1-2%
+difference significant (p ~ 1e-14) while the next process's median may sit 10% or more away. The
+independent unit is the process: this module compares per-process medians, and asks the samples
+for their U test as well, so a verdict needs both levels to agree (asv's rule, a factor AND a
+significance test, applied twice).
+
+Process level: with per-process medians b_1..b_k (baseline) and c_1..c_m (current), the ratio is
+``exp(mean(log c) - mean(log b))`` (a ratio of geometric means) and its confidence interval and
+one-sided p-value come from Welch's t test on the log medians (Welch 1947, "The generalization of
+'Student's' problem when several different population variances are involved", Biometrika 34).
+With 3 processes a side, a rank test cannot reach p < 0.01 (its smallest one-sided p-value is
+1/20), which is why the t test on logs is used here: process medians are positive and their
+log-spread is roughly symmetric, which is what it assumes.
+
+``spread`` is the largest ``max/min - 1`` of the process medians within one side: how far the
+machine moved the same model between processes. When it exceeds the threshold, or a side's pooled
+samples are untrustworthy (``LatencySummary.trustworthy``), a change of the threshold's size could
+be noise, so the answer is INCONCLUSIVE unless the interval settles it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekd.bench.stats import (
+    DEFAULT_CONFIDENCE,
+    LatencySamples,
+    Verdict,
+    compare_latency,
+    quantile_ci_ranks,
+)
+from edgekd.errors import BadInputError
+
+MIN_PROCESSES = 2
+
+
+@dataclass(frozen=True)
+class ProcessComparison:
+    """Result of ``compare_processes`` or ``check_ratio``.
+
+    ratio           current / baseline, geometric means of the per-process medians
+    ci_low/ci_high  the ratio's interval (process level; sample level with one process a side)
+    p_value         one-sided Welch t p-value on log medians, "current is slower" (1.0 if n/a)
+    samples_p_value one-sided Mann-Whitney U p-value on the pooled raw samples
+    spread          largest max/min - 1 of the process medians within either side
+    """
+
+    verdict: Verdict
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    samples_p_value: float
+    spread: float
+    limit: float
+    reason: str
+    baseline_processes: int
+    current_processes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = str(self.verdict)
+        return d
+
+
+def _medians(runs: Sequence[LatencySamples], scale: float = 1.0) -> np.ndarray:
+    return np.array([float(np.median(r.samples_ms)) * scale for r in runs])
+
+
+def _pooled(runs: Sequence[LatencySamples], scale: float = 1.0) -> LatencySamples:
+    return LatencySamples(tuple(v * scale for r in runs for v in r.samples_ms))
+
+
+def _spread(medians: np.ndarray) -> float:
+    return float(medians.max() / medians.min() - 1.0)
+
+
+def _welch(
+    base: np.ndarray, cur: np.ndarray, confidence: float
+) -> tuple[float, float, float, float]:
+    """(ratio, ci_low, ci_high, one-sided p) from Welch's t on the log medians."""
+    from scipy.stats import t as student_t
+
+    lb, lc = np.log(base), np.log(cur)
+    diff = float(lc.mean() - lb.mean())
+    vb, vc = lb.var(ddof=1) / len(lb), lc.var(ddof=1) / len(lc)
+    se = math.sqrt(vb + vc)
+    if se == 0.0:  # every process gave the same median on both sides: no noise to test against
+        return math.exp(diff), math.exp(diff), math.exp(diff), 0.0 if diff > 0 else 1.0
+    # Welch-Satterthwaite degrees of freedom; a side with zero variance contributes nothing.
+    den = sum(v * v / (n - 1) for v, n in ((vb, len(lb)), (vc, len(lc))) if v > 0)
+    df = (vb + vc) ** 2 / den
+    half = float(student_t.ppf(0.5 + confidence / 2, df)) * se
+    p = float(student_t.sf(diff / se, df))
+    return math.exp(diff), math.exp(diff - half), math.exp(diff + half), p
+
+
+def _sample_ratio_ci(
+    base: LatencySamples, cur: LatencySamples, confidence: float
+) -> tuple[float | None, float | None]:
+    """The ratio's interval from each median's order-statistic interval at sqrt(confidence)."""
+    level = math.sqrt(confidence)
+    b, c = np.sort(base.samples_ms), np.sort(cur.samples_ms)
+    bl, bh = quantile_ci_ranks(len(b), 0.5, level)
+    cl, ch = quantile_ci_ranks(len(c), 0.5, level)
+    if None in (bl, bh, cl, ch):
+        return None, None
+    return float(c[cl] / b[bh]), float(c[ch] / b[bl])
+
+
+def _check_args(baseline, current, threshold: float, alpha: float) -> None:
+    if not baseline or not current:
+        raise BadInputError("a latency comparison needs samples from at least one process a side")
+    if not (threshold >= 0 and 0.0 < alpha < 1.0):
+        raise BadInputError("a latency comparison needs threshold >= 0 and 0 < alpha < 1")
+
+
+def compare_processes(
+    baseline: Sequence[LatencySamples],
+    current: Sequence[LatencySamples],
+    threshold: float = 0.10,
+    alpha: float = 0.01,
+    min_samples: int = 10,
+) -> ProcessComparison:
+    """Did ``current`` regress by more than ``threshold`` against ``baseline``? (One run a process.)
+
+    Rules, in order (``limit`` = 1 + threshold; ``r``, ``[lo, hi]``, ``p`` at the process level;
+    ``p_u`` the U test on the pooled samples):
+
+    1. INCONCLUSIVE with fewer than 2 processes on a side (one process cannot show how far
+       medians move between processes) or fewer than ``min_samples`` pooled samples.
+    2. r > limit: FAIL when p < alpha and p_u < alpha (a factor AND significance at both levels)
+       and either the run is quiet or lo > limit (the change clears the noise); otherwise
+       INCONCLUSIVE. Quiet: the spread is within the threshold and both sides' pooled samples
+       are trustworthy.
+    3. r <= limit: PASS when the run is quiet, or when hi <= limit (a regression past the limit is
+       ruled out despite the noise); otherwise INCONCLUSIVE.
+
+    >>> runs = [LatencySamples(tuple(1.0 + i / 1000 for i in range(30)))] * 3
+    >>> compare_processes(runs, runs).verdict
+    <Verdict.PASS: 'PASS'>
+    """
+    _check_args(baseline, current, threshold, alpha)
+    limit = 1.0 + threshold
+    b_med, c_med = _medians(baseline), _medians(current)
+    spread = max(_spread(b_med), _spread(c_med))
+    samples = compare_latency(
+        _pooled(baseline), _pooled(current), threshold, alpha, min_samples=min_samples
+    )
+    k, m = len(baseline), len(current)
+
+    def verdict(v: Verdict, r: float, lo: float, hi: float, p: float, reason: str):
+        return ProcessComparison(v, r, lo, hi, p, samples.p_value, spread, limit, reason, k, m)
+
+    if min(k, m) < MIN_PROCESSES:
+        r = float(np.exp(np.log(c_med).mean() - np.log(b_med).mean()))
+        return verdict(
+            Verdict.INCONCLUSIVE,
+            r,
+            samples.ci_low,
+            samples.ci_high,
+            1.0,
+            f"ratio {r:.3f}x, but a comparison across runs needs >= {MIN_PROCESSES} processes "
+            f"a side (baseline {k}, current {m}): one process cannot show how far medians move "
+            "between processes (bench --processes 3).",
+        )
+    if min(samples.baseline_n, samples.current_n) < min_samples:
+        return verdict(Verdict.INCONCLUSIVE, samples.ratio, 0.0, math.inf, 1.0, samples.reason)
+    r, lo, hi, p = _welch(b_med, c_med, 1.0 - 2.0 * alpha)
+    head = (
+        f"current is {r:.3f}x baseline (process medians {_list(c_med)} vs {_list(b_med)} ms; "
+        f"{1 - 2 * alpha:.0%} CI [{lo:.3f}, {hi:.3f}])"
+    )
+    wide = [
+        f"{side}'s samples are too spread out ({runs_summary.warning})"
+        for side, runs_summary in (
+            ("baseline", _pooled(baseline).summary()),
+            ("current", _pooled(current).summary()),
+        )
+        if not runs_summary.trustworthy
+    ]
+    noisy = spread > threshold or bool(wide)
+    noise = "; ".join(
+        ([f"process medians within a run differ by up to {spread:.0%}"] if spread > threshold
+         else []) + wide
+    )  # fmt: skip
+    if r > limit:
+        significant = p < alpha and samples.p_value < alpha
+        if significant and (not noisy or lo > limit):
+            return verdict(
+                Verdict.FAIL,
+                r,
+                lo,
+                hi,
+                p,
+                f"{head}: above the {threshold:.0%} threshold, significant across processes "
+                f"(Welch t p={p:.2g}) and samples (U test p={samples.p_value:.2g})"
+                + (f"; {noise}, but the CI clears the threshold" if noisy else "")
+                + ".",
+            )
+        why = (
+            f"not significant (Welch t p={p:.2g}, U test p={samples.p_value:.2g}; need both "
+            f"< {alpha:g})"
+            if not significant
+            else f"{noise}, and the CI reaches below the threshold"
+        )
+        return verdict(
+            Verdict.INCONCLUSIVE,
+            r,
+            lo,
+            hi,
+            p,
+            f"{head}: above the {threshold:.0%} threshold but {why}; re-measure.",
+        )
+    if noisy and hi > limit:
+        return verdict(
+            Verdict.INCONCLUSIVE,
+            r,
+            lo,
+            hi,
+            p,
+            f"{head}: within the threshold, but {noise}, so a regression of the threshold's size "
+            "could hide in the noise; re-measure on a quieter machine.",
+        )
+    return verdict(Verdict.PASS, r, lo, hi, p, f"{head}: within the {threshold:.0%} threshold.")
+
+
+def check_ratio(
+    current: Sequence[LatencySamples],
+    reference: Sequence[LatencySamples],
+    limit: float,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> ProcessComparison:
+    """A relative budget: is current's latency at most ``limit`` x reference's (same run)?
+
+    Like ``check_absolute``: PASS when the ratio's interval lies at or below the limit, FAIL when
+    it lies above, INCONCLUSIVE when the limit is inside it. The interval is the process-level one
+    (Welch t on log medians, two-sided at ``confidence``) with >= 2 processes a side, else the
+    sample-level one (from the medians' order-statistic intervals), which ignores drift between
+    processes and says so.
+
+    >>> fast = [LatencySamples(tuple(1.0 + i / 1000 for i in range(30)))] * 3
+    >>> slow = [LatencySamples(tuple(10.0 + i / 100 for i in range(30)))] * 3
+    >>> check_ratio(fast, slow, limit=0.2).verdict
+    <Verdict.PASS: 'PASS'>
+    """
+    _check_args(reference, current, 0.0, 0.5)
+    if not (limit > 0 and math.isfinite(limit)):
+        raise BadInputError(f"a relative latency limit must be a finite number > 0, got {limit!r}")
+    c_med, r_med = _medians(current), _medians(reference)
+    spread = max(_spread(c_med), _spread(r_med))
+    pooled_c, pooled_r = _pooled(current), _pooled(reference)
+    samples = compare_latency(pooled_r, pooled_c, threshold=0.0, alpha=0.01, min_samples=1)
+    k, m = len(reference), len(current)
+    if min(k, m) >= MIN_PROCESSES:
+        r, lo, hi, p = _welch(r_med, c_med, confidence)
+        level = "across processes"
+    else:
+        r = float(np.median(pooled_c.samples_ms) / np.median(pooled_r.samples_ms))
+        lo, hi = _sample_ratio_ci(pooled_r, pooled_c, confidence)
+        p = 1.0
+        level = "from one process a side, blind to drift between processes"
+    head = f"ratio {r:.3f}x vs limit {limit:g}x"
+
+    def verdict(v: Verdict, reason: str, lo_=lo, hi_=hi) -> ProcessComparison:
+        lo_ = 0.0 if lo_ is None else lo_
+        hi_ = math.inf if hi_ is None else hi_
+        return ProcessComparison(v, r, lo_, hi_, p, samples.p_value, spread, limit, reason, k, m)
+
+    if lo is None or hi is None:
+        return verdict(Verdict.INCONCLUSIVE, f"{head}: too few samples for an interval.")
+    ci = f"{confidence:.0%} CI [{lo:.3f}, {hi:.3f}] {level}"
+    if hi <= limit:
+        return verdict(Verdict.PASS, f"{head}: within the limit ({ci}).")
+    if lo > limit:
+        return verdict(Verdict.FAIL, f"{head}: over the limit ({ci}).")
+    return verdict(
+        Verdict.INCONCLUSIVE, f"{head}: the limit lies inside the uncertainty ({ci}); re-measure."
+    )
+
+
+def _list(values: np.ndarray) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"

@@ -1,0 +1,179 @@
+"""``benchmark``: measure models (and their teacher) for a target and return a report.
+
+The library verb behind ``edgekd bench``. It resolves model specs (``edgekd.bench.models``), picks
+runtimes, says plainly which requested runtime is unavailable here (and measures nothing under its
+name), measures everything in fresh interleaved processes (``edgekd.bench.run``), and records the
+host, the thread settings and the measurement settings with the figures. It judges nothing: that is
+``edgekd gate``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from edgekd.bench.models import ModelSource, resolve_model
+from edgekd.bench.run import BenchSettings, ModelRef, check_runtime, measure_models
+from edgekd.errors import BadInputError
+from edgekd.hostinfo import host_info
+from edgekd.report import Report
+from edgekd.runtimes import get_runtime
+from edgekd.runtimes.ort_cpu import host_threads
+from edgekd.targets import TargetProfile, load_target
+
+DEFAULT_RUNTIME = {"onnx": "ort_cpu", "torch": "torch_cpu"}
+
+
+def _ref(source: ModelSource, runtime: str, role: str) -> ModelRef:
+    # The default CPU runtime keeps the plain name (baselines match models by name); any other
+    # runtime is part of the name, so "student@ort_cuda" and "student" never get mixed up.
+    name = source.name if runtime == DEFAULT_RUNTIME[source.format] else f"{source.name}@{runtime}"
+    notes = (f"size: {source.size_note}",) if source.size_note != "file size" else ()
+    return ModelRef(
+        name=name,
+        path=source.spec,
+        runtime=runtime,
+        precision=source.precision,
+        role=role,
+        params=source.params,
+        size_bytes=source.size_bytes,
+        inputs=source.inputs,
+        notes=notes,
+    )
+
+
+def _runtimes_for(source: ModelSource, requested: Sequence[str] | None) -> tuple[list[str], str]:
+    if not requested:
+        return [DEFAULT_RUNTIME[source.format]], ""
+    fitting = [r for r in requested if source.format in get_runtime(r).formats]
+    if fitting:
+        return fitting, ""
+    fallback = DEFAULT_RUNTIME[source.format]
+    return [fallback], (
+        f"{source.name}: none of the requested runtimes ({', '.join(requested)}) runs "
+        f"{source.format} models; measured on {fallback}"
+    )
+
+
+def thread_settings(threads: int) -> dict:
+    """The thread counts that shape a CPU figure, as this run set them."""
+    env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "target_threads": threads,
+        "threads_used": host_threads(threads),
+        "cpus_usable": usable,
+        "ort_intra_op_threads": host_threads(threads),
+        "ort_inter_op_threads": 1,
+        "torch_threads": host_threads(threads),
+        **{k.lower(): v for k, v in env.items()},
+    }
+
+
+def benchmark(
+    models: Sequence[str],
+    target: str | TargetProfile = "mobile",
+    data: str | None = None,
+    teacher: str | None = None,
+    runtimes: Sequence[str] | None = None,
+    processes: int = 3,
+    settings: BenchSettings | None = None,
+    seed: int = 0,
+) -> Report:
+    """Benchmark ``models`` (and ``teacher``) for ``target``; returns the report.
+
+    ``models`` are specs (``.onnx``, edgekd ``.safetensors``, ``pkg.module:factory``); ``data``
+    is ``--data`` (its test split is used), or None for random inputs and no accuracy. ``runtimes``
+    are registry keys (default: ``ort_cpu`` for ONNX, ``torch_cpu`` for torch); a runtime that is
+    unavailable here is reported as such and measures nothing. ``processes`` overrides
+    ``settings.processes``.
+
+    >>> report = benchmark(["student.onnx"], "mobile", teacher="teacher.onnx")  # doctest: +SKIP
+    >>> report.model("student").latency_ms["p50"]  # doctest: +SKIP
+    0.0123
+    """
+    started = time.perf_counter()
+    if not models:
+        raise BadInputError("give at least one model to benchmark")
+    profile = target if isinstance(target, TargetProfile) else load_target(target)
+    base = settings or BenchSettings()
+    settings = BenchSettings(**{**base.to_dict(), "processes": processes})
+    for r in runtimes or ():
+        get_runtime(r)  # unknown names fail here, before anything is measured
+
+    entries = [(resolve_model(teacher), "teacher")] if teacher else []
+    entries += [(resolve_model(m), "student") for m in models]
+    refs: list[ModelRef] = []
+    warnings: list[str] = []
+    unavailable: list[dict] = []
+    for source, role in entries:
+        names, why = _runtimes_for(source, runtimes)
+        if why:
+            warnings.append(why)
+        for runtime in names:
+            ref = _ref(source, runtime, role)
+            reason = check_runtime(ref)
+            if reason:
+                unavailable.append({"model": ref.name, "runtime": runtime, "reason": reason})
+                warnings.append(
+                    f"{source.name}: runtime {runtime} requested but unavailable here: {reason}. "
+                    f"No {runtime} figures are reported."
+                )
+                continue
+            refs.append(ref)
+    if not refs:
+        raise BadInputError(
+            "nothing could be measured: "
+            + "; ".join(f"{u['runtime']}: {u['reason']}" for u in unavailable)
+        )
+
+    test, data_info = None, {"name": "random", "note": "random inputs (no --data): no accuracy"}
+    if data is not None:
+        from edgekd.data import load_data
+
+        bundle = load_data(data, seed=seed)
+        test = bundle.test
+        data_info = {
+            "name": bundle.name,
+            "split_note": bundle.split_note,
+            "test": test.n,
+            "test_fingerprint": test.fingerprint(),
+            "num_classes": bundle.num_classes,
+        }
+    reference = next((r.name for r in refs if r.role == "teacher"), None)
+    results, _ = measure_models(
+        refs, test, profile.threads, profile.batch_size, settings, reference=reference
+    )
+    for r in results:
+        warnings += [f"{r.name}: {n}" for n in r.notes if not n.startswith("size:")]
+    teacher_info = {}
+    if teacher:
+        t = next(r for r in results if r.role == "teacher")
+        teacher_info = {"source": teacher, "name": t.name, "params": t.params}
+    return Report(
+        target=profile.to_dict(),
+        host={
+            **host_info(),
+            "threads": thread_settings(profile.threads),
+            "load_average": _load_average(),
+        },
+        models=results,
+        data=data_info,
+        teacher=teacher_info,
+        warnings=warnings,
+        bench={
+            **settings.to_dict(),
+            "runtimes_requested": list(runtimes or []),
+            "unavailable": unavailable,
+            "models": list(models),
+        },
+        timings_s={"bench": round(time.perf_counter() - started, 3)},
+    )
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
