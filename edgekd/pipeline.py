@@ -6,6 +6,7 @@ run succeeded, so a failed run leaves no partial output folder behind.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,10 @@ from edgekd.bench.budget import budget_lines
 from edgekd.bench.run import ModelRef, bench_model
 from edgekd.checkpoint import save_model
 from edgekd.data import load_data
-from edgekd.distill.methods import make_method
-from edgekd.distill.trainer import TrainConfig, cached_teacher, predict_logits, train_student
+from edgekd.distill.blackbox import blackbox_teacher_report
+from edgekd.distill.methods import get_method
+from edgekd.distill.strategies import DistillJob, StrategyOptions, resolve_strategy, run_strategy
+from edgekd.distill.trainer import TrainConfig
 from edgekd.export import export_onnx
 from edgekd.fileio import atomic_dir, write_json_atomic, write_text_atomic
 from edgekd.hostinfo import host_info
@@ -27,6 +30,9 @@ from edgekd.students import build_student, count_params
 from edgekd.targets import load_target
 from edgekd.teacher import default_teacher
 
+# A black-box command does not tell its size: then only the target's budget bounds the student.
+UNKNOWN_TEACHER_PARAMS = 10**12
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -34,7 +40,17 @@ class DistillConfig:
     data: str | None = None
     method: str = "kd"
     temperature: float = 4.0
-    alpha: float = 0.1
+    alpha: float | None = None  # None: the method's own default (see `edgekd methods`)
+    strategy: str | None = None  # None: offline, or blackbox for --teacher-onnx/--teacher-cmd
+    pairs: tuple[str, ...] = ()  # "student_layer:teacher_layer" for feature methods
+    method_weight: float | None = None  # None: the method's own default
+    temperature_end: float | None = None  # anneal T linearly to this value
+    generations: int = 2  # strategy self
+    peer: str = "teacher"  # strategy online
+    finetune_epochs: int = 0
+    teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
+    teacher_cmd: str | None = None  # ... or a command (edgekd.distill.blackbox)
+    teacher_output: str = "probs"  # probs | topk:K | labels
     epochs: int = 30
     teacher_epochs: int = 40
     lr: float = 3e-3
@@ -69,10 +85,18 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
     target = load_target(config.target)
     data = load_data(config.data, seed=config.seed)
     out = Path(config.out) if config.out else default_out_dir(target.name)
+    blackbox = bool(config.teacher_onnx or config.teacher_cmd)
+    strategy = resolve_strategy(config.strategy, blackbox)
     with atomic_dir(out, overwrite=config.overwrite) as work:
-        teacher, teacher_info = default_teacher(
-            data, seed=config.seed, epochs=config.teacher_epochs
-        )
+        teacher, teacher_stub = None, None
+        if blackbox:
+            teacher_info, teacher_stub = blackbox_teacher_report(
+                config.teacher_onnx, config.teacher_cmd, data, target
+            )
+        else:
+            teacher, teacher_info = default_teacher(
+                data, seed=config.seed, epochs=config.teacher_epochs
+            )
         lap("teacher")
         input_name = data.input_names[0]
         sizing = size_student_to_budget(
@@ -80,7 +104,7 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             data.sample_shapes[input_name],
             data.input_kind,
             data.num_classes,
-            teacher_info.params,
+            teacher_info.params or UNKNOWN_TEACHER_PARAMS,
             family=config.student_family,
         )
         c = sizing.chosen
@@ -91,31 +115,44 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             f"student: {c.family} width {c.width} depth {c.depth}, {c.params:,} parameters "
             f"(teacher {teacher_info.params:,})"
         )
-        teacher_train_logits = predict_logits(teacher, data.train)  # offline: computed once
+        method_cls = get_method(config.method)
+        alpha = method_cls.default_alpha if config.alpha is None else config.alpha
         train_cfg = TrainConfig(
             epochs=config.epochs,
             lr=config.lr,
             batch_size=config.batch_size,
-            alpha=config.alpha,
+            alpha=alpha,
             seed=config.seed,
         )
-        method = make_method(config.method, temperature=config.temperature)
-        history = train_student(
-            student,
-            data.train,
-            data.val,
-            train_cfg,
-            method=method,
-            teacher=cached_teacher(teacher_train_logits),
-            description="distill",
+        method_options = {
+            "temperature": config.temperature,
+            "temperature_end": config.temperature_end,
+            "weight": config.method_weight,
+            "pairs": config.pairs,
+        }
+        options = StrategyOptions(
+            generations=config.generations,
+            peer=config.peer,
+            teacher_onnx=config.teacher_onnx,
+            teacher_cmd=config.teacher_cmd,
+            teacher_output=config.teacher_output,
+            finetune_epochs=config.finetune_epochs,
         )
+        job = DistillJob(teacher, student, data, train_cfg, config.method, method_options, options)
+        trained = run_strategy(strategy, job)
+        student, history = trained.student, trained.history
         lap("distill")
 
         save_model(student, work / "student.safetensors")
-        save_model(teacher, work / "teacher.safetensors")
+        if teacher is not None:
+            save_model(teacher, work / "teacher.safetensors")
+        elif config.teacher_onnx:
+            shutil.copyfile(config.teacher_onnx, work / "teacher.onnx")
         example = data.example_inputs(1)
         exports = {}
         for name, model in (("teacher", teacher), ("student", student)):
+            if model is None:  # a black-box teacher is not ours to export
+                continue
             exports[name] = export_onnx(
                 model, work / f"{name}.onnx", example, target.opset, parity_inputs=data.test.inputs
             ).to_dict()
@@ -159,6 +196,12 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             )
             for name, _, prec in variants
         ]
+        if teacher is None:  # a black box: benchmark its ONNX file; a command cannot be
+            refs = [
+                r
+                for r in refs
+                if r.role == "student" or (config.teacher_onnx and r.name == "teacher-onnx")
+            ]
         results: list[ModelResult] = []
         teacher_logits = None
         for ref in refs:
@@ -171,13 +214,14 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
                 teacher_logits,
                 config.bench_min_time_s,
             )
-            if ref.name == "teacher-torch":
+            if ref.role == "teacher" and teacher_logits is None:
                 teacher_logits = logits
                 result, _ = _with_self_agreement(result)
             results.append(result)
         lap("bench")
 
-        teacher_result = results[1]  # the teacher as deployed (ONNX fp32)
+        # The teacher as deployed (ONNX fp32); a command teacher has only its test accuracy.
+        teacher_result = next((r for r in results if r.name == "teacher-onnx"), teacher_stub)
         chosen, why = choose_variant(
             [r for r in results if r.role == "student"], teacher_result, target.budget.accuracy_drop
         )
@@ -201,12 +245,14 @@ def distill(config: DistillConfig = DistillConfig()) -> Report:
             training={
                 "method": config.method,
                 "temperature": config.temperature,
-                "alpha": config.alpha,
+                "alpha": alpha,
                 "epochs": config.epochs,
                 "lr": config.lr,
                 "batch_size": config.batch_size,
                 "seed": config.seed,
-                "strategy": "offline (teacher logits computed once)",
+                "strategy": strategy,
+                "strategy_info": trained.info,
+                "finetune_epochs": config.finetune_epochs,
                 "history": history.to_dict(),
             },
             export=exports,
