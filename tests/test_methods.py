@@ -8,71 +8,42 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
+from toydata import FAST, test_accuracy, tiny_student, toy_bundle, toy_teacher
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.data import DataBundle, Split
 from edgekd.distill.methods import DistillBatch, all_methods, get_method, make_method
 from edgekd.distill.pairing import LayerPair, align_spatial, parse_pair, parse_pairs, pooled
 from edgekd.distill.strategies import DistillJob, run_strategy
 from edgekd.distill.taps import capture
-from edgekd.distill.trainer import TrainConfig, accuracy, predict_logits, train_student
+from edgekd.distill.trainer import TrainConfig
 from edgekd.errors import BadInputError
-from edgekd.students import build_student
 
 METHODS = sorted(all_methods())
-PATCHES = ((slice(0, 4), slice(0, 4)), (slice(0, 4), slice(4, 8)), (slice(4, 8), slice(2, 6)))
-
-
-def toy_split(n: int, seed: int) -> Split:
-    """Three classes of 1x8x8 images: a bright 4x4 patch in one of three places, plus noise."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 3
-    x = rng.normal(0.0, 0.3, (n, 1, 8, 8)).astype(np.float32)
-    for i, c in enumerate(y):
-        rows, cols = PATCHES[c]
-        x[i, 0, rows, cols] += 1.0
-    return Split({"x": x}, y.astype(np.int64))
 
 
 @pytest.fixture(scope="module")
-def toy() -> DataBundle:
-    return DataBundle("toy", toy_split(96, 0), toy_split(30, 1), toy_split(60, 2), 3, "image")
+def toy():
+    return toy_bundle()
 
 
 @pytest.fixture(scope="module")
 def teacher(toy):
-    torch.manual_seed(0)
-    model = build_student("cnn", (1, 8, 8), 3, width=0.5, depth=2)
-    train_student(model, toy.train, toy.val, TrainConfig(epochs=6, lr=1e-2, batch_size=16))
-    assert accuracy(predict_logits(model, toy.test), toy.test.y) > 0.9
-    return model
-
-
-def tiny_student(family: str = "cnn", seed: int = 1):
-    torch.manual_seed(seed)
-    return build_student(family, (1, 8, 8), 3, width=0.25, depth=1)
-
-
-def test_acc(model, toy) -> float:
-    return accuracy(predict_logits(model, toy.test), toy.test.y)
-
-
-test_acc.__test__ = False  # a helper, not a test
+    return toy_teacher(toy)
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_every_method_trains_a_student_from_the_teacher(name, toy, teacher):
     student = tiny_student()
-    before = test_acc(student, toy)
-    cfg = TrainConfig(epochs=3, lr=3e-2, batch_size=8, alpha=get_method(name).default_alpha)
+    before = test_accuracy(student, toy)
+    cfg = replace(FAST, alpha=get_method(name).default_alpha)
     result = run_strategy("offline", DistillJob(teacher, student, toy, cfg, name))
     assert all(math.isfinite(v) for v in result.history.loss)
-    after = test_acc(result.student, toy)
+    after = test_accuracy(result.student, toy)
     assert after > before + 0.15, (before, after)
 
 
