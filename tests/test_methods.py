@@ -209,3 +209,9 @@ def test_rkd_ignores_a_last_batch_of_one():
     loss = m.loss(DistillBatch(torch.zeros(1, 3), torch.zeros(1, 3), None, {"features": one},
                                {"features": torch.ones(1, 4)}))  # fmt: skip
     assert float(loss.detach()) == 0.0
+
+
+def test_pairs_are_refused_by_logit_methods():
+    with pytest.raises(BadInputError, match="--pair applies only to feature methods"):
+        make_method("kd", pairs=["features:features"])
+    assert make_method("kd", pairs=()).name == "kd"

@@ -145,7 +145,7 @@ class CommandTeacher:
         self.command, self.timeout_s = command, timeout_s
 
     def __str__(self) -> str:
-        return f"command {self.argv[0]}"
+        return f"command {self.command!r}"
 
     def _argv(self, src: Path, dst: Path) -> list[str]:
         if any("{input}" in a or "{output}" in a for a in self.argv):

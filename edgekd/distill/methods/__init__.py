@@ -56,9 +56,15 @@ class Method(nn.Module):
         temperature: float = 4.0,
         temperature_end: float | None = None,
         weight: float | None = None,
+        pairs: object = None,
         **_: object,
     ) -> None:
         super().__init__()
+        if pairs:  # feature methods take ``pairs`` before this point
+            raise BadInputError(
+                f"method {self.name!r} compares outputs, not layers: --pair applies only to "
+                "feature methods (see `edgekd methods`)"
+            )
         for name, t in (("temperature", temperature), ("temperature_end", temperature_end)):
             if t is not None and not t > 0:
                 raise BadInputError(f"{name} must be > 0, got {t}")

@@ -28,6 +28,8 @@ from edgekd.distill.trainer import cached_teacher, train_student
 def blackbox(job: DistillJob) -> StrategyResult:
     opts, train = job.options, job.data.train
     mode = OutputMode.parse(opts.teacher_output)
+    # Set up the method first: a method that needs teacher activations fails before any query.
+    method = None if mode.kind == "labels" else prepare_method(job, job.student, None)
     teacher = open_teacher(opts.teacher_onnx, opts.teacher_cmd, opts.command_timeout_s)
     targets = teacher_targets(query(teacher, train), mode, job.data.num_classes, str(teacher))
     info = {
@@ -37,7 +39,7 @@ def blackbox(job: DistillJob) -> StrategyResult:
     }
     if train.y is not None:
         info["teacher_train_accuracy"] = float(np.mean(targets.labels == train.y))
-    if targets.logits is None:  # hard labels only: plain supervised training on them
+    if method is None:  # hard labels only: plain supervised training on them
         relabelled = Split(train.inputs, targets.labels)
         config = replace(job.train, alpha=1.0)
         history = train_student(
@@ -45,7 +47,6 @@ def blackbox(job: DistillJob) -> StrategyResult:
         )
         info["method"] = "CE on the teacher's labels (the method's loss needs soft outputs)"
     else:
-        method = prepare_method(job, job.student, None)
         signal = cached_teacher(targets.logits)
         history = train_student(
             job.student, train, job.data.val, job.train, method, signal, "distill"
