@@ -1,5 +1,4 @@
-"""Shared base for methods that compare tapped activations, one student/teacher layer pair at a
-time.
+"""The base of feature and relation methods: they compare tapped activations pair by pair.
 
 Layer choice and shape bridging live in :mod:`edgekd.distill.pairing`; a subclass checks each
 pair's shapes (building adapters if it has any) and defines the loss for one pair.
