@@ -2,12 +2,13 @@
 
 Paper: https://arxiv.org/abs/1706.00384
 The student and a peer train together, each distilling from the other's outputs on the same batch
-with the chosen method (DML's KL is ``kd`` at T = 1). The peer is a copy of the teacher that keeps
-learning (default) or a second, freshly initialised student (``peer="student"``, the paper's
-two-student setting). The student trains in the one training loop; the peer is updated inside
-the student's teacher signal, from the student's outputs on that batch (captured with a forward
-hook). Both therefore update from each other's pre-step predictions; the paper alternates the two
-updates, which differs by one optimiser step of staleness.
+with the chosen method. DML's loss, CE + KL(p_peer || p_self), is ``kd`` at T = 1 with alpha = 0.5
+(half of it: the same ratio). The peer is a copy of the teacher that keeps learning (default) or a
+second, freshly initialised student (``peer="student"``, the paper's two-student setting).
+The student trains in the one training loop; the peer is updated inside the student's teacher
+signal, from the student's outputs on that batch (captured with a forward hook). Both therefore
+update from each other's pre-step predictions; the paper alternates the two updates, which differs
+by one optimiser step of staleness.
 """
 
 from __future__ import annotations
