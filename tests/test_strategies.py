@@ -257,3 +257,15 @@ def test_strategy_options_are_validated():
         StrategyOptions(peer="friend")
     with pytest.raises(BadInputError, match="--finetune-epochs"):
         replace(StrategyOptions(), finetune_epochs=-1)
+
+
+def test_cli_refuses_a_blackbox_strategy_without_a_blackbox(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["distill", "--strategy", "blackbox", "--out", str(out)])
+    assert result.exit_code == 2
+    assert "needs --teacher-onnx FILE or --teacher-cmd" in result.output
+    assert not out.exists()
