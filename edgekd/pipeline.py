@@ -20,9 +20,18 @@ from edgekd.bench.run import BenchSettings, ModelRef, bench_model_in_process, me
 from edgekd.bench.suite import thread_settings
 from edgekd.checkpoint import save_model
 from edgekd.data import Split, load_data
+from edgekd.distill.blackbox import blackbox_teacher_report
 from edgekd.distill.checkpointing import remove_stale_temporaries
-from edgekd.distill.methods import make_method
-from edgekd.distill.teaching import TASKS, prepare_teaching, val_score_for
+from edgekd.distill.methods import get_method, make_method
+from edgekd.distill.strategies import (
+    DistillJob,
+    StrategyOptions,
+    StrategyResult,
+    resolve_strategy,
+    run_strategy,
+)
+from edgekd.distill.strategies._common import finetune, prepare_method
+from edgekd.distill.teaching import TASKS, Teaching, prepare_teaching, val_score_for
 from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student
 from edgekd.errors import BadInputError, EdgekdError, Interrupted
 from edgekd.export import export_onnx
@@ -52,6 +61,9 @@ _RULES = {
     "task": (lambda v: v in TASKS, f"must be one of {', '.join(TASKS)}"),
 }
 
+# A black-box command does not tell its size: then only the target's budget bounds the student.
+UNKNOWN_TEACHER_PARAMS = 10**12
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -59,7 +71,17 @@ class DistillConfig:
     data: str | None = None
     method: str | None = None  # None: kd for classification, embed for embeddings
     temperature: float = 4.0
-    alpha: float = 0.1
+    alpha: float | None = None  # None: the method's own default (see `edgekd methods`)
+    strategy: str | None = None  # None: offline, or blackbox for --teacher-onnx/--teacher-cmd
+    pairs: tuple[str, ...] = ()  # "student_layer:teacher_layer" for feature methods
+    method_weight: float | None = None  # None: the method's own default
+    temperature_end: float | None = None  # anneal T linearly to this value
+    generations: int = 2  # strategy self
+    peer: str = "teacher"  # strategy online
+    finetune_epochs: int = 0
+    teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
+    teacher_cmd: str | None = None  # ... or a command (edgekd.distill.blackbox)
+    blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
     epochs: int = 30
     teacher_epochs: int = 40
     lr: float = 3e-3
@@ -151,10 +173,16 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
             f"--task {config.task}"
         )
     out = Path(config.out) if config.out else default_out_dir(target.name)
+    blackbox = bool(config.teacher_onnx or config.teacher_cmd)
+    strategy = resolve_strategy(config.strategy, blackbox)
     with run_dir(out, overwrite=config.overwrite, resume=resume) as work:
         if not resume:
             write_json_atomic(work / CONFIG_FILE, {**dataclasses.asdict(config), "out": str(out)})
-        teaching = prepare_teaching(config, data)  # offline: teacher outputs computed once
+        teacher_stub = None
+        if blackbox:
+            teaching, teacher_stub = _blackbox_teaching(config, data, target)
+        else:
+            teaching = prepare_teaching(config, data)  # offline: teacher outputs computed once
         teacher, data = teaching.model, teaching.data
         lap("teacher")
         # Sizing builds heads with one output per class, or per embedding dimension.
@@ -179,40 +207,74 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
         checkpoint = work / CHECKPOINT_FILE
         if resume:
             remove_stale_temporaries(checkpoint)
+        method_cls = get_method(method_name)
+        alpha = method_cls.default_alpha if config.alpha is None else config.alpha
         train_cfg = TrainConfig(
             epochs=config.epochs,
             lr=config.lr,
             batch_size=config.batch_size,
-            alpha=config.alpha,
+            alpha=alpha,
             seed=config.seed,
         )
-        try:
-            history = train_student(
-                student,
-                train,
-                data.val,
-                train_cfg,
-                method=method,
-                teacher=cached_teacher(teaching.train_outputs),
-                description="distill",
-                checkpoint=checkpoint,
-                resume=resume and checkpoint.is_file(),
-                val_score=val_score_for(config.task, data.val, teaching.val_outputs),
-            )
-        except (Interrupted, KeyboardInterrupt) as exc:
-            raise Interrupted(
-                f"{exc or 'aborted'}; resume with: edgekd distill --resume {out}"
-            ) from None
+        method_options = {
+            "temperature": config.temperature,
+            "temperature_end": config.temperature_end,
+            "weight": config.method_weight,
+            "pairs": config.pairs,
+        }
+        options = StrategyOptions(
+            generations=config.generations,
+            peer=config.peer,
+            teacher_onnx=config.teacher_onnx,
+            teacher_cmd=config.teacher_cmd,
+            teacher_output=config.blackbox_output,
+            finetune_epochs=config.finetune_epochs,
+        )
+        job = DistillJob(teacher, student, data, train_cfg, method_name, method_options, options)
+        logits_only = not (method.student_taps or method.teacher_taps)
+        if strategy == "offline" and logits_only and teaching.train_outputs is not None:
+            # The common case runs here, with per-epoch checkpoints, --resume and Ctrl-C handling;
+            # the other strategies (and feature methods) train through edgekd.distill.strategies.
+            method = prepare_method(job, student, teacher)
+            try:
+                history = train_student(
+                    student,
+                    train,
+                    data.val,
+                    train_cfg,
+                    method=method,
+                    teacher=cached_teacher(teaching.train_outputs),
+                    description="distill",
+                    checkpoint=checkpoint,
+                    resume=resume and checkpoint.is_file(),
+                    val_score=val_score_for(config.task, data.val, teaching.val_outputs),
+                )
+            except (Interrupted, KeyboardInterrupt) as exc:
+                raise Interrupted(
+                    f"{exc or 'aborted'}; resume with: edgekd distill --resume {out}"
+                ) from None
+            trained = StrategyResult(student, history, {
+                "strategy": "offline",
+                "teacher_signal": "teacher outputs computed once (cached)",
+            })  # fmt: skip
+            if config.finetune_epochs:
+                trained = finetune(trained, job)
+        else:
+            trained = run_strategy(strategy, job)
+        student, history = trained.student, trained.history
         lap("distill")
 
         save_model(student, work / "student.safetensors")
         user = teaching.loaded
-        if user is None:
+        if user is None and teacher is not None:
             save_model(teacher, work / "teacher.safetensors")
+        elif config.teacher_onnx:  # a black box: benchmark its file as given
+            shutil.copyfile(config.teacher_onnx, work / "teacher.onnx")
         example = data.example_inputs(1)
         exports = {}
         warnings = list(teaching.warnings)
-        to_export = [("teacher", teacher)] if user is None or user.onnx_path is None else []
+        ours = teacher is not None and (user is None or user.onnx_path is None)
+        to_export = [("teacher", teacher)] if ours else []
         for name, model in [*to_export, ("student", student)]:
             try:
                 exports[name] = export_onnx(
@@ -268,9 +330,9 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
                 processes=config.bench_processes,
                 min_time_s=config.bench_min_time_s / config.bench_processes,
             )
+            reference = next((r.name for r in refs if r.role == "teacher"), None)
             results, _ = measure_models(
-                refs, data.test, target.threads, target.batch_size, settings,
-                reference="teacher-torch",
+                refs, data.test, target.threads, target.batch_size, settings, reference=reference
             )
             results = [_with_latency_estimate(r, target) for r in results]
         else:
@@ -299,6 +361,8 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
                 results.append(_with_latency_estimate(result, target))
         lap("bench")
 
+        if teacher_stub is not None:  # a command teacher: only its answers' accuracy is known
+            results.append(teacher_stub)
         names = {r.name: r for r in results}
         teacher_result = names.get("teacher-onnx") or names["teacher-torch"]  # as deployed
         if selection is not None:
@@ -348,12 +412,14 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
                 "method": method_name,
                 "task": config.task,
                 "temperature": config.temperature,
-                "alpha": config.alpha,
+                "alpha": alpha,
                 "epochs": config.epochs,
                 "lr": config.lr,
                 "batch_size": config.batch_size,
                 "seed": config.seed,
-                "strategy": "offline (teacher logits computed once)",
+                "strategy": strategy,
+                "strategy_info": trained.info,
+                "finetune_epochs": config.finetune_epochs,
                 "history": history.to_dict(),
                 "trust_checkpoint": config.trust_checkpoint,
                 "resumed": resume,
@@ -407,10 +473,31 @@ def _relative_paths(results: list[ModelResult], work: Path, out: Path) -> list[M
     ]
 
 
+def _blackbox_teaching(config, data, target) -> tuple[Teaching, ModelResult | None]:
+    """A teacher reachable only through its answers (``--teacher-onnx`` / ``--teacher-cmd``): no
+    module and no precomputed outputs; the blackbox strategy queries it itself."""
+    info, stub = blackbox_teacher_report(config.teacher_onnx, config.teacher_cmd, data, target)
+    teaching = Teaching(
+        model=None,
+        info={**info.to_dict(), "kind": "black box", "answers": config.blackbox_output},
+        data=data,
+        num_outputs=data.num_classes,
+        params=info.params or UNKNOWN_TEACHER_PARAMS,
+        train_outputs=None,
+        val_outputs=None,
+    )
+    return teaching, stub
+
+
 def _teacher_refs(teaching, work: Path, exported: bool) -> list[ModelRef]:
     """teacher-torch (PyTorch eager) and teacher-onnx (ONNX Runtime), as far as each exists."""
     user = teaching.loaded
     params = teaching.params
+    if teaching.model is None:  # a black box: its ONNX file if it has one, else nothing to run
+        path = work / "teacher.onnx"
+        return [ModelRef("teacher-onnx", str(path), "ort_cpu", "fp32", "teacher", params)] * int(
+            path.is_file()
+        )
     refs = []
     torch_path = str(work / "teacher.safetensors") if user is None else None
     if user is not None and user.kind != "onnx":

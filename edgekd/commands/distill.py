@@ -62,14 +62,54 @@ def distill(
         str | None,
         typer.Option(help="Distillation method (default kd; embed for --task embedding)."),
     ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="offline (default), online, self, assistant or blackbox (see `edgekd methods`)."
+        ),
+    ] = None,
+    pair: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="STUDENT_LAYER:TEACHER_LAYER for feature methods; repeatable "
+            "(default features:features)."
+        ),
+    ] = None,
     temperature: Annotated[
         float, typer.Option(help="Softmax temperature T for soft targets.")
     ] = 4.0,
+    temperature_end: Annotated[
+        float | None, typer.Option(help="Anneal T linearly to this value by the last epoch.")
+    ] = None,
     alpha: Annotated[
-        float, typer.Option(help="Weight of the hard-label CE; 1 - alpha weights the KD term.")
-    ] = 0.1,
+        float | None,
+        typer.Option(
+            help="Weight of the hard-label CE; 1 - alpha weights the method (default: its own)."
+        ),
+    ] = None,
+    weight: Annotated[
+        float | None, typer.Option(help="Multiplier of the method's own loss (default: its own).")
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 30,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 3e-3,
+    finetune_epochs: Annotated[
+        int, typer.Option(help="Hard-label fine-tune epochs after the strategy.")
+    ] = 0,
+    generations: Annotated[int, typer.Option(help="Born-again generations (--strategy self).")] = 2,
+    peer: Annotated[
+        str,
+        typer.Option(help="--strategy online: learn with a copy of the teacher, or a 2nd student."),
+    ] = "teacher",
+    teacher_onnx: Annotated[
+        str | None, typer.Option(help="Black-box teacher: an ONNX file run with ONNX Runtime.")
+    ] = None,
+    teacher_cmd: Annotated[
+        str | None,
+        typer.Option(help="Black-box teacher: a command run as `CMD IN.npz OUT.npz` per batch."),
+    ] = None,
+    blackbox_output: Annotated[
+        str, typer.Option(help="What the black-box teacher gives: probs, topk:K or labels.")
+    ] = "probs",
     seed: Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")] = 0,
     student: Annotated[
         str | None,
@@ -140,6 +180,10 @@ def distill(
             "lr": lr, "seed": seed, "student_family": student,
             "init_from_teacher": init_from_teacher, "out": out, "overwrite": overwrite,
             "teacher_epochs": teacher_epochs, "bench_min_time_s": bench_seconds,
+            "strategy": strategy, "pairs": tuple(pair or ()), "temperature_end": temperature_end,
+            "method_weight": weight, "finetune_epochs": finetune_epochs,
+            "generations": generations, "peer": peer, "teacher_onnx": teacher_onnx,
+            "teacher_cmd": teacher_cmd, "blackbox_output": blackbox_output,
             "bench_processes": bench_processes,
         }  # fmt: skip
         values = options

@@ -4,7 +4,9 @@ A method is one module in this package that subclasses :class:`Method` and regis
 ``@register_method``. The trainer calls ``method.loss(batch)`` and never branches on a name:
 a method declares the activations it needs in ``student_taps``/``teacher_taps`` and gets them
 in the batch.
-The total loss is ``alpha * CE(student, labels) + (1 - alpha) * method.loss(batch)``.
+The total loss is ``alpha * CE(student, labels) + (1 - alpha) * method.loss(batch)``; each method
+says which ``alpha`` its authors' setting corresponds to (``default_alpha``) and how strongly its
+own term is weighted (``weight``, e.g. RepDistiller's beta for feature losses).
 """
 
 from __future__ import annotations
@@ -46,10 +48,56 @@ class Method(nn.Module):
     teacher_taps: tuple[str, ...] = ()
     # What the outputs are: class logits ("classification") or vectors ("embedding").
     tasks: tuple[str, ...] = ("classification",)
+    default_alpha = 0.1  # CE weight matching the authors' setting (overridden by --alpha)
+    default_weight = 1.0  # multiplies the method's own loss (overridden by --weight)
+    paper_weight = 1.0  # the weight in the paper / reference code, where ours differs
+    needs_labels = False
 
-    def __init__(self, temperature: float = 4.0, **_: object) -> None:
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        temperature_end: float | None = None,
+        weight: float | None = None,
+        pairs: object = None,
+        **_: object,
+    ) -> None:
         super().__init__()
+        if pairs:  # feature methods take ``pairs`` before this point
+            raise BadInputError(
+                f"method {self.name!r} compares outputs, not layers: --pair applies only to "
+                "feature methods (see `edgekd methods`)"
+            )
+        for name, t in (("temperature", temperature), ("temperature_end", temperature_end)):
+            if t is not None and not t > 0:
+                raise BadInputError(f"{name} must be > 0, got {t}")
         self.temperature = temperature
+        self.temperature_end = temperature_end
+        self.weight = self.default_weight if weight is None else float(weight)
+
+    def temperature_at(self, epoch: int, epochs: int) -> float:
+        """T for this epoch: constant, or linear from ``temperature`` to ``temperature_end``.
+
+        A schedule lets soft targets start soft (high T) and sharpen towards the hard labels.
+        """
+        if self.temperature_end is None or epochs <= 1:
+            return self.temperature
+        frac = min(max(epoch / (epochs - 1), 0.0), 1.0)
+        return self.temperature + (self.temperature_end - self.temperature) * frac
+
+    def describe(self) -> dict:
+        """Metadata for ``edgekd methods`` and the report."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "paper": self.paper,
+            "default_alpha": self.default_alpha,
+            "weight": self.weight,
+            "paper_weight": self.paper_weight,
+            "temperature": self.temperature,
+            "temperature_end": self.temperature_end,
+            "student_taps": list(self.student_taps),
+            "teacher_taps": list(self.teacher_taps),
+        }
 
     def setup(self, student: nn.Module, teacher: nn.Module | None, example: dict) -> None:
         """Called once before training with both models and an example batch (build adapters)."""
@@ -77,8 +125,13 @@ def all_methods() -> dict[str, type[Method]]:
     return dict(METHODS)
 
 
-def make_method(name: str, **hparams: object) -> Method:
+def get_method(name: str) -> type[Method]:
     methods = all_methods()
     if name not in methods:
         raise BadInputError(f"unknown method {name!r} (known: {', '.join(sorted(methods))})")
-    return methods[name](**hparams)
+    return methods[name]
+
+
+def make_method(name: str, **hparams: object) -> Method:
+    """A method instance; options it does not know are ignored (``temperature`` for fitnet)."""
+    return get_method(name)(**hparams)

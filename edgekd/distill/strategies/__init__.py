@@ -1,0 +1,150 @@
+"""Distillation strategies: who teaches whom, and when (offline, online, self, assistant, blackbox).
+
+A strategy is one module in this package that registers a function with ``@register_strategy``.
+It receives a :class:`DistillJob` (teacher, the untrained student, data, training settings, the
+method's name and options) and returns a :class:`StrategyResult`: the trained student and a dict
+for the report. Strategies build fresh method instances with ``job.new_method()`` (each student
+gets its own adapters) and all train through the one loop, ``trainer.train_student``.
+After any strategy, :func:`run_strategy` can add a hard-label fine-tune stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from torch import nn
+
+from edgekd.data import DataBundle
+from edgekd.distill.methods import Method, make_method
+from edgekd.distill.trainer import TrainConfig, TrainHistory
+from edgekd.errors import BadInputError
+
+PEERS = ("teacher", "student")
+
+
+@dataclass(frozen=True)
+class StrategyOptions:
+    """Knobs of the strategies; each strategy reads only its own."""
+
+    generations: int = 2  # self: born-again generations
+    peer: str = "teacher"  # online: train with a copy of the teacher, or a second student
+    teacher_onnx: str | None = None  # blackbox: an ONNX file run with ONNX Runtime
+    teacher_cmd: str | None = None  # blackbox: a command, see edgekd.distill.blackbox
+    teacher_output: str = "probs"  # blackbox: probs | topk:K | labels
+    command_timeout_s: float = 120.0
+    finetune_epochs: int = 0  # hard-label fine-tune after any strategy
+    use_cache: bool = True  # offline: cache the teacher's logits on disk
+
+    def __post_init__(self) -> None:
+        if self.generations < 1:
+            raise BadInputError(f"--generations must be >= 1, got {self.generations}")
+        if self.peer not in PEERS:
+            raise BadInputError(f"online peer must be one of {PEERS}, got {self.peer!r}")
+        if self.finetune_epochs < 0:
+            raise BadInputError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
+        if self.command_timeout_s <= 0:
+            raise BadInputError("the teacher command timeout must be > 0 seconds")
+
+
+@dataclass
+class DistillJob:
+    """Everything a strategy needs. ``teacher`` is None only for a black-box teacher."""
+
+    teacher: nn.Module | None
+    student: nn.Module  # untrained, built for the target (its ``edgekd_arch`` is recorded)
+    data: DataBundle
+    train: TrainConfig
+    method: str = "kd"
+    method_options: dict[str, Any] = field(default_factory=dict)  # temperature, pairs, weight
+    options: StrategyOptions = field(default_factory=StrategyOptions)
+
+    def new_method(self) -> Method:
+        return make_method(self.method, **self.method_options)
+
+
+@dataclass
+class StrategyResult:
+    student: nn.Module
+    history: TrainHistory  # of the stage that produced the returned student
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    paper: str
+    run: Callable[[DistillJob], StrategyResult]
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str, description: str, paper: str = ""):
+    """Register ``fn(job: DistillJob) -> StrategyResult`` under ``name``."""
+
+    def wrap(fn: Callable[[DistillJob], StrategyResult]):
+        STRATEGIES[name] = Strategy(name, description, paper, fn)
+        return fn
+
+    return wrap
+
+
+def _load_all() -> None:
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def all_strategies() -> dict[str, Strategy]:
+    _load_all()
+    return dict(STRATEGIES)
+
+
+def get_strategy(name: str) -> Strategy:
+    strategies = all_strategies()
+    if name not in strategies:
+        raise BadInputError(f"unknown strategy {name!r} (known: {', '.join(sorted(strategies))})")
+    return strategies[name]
+
+
+def run_strategy(name: str, job: DistillJob) -> StrategyResult:
+    """Run strategy ``name`` on ``job``, then the optional hard-label fine-tune stage.
+
+    >>> result = run_strategy("offline", job)  # doctest: +SKIP
+    >>> result.info["teacher_signal"]  # doctest: +SKIP
+    'cached logits (cache hit)'
+    """
+    from edgekd.distill.strategies._common import finetune
+
+    strategy = get_strategy(name)
+    result = strategy.run(job)
+    result.info = {"strategy": name, "description": strategy.description, **result.info}
+    if job.options.finetune_epochs:
+        result = finetune(result, job)
+    return result
+
+
+def with_train(job: DistillJob, **changes: Any) -> DistillJob:
+    """A copy of ``job`` with some training settings changed (e.g. another seed per stage)."""
+    return replace(job, train=replace(job.train, **changes))
+
+
+def resolve_strategy(name: str | None, blackbox_teacher: bool) -> str:
+    """``--strategy`` as given, or its default: ``blackbox`` when the teacher is a black box
+    (``--teacher-onnx``/``--teacher-cmd``), ``offline`` otherwise."""
+    if name is None:
+        return "blackbox" if blackbox_teacher else "offline"
+    get_strategy(name)
+    if blackbox_teacher and name != "blackbox":
+        raise BadInputError(
+            f"--strategy {name} needs a PyTorch teacher; --teacher-onnx/--teacher-cmd give a "
+            "black box (use --strategy blackbox)"
+        )
+    if name == "blackbox" and not blackbox_teacher:
+        raise BadInputError("--strategy blackbox needs --teacher-onnx FILE or --teacher-cmd CMD")
+    return name

@@ -1,0 +1,104 @@
+"""Online distillation: Deep Mutual Learning (Zhang, Xiang, Hospedales & Lu, 2018).
+
+Paper: https://arxiv.org/abs/1706.00384
+The student and a peer train together, each distilling from the other's outputs on the same batch
+with the chosen method. DML's loss, CE + KL(p_peer || p_self), is ``kd`` at T = 1 with alpha = 0.5
+(half of it: the same ratio). The peer is a copy of the teacher that keeps learning (default) or a
+second, freshly initialised student (``peer="student"``, the paper's two-student setting).
+The student trains in the one training loop; the peer is updated inside the student's teacher
+signal, from the student's outputs on that batch (captured with a forward hook). Both therefore
+update from each other's pre-step predictions; the paper alternates the two updates, which differs
+by one optimiser step of staleness.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+
+from edgekd.distill.methods import DistillBatch
+from edgekd.distill.strategies import DistillJob, StrategyResult, register_strategy
+from edgekd.distill.strategies._common import fresh_like, prepare_method, val_accuracy
+from edgekd.distill.taps import capture
+from edgekd.distill.trainer import to_tensors, train_student
+from edgekd.errors import BadInputError, DivergedError
+
+OUTPUT = ""  # the root module's name in named_modules(): its output is the logits
+
+
+@register_strategy(
+    "online",
+    "Deep mutual learning: student and peer (teacher copy or second student) teach each other",
+    "Zhang et al. 2018, https://arxiv.org/abs/1706.00384",
+)
+def online(job: DistillJob) -> StrategyResult:
+    cfg, train = job.train, job.data.train
+    if job.options.peer == "teacher":
+        if job.teacher is None:
+            raise BadInputError("strategy 'online' with peer 'teacher' needs a PyTorch teacher")
+        peer = copy.deepcopy(job.teacher)
+    else:
+        peer = fresh_like(job.student, cfg.seed + 1)
+    student = job.student
+    to_student = prepare_method(job, student, peer)  # the student learns from the peer
+    to_peer = prepare_method(job, peer, student)  # and the peer from the student
+    params = list(peer.parameters()) + list(to_peer.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(train.n / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+    )
+    peer_taps = tuple(dict.fromkeys(to_peer.student_taps + to_student.teacher_taps))
+    step = 0
+
+    def signal(_index, batch):
+        nonlocal step
+        epoch, step = step // steps_per_epoch, step + 1
+        s_logits = s_out[OUTPUT].detach()
+        if s_logits.shape[0] != batch.n:  # pragma: no cover - the trainer runs the student first
+            raise RuntimeError("online: the student's output for this batch was not captured")
+        peer.train()
+        with capture(peer, peer_taps) as p_feats:
+            p_logits = peer(*to_tensors(batch))
+        labels = None if batch.y is None else torch.from_numpy(batch.y)
+        kd = to_peer.loss(
+            DistillBatch(
+                p_logits,
+                s_logits,
+                labels,
+                {k: p_feats[k] for k in to_peer.student_taps},
+                {k: s_out[k].detach() for k in to_peer.teacher_taps},
+                epoch,
+                cfg.epochs,
+            )
+        )
+        loss = (
+            kd
+            if labels is None
+            else cfg.alpha * F.cross_entropy(p_logits, labels) + (1.0 - cfg.alpha) * kd
+        )
+        if not torch.isfinite(loss):
+            raise DivergedError(f"online: the peer's loss became {loss.item()}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return p_logits.detach(), {k: p_feats[k].detach() for k in to_student.teacher_taps}
+
+    with capture(student, (OUTPUT, *to_peer.teacher_taps)) as s_out:
+        history = train_student(student, train, job.data.val, cfg, to_student, signal, "mutual")
+    peer.eval()
+    return StrategyResult(
+        student,
+        history,
+        {
+            "teacher_signal": f"live peer ({job.options.peer}), trained with the student",
+            "peer": job.options.peer,
+            "method": to_student.describe(),
+            "val_accuracy": val_accuracy(student, job.data.val),
+            "peer_val_accuracy": val_accuracy(peer, job.data.val),
+        },
+    )
