@@ -10,8 +10,9 @@ against scratch over the seeds.
 Reference point: Hinton et al. 2015 (section 3) closed 91% of that gap on MNIST: a small net
 made 146 test errors alone and 74 distilled, the teacher 67.
 
-    PYTHONPATH=. python benchmarks/methods.py                    # ~5-10 min on 2 busy cores
-    PYTHONPATH=. python benchmarks/methods.py --seeds 5 --strategies --json results.json
+    PYTHONPATH=. python benchmarks/methods.py          # 4.5 min on 2 busy cores (3 seeds)
+    PYTHONPATH=. python benchmarks/methods.py --seeds 5 --strategies --json results.json  # ~15 min
+    PYTHONPATH=. python benchmarks/methods.py --data mnist1d --student mnist1d=cnn1d:1:2
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ from edgekd.teacher import DEFAULT_TEACHERS, default_teacher  # noqa: E402
 
 # The student per data set: (family, width, depth), a few thousand parameters.
 STUDENTS = {"digits": ("cnn", 0.5, 2), "mnist1d": ("cnn1d", 0.5, 2)}
-# Extra rows with --strategies: (label, strategy, method, options).
+# Extra rows with --strategies: (label, strategy, method, method options, strategy options).
+# Online rows use DML's own loss: CE + KL at T = 1, equal weights (kd, T = 1, alpha = 0.5).
+DML = {"temperature": 1.0, "alpha": 0.5}
 STRATEGY_ROWS = (
-    ("kd, online (peer: teacher)", "online", "kd", {"peer": "teacher"}),
-    ("kd, online (peer: student)", "online", "kd", {"peer": "student"}),
-    ("kd, assistant", "assistant", "kd", {}),
-    ("kd, + 5 fine-tune epochs", "offline", "kd", {"finetune_epochs": 5}),
+    ("online DML (peer: teacher)", "online", "kd", DML, {"peer": "teacher"}),
+    ("online DML (peer: student)", "online", "kd", DML, {"peer": "student"}),
+    ("kd, assistant", "assistant", "kd", {}, {}),
+    ("kd, + 5 fine-tune epochs", "offline", "kd", {}, {"finetune_epochs": 5}),
 )
 
 
@@ -63,10 +66,13 @@ def scratch(data, seed: int, epochs: int) -> float:
     return test_accuracy(model, data)
 
 
-def distilled(data, teacher, seed, epochs, strategy, method, options) -> float:
-    config = TrainConfig(epochs=epochs, alpha=get_method(method).default_alpha, seed=seed)
+def distilled(data, teacher, seed, epochs, strategy, method, method_options, options) -> float:
+    method_options = dict(method_options)
+    alpha = method_options.pop("alpha", get_method(method).default_alpha)
+    config = TrainConfig(epochs=epochs, alpha=alpha, seed=seed)
+    student = student_for(data, seed)
     job = DistillJob(
-        teacher, student_for(data, seed), data, config, method, {}, StrategyOptions(**options)
+        teacher, student, data, config, method, method_options, StrategyOptions(**options)
     )
     return test_accuracy(run_strategy(strategy, job).student, data)
 
@@ -93,18 +99,22 @@ def bench_data(name: str, args) -> dict:
         "epochs": args.epochs,
         "seeds": list(range(args.seeds)),
     }
-    rows = [("scratch", None, None, {})]
-    rows += [(m, "offline", m, {}) for m in args.methods]
+    rows = [("scratch", None, None, {}, {})]
+    rows += [(m, "offline", m, {}, {}) for m in args.methods]
     rows += list(STRATEGY_ROWS) if args.strategies else []
     results = {}
-    for label, strategy, method, options in rows:
+    for label, strategy, method, method_options, options in rows:
         accs = []
         for seed in range(args.seeds):
             t0 = time.perf_counter()
             if strategy is None:
                 accs.append(scratch(data, seed, args.epochs))
             else:
-                accs.append(distilled(data, teacher, seed, args.epochs, strategy, method, options))
+                accs.append(
+                    distilled(
+                        data, teacher, seed, args.epochs, strategy, method, method_options, options
+                    )
+                )
             print(
                 f"  {name} {label} seed {seed}: {accs[-1]:.4f} ({time.perf_counter() - t0:.1f} s)",
                 file=sys.stderr,
@@ -150,7 +160,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--data", default="digits,mnist1d")
     parser.add_argument("--methods", default=",".join(methods))
-    parser.add_argument("--strategies", action="store_true", help="add online/assistant rows")
+    parser.add_argument(
+        "--strategies", action="store_true", help="add online, assistant, fine-tune rows"
+    )
     parser.add_argument(
         "--student",
         action="append",
