@@ -47,8 +47,12 @@ def load_factory(spec: str, what: str) -> Callable[[], Any]:
     target, attr = parsed
     module = _import_file(Path(target)) if target.endswith(".py") else _import_module(target)
     fn = getattr(module, attr, None)
-    if fn is None or not callable(fn):
-        raise BadInputError(f"{spec}: {target} has no function {attr!r} (the {what} factory)")
+    if fn is None:
+        raise BadInputError(f"{spec}: {target} has no attribute {attr!r} (the {what} factory)")
+    if not callable(fn):
+        raise BadInputError(
+            f"{spec}: {attr!r} is a {type(fn).__name__}, neither a callable nor an nn.Module"
+        )
     return fn
 
 

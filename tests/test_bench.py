@@ -224,7 +224,7 @@ def test_factory_spec_runs_on_torch_with_data_shapes(tmp_path, monkeypatch):
     [
         ("tinynet:build", "input shape is unknown"),  # no --data and no edgekd_arch
         ("tinynet:not_a_model", "not a torch.nn.Module"),
-        ("tinynet:missing", "has no function 'missing'"),
+        ("tinynet:missing", "has no attribute 'missing'"),
         ("nowhere_pkg.mod:build", "cannot import module"),
         ("weights.pt", "without their architecture"),
         ("missing.onnx", "no such file"),

@@ -334,7 +334,7 @@ def test_factory_teacher_with_weights_and_a_mismatch(tmp_path) -> None:
     safetensors.torch.save_file({"weight": torch.ones(2, 2)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(BadInputError, match="bad.safetensors: does not fit the model"):
         load_teacher(spec, weights=str(tmp_path / "bad.safetensors"))
-    with pytest.raises(BadInputError, match="has no function 'nope'"):
+    with pytest.raises(BadInputError, match="has no attribute 'nope'"):
         load_teacher(f"{tmp_path / 'nets.py'}:nope")
     with pytest.raises(BadInputError, match="cannot import module 'no_such_pkg_xyz.models'"):
         load_teacher("no_such_pkg_xyz.models:make")

@@ -211,7 +211,7 @@ def test_fixed_student_is_measured_against_the_budget(user_module) -> None:
 
 
 def test_bad_factory_specs_are_one_clear_line(user_module) -> None:
-    with pytest.raises(BadInputError, match="cannot import 'no_such_module_xyz'"):
+    with pytest.raises(BadInputError, match="cannot import module 'no_such_module_xyz'"):
         load_student_factory("no_such_module_xyz:make")
     with pytest.raises(BadInputError, match="has no attribute 'missing'"):
         load_student_factory(f"{user_module}:missing")

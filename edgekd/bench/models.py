@@ -16,16 +16,12 @@ input shapes) without running the model; worker processes rebuild torch models w
 
 from __future__ import annotations
 
-import importlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgekd.errors import BadInputError
-
-FACTORY_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 # ONNX operators that only appear in quantized graphs.
 _QUANT_OPS = {
@@ -84,7 +80,9 @@ def resolve_model(spec: str) -> ModelSource:
             "the model as pkg.module:factory (a function that builds it and loads the weights), "
             "an edgekd .safetensors checkpoint, or an ONNX file"
         )
-    if FACTORY_SPEC.match(text):
+    from edgekd.specs import parse_factory
+
+    if parse_factory(text) is not None:
         return _factory_source(text)
     raise BadInputError(
         f"{text!r}: not a model spec (expected a .onnx file, an edgekd .safetensors checkpoint, "
@@ -225,23 +223,13 @@ def load_torch_model(spec: str):
         from edgekd.checkpoint import load_model
 
         return load_model(spec)
-    if not FACTORY_SPEC.match(spec):
+    from edgekd.specs import call_factory, parse_factory
+
+    if parse_factory(spec) is None:
         raise BadInputError(
             f"{spec!r}: not a torch model spec (.safetensors or pkg.module:factory)"
         )
-    module_name, attr = spec.rsplit(":", 1)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BadInputError(f"{spec}: cannot import module {module_name!r} ({exc})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise BadInputError(f"{spec}: module {module_name!r} has no function {attr!r}")
-    try:
-        model = factory()
-    except Exception as exc:  # the user's code: any failure is a bad model spec, not our bug
-        first = (str(exc).splitlines() or [""])[0]
-        raise BadInputError(f"{spec}: the factory raised {type(exc).__name__}: {first}") from None
+    model = call_factory(spec, "model")
     if not isinstance(model, torch.nn.Module):
         raise BadInputError(
             f"{spec}: the factory returned {type(model).__name__}, not a torch.nn.Module"

@@ -11,10 +11,7 @@ The module is imported as Python code: bring only code you trust, as with any im
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +24,10 @@ _DATA_ARGS = ("sample_shape", "num_classes")
 
 
 def is_factory_spec(text: str | None) -> bool:
-    """``pkg.module:factory`` (a colon) rather than a family name."""
-    return bool(text) and ":" in text
+    """``pkg.module:factory`` or ``file.py:factory`` rather than a family name."""
+    from edgekd.specs import parse_factory
+
+    return bool(text) and parse_factory(text) is not None
 
 
 @dataclass(frozen=True)
@@ -75,21 +74,6 @@ class StudentFactory:
         return model
 
 
-def _import(module_name: str, spec: str):
-    # Like `python -m` and uvicorn: a module in the current folder is importable.
-    cwd = os.getcwd()
-    added = cwd not in sys.path
-    if added:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BadInputError(f"--student {spec}: cannot import {module_name!r} ({exc})") from None
-    finally:
-        if added:
-            sys.path.remove(cwd)
-
-
 def load_student_factory(spec: str) -> StudentFactory:
     """Resolve ``pkg.module:attr`` to a :class:`StudentFactory`.
 
@@ -97,18 +81,13 @@ def load_student_factory(spec: str) -> StudentFactory:
     >>> f.searchable  # doctest: +SKIP
     True
     """
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise BadInputError(f"--student {spec!r}: expected pkg.module:factory")
-    obj: Any = _import(module_name, spec)
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise BadInputError(f"--student {spec}: {module_name!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
+    from edgekd.specs import load_factory  # one parser and importer for every factory spec
+
+    obj: Any = load_factory(spec, "student")
     if isinstance(obj, nn.Module):
         return StudentFactory(spec, obj, False, False, frozenset())
     if not callable(obj):
-        raise BadInputError(f"--student {spec}: {attr!r} is neither a callable nor an nn.Module")
+        raise BadInputError(f"--student {spec}: neither a callable nor an nn.Module")
     accepted = _accepted_kwargs(obj)
     return StudentFactory(spec, obj, "width" in accepted, "depth" in accepted, accepted)
 
