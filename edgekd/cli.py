@@ -67,13 +67,10 @@ def _root(
 
 def _register_commands() -> None:
     """Each command is one module in ``edgekd.commands``; importing it registers it."""
-    import importlib
-    import pkgutil
-
     import edgekd.commands
+    from edgekd.registry import import_submodules
 
-    for info in pkgutil.iter_modules(edgekd.commands.__path__):
-        importlib.import_module(f"edgekd.commands.{info.name}")
+    import_submodules("edgekd.commands", edgekd.commands.__path__)
 
 
 _register_commands()

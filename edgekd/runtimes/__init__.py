@@ -8,8 +8,6 @@ reports the provider the session really uses, never the one that was asked for) 
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -17,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgekd.errors import BadInputError
+from edgekd.registry import import_submodules
 
 
 class Session(Protocol):
@@ -59,9 +58,7 @@ def register_runtime(runtime: Runtime) -> Runtime:
 
 
 def _load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_submodules(__name__, __path__)
 
 
 def get_runtime(name: str) -> Runtime:

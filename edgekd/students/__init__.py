@@ -10,9 +10,7 @@ the sample shape (a vocabulary size), how to read them (``options``).
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from edgekd.errors import BadInputError
+from edgekd.registry import import_submodules
 
 
 @dataclass(frozen=True)
@@ -58,9 +57,7 @@ def register_student(
 
 
 def _load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_submodules(__name__, __path__)
 
 
 def get_family(name: str) -> StudentFamily:

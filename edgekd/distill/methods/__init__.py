@@ -11,14 +11,13 @@ own term is weighted (``weight``, e.g. RepDistiller's beta for feature losses).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from edgekd.errors import BadInputError
+from edgekd.registry import import_submodules
 
 
 @dataclass
@@ -115,9 +114,7 @@ def register_method(cls: type[Method]) -> type[Method]:
 
 
 def _load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_submodules(__name__, __path__)
 
 
 def all_methods() -> dict[str, type[Method]]:

@@ -10,8 +10,6 @@ After any strategy, :func:`run_strategy` can add a hard-label fine-tune stage.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,6 +20,7 @@ from edgekd.data import DataBundle
 from edgekd.distill.methods import Method, make_method
 from edgekd.distill.trainer import TrainConfig, TrainHistory
 from edgekd.errors import BadInputError
+from edgekd.registry import import_submodules
 
 PEERS = ("teacher", "student")
 
@@ -95,9 +94,7 @@ def register_strategy(name: str, description: str, paper: str = ""):
 
 
 def _load_all() -> None:
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    import_submodules(__name__, __path__)
 
 
 def all_strategies() -> dict[str, Strategy]:
