@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -246,8 +247,8 @@ def distributed_session(
     with one worker.
 
     A collective that fails because another worker died or stayed silent for ``timeout_s``
-    seconds becomes :class:`WorkerFailed` (exit code 7) naming this worker's rank. Workers other
-    than rank 0 show no progress bars (rank 0's stand for the run).
+    seconds becomes :class:`WorkerFailed` (exit code 7; the CLI prefixes each worker's error
+    with its rank). Workers other than rank 0 show no progress bars (rank 0's stand for the run).
     """
     env = worker_env()
     if env is None or env.world_size == 1:
@@ -266,7 +267,7 @@ def distributed_session(
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     except Exception as exc:
         raise WorkerFailed(
-            f"rank {env.rank}: could not join the other {env.world_size - 1} worker(s) within "
+            f"could not join the other {env.world_size - 1} worker(s) within "
             f"{timeout_s:g} s: {_first_line(exc)}"
         ) from None
     ctx = DistContext(env, backend, dev, timeout_s)
@@ -285,7 +286,7 @@ def distributed_session(
         if isinstance(exc, EdgekdError) or not is_lost_peer(exc):
             raise
         raise WorkerFailed(
-            f"rank {ctx.rank}: lost contact with the other workers (one died, or stayed silent "
+            f"lost contact with the other workers (one died, or stayed silent "
             f"for --dist-timeout {timeout_s:g} s): {_first_line(exc)}"
         ) from None
     finally:
@@ -295,7 +296,10 @@ def distributed_session(
 
 
 def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    """The gist of a c10d/gloo error: its first sentence, without the C++ source location."""
+    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    line = re.sub(r"^\[[^\]]*\]\s*", "", line)  # "[.../gloo/transport/tcp/pair.cc:553] "
+    return line.split(". ")[0][:300]
 
 
 # -- the run folder on several workers ----------------------------------------------------------

@@ -116,16 +116,21 @@ def _failure(rank: int, failure, failed: int, max_restarts: int) -> EdgekdError:
     restarts = f" after {max_restarts} restart(s)" if max_restarts else ""
     return WorkerFailed(
         f"worker rank {rank} (pid {failure.pid}) {what}{others}; torchrun stopped the run"
-        f"{restarts}; an interrupted run keeps its last complete checkpoint: --resume OUT",
+        f"{restarts}; OUT.partial keeps the last complete checkpoint (continue: --resume OUT)",
         exit_code,
     )
 
 
 @contextlib.contextmanager
 def _worker_environment(nproc: int) -> Iterator[None]:
-    """Threads split between the workers (as torchrun does), and gloo kept on the loopback
-    interface: these workers talk only to each other, on this machine."""
-    changes = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+    """Threads split between the workers (as torchrun does), a fresh rendezvous store for each
+    attempt, and gloo kept on the loopback interface: these workers talk only to each other."""
+    changes = {
+        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)),
+        # After a restart, workers sharing the agent's store can read the dead workers' addresses
+        # (pytorch/pytorch#135712): rank 0 hosts a fresh store for each attempt instead.
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
     if sys.platform == "linux" and Path("/sys/class/net/lo").exists():
         changes["GLOO_SOCKET_IFNAME"] = "lo"
     changes = {k: v for k, v in changes.items() if k not in os.environ}
