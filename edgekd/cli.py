@@ -26,8 +26,18 @@ _state = {"debug": False}
 
 
 def _fail(message: str, code: int) -> None:
-    typer.echo(f"edgekd: error: {message}", err=True)
+    rank = _worker_rank()
+    typer.echo(f"edgekd: error: {rank}{message}", err=True)
     raise typer.Exit(code)
+
+
+def _worker_rank() -> str:
+    """``rank R: `` in a worker of a distributed run (torchrun sets RANK and WORLD_SIZE)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and "RANK" in os.environ:
+        return f"rank {os.environ['RANK']}: "
+    return ""
 
 
 def verb(fn):

@@ -11,6 +11,7 @@ Exit codes (a contract, documented in README.md):
     4  inconclusive gate verdict (too few or too noisy samples to decide)
     5  training diverged (NaN or infinite loss or teacher output)
     6  export or quantization produced a model that disagrees with PyTorch (parity failure)
+    7  a distributed worker failed or lost contact with the others (the rank is named)
     130 interrupted (Ctrl-C / SIGTERM) after a consistent checkpoint was written
 """
 
@@ -23,6 +24,7 @@ EXIT_GATE_FAILED = 3
 EXIT_INCONCLUSIVE = 4
 EXIT_DIVERGED = 5
 EXIT_PARITY = 6
+EXIT_WORKER_FAILED = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -84,3 +86,18 @@ class Interrupted(EdgekdError):
     """The run was interrupted; a consistent checkpoint was written."""
 
     exit_code = EXIT_INTERRUPTED
+
+
+class WorkerFailed(EdgekdError):
+    """A worker of a distributed run died, failed, or stayed silent past the process-group timeout.
+
+    ``exit_code`` may be set per instance: the launcher passes on a failed worker's own edgekd exit
+    code (e.g. 5 when it diverged) and uses 7 for a worker killed by a signal.
+    """
+
+    exit_code = EXIT_WORKER_FAILED
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code

@@ -7,6 +7,7 @@ interrupted one keeps its training checkpoint for ``--resume``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -22,6 +23,7 @@ from edgekd.checkpoint import save_model
 from edgekd.data import Split, load_data
 from edgekd.distill.blackbox import blackbox_teacher_report
 from edgekd.distill.checkpointing import remove_stale_temporaries
+from edgekd.distill.distributed import DistContext, on_main, resumes_after_restart, run_stamp
 from edgekd.distill.methods import get_method, make_method
 from edgekd.distill.strategies import (
     DistillJob,
@@ -43,7 +45,7 @@ from edgekd.progress import status
 from edgekd.quantize import Int8StaticConfig, quantize
 from edgekd.quantize_select import QuantSelection, Variant, select_quantization
 from edgekd.report import ModelResult, Report, to_markdown
-from edgekd.rundir import CHECKPOINT_FILE, CONFIG_FILE, find_interrupted_run, run_dir
+from edgekd.rundir import CHECKPOINT_FILE, CONFIG_FILE, find_interrupted_run, partial_dir, run_dir
 from edgekd.safety.versions import check_versions
 from edgekd.sizing import build_candidate, size_student_to_budget
 from edgekd.students import count_params
@@ -135,14 +137,22 @@ def resume_config(run: str | Path, trust_checkpoint: bool = False) -> DistillCon
         raise BadInputError(f"{work / CONFIG_FILE}: not a run configuration ({exc})") from None
 
 
-def default_out_dir(target: str) -> Path:
-    return Path("runs") / f"{target}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_out_dir(target: str, dist: DistContext | None = None) -> Path:
+    """``runs/TARGET-STAMP``: the start time, or under torchrun its run id (the same on every
+    worker and after a restart)."""
+    path = Path("runs") / f"{target}-{run_stamp() or time.strftime('%Y%m%d-%H%M%S')}"
+    return path if dist is None else dist.from_main(lambda: path)
 
 
-def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Report:
+def distill(
+    config: DistillConfig = DistillConfig(), resume: bool = False, dist: DistContext | None = None
+) -> Report | None:
     """Run the whole pipeline and return the report (also written to ``config.out``).
 
     ``resume=True`` continues the interrupted run in ``config.out`` (see :func:`resume_config`).
+    ``dist`` (see :mod:`edgekd.distill.distributed`): this process is one of several torchrun
+    workers that train together; rank 0 alone writes the run folder and returns the report, the
+    others return None once training is done. After a torchrun restart the run resumes by itself.
 
     >>> report = distill(DistillConfig(target="mobile", epochs=5))  # doctest: +SKIP
     >>> report.passed  # doctest: +SKIP
@@ -172,24 +182,27 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
             f"method {method_name!r} distils {' or '.join(method.tasks)} outputs, not "
             f"--task {config.task}"
         )
-    out = Path(config.out) if config.out else default_out_dir(target.name)
+    out = Path(config.out) if config.out else default_out_dir(target.name, dist)
     blackbox = bool(config.teacher_onnx or config.teacher_cmd)
     strategy = resolve_strategy(config.strategy, blackbox)
-    with run_dir(out, overwrite=config.overwrite, resume=resume) as work:
-        if not resume:
+    resume = resume or resumes_after_restart(partial_dir(out), dist)
+    main = dist is None or dist.is_main  # (dist) only rank 0 touches the run folder
+    with contextlib.ExitStack() as stack:
+        work = on_main(dist, stack, lambda: run_dir(out, overwrite=config.overwrite, resume=resume))
+        if not resume and main:
             write_json_atomic(work / CONFIG_FILE, {**dataclasses.asdict(config), "out": str(out)})
         teacher_stub = None
         if blackbox:
             teaching, teacher_stub = _blackbox_teaching(config, data, target)
         else:
-            teaching = prepare_teaching(config, data)  # offline: teacher outputs computed once
+            teaching = prepare_teaching(config, data, dist)  # offline: outputs computed once
         teacher, data = teaching.model, teaching.data
         lap("teacher")
         # Sizing builds heads with one output per class, or per embedding dimension.
         sized_data = dataclasses.replace(data, num_classes=teaching.num_outputs)
-        sizing = size_student_to_budget(
-            target, sized_data, teaching.params, config.student_family
-        )
+        size = size_student_to_budget
+        args = (target, sized_data, teaching.params, config.student_family)
+        sizing = size(*args) if dist is None else dist.from_main(size, *args)  # measures: rank 0
         lap("size")
         c = sizing.chosen
         torch_seed(config.seed)  # the student's initial weights depend on the seed alone
@@ -205,8 +218,10 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
         )
         train = data.train if config.task == "classification" else Split(data.train.inputs)
         checkpoint = work / CHECKPOINT_FILE
-        if resume:
+        if resume and main:
             remove_stale_temporaries(checkpoint)
+        on_file = checkpoint.is_file
+        resume_training = resume and (on_file() if dist is None else dist.from_main(on_file))
         method_cls = get_method(method_name)
         alpha = method_cls.default_alpha if config.alpha is None else config.alpha
         train_cfg = TrainConfig(
@@ -230,7 +245,9 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
             teacher_output=config.blackbox_output,
             finetune_epochs=config.finetune_epochs,
         )
-        job = DistillJob(teacher, student, data, train_cfg, method_name, method_options, options)
+        job = DistillJob(
+            teacher, student, data, train_cfg, method_name, method_options, options, dist
+        )
         logits_only = not (method.student_taps or method.teacher_taps)
         if strategy == "offline" and logits_only and teaching.train_outputs is not None:
             # The common case runs here, with per-epoch checkpoints, --resume and Ctrl-C handling;
@@ -246,8 +263,9 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
                     teacher=cached_teacher(teaching.train_outputs),
                     description="distill",
                     checkpoint=checkpoint,
-                    resume=resume and checkpoint.is_file(),
+                    resume=resume_training,
                     val_score=val_score_for(config.task, data.val, teaching.val_outputs),
+                    dist=dist,
                 )
             except (Interrupted, KeyboardInterrupt) as exc:
                 raise Interrupted(
@@ -263,6 +281,8 @@ def distill(config: DistillConfig = DistillConfig(), resume: bool = False) -> Re
             trained = run_strategy(strategy, job)
         student, history = trained.student, trained.history
         lap("distill")
+        if not main:  # (dist) rank 0 exports, benchmarks and reports; this worker is done
+            return None
 
         save_model(student, work / "student.safetensors")
         user = teaching.loaded

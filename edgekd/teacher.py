@@ -39,9 +39,13 @@ class TeacherInfo:
 
 
 def default_teacher(
-    data: DataBundle, seed: int = 0, epochs: int = 40
+    data: DataBundle, seed: int = 0, epochs: int = 40, dist=None
 ) -> tuple[nn.Module, TeacherInfo]:
-    """Train (or reuse from the cache) the default teacher for this data set."""
+    """Train (or reuse from the cache) the default teacher for this data set.
+
+    ``dist`` (``edgekd.distill.distributed.DistContext``): the workers train it together (its own
+    cache entry: BatchNorm statistics are per worker) unless every one of them has it cached.
+    """
     import torch
 
     if data.input_kind not in DEFAULT_TEACHERS or len(data.input_names) != 1:
@@ -62,18 +66,20 @@ def default_teacher(
         config=config,
         torch=torch.__version__.split("+")[0],
         v=1,
+        **({} if dist is None else {"workers": dist.world_size}),
     )
     path = cache_dir() / f"teacher-{data.name}-{key}.safetensors"
-    if path.is_file():
+    if path.is_file() if dist is None else dist.all(path.is_file()):
         model = load_model(path)
         acc = accuracy(predict_logits(model, data.val), data.val.y)
         return model, TeacherInfo("default (cached)", str(path), _params(model), acc, 0.0)
     status(f"training the default teacher ({family}, width {width}, depth {depth}) on {data.name}")
     model = build_student(family, shape, data.num_classes, width, depth)
     start = time.perf_counter()
-    train_student(model, data.train, data.val, config, description="teacher")
+    train_student(model, data.train, data.val, config, description="teacher", dist=dist)
     seconds = time.perf_counter() - start
-    save_model(model, path)
+    if dist is None or dist.is_main:
+        save_model(model, path)
     acc = accuracy(predict_logits(model, data.val), data.val.y)
     return model, TeacherInfo("default (trained now)", str(path), _params(model), acc, seconds)
 

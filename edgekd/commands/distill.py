@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from edgekd.cli import verb
 
 # Options that may accompany --resume (everything else comes from the interrupted run's config).
-_WITH_RESUME = {"resume", "trust_checkpoint", "as_json"}
+_WITH_RESUME = {"resume", "trust_checkpoint", "as_json", "nproc", "max_restarts", "dist_timeout"}
 
 
 @verb
@@ -147,12 +148,36 @@ def distill(
         int, typer.Option(help="Fresh processes per model in the benchmark (pyperf-style).")
     ] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            help="Train with N local worker processes (torchrun + DistributedDataParallel; gloo "
+            "on CPU). Same result as one process with the same --batch-size (global batch)."
+        ),
+    ] = 1,
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            help="With --nproc: restart all workers up to N times after a failure; they resume "
+            "from the last complete checkpoint."
+        ),
+    ] = 0,
+    dist_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Distributed runs: seconds a worker waits for the others in a collective before "
+            "the run fails (exit 7)."
+        ),
+    ] = 300.0,
 ) -> None:
     """Distil a teacher into a student sized for the target; export, quantize, bench, gate.
 
     Ctrl-C/SIGTERM: checkpoint at the next step, exit 130; continue with --resume OUT.
 
     A NaN or infinite loss or teacher output stops the run with exit code 5.
+
+    Several workers: --nproc N here, or `torchrun ... -m edgekd distill ...` (multi-node); a
+    failed worker ends the run with exit code 7 naming its rank.
     """
     from edgekd.errors import BadInputError
     from edgekd.pipeline import DistillConfig, resume_config
@@ -195,7 +220,22 @@ def distill(
             keys = {renamed.get(name, name) for name in given}
             values.update({k: v for k, v in options.items() if k in keys})
         settings = DistillConfig(**values)
-    report = run_distill(settings, resume=resume is not None)
+    from edgekd.distill.distributed import distributed_session, worker_env
+
+    if nproc > 1 or max_restarts:  # start the workers, each runs this command without --nproc
+        if worker_env() is not None:
+            raise BadInputError("--nproc/--max-restarts start torchrun; under torchrun, drop them")
+        from edgekd.distill.launch import launch_workers, worker_args
+
+        args = worker_args(sys.argv[1:])
+        if "distill" not in args:  # called from Python (CliRunner), not from a command line
+            raise BadInputError("--nproc re-runs the command line: `edgekd distill ... --nproc N`")
+        launch_workers(nproc, args, max_restarts)
+        return
+    with distributed_session(dist_timeout) as dist:  # None outside torchrun
+        report = run_distill(settings, resume=resume is not None, dist=dist)
+    if report is None:  # a worker other than rank 0: rank 0 prints the summary
+        return
     if as_json:
         typer.echo(report.to_json())
     else:

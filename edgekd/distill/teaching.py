@@ -50,19 +50,20 @@ def conform(data: DataBundle, spec, sources: dict[str, str]) -> DataBundle:
     )
 
 
-def prepare_teaching(config, data: DataBundle) -> Teaching:
-    """``config`` is a ``DistillConfig``; see the module docstring."""
+def prepare_teaching(config, data: DataBundle, dist=None) -> Teaching:
+    """``config`` is a ``DistillConfig``; see the module docstring. ``dist``
+    (``edgekd.distill.distributed.DistContext``): the workers share the teacher's work."""
     sources = {
         "train": config.data or data.name,
         "val": config.val_data or config.data or data.name,
         "test": config.test_data or config.data or data.name,
     }
     if config.teacher is None:
-        return _default_teaching(config, conform(data, None, sources))
-    return _user_teaching(config, data, sources)
+        return _default_teaching(config, conform(data, None, sources), dist)
+    return _user_teaching(config, data, sources, dist)
 
 
-def _default_teaching(config, data: DataBundle) -> Teaching:
+def _default_teaching(config, data: DataBundle, dist=None) -> Teaching:
     from edgekd.teacher import default_teacher
 
     if config.task != "classification":
@@ -72,19 +73,19 @@ def _default_teaching(config, data: DataBundle) -> Teaching:
             f"{data.name}: the default teacher is trained on labels and this data has none; "
             "pass --teacher"
         )
-    model, info = default_teacher(data, seed=config.seed, epochs=config.teacher_epochs)
+    model, info = default_teacher(data, seed=config.seed, epochs=config.teacher_epochs, dist=dist)
     return Teaching(
         model,
         info.to_dict(),
         data,
         data.num_classes,
         info.params,
-        teacher_outputs(model, data.train, description="teacher outputs (train)"),
+        teacher_outputs(model, data.train, description="teacher outputs (train)", dist=dist),
         predict_logits(model, data.val),
     )
 
 
-def _user_teaching(config, data: DataBundle, sources: dict[str, str]) -> Teaching:
+def _user_teaching(config, data: DataBundle, sources: dict[str, str], dist=None) -> Teaching:
     from edgekd.specs import parse_factory
     from edgekd.user_teacher import load_teacher, probe_teacher
 
@@ -109,7 +110,7 @@ def _user_teaching(config, data: DataBundle, sources: dict[str, str]) -> Teachin
         split: Split = getattr(data, name)
         key = cache_key(teacher=loaded.fingerprint, data=split.fingerprint(), v=1)
         outputs[name] = teacher_outputs(
-            loaded.module, split, key, description=f"teacher outputs ({name})"
+            loaded.module, split, key, description=f"teacher outputs ({name})", dist=dist
         )
     info = {
         **loaded.to_dict(),

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from edgekd.distill.methods import DistillBatch, Method
 from edgekd.distill.taps import capture
 from edgekd.errors import BadInputError, DivergedError, Interrupted
 from edgekd.progress import progress_bar
+
+if TYPE_CHECKING:
+    from edgekd.distill.distributed import DistContext
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ def train_student(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     val_score: Callable[[nn.Module], float] | None = None,
+    dist: DistContext | None = None,
 ) -> TrainHistory:
     """Train ``student`` in place; keeps the weights of the best validation epoch.
 
@@ -119,6 +124,10 @@ def train_student(
     SIGINT/SIGTERM stop the loop at the next step boundary: the state is saved and
     :class:`Interrupted` raised. ``resume=True`` continues from that file and ends with the same
     weights as an uninterrupted run.
+
+    ``dist`` (see :mod:`edgekd.distill.distributed`; None: one process) trains on several workers:
+    each takes its shard of every global batch, DDP averages the gradients, only rank 0 writes the
+    checkpoint, and rank 0 reads it on resume for every worker (any worker count).
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -130,7 +139,19 @@ def train_student(
     )
     run = _RunState(student, method, opt, sched, rng, config)
     if resume:
-        run.restore(load_training_state(checkpoint))
+        run.restore(
+            load_training_state(checkpoint)
+            if dist is None
+            else dist.from_main(load_training_state, checkpoint)
+        )
+    # -- distributed: DDP wrappers; the plain student and method keep the state dicts (dist) --
+    model = student if dist is None else dist.wrap(student)
+    loss_fn = method if dist is None or method is None else dist.wrap_method(method)
+    writes = dist is None or dist.is_main
+
+    def stopping(stop) -> bool:  # (dist) all workers stop at the same step when one is signalled
+        return stop.requested if dist is None or checkpoint is None else dist.any(stop.requested)
+
     history = run.history
     s_taps = method.student_taps if method else ()
     with (
@@ -143,29 +164,32 @@ def train_student(
             if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
                 run.order, run.step, run.total, run.count = rng.permutation(train.n), 0, 0.0, 0
             while run.step < steps_per_epoch:
-                if stop.requested:
-                    save_training_state(checkpoint, run.state(epoch))
+                if stopping(stop):
+                    if writes:
+                        save_training_state(checkpoint, run.state(epoch))
                     raise Interrupted(
                         f"{description}: stopped by {stop.name} at epoch {epoch + 1}, step "
                         f"{run.step + 1} of {steps_per_epoch}; checkpoint written to {checkpoint}"
                     )
                 index = run.order[run.step * config.batch_size : (run.step + 1) * config.batch_size]
-                batch = train.take(index)
+                local = index if dist is None else dist.shard(index)  # (dist)
+                batch = train.take(local)
                 with capture(student, s_taps) as s_feats:
-                    logits = student(*to_tensors(batch))
+                    logits = model(*to_tensors(batch))
                 labels = None if batch.y is None else torch.from_numpy(batch.y)
-                loss = _loss(logits, labels, index, batch, method, teacher, s_feats, config, epoch)
-                if not torch.isfinite(loss):
+                loss = _loss(logits, labels, local, batch, loss_fn, teacher, s_feats, config, epoch)
+                seen = loss.item() * batch.n if dist is None else dist.batch_sum(loss)  # (dist)
+                if not math.isfinite(seen):
                     raise DivergedError(
-                        f"{description}: loss became {loss.item()} at epoch {epoch + 1}; "
+                        f"{description}: loss became {seen / len(index)} at epoch {epoch + 1}; "
                         "lower --lr or check the teacher's outputs (no checkpoint written from it)"
                     )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                run.total += loss.item() * batch.n
-                run.count += batch.n
+                run.total += seen
+                run.count += len(index)
                 run.step += 1
             history.loss.append(run.total / run.count)
             run.order = None
@@ -175,13 +199,13 @@ def train_student(
                 if score > run.best_score:  # a NaN score is never the best
                     run.best_score, history.best_epoch = score, epoch
                     run.best_state = copy.deepcopy(student.state_dict())
-            if checkpoint is not None:
+            if checkpoint is not None and writes:
                 save_training_state(checkpoint, run.state(epoch + 1))
             bar.advance(
                 info=f"loss {history.loss[-1]:.4f}"
                 + (f"  val {history.val_accuracy[-1]:.3f}" if history.val_accuracy else "")
             )
-        if stop.requested:  # the signal came after the last step: training is complete and saved
+        if stopping(stop):  # the signal came after the last step: training is complete and saved
             raise Interrupted(
                 f"{description}: stopped by {stop.name} after the last epoch; checkpoint written "
                 f"to {checkpoint}"

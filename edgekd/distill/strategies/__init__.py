@@ -60,6 +60,7 @@ class DistillJob:
     method: str = "kd"
     method_options: dict[str, Any] = field(default_factory=dict)  # temperature, pairs, weight
     options: StrategyOptions = field(default_factory=StrategyOptions)
+    dist: Any = None  # edgekd.distill.distributed.DistContext on several workers; None: one process
 
     def new_method(self) -> Method:
         return make_method(self.method, **self.method_options)

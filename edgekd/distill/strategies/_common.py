@@ -57,39 +57,50 @@ def weights_hash(model: nn.Module) -> str:
 
 
 def cached_teacher_logits(
-    teacher: nn.Module, split: Split, use_cache: bool = True
+    teacher: nn.Module, split: Split, use_cache: bool = True, dist=None
 ) -> tuple[np.ndarray, str]:
     """The frozen teacher's logits over ``split``: computed once, then read from the cache.
 
     Keyed by the teacher's weights hash and the data fingerprint, so a retrained teacher or other
     data never reuses stale outputs. Returns the logits and "cache hit" / "cache miss" / "no cache".
+    On several workers (``dist``) each computes its part of the split; rank 0 writes the entry.
     """
+
+    def compute() -> np.ndarray:
+        return predict_logits(teacher, split) if dist is None else dist.gather_rows(
+            lambda part: predict_logits(teacher, part), split
+        )
+
     if not use_cache:
-        return predict_logits(teacher, split), "no cache"
+        return compute(), "no cache"
     key = cache_key(kind="teacher-logits", teacher=weights_hash(teacher), data=split.fingerprint())
     path = cache_dir() / f"teacher-logits-{key}.npy"
+    logits = None
     if path.is_file():
         try:
             logits = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             logits = None  # a damaged entry is recomputed below
-        if logits is not None and logits.ndim == 2 and len(logits) == split.n:
-            return logits, "cache hit"
-    logits = predict_logits(teacher, split)
-    with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
-        np.save(fh, logits, allow_pickle=False)
+        if logits is not None and not (logits.ndim == 2 and len(logits) == split.n):
+            logits = None
+    if logits is not None if dist is None else dist.all(logits is not None):
+        return logits, "cache hit"
+    logits = compute()
+    if dist is None or dist.is_main:
+        with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, logits, allow_pickle=False)
     return logits, "cache miss"
 
 
 def frozen_teacher_signal(
-    teacher: nn.Module, method: Method, split: Split, use_cache: bool = True
+    teacher: nn.Module, method: Method, split: Split, use_cache: bool = True, dist=None
 ) -> tuple[TeacherSignal, str]:
     """Cached logits when the method needs only logits; a live, no-grad teacher when it taps
     teacher layers (caching every feature map would cost more disk than recomputing them)."""
     if method.teacher_taps:
         taps = ", ".join(method.teacher_taps)
         return live_teacher(teacher, method.teacher_taps), f"live teacher, no grad (taps {taps})"
-    logits, status = cached_teacher_logits(teacher, split, use_cache)
+    logits, status = cached_teacher_logits(teacher, split, use_cache, dist)
     return cached_teacher(logits), f"cached logits ({status})"
 
 
@@ -107,10 +118,11 @@ def distill_from(
     """One offline stage: ``student`` (trained in place) learns from the frozen ``teacher``."""
     method = prepare_method(job, student, teacher)
     cache = job.options.use_cache if use_cache is None else use_cache
-    signal, how = frozen_teacher_signal(teacher, method, job.data.train, cache)
+    signal, how = frozen_teacher_signal(teacher, method, job.data.train, cache, job.dist)
     history = train_student(
-        student, job.data.train, job.data.val, job.train, method, signal, description
-    )
+        student, job.data.train, job.data.val, job.train, method, signal, description,
+        dist=job.dist,
+    )  # fmt: skip
     return history, {
         "teacher_signal": how,
         "method": method.describe(),
@@ -142,7 +154,9 @@ def finetune(result: StrategyResult, job: DistillJob) -> StrategyResult:
     config = replace(
         job.train, epochs=job.options.finetune_epochs, lr=job.train.lr * 0.1, alpha=1.0
     )
-    history = train_student(tuned, job.data.train, job.data.val, config, description="fine-tune")
+    history = train_student(
+        tuned, job.data.train, job.data.val, config, description="fine-tune", dist=job.dist
+    )
     after = val_accuracy(tuned, job.data.val)
     kept = before is None or after is None or after >= before
     info = {

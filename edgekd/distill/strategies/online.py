@@ -53,6 +53,9 @@ def online(job: DistillJob) -> StrategyResult:
     )
     peer_taps = tuple(dict.fromkeys(to_peer.student_taps + to_student.teacher_taps))
     step = 0
+    # (dist) the peer learns under DDP too, on the same shard of each batch as the student
+    peer_model = peer if job.dist is None else job.dist.wrap(peer)
+    peer_loss = to_peer if job.dist is None else job.dist.wrap_method(to_peer)
 
     def signal(_index, batch):
         nonlocal step
@@ -62,9 +65,9 @@ def online(job: DistillJob) -> StrategyResult:
             raise RuntimeError("online: the student's output for this batch was not captured")
         peer.train()
         with capture(peer, peer_taps) as p_feats:
-            p_logits = peer(*to_tensors(batch))
+            p_logits = peer_model(*to_tensors(batch))
         labels = None if batch.y is None else torch.from_numpy(batch.y)
-        kd = to_peer.loss(
+        kd = peer_loss.loss(
             DistillBatch(
                 p_logits,
                 s_logits,
@@ -89,7 +92,9 @@ def online(job: DistillJob) -> StrategyResult:
         return p_logits.detach(), {k: p_feats[k].detach() for k in to_student.teacher_taps}
 
     with capture(student, (OUTPUT, *to_peer.teacher_taps)) as s_out:
-        history = train_student(student, train, job.data.val, cfg, to_student, signal, "mutual")
+        history = train_student(
+            student, train, job.data.val, cfg, to_student, signal, "mutual", dist=job.dist
+        )
     peer.eval()
     return StrategyResult(
         student,

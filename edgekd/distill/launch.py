@@ -1,0 +1,158 @@
+"""``edgekd distill --nproc N``: the same command in N local workers, started by torchrun's agent.
+
+This is ``torchrun --standalone --nproc-per-node N -m edgekd distill ...`` run in-process
+(``torch.distributed.launcher.elastic_launch``), so that a failure can be told in one line naming
+the failed rank, with an edgekd exit code, instead of torchrun's table and exit code 1:
+
+- a worker that exits with an edgekd error passes its code on (2 bad input, 5 diverged, ...);
+  its own one-line message is printed above ours;
+- a worker killed by a signal (out of memory, ``kill -9``) gives exit code 7;
+- with ``--max-restarts R`` the agent restarts all workers up to R times after a failure, and they
+  resume from the last complete checkpoint
+  (:func:`edgekd.distill.distributed.resumes_after_restart`).
+
+Ctrl-C reaches the workers directly (they share the terminal's process group): they stop together
+at the next step, rank 0 writes the checkpoint, and each exits 130. The launcher itself ignores that
+Ctrl-C so that the agent does not kill the workers while they save.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgekd.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    EXIT_PARITY,
+    BadInputError,
+    EdgekdError,
+    Interrupted,
+    WorkerFailed,
+)
+
+# Options that belong to the launcher and must not reach the workers (they would launch again).
+LAUNCHER_OPTIONS = ("--nproc", "--max-restarts")
+# A worker's own exit codes that mean the same for the whole run.
+_PASSED_ON = (EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PARITY)
+
+
+def worker_args(argv: list[str]) -> list[str]:
+    """``argv`` (the arguments after ``edgekd``) without the launcher's own options."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in LAUNCHER_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in LAUNCHER_OPTIONS)):
+            out.append(arg)
+    return out
+
+
+def launch_workers(
+    nproc: int, args: list[str], max_restarts: int = 0, module: str = "edgekd"
+) -> None:
+    """Run ``python -m MODULE ARGS`` in ``nproc`` local workers (torchrun's agent, c10d rendezvous
+    on a free loopback port).
+
+    Returns when every worker succeeded; raises :class:`WorkerFailed` naming the failed rank, or
+    :class:`Interrupted` when the run was stopped by a signal.
+
+    >>> launch_workers(2, worker_args(["distill", "--nproc", "2"]))  # doctest: +SKIP
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if nproc < 1:
+        raise BadInputError(f"--nproc must be >= 1, got {nproc}")
+    if max_restarts < 0:
+        raise BadInputError(f"--max-restarts must be >= 0, got {max_restarts}")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        # The run id names the default run folder (runs/TARGET-STAMP), as in a one-process run.
+        run_id=time.strftime("%Y%m%d-%H%M%S"),
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",  # a free loopback port, as torchrun --standalone picks
+        max_restarts=max_restarts,
+        signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",  # not SIGINT: see the module docstring
+    )
+    with _worker_environment(nproc), _launcher_ignores_ctrl_c():
+        try:
+            elastic_launch(config, sys.executable)("-m", module, *args)
+        except ChildFailedError as exc:
+            rank, failure = exc.get_first_failure()
+            raise _failure(rank, failure, len(exc.failures), max_restarts) from None
+        except SignalException as exc:
+            raise Interrupted(
+                f"the launcher got {signal.Signals(exc.sigval).name}; the workers were stopped "
+                "(each writes its checkpoint at the next step when it can)"
+            ) from None
+
+
+def _failure(rank: int, failure, failed: int, max_restarts: int) -> EdgekdError:
+    code = failure.exitcode
+    if code == EXIT_INTERRUPTED:
+        return Interrupted(
+            f"the workers were stopped (rank {rank} first); rank 0 wrote the checkpoint: "
+            "continue with --resume OUT (any --nproc)"
+        )
+    if code < 0:
+        what, exit_code = f"was killed by {failure.signal_name()}", None
+    else:
+        what = f"exited with code {code}" + (" (its error is above)" if code else "")
+        exit_code = code if code in _PASSED_ON else None
+    others = f" ({failed} workers failed)" if failed > 1 else ""
+    restarts = f" after {max_restarts} restart(s)" if max_restarts else ""
+    return WorkerFailed(
+        f"worker rank {rank} (pid {failure.pid}) {what}{others}; torchrun stopped the run"
+        f"{restarts}; OUT.partial keeps the last complete checkpoint (continue: --resume OUT)",
+        exit_code,
+    )
+
+
+@contextlib.contextmanager
+def _worker_environment(nproc: int) -> Iterator[None]:
+    """Threads split between the workers (as torchrun does), a fresh rendezvous store for each
+    attempt, and gloo kept on the loopback interface: these workers talk only to each other."""
+    changes = {
+        "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)),
+        # After a restart, workers sharing the agent's store can read the dead workers' addresses
+        # (pytorch/pytorch#135712): rank 0 hosts a fresh store for each attempt instead.
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
+    if sys.platform == "linux" and Path("/sys/class/net/lo").exists():
+        changes["GLOO_SOCKET_IFNAME"] = "lo"
+    changes = {k: v for k, v in changes.items() if k not in os.environ}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k in changes:
+            os.environ.pop(k, None)
+
+
+@contextlib.contextmanager
+def _launcher_ignores_ctrl_c() -> Iterator[None]:
+    """A Python-level handler is reset in the workers when they start (exec), unlike SIG_IGN."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
