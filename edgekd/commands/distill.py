@@ -146,6 +146,19 @@ def distill(
     bench_processes: Annotated[
         int, typer.Option(help="Fresh processes per model in the benchmark (pyperf-style).")
     ] = 3,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="Transfer-set augmentation, teacher and student on the same view: none, light "
+            "or strong (default: strong for images, sequences and vectors; none for tokens)."
+        ),
+    ] = None,
+    patience: Annotated[
+        int, typer.Option(help="Stop after N epochs without a better validation score (0: off).")
+    ] = 0,
+    seeds: Annotated[
+        int, typer.Option(help="Train N seeds; report mean +- std (artifacts of the first).")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
 ) -> None:
     """Distil a teacher into a student sized for the target; export, quantize, bench, gate.
@@ -184,7 +197,8 @@ def distill(
             "method_weight": weight, "finetune_epochs": finetune_epochs,
             "generations": generations, "peer": peer, "teacher_onnx": teacher_onnx,
             "teacher_cmd": teacher_cmd, "blackbox_output": blackbox_output,
-            "bench_processes": bench_processes,
+            "bench_processes": bench_processes, "augment": augment, "patience": patience,
+            "seeds": seeds,
         }  # fmt: skip
         values = options
         if config is not None:  # the file's values, under the options given explicitly

@@ -35,6 +35,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     alpha: float = 0.1  # weight of the hard-label CE; (1 - alpha) weights the distillation loss
     seed: int = 0
+    patience: int = 0  # stop after this many epochs without a better validation score; 0: never
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -43,6 +44,8 @@ class TrainConfig:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.lr <= 0 or self.batch_size < 1:
             raise ValueError("lr must be > 0 and batch_size >= 1")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
 
 
 @dataclass
@@ -57,6 +60,8 @@ class TrainHistory:
 
 # A teacher signal maps (indices into the training split, the batch) to teacher logits and taps.
 TeacherSignal = Callable[[np.ndarray, Split], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# An augmenter maps a batch and the loop's generator to the view both models see (edgekd.augment).
+Augment = Callable[[Split, np.random.Generator], Split]
 
 
 def cached_teacher(logits: np.ndarray) -> TeacherSignal:
@@ -66,6 +71,7 @@ def cached_teacher(logits: np.ndarray) -> TeacherSignal:
     def signal(index: np.ndarray, _batch: Split):
         return table[torch.from_numpy(index)], {}
 
+    signal.by_index = True  # answers for the stored samples, not for an augmented view
     return signal
 
 
@@ -107,6 +113,7 @@ def train_student(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     val_score: Callable[[nn.Module], float] | None = None,
+    augment: Augment | None = None,
 ) -> TrainHistory:
     """Train ``student`` in place; keeps the weights of the best validation epoch.
 
@@ -119,7 +126,13 @@ def train_student(
     SIGINT/SIGTERM stop the loop at the next step boundary: the state is saved and
     :class:`Interrupted` raised. ``resume=True`` continues from that file and ends with the same
     weights as an uninterrupted run.
+
+    ``augment`` is applied once per batch, before both the student and the teacher signal see it
+    (consistent teaching); a view without labels (mixup) is taught by the teacher alone.
+    ``config.patience`` stops training after that many epochs without a better validation score.
     """
+    if augment is not None and getattr(teacher, "by_index", False):
+        raise ValueError("cached teacher logits cannot teach augmented views; use live_teacher")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     params = list(student.parameters()) + (list(method.parameters()) if method else [])
@@ -139,6 +152,8 @@ def train_student(
     ):
         bar.advance(run.epoch, info="resumed" if run.epoch else "")
         for epoch in range(run.epoch, config.epochs):
+            if _out_of_patience(history, config.patience):
+                break
             student.train()
             if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
                 run.order, run.step, run.total, run.count = rng.permutation(train.n), 0, 0.0, 0
@@ -151,6 +166,8 @@ def train_student(
                     )
                 index = run.order[run.step * config.batch_size : (run.step + 1) * config.batch_size]
                 batch = train.take(index)
+                if augment is not None:
+                    batch = augment(batch, rng)
                 with capture(student, s_taps) as s_feats:
                     logits = student(*to_tensors(batch))
                 labels = None if batch.y is None else torch.from_numpy(batch.y)
@@ -190,6 +207,12 @@ def train_student(
         student.load_state_dict(run.best_state)
     student.eval()
     return history
+
+
+def _out_of_patience(history: TrainHistory, patience: int) -> bool:
+    """Checked at the start of an epoch, from the history alone, so a resumed run stops alike."""
+    seen = len(history.val_accuracy)
+    return bool(patience) and seen > 0 and seen - 1 - history.best_epoch >= patience
 
 
 def _validate(
