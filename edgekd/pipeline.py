@@ -82,8 +82,8 @@ class DistillConfig:
     teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
     teacher_cmd: str | None = None  # ... or a command (edgekd.distill.blackbox)
     blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
-    epochs: int = 30
-    teacher_epochs: int = 40
+    epochs: int = 100  # long (patient) schedules pay off with augmented views
+    teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
     lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0

@@ -131,25 +131,29 @@ def test_early_stopping_stops_and_a_resumed_run_stops_alike(toy, tmp_path) -> No
 @pytest.mark.parametrize(
     ("given", "kind", "task", "strategy", "params", "labels", "level"),
     [
-        (None, "image", "classification", "offline", 10**5, False, "strong"),
-        (None, "sequence", "classification", "self", 10**5, False, "strong"),
+        (None, "image", "classification", "offline", 10**5, False, "light"),
+        (None, "sequence", "classification", "self", 10**5, False, "light"),
+        (None, "vector", "classification", "offline", 10**5, False, "none"),
         (None, "tokens", "classification", "offline", 10**5, False, "none"),
         (None, "image", "embedding", "offline", 10**5, False, "none"),
         (None, "image", "classification", "online", 10**5, False, "none"),
         (None, "image", "classification", "offline", 10**8, False, "none"),
-        (None, "image", "classification", "offline", 10**5, True, "light"),
-        ("light", "vector", "classification", "offline", 10**8, False, "light"),
+        ("strong", "sequence", "classification", "offline", 10**8, False, "strong"),
+        ("light", "vector", "classification", "offline", 10**5, True, "light"),
         ("none", "image", "classification", "blackbox", 10**5, False, "none"),
     ],
 )
 def test_augmentation_defaults(given, kind, task, strategy, params, labels, level) -> None:
-    from edgekd.distill.consistent import DEFAULT_AUGMENT
-
     chosen, why = choose_augment(given, kind, task, strategy, params, labels)
-    expected = DEFAULT_AUGMENT.get(kind, "none") if level == "strong" else level
-    if labels and expected == "strong":
-        expected = "light"
-    assert chosen == expected and why
+    assert chosen == level and why
+
+
+def test_a_mixup_default_falls_back_to_light_for_methods_that_need_labels(monkeypatch) -> None:
+    from edgekd.distill import consistent
+
+    monkeypatch.setitem(consistent.DEFAULT_AUGMENT, "image", "strong")
+    assert choose_augment(None, "image", "classification", "offline", 10**5, False)[0] == "strong"
+    assert choose_augment(None, "image", "classification", "offline", 10**5, True)[0] == "light"
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,7 @@ def distill(
     weight: Annotated[
         float | None, typer.Option(help="Multiplier of the method's own loss (default: its own).")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 30,
+    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 100,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 3e-3,
     finetune_epochs: Annotated[
         int, typer.Option(help="Hard-label fine-tune epochs after the strategy.")
@@ -130,8 +130,12 @@ def distill(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     teacher_epochs: Annotated[
-        int, typer.Option(help="Epochs for training the default teacher (cached afterwards).")
-    ] = 40,
+        int | None,
+        typer.Option(
+            help="Epochs for training the default teacher (cached afterwards; default 100 for "
+            "sequences, 40 otherwise)."
+        ),
+    ] = None,
     bench_seconds: Annotated[
         float, typer.Option(help="Minimum timed seconds per model in the benchmark.")
     ] = 0.5,
@@ -150,7 +154,7 @@ def distill(
         str | None,
         typer.Option(
             help="Transfer-set augmentation, teacher and student on the same view: none, light "
-            "or strong (default: strong for images, sequences and vectors; none for tokens)."
+            "or strong (mixup; for long runs). Default: light for images and sequences."
         ),
     ] = None,
     patience: Annotated[
