@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekd.augment import LEVELS
 from edgekd.bench.gate import gate
 from edgekd.bench.run import BenchSettings, ModelRef, bench_model_in_process, measure_models
 from edgekd.bench.suite import thread_settings
@@ -24,17 +25,13 @@ from edgekd.data import Split, load_data
 from edgekd.distill.blackbox import blackbox_teacher_report
 from edgekd.distill.checkpointing import remove_stale_temporaries
 from edgekd.distill.distributed import DistContext, on_main, resumes_after_restart, run_stamp
-from edgekd.distill.methods import get_method, make_method
+from edgekd.distill.methods import make_method
+from edgekd.distill.patient import make_job, repeat_seeds, train_offline, uses_default_path
 from edgekd.distill.strategies import (
-    DistillJob,
-    StrategyOptions,
-    StrategyResult,
     resolve_strategy,
     run_strategy,
 )
-from edgekd.distill.strategies._common import finetune, prepare_method
-from edgekd.distill.teaching import TASKS, Teaching, prepare_teaching, val_score_for
-from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student
+from edgekd.distill.teaching import TASKS, Teaching, prepare_teaching
 from edgekd.errors import BadInputError, EdgekdError, Interrupted
 from edgekd.export import export_onnx
 from edgekd.fileio import write_json_atomic, write_text_atomic
@@ -61,6 +58,9 @@ _RULES = {
     "temperature": (lambda v: v > 0, "must be > 0"),
     "bench_min_time_s": (lambda v: v > 0, "must be > 0"),
     "task": (lambda v: v in TASKS, f"must be one of {', '.join(TASKS)}"),
+    "augment": (lambda v: v in LEVELS, f"must be one of {', '.join(LEVELS)}"),
+    "patience": (lambda v: v >= 0, "must be >= 0"),
+    "seeds": (lambda v: v >= 1, "must be >= 1"),
 }
 
 # A black-box command does not tell its size: then only the target's budget bounds the student.
@@ -84,8 +84,8 @@ class DistillConfig:
     teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
     teacher_cmd: str | None = None  # ... or a command (edgekd.distill.blackbox)
     blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
-    epochs: int = 30
-    teacher_epochs: int = 40
+    epochs: int = 100  # long (patient) schedules pay off with augmented views
+    teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
     lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0
@@ -104,6 +104,11 @@ class DistillConfig:
     val_data: str | None = None
     label_column: str | None = None
     bench_processes: int = 3
+    # Patient and consistent teaching (edgekd.distill.consistent): augmentation level (None: the
+    # default for the input kind), early stopping, and repeated seeds (mean +- std reported).
+    augment: str | None = None
+    patience: int = 0
+    seeds: int = 1
 
     def __post_init__(self) -> None:
         problems = self.field_problems(dataclasses.asdict(self))
@@ -222,64 +227,27 @@ def distill(
             remove_stale_temporaries(checkpoint)
         on_file = checkpoint.is_file
         resume_training = resume and (on_file() if dist is None else dist.from_main(on_file))
-        method_cls = get_method(method_name)
-        alpha = method_cls.default_alpha if config.alpha is None else config.alpha
-        train_cfg = TrainConfig(
-            epochs=config.epochs,
-            lr=config.lr,
-            batch_size=config.batch_size,
-            alpha=alpha,
-            seed=config.seed,
-        )
-        method_options = {
-            "temperature": config.temperature,
-            "temperature_end": config.temperature_end,
-            "weight": config.method_weight,
-            "pairs": config.pairs,
-        }
-        options = StrategyOptions(
-            generations=config.generations,
-            peer=config.peer,
-            teacher_onnx=config.teacher_onnx,
-            teacher_cmd=config.teacher_cmd,
-            teacher_output=config.blackbox_output,
-            finetune_epochs=config.finetune_epochs,
-        )
-        job = DistillJob(
-            teacher, student, data, train_cfg, method_name, method_options, options, dist
-        )
-        logits_only = not (method.student_taps or method.teacher_taps)
-        if strategy == "offline" and logits_only and teaching.train_outputs is not None:
+        job, augment_why = make_job(config, teaching, student, strategy, method_name, dist)
+        alpha, augment = job.train.alpha, job.options.augment
+        if uses_default_path(job, strategy, teaching):
             # The common case runs here, with per-epoch checkpoints, --resume and Ctrl-C handling;
             # the other strategies (and feature methods) train through edgekd.distill.strategies.
-            method = prepare_method(job, student, teacher)
             try:
-                history = train_student(
-                    student,
-                    train,
-                    data.val,
-                    train_cfg,
-                    method=method,
-                    teacher=cached_teacher(teaching.train_outputs),
-                    description="distill",
-                    checkpoint=checkpoint,
-                    resume=resume_training,
-                    val_score=val_score_for(config.task, data.val, teaching.val_outputs),
-                    dist=dist,
+                trained = train_offline(
+                    job, teaching, train, config.task, checkpoint, resume_training
                 )
             except (Interrupted, KeyboardInterrupt) as exc:
                 raise Interrupted(
                     f"{exc or 'aborted'}; resume with: edgekd distill --resume {out}"
                 ) from None
-            trained = StrategyResult(student, history, {
-                "strategy": "offline",
-                "teacher_signal": "teacher outputs computed once (cached)",
-            })  # fmt: skip
-            if config.finetune_epochs:
-                trained = finetune(trained, job)
         else:
             trained = run_strategy(strategy, job)
+        trained.info["augment_level"] = augment_why
         student, history = trained.student, trained.history
+        seeds = None
+        if config.seeds > 1:
+            fresh = lambda: build_candidate(c, sized_data)  # noqa: E731
+            seeds = repeat_seeds(config, job, teaching, train, strategy, fresh, student)
         lap("distill")
         if not main:  # (dist) rank 0 exports, benchmarks and reports; this worker is done
             return None
@@ -439,6 +407,10 @@ def distill(
                 "seed": config.seed,
                 "strategy": strategy,
                 "strategy_info": trained.info,
+                "augment": augment,
+                "patience": config.patience,
+                "epochs_run": len(history.loss),
+                "seeds": seeds,
                 "finetune_epochs": config.finetune_epochs,
                 "history": history.to_dict(),
                 "trust_checkpoint": config.trust_checkpoint,

@@ -207,6 +207,7 @@ def to_markdown(report: Report) -> str:
             " parameters",
             "",
         ]
+    lines += _training_lines(report.training)
     lines += [
         "## Models",
         "",
@@ -295,3 +296,29 @@ def print_summary(report: Report) -> None:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     if len(shown) > MAX_TERMINAL_WARNINGS:
         console.print(f"(+{len(shown) - MAX_TERMINAL_WARNINGS} more warnings in report.md)")
+
+
+def _training_lines(training: dict[str, Any]) -> list[str]:
+    """How the student was taught (augmentation, schedule) and, with --seeds, the spread."""
+    if not training.get("method"):
+        return []
+    info = training.get("strategy_info") or {}
+    run = training.get("epochs_run", training.get("epochs"))
+    text = (
+        f"**Training:** {training['method']} (T = {training.get('temperature')}, alpha = "
+        f"{training.get('alpha')}), {run} of {training.get('epochs')} epochs"
+    )
+    if info.get("augment_level"):
+        text += f"; augmentation {info.get('augment', info['augment_level'])}"
+    if info.get("teacher_signal"):
+        text += f"; teacher: {info['teacher_signal']}"
+    lines = [text, ""]
+    seeds = training.get("seeds")
+    if seeds:
+        values = ", ".join(f"{v:.4f}" for v in seeds["values"])
+        lines += [
+            f"**Seeds:** {seeds['metric']} {seeds['mean']:.4f} +- {seeds['std']:.4f} over seeds "
+            f"{seeds['seeds']} ({values}); artifacts of {seeds['artifacts']}",
+            "",
+        ]
+    return lines

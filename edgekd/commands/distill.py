@@ -91,7 +91,7 @@ def distill(
     weight: Annotated[
         float | None, typer.Option(help="Multiplier of the method's own loss (default: its own).")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 30,
+    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 100,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 3e-3,
     finetune_epochs: Annotated[
         int, typer.Option(help="Hard-label fine-tune epochs after the strategy.")
@@ -131,8 +131,12 @@ def distill(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     teacher_epochs: Annotated[
-        int, typer.Option(help="Epochs for training the default teacher (cached afterwards).")
-    ] = 40,
+        int | None,
+        typer.Option(
+            help="Epochs for training the default teacher (cached afterwards; default 100 for "
+            "sequences, 40 otherwise)."
+        ),
+    ] = None,
     bench_seconds: Annotated[
         float, typer.Option(help="Minimum timed seconds per model in the benchmark.")
     ] = 0.5,
@@ -147,6 +151,19 @@ def distill(
     bench_processes: Annotated[
         int, typer.Option(help="Fresh processes per model in the benchmark (pyperf-style).")
     ] = 3,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            help="Transfer-set augmentation, teacher and student on the same view: none, light "
+            "or strong (mixup; for long runs). Default: light for images and sequences."
+        ),
+    ] = None,
+    patience: Annotated[
+        int, typer.Option(help="Stop after N epochs without a better validation score (0: off).")
+    ] = 0,
+    seeds: Annotated[
+        int, typer.Option(help="Train N seeds; report mean +- std (artifacts of the first).")
+    ] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
     nproc: Annotated[
         int,
@@ -209,7 +226,8 @@ def distill(
             "method_weight": weight, "finetune_epochs": finetune_epochs,
             "generations": generations, "peer": peer, "teacher_onnx": teacher_onnx,
             "teacher_cmd": teacher_cmd, "blackbox_output": blackbox_output,
-            "bench_processes": bench_processes,
+            "bench_processes": bench_processes, "augment": augment, "patience": patience,
+            "seeds": seeds,
         }  # fmt: skip
         values = options
         if config is not None:  # the file's values, under the options given explicitly

@@ -39,6 +39,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     alpha: float = 0.1  # weight of the hard-label CE; (1 - alpha) weights the distillation loss
     seed: int = 0
+    patience: int = 0  # stop after this many epochs without a better validation score; 0: never
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -47,6 +48,8 @@ class TrainConfig:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.lr <= 0 or self.batch_size < 1:
             raise ValueError("lr must be > 0 and batch_size >= 1")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
 
 
 @dataclass
@@ -61,6 +64,8 @@ class TrainHistory:
 
 # A teacher signal maps (indices into the training split, the batch) to teacher logits and taps.
 TeacherSignal = Callable[[np.ndarray, Split], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# An augmenter maps a batch and the loop's generator to the view both models see (edgekd.augment).
+Augment = Callable[[Split, np.random.Generator], Split]
 
 
 def cached_teacher(logits: np.ndarray) -> TeacherSignal:
@@ -70,6 +75,7 @@ def cached_teacher(logits: np.ndarray) -> TeacherSignal:
     def signal(index: np.ndarray, _batch: Split):
         return table[torch.from_numpy(index)], {}
 
+    signal.by_index = True  # answers for the stored samples, not for an augmented view
     return signal
 
 
@@ -112,6 +118,7 @@ def train_student(
     resume: bool = False,
     val_score: Callable[[nn.Module], float] | None = None,
     dist: DistContext | None = None,
+    augment: Augment | None = None,
 ) -> TrainHistory:
     """Train ``student`` in place; keeps the weights of the best validation epoch.
 
@@ -128,7 +135,12 @@ def train_student(
     ``dist`` (see :mod:`edgekd.distill.distributed`; None: one process) trains on several workers:
     each takes its shard of every global batch, DDP averages the gradients, only rank 0 writes the
     checkpoint, and rank 0 reads it on resume for every worker (any worker count).
+    ``augment`` is applied once per batch, before both the student and the teacher signal see it
+    (consistent teaching); a view without labels (mixup) is taught by the teacher alone.
+    ``config.patience`` stops training after that many epochs without a better validation score.
     """
+    if augment is not None and getattr(teacher, "by_index", False):
+        raise ValueError("cached teacher logits cannot teach augmented views; use live_teacher")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     params = list(student.parameters()) + (list(method.parameters()) if method else [])
@@ -160,6 +172,8 @@ def train_student(
     ):
         bar.advance(run.epoch, info="resumed" if run.epoch else "")
         for epoch in range(run.epoch, config.epochs):
+            if _out_of_patience(history, config.patience):
+                break
             student.train()
             if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
                 run.order, run.step, run.total, run.count = rng.permutation(train.n), 0, 0.0, 0
@@ -174,6 +188,8 @@ def train_student(
                 index = run.order[run.step * config.batch_size : (run.step + 1) * config.batch_size]
                 local = index if dist is None else dist.shard(index)  # (dist)
                 batch = train.take(local)
+                if augment is not None:
+                    batch = augment(batch, rng)
                 with capture(student, s_taps) as s_feats:
                     logits = model(*to_tensors(batch))
                 labels = None if batch.y is None else torch.from_numpy(batch.y)
@@ -214,6 +230,12 @@ def train_student(
         student.load_state_dict(run.best_state)
     student.eval()
     return history
+
+
+def _out_of_patience(history: TrainHistory, patience: int) -> bool:
+    """Checked at the start of an epoch, from the history alone, so a resumed run stops alike."""
+    seen = len(history.val_accuracy)
+    return bool(patience) and seen > 0 and seen - 1 - history.best_epoch >= patience
 
 
 def _validate(

@@ -37,6 +37,7 @@ class StrategyOptions:
     command_timeout_s: float = 120.0
     finetune_epochs: int = 0  # hard-label fine-tune after any strategy
     use_cache: bool = True  # offline: cache the teacher's logits on disk
+    augment: str = "none"  # frozen teacher: none | light | strong (edgekd.distill.consistent)
 
     def __post_init__(self) -> None:
         if self.generations < 1:
@@ -47,6 +48,8 @@ class StrategyOptions:
             raise BadInputError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
         if self.command_timeout_s <= 0:
             raise BadInputError("the teacher command timeout must be > 0 seconds")
+        if self.augment not in ("none", "light", "strong"):
+            raise BadInputError(f"--augment must be none, light or strong, got {self.augment!r}")
 
 
 @dataclass

@@ -14,6 +14,7 @@ from torch import nn
 
 from edgekd.cache import cache_dir, cache_key
 from edgekd.data import Split
+from edgekd.distill.consistent import consistent_teaching
 from edgekd.distill.methods import Method
 from edgekd.distill.strategies import DistillJob, StrategyResult
 from edgekd.distill.trainer import (
@@ -115,8 +116,24 @@ def distill_from(
     description: str,
     use_cache: bool | None = None,
 ) -> tuple[TrainHistory, dict]:
-    """One offline stage: ``student`` (trained in place) learns from the frozen ``teacher``."""
+    """One offline stage: ``student`` (trained in place) learns from the frozen ``teacher``;
+    with ``job.options.augment`` other than none, on the same augmented views (function matching,
+    ``edgekd.distill.consistent``)."""
     method = prepare_method(job, student, teacher)
+    if job.options.augment != "none":
+        plan = consistent_teaching(
+            teacher, job.data.input_kind, job.options.augment, job.data.val,
+            teacher_taps=method.teacher_taps,
+        )  # fmt: skip
+        history = train_student(
+            student, job.data.train, job.data.val, job.train, method, plan.signal, description,
+            val_score=plan.val_score, augment=plan.augment,
+        )  # fmt: skip
+        return history, {
+            **plan.info,
+            "method": method.describe(),
+            "val_accuracy": val_accuracy(student, job.data.val),
+        }
     cache = job.options.use_cache if use_cache is None else use_cache
     signal, how = frozen_teacher_signal(teacher, method, job.data.train, cache, job.dist)
     history = train_student(
