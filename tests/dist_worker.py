@@ -1,13 +1,13 @@
 """A torchrun worker for tests/test_distributed.py: distils the toy student through the trainer,
 as ``edgekd distill`` does, on however many workers torchrun started (or in one process).
 
-    python -m dist_worker OUT [--kill-at E:S] [--term-at E:S] [--timeout S]
+    python -m dist_worker OUT [--kill-at E:S | --term-at E:S | --stop-at E:S] [--timeout S]
 
 Trains two students from one frozen teacher: ``kd`` on the teacher's sharded, cached outputs (with
 a checkpoint in OUT, resumed after a torchrun restart), and ``fitnet`` (trainable adapter, live
 teacher taps). Rank 0 saves OUT/result.pt; every rank lists the files it wrote in
-OUT/writes-rank{R}.json. ``--kill-at``/``--term-at`` make rank 1 SIGKILL/SIGTERM itself at that
-(1-based) epoch and step, on the first attempt only.
+OUT/writes-rank{R}.json. ``--kill-at``/``--term-at``/``--stop-at`` make rank 1 SIGKILL/SIGTERM/SIGSTOP
+itself at that (1-based) epoch and step, on the first attempt only.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _fault(kind: str | None, at: str | None, rank: int):
         return None
     epoch, step = (int(v) for v in at.split(":"))
     target = (epoch - 1) * STEPS + step
-    signum = signal.SIGKILL if kind == "kill" else signal.SIGTERM
+    signum = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "stop": signal.SIGSTOP}[kind]
 
     def fault(n: int) -> None:
         if n == target:
@@ -113,8 +113,8 @@ def main(argv: list[str]) -> None:
     writes: list[str] = []
     _record_writes(writes)
     rank = int(os.environ.get("RANK", 0))
-    kind = "kill" if "--kill-at" in opts else "term" if "--term-at" in opts else None
-    at = opts.get("--kill-at") or opts.get("--term-at")
+    kind = next((k for k in ("kill", "term", "stop") if f"--{k}-at" in opts), None)
+    at = opts.get(f"--{kind}-at")
     try:
         with distributed_session(float(opts.get("--timeout", 30))) as dist:
             env = worker_env()

@@ -23,7 +23,14 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.distill.checkpointing import load_training_state
-from edgekd.distill.distributed import DistContext, WorkerEnv, choose_backend, worker_env
+from edgekd.distill.distributed import (
+    DistContext,
+    WorkerEnv,
+    choose_backend,
+    resumes_after_restart,
+    run_stamp,
+    worker_env,
+)
 from edgekd.distill.launch import _failure, worker_args
 
 pytestmark = pytest.mark.skipif(
@@ -143,6 +150,25 @@ def test_backend_follows_the_device_and_torchrun_variables_are_read():
     assert env == WorkerEnv(3, 4, 1, 2, "x")
 
 
+def test_a_restarted_worker_resumes_the_run_it_finds(monkeypatch, tmp_path):
+    from edgekd.pipeline import default_out_dir
+
+    partial = tmp_path / "run.partial"
+    partial.mkdir()
+    assert not resumes_after_restart(partial, None)  # not under torchrun
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "TORCHELASTIC_RESTART_COUNT": "1",
+                        "TORCHELASTIC_RUN_ID": "20260101-120000"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    assert not resumes_after_restart(partial, None)  # restarted before config.json was written
+    (partial / "config.json").write_text("{}")
+    assert resumes_after_restart(partial, None)
+    # The default folder is named by torchrun's run id: the same on every worker and attempt.
+    assert run_stamp() == "20260101-120000"
+    assert default_out_dir("mobile") == Path("runs") / "mobile-20260101-120000"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    assert run_stamp() is None
+
+
 def test_launcher_options_do_not_reach_the_workers():
     argv = ["--debug", "distill", "--nproc", "2", "--epochs", "3", "--max-restarts=1", "--json"]
     assert worker_args(argv) == ["--debug", "distill", "--epochs", "3", "--json"]
@@ -174,3 +200,24 @@ def test_cli_refuses_nproc_under_torchrun_and_from_python(monkeypatch, tmp_path)
 def test_resume_accepts_another_worker_count(tmp_path):
     result = CliRunner().invoke(app, ["distill", "--resume", str(tmp_path / "r"), "--nproc", "2"])
     assert result.exit_code == 2 and "no interrupted run there" in result.output
+
+
+def test_cli_nproc_runs_the_whole_pipeline_with_rank_0_writing(tmp_path):
+    """``edgekd distill --nproc 2`` end to end on a small vector data set."""
+    rng = np.random.default_rng(0)
+    y = np.arange(150) % 3
+    x = rng.normal(0.0, 1.0, (150, 6)).astype(np.float32)
+    x[np.arange(150), y] += 3.0
+    np.savez(tmp_path / "small.npz", x=x, y=y)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "EDGEKD_CACHE": str(tmp_path / "cache"),
+           "EDGEKD_NO_PROGRESS": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "edgekd", "distill", "--data", str(tmp_path / "small.npz"),
+           "--epochs", "2", "--teacher-epochs", "2", "--bench-seconds", "0.02",
+           "--bench-processes", "1", "--out", str(out), "--nproc", "2", "--json"]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # printed once: by rank 0
+    assert len(report["training"]["history"]["loss"]) == 2
+    assert (out / "report.json").is_file() and not (out / "checkpoint.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run", "small.npz"]

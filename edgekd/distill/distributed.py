@@ -145,8 +145,9 @@ class DistContext:
         """``module`` under DDP, its gradients averaged by each worker's share of the batch.
 
         The module itself keeps its plain state dict (what checkpoints hold); forward hooks on its
-        layers (feature taps) still fire. ``find_unused_parameters``: a user's model may have
-        layers its output does not use (a pooler, an auxiliary head).
+        layers (feature taps) still fire. ``static_graph``: the same parameters take part in
+        every step, so DDP finds once which ones do not (a user's model may have layers its output
+        does not use: a pooler, an auxiliary head) instead of searching the graph every step.
         """
         if not any(p.requires_grad for p in module.parameters()):
             return module  # nothing to average
