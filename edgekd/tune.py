@@ -252,6 +252,10 @@ class _Setup:
             raise BadInputError("tune searches the offline strategy (drop --strategy)")
         if config.seeds != 1:
             raise BadInputError("tune trains one seed per trial (drop --seeds)")
+        if config.method is not None and config.method not in LOGIT_METHODS:
+            raise BadInputError(
+                f"tune searches logit methods ({', '.join(LOGIT_METHODS)}), not {config.method!r}"
+            )
         target = load_target(config.target)
         data = load_data(
             config.data,

@@ -296,3 +296,79 @@ def test_tune_writes_settings_that_distill_reproduces(toy_npz, tmp_path) -> None
     assert accuracy(predict_logits(student, val), val.y) == best["score"]
     seeds = training["seeds"]
     assert seeds["seeds"] == [0, 1] and len(seeds["values"]) == 2 and seeds["std"] >= 0.0
+
+
+def fake_optuna():
+    """Just enough of Optuna's ask-and-tell API (create_study, ask, suggest_*, report,
+    should_prune, tell, enqueue_trial) to run the glue where Optuna is not installed."""
+    import types
+
+    class Trial:
+        def __init__(self, study, params) -> None:
+            self.study, self.fixed, self.params, self.values = study, params, {}, {}
+
+        def suggest_float(self, name, low, high, log=False):
+            self.params[name] = self.fixed.get(name, (low + high) / 2)
+            return self.params[name]
+
+        def suggest_categorical(self, name, choices):
+            self.params[name] = self.fixed.get(name, choices[-1])
+            return self.params[name]
+
+        def report(self, value, step) -> None:
+            self.values[step] = value
+
+        def should_prune(self) -> bool:
+            return False  # the rule is Optuna's own; this checks only the calls
+
+    class Study:
+        def __init__(self, direction, sampler, pruner) -> None:
+            self.queue, self.told, self.pruner = [], [], pruner
+
+        def enqueue_trial(self, params) -> None:
+            self.queue.append(params)
+
+        def ask(self):
+            return Trial(self, self.queue.pop(0) if self.queue else {})
+
+        def tell(self, trial, values=None, state=None) -> None:
+            self.told.append((trial.params, values, state))
+
+    module = types.SimpleNamespace(
+        logging=types.SimpleNamespace(WARNING=30, set_verbosity=lambda level: None),
+        samplers=types.SimpleNamespace(TPESampler=lambda seed: ("tpe", seed)),
+        pruners=types.SimpleNamespace(
+            MedianPruner=lambda n_startup_trials, n_warmup_steps: types.SimpleNamespace(
+                n_warmup_steps=n_warmup_steps
+            )
+        ),
+        trial=types.SimpleNamespace(TrialState=types.SimpleNamespace(PRUNED="P", FAIL="F")),
+    )
+    module.create_study = lambda direction, sampler, pruner: Study(direction, sampler, pruner)
+    return module
+
+
+def test_optuna_backend(fake_setup, tmp_path, monkeypatch) -> None:
+    import sys
+
+    from edgekd.pipeline import DistillConfig
+
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        monkeypatch.setitem(sys.modules, "optuna", fake_optuna())
+    settings = TuneSettings(budget_s=60, max_trials=3, backend="optuna", warmup_epochs=1)
+    result = tune(DistillConfig(epochs=3), settings, tmp_path / "t")
+    assert result.backend == "optuna" and len(result.trials) == 3
+    assert result.trials[0].params["alpha"] == 0.1  # the enqueued defaults
+    assert result.best.state == "complete"
+
+
+def test_asking_for_optuna_without_it_is_one_clear_error(fake_setup, tmp_path, monkeypatch):
+    import sys
+
+    from edgekd.pipeline import DistillConfig
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    with pytest.raises(BadInputError, match="pip install 'edgekd\\[tune\\]'"):
+        tune(DistillConfig(epochs=2), TuneSettings(budget_s=5, backend="optuna"), tmp_path / "t")
