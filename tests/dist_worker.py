@@ -6,8 +6,8 @@ as ``edgekd distill`` does, on however many workers torchrun started (or in one 
 Trains two students from one frozen teacher: ``kd`` on the teacher's sharded, cached outputs (with
 a checkpoint in OUT, resumed after a torchrun restart), and ``fitnet`` (trainable adapter, live
 teacher taps). Rank 0 saves OUT/result.pt; every rank lists the files it wrote in
-OUT/writes-rank{R}.json. ``--kill-at``/``--term-at``/``--stop-at`` make rank 1 SIGKILL/SIGTERM/SIGSTOP
-itself at that (1-based) epoch and step, on the first attempt only.
+OUT/writes-rank{R}.json. ``--kill-at``/``--term-at``/``--stop-at`` make rank 1
+SIGKILL/SIGTERM/SIGSTOP itself at that (1-based) epoch and step, on the first attempt only.
 """
 
 from __future__ import annotations
