@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -89,6 +90,9 @@ def _fault(kind: str | None, at: str | None, rank: int):
 
     def fault(n: int) -> None:
         if n == target:
+            stamp = os.environ.get("EDGEKD_TEST_FAULT_STAMP")
+            if stamp:  # when the fault happened, so the test times detection, not start-up
+                Path(stamp).write_text(repr(time.time()))
             os.kill(os.getpid(), signum)
 
     return fault

@@ -61,6 +61,7 @@ def launch(out: Path, *args: str, nproc: int = 2, max_restarts: int = 0):
         "EDGEKD_CACHE": str(out / "cache"),
         "EDGEKD_NO_PROGRESS": "1",
         "OMP_NUM_THREADS": "1",
+        "EDGEKD_TEST_FAULT_STAMP": str(out / "fault-at"),
     }
     cmd = [sys.executable, "-c", LAUNCH, str(nproc), str(max_restarts), str(out), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -97,10 +98,11 @@ def test_two_workers_give_the_weights_of_one_and_only_rank_0_writes(reference, t
 
 
 def test_a_killed_worker_ends_the_run_in_bounded_time_naming_its_rank(tmp_path):
-    start = time.monotonic()
     proc = launch(tmp_path, "--kill-at", "2:2")
-    elapsed = time.monotonic() - start
-    assert elapsed < BOUND_S, f"took {elapsed:.0f} s"
+    # From the kill to the end of the whole run (start-up and training before it excluded, so a
+    # loaded machine does not count against the bound).
+    elapsed = time.time() - float((tmp_path / "fault-at").read_text())
+    assert elapsed < BOUND_S, f"the run took {elapsed:.0f} s to end after the kill"
     assert proc.returncode == 7, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("edgekd: error: worker rank 1 (pid ") and "SIGKILL" in last, last
