@@ -2,12 +2,14 @@
 as ``edgekd distill`` does, on however many workers torchrun started (or in one process).
 
     python -m dist_worker OUT [--kill-at E:S | --term-at E:S | --stop-at E:S] [--timeout S]
+                              [--step-sleep S]
 
 Trains two students from one frozen teacher: ``kd`` on the teacher's sharded, cached outputs (with
 a checkpoint in OUT, resumed after a torchrun restart), and ``fitnet`` (trainable adapter, live
 teacher taps). Rank 0 saves OUT/result.pt; every rank lists the files it wrote in
-OUT/writes-rank{R}.json. ``--kill-at``/``--term-at``/``--stop-at`` make rank 1 SIGKILL/SIGTERM/SIGSTOP
-itself at that (1-based) epoch and step, on the first attempt only.
+OUT/writes-rank{R}.json. ``--kill-at``/``--term-at``/``--stop-at`` make rank 1
+SIGKILL/SIGTERM/SIGSTOP itself at that (1-based) epoch and step, on the first attempt only;
+``--step-sleep`` slows every step of the kd student down (time to send a signal from outside).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -45,7 +48,9 @@ def toy_student(seed: int = 1) -> torch.nn.Module:
     return build_student("mlp", (1, 8, 8), 3, width=0.25, depth=1)
 
 
-def distil(out: Path, dist: DistContext | None, resume: bool = False, fault=None) -> dict:
+def distil(
+    out: Path, dist: DistContext | None, resume: bool = False, fault=None, step_sleep: float = 0.0
+) -> dict:
     """Both students, trained as the tests compare them; ``fault(step)`` runs before each step."""
     data, teacher = toy_bundle(), toy_teacher()
     logits = teacher_outputs(teacher, data.train, key="dist-test", dist=dist)
@@ -58,6 +63,7 @@ def distil(out: Path, dist: DistContext | None, resume: bool = False, fault=None
         steps[0] += 1
         if fault is not None:
             fault(steps[0])
+        time.sleep(step_sleep)
         return signal_(index, batch)
 
     history = train_student(
@@ -121,7 +127,8 @@ def main(argv: list[str]) -> None:
             restarted = env is not None and env.restart_count > 0
             found = (out / "checkpoint.pt").is_file
             resume = restarted and (found() if dist is None else dist.from_main(found))
-            result = distil(out, dist, resume, _fault(kind, at, rank))
+            sleep = float(opts.get("--step-sleep", 0))
+            result = distil(out, dist, resume, _fault(kind, at, rank), sleep)
             if dist is None or dist.is_main:
                 torch.save(result, out / "result.pt")
     except EdgekdError as exc:
