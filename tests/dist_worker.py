@@ -4,12 +4,13 @@ as ``edgekd distill`` does, on however many workers torchrun started (or in one 
     python -m dist_worker OUT [--kill-at E:S | --term-at E:S | --stop-at E:S] [--timeout S]
                               [--step-sleep S]
 
-Trains two students from one frozen teacher: ``kd`` on the teacher's sharded, cached outputs (with
-a checkpoint in OUT, resumed after a torchrun restart), and ``fitnet`` (trainable adapter, live
-teacher taps). Rank 0 saves OUT/result.pt; every rank lists the files it wrote in
-OUT/writes-rank{R}.json. ``--kill-at``/``--term-at``/``--stop-at`` make rank 1
-SIGKILL/SIGTERM/SIGSTOP itself at that (1-based) epoch and step, on the first attempt only;
-``--step-sleep`` slows every step of the kd student down (time to send a signal from outside).
+Trains three students: ``kd`` on the frozen teacher's sharded, cached outputs (with a checkpoint
+in OUT, resumed after a torchrun restart), ``fitnet`` (trainable adapter, live teacher taps), and
+``online`` (deep mutual learning with a second student: both models under DDP). Rank 0 saves
+OUT/result.pt; every rank lists the files it wrote in OUT/writes-rank{R}.json.
+``--kill-at``/``--term-at``/``--stop-at`` make rank 1 SIGKILL/SIGTERM/SIGSTOP itself at that
+(1-based) epoch and step, on the first attempt only; ``--step-sleep`` slows every step of the kd
+student down (time to send a signal from outside).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from edgekd.distill import checkpointing, offline
 from edgekd.distill.distributed import DistContext, distributed_session, worker_env
 from edgekd.distill.methods import make_method
 from edgekd.distill.offline import teacher_outputs
+from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
 from edgekd.distill.strategies._common import frozen_teacher_signal
 from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student
 from edgekd.errors import EdgekdError
@@ -75,7 +77,11 @@ def distil(
     adapter.setup(fitnet, teacher, {"x": data.train.inputs["x"][:8]})
     live, _ = frozen_teacher_signal(teacher, adapter, data.train, dist=dist)
     train_student(fitnet, data.train, data.val, CONFIG, adapter, live, "fitnet", dist=dist)
+    options = StrategyOptions(peer="student")
+    online = run_strategy("online", DistillJob(teacher, toy_student(), data, CONFIG, "kd", {},
+                                               options, dist))  # fmt: skip
     return {
+        "online": online.student.state_dict(),
         "kd": kd.state_dict(),
         "fitnet": fitnet.state_dict(),
         "adapter": adapter.state_dict(),

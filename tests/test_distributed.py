@@ -78,7 +78,7 @@ def reference(tmp_path_factory):
     return distil(tmp_path_factory.mktemp("one"), None)
 
 
-def assert_same_students(got: dict, want: dict, names=("kd", "fitnet", "adapter")) -> None:
+def assert_same_students(got: dict, want: dict, names=("kd", "fitnet", "adapter", "online")):
     for name in names:
         assert got[name].keys() == want[name].keys()
         for key in want[name]:
@@ -91,7 +91,7 @@ def test_two_workers_give_the_weights_of_one_and_only_rank_0_writes(reference, t
     got = torch.load(tmp_path / "result.pt", weights_only=True)
     # The teacher's outputs, computed half by each worker and all-gathered, in the right order.
     torch.testing.assert_close(got["logits"], reference["logits"], atol=1e-6, rtol=0)
-    assert_same_students(got, reference)  # kd (cached logits) and fitnet (adapter under DDP)
+    assert_same_students(got, reference)  # kd, fitnet (adapter under DDP), online (peer too)
     np.testing.assert_allclose(got["history"]["loss"], reference["history"]["loss"], rtol=1e-5)
     rank0 = json.loads((tmp_path / "writes-rank0.json").read_text())
     rank1 = json.loads((tmp_path / "writes-rank1.json").read_text())
