@@ -2,12 +2,15 @@
 as ``edgekd distill`` does, on however many workers torchrun started (or in one process).
 
     python -m dist_worker OUT [--kill-at E:S | --term-at E:S | --stop-at E:S] [--timeout S]
+                              [--step-sleep S]
 
-Trains two students from one frozen teacher: ``kd`` on the teacher's sharded, cached outputs (with
-a checkpoint in OUT, resumed after a torchrun restart), and ``fitnet`` (trainable adapter, live
-teacher taps). Rank 0 saves OUT/result.pt; every rank lists the files it wrote in
-OUT/writes-rank{R}.json. ``--kill-at``/``--term-at``/``--stop-at`` make rank 1
-SIGKILL/SIGTERM/SIGSTOP itself at that (1-based) epoch and step, on the first attempt only.
+Trains three students: ``kd`` on the frozen teacher's sharded, cached outputs (with a checkpoint
+in OUT, resumed after a torchrun restart), ``fitnet`` (trainable adapter, live teacher taps), and
+``online`` (deep mutual learning with a second student: both models under DDP). Rank 0 saves
+OUT/result.pt; every rank lists the files it wrote in OUT/writes-rank{R}.json.
+``--kill-at``/``--term-at``/``--stop-at`` make rank 1 SIGKILL/SIGTERM/SIGSTOP itself at that
+(1-based) epoch and step, on the first attempt only; ``--step-sleep`` slows every step of the kd
+student down (time to send a signal from outside).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from edgekd.distill import checkpointing, offline
 from edgekd.distill.distributed import DistContext, distributed_session, worker_env
 from edgekd.distill.methods import make_method
 from edgekd.distill.offline import teacher_outputs
+from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
 from edgekd.distill.strategies._common import frozen_teacher_signal
 from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student
 from edgekd.errors import EdgekdError
@@ -46,7 +50,9 @@ def toy_student(seed: int = 1) -> torch.nn.Module:
     return build_student("mlp", (1, 8, 8), 3, width=0.25, depth=1)
 
 
-def distil(out: Path, dist: DistContext | None, resume: bool = False, fault=None) -> dict:
+def distil(
+    out: Path, dist: DistContext | None, resume: bool = False, fault=None, step_sleep: float = 0.0
+) -> dict:
     """Both students, trained as the tests compare them; ``fault(step)`` runs before each step."""
     data, teacher = toy_bundle(), toy_teacher()
     logits = teacher_outputs(teacher, data.train, key="dist-test", dist=dist)
@@ -59,6 +65,7 @@ def distil(out: Path, dist: DistContext | None, resume: bool = False, fault=None
         steps[0] += 1
         if fault is not None:
             fault(steps[0])
+        time.sleep(step_sleep)
         return signal_(index, batch)
 
     history = train_student(
@@ -70,7 +77,11 @@ def distil(out: Path, dist: DistContext | None, resume: bool = False, fault=None
     adapter.setup(fitnet, teacher, {"x": data.train.inputs["x"][:8]})
     live, _ = frozen_teacher_signal(teacher, adapter, data.train, dist=dist)
     train_student(fitnet, data.train, data.val, CONFIG, adapter, live, "fitnet", dist=dist)
+    options = StrategyOptions(peer="student")
+    online = run_strategy("online", DistillJob(teacher, toy_student(), data, CONFIG, "kd", {},
+                                               options, dist))  # fmt: skip
     return {
+        "online": online.student.state_dict(),
         "kd": kd.state_dict(),
         "fitnet": fitnet.state_dict(),
         "adapter": adapter.state_dict(),
@@ -125,7 +136,8 @@ def main(argv: list[str]) -> None:
             restarted = env is not None and env.restart_count > 0
             found = (out / "checkpoint.pt").is_file
             resume = restarted and (found() if dist is None else dist.from_main(found))
-            result = distil(out, dist, resume, _fault(kind, at, rank))
+            sleep = float(opts.get("--step-sleep", 0))
+            result = distil(out, dist, resume, _fault(kind, at, rank), sleep)
             if dist is None or dist.is_main:
                 torch.save(result, out / "result.pt")
     except EdgekdError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -53,7 +54,7 @@ except EdgekdError as exc:
 BOUND_S = 60  # a killed worker must end the run well within this
 
 
-def launch(out: Path, *args: str, nproc: int = 2, max_restarts: int = 0):
+def launch(out: Path, *args: str, nproc: int = 2, max_restarts: int = 0, wait: bool = True):
     """``dist_worker OUT ARGS`` in ``nproc`` workers; a fresh teacher-output cache per run."""
     env = {
         **os.environ,
@@ -64,6 +65,9 @@ def launch(out: Path, *args: str, nproc: int = 2, max_restarts: int = 0):
         "EDGEKD_TEST_FAULT_STAMP": str(out / "fault-at"),
     }
     cmd = [sys.executable, "-c", LAUNCH, str(nproc), str(max_restarts), str(out), *args]
+    if not wait:  # in a session of its own, like a command typed in a terminal
+        return subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # fmt: skip
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -75,7 +79,7 @@ def reference(tmp_path_factory):
     return distil(tmp_path_factory.mktemp("one"), None)
 
 
-def assert_same_students(got: dict, want: dict, names=("kd", "fitnet", "adapter")) -> None:
+def assert_same_students(got: dict, want: dict, names=("kd", "fitnet", "adapter", "online")):
     for name in names:
         assert got[name].keys() == want[name].keys()
         for key in want[name]:
@@ -88,7 +92,7 @@ def test_two_workers_give_the_weights_of_one_and_only_rank_0_writes(reference, t
     got = torch.load(tmp_path / "result.pt", weights_only=True)
     # The teacher's outputs, computed half by each worker and all-gathered, in the right order.
     torch.testing.assert_close(got["logits"], reference["logits"], atol=1e-6, rtol=0)
-    assert_same_students(got, reference)  # kd (cached logits) and fitnet (adapter under DDP)
+    assert_same_students(got, reference)  # kd, fitnet (adapter under DDP), online (peer too)
     np.testing.assert_allclose(got["history"]["loss"], reference["history"]["loss"], rtol=1e-5)
     rank0 = json.loads((tmp_path / "writes-rank0.json").read_text())
     rank1 = json.loads((tmp_path / "writes-rank1.json").read_text())
@@ -132,6 +136,21 @@ def test_a_signal_to_one_worker_stops_all_and_the_run_resumes_on_one(reference, 
     resumed = distil(tmp_path, None, resume=True)  # 2 workers -> 1
     assert_same_students(resumed, reference, names=("kd",))
     np.testing.assert_allclose(resumed["history"]["loss"], reference["history"]["loss"], rtol=1e-5)
+
+
+def test_ctrl_c_at_the_launcher_stops_every_worker_at_the_same_step(tmp_path):
+    proc = launch(tmp_path, "--step-sleep", "0.3", wait=False)
+    deadline = time.monotonic() + BOUND_S
+    while not (tmp_path / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
+    _, err = proc.communicate(timeout=BOUND_S)
+    assert proc.returncode == 130, err
+    stops = [line for line in err.splitlines() if "kd: stopped by SIGINT at epoch" in line]
+    assert len(stops) == 2 and stops[0].split(": kd: ")[1] == stops[1].split(": kd: ")[1], stops
+    state = load_training_state(tmp_path / "checkpoint.pt")  # rank 0 wrote it at that step
+    assert state["epoch"] >= 1
+    assert f"epoch {state['epoch'] + 1}, step {state['step'] + 1} of" in stops[0]
 
 
 # -- no processes --------------------------------------------------------------------------------

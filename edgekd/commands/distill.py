@@ -240,6 +240,8 @@ def distill(
         settings = DistillConfig(**values)
     from edgekd.distill.distributed import distributed_session, worker_env
 
+    if nproc < 1:
+        raise BadInputError(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1 or max_restarts:  # start the workers, each runs this command without --nproc
         if worker_env() is not None:
             raise BadInputError("--nproc/--max-restarts start torchrun; under torchrun, drop them")

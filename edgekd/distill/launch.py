@@ -11,9 +11,9 @@ the failed rank, with an edgekd exit code, instead of torchrun's table and exit 
   resume from the last complete checkpoint
   (:func:`edgekd.distill.distributed.resumes_after_restart`).
 
-Ctrl-C reaches the workers directly (they share the terminal's process group): they stop together
-at the next step, rank 0 writes the checkpoint, and each exits 130. The launcher itself ignores that
-Ctrl-C so that the agent does not kill the workers while they save.
+Ctrl-C or SIGTERM reach the launcher only (torchrun starts each worker in a session of its own);
+its agent passes the signal on to every worker once, and they stop together at the next step:
+rank 0 writes the checkpoint and each exits 130 (the agent waits up to 30 s before killing them).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,9 +84,8 @@ def launch_workers(
         rdzv_backend="c10d",
         rdzv_endpoint="127.0.0.1:0",  # a free loopback port, as torchrun --standalone picks
         max_restarts=max_restarts,
-        signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",  # not SIGINT: see the module docstring
     )
-    with _worker_environment(nproc), _launcher_ignores_ctrl_c():
+    with _worker_environment(nproc):
         try:
             elastic_launch(config, sys.executable)("-m", module, *args)
         except ChildFailedError as exc:
@@ -95,8 +93,8 @@ def launch_workers(
             raise _failure(rank, failure, len(exc.failures), max_restarts) from None
         except SignalException as exc:
             raise Interrupted(
-                f"the launcher got {signal.Signals(exc.sigval).name}; the workers were stopped "
-                "(each writes its checkpoint at the next step when it can)"
+                f"stopped by {signal.Signals(exc.sigval).name}: the workers stopped at the same "
+                "step, rank 0 wrote the checkpoint; continue with --resume OUT (any --nproc)"
             ) from None
 
 
@@ -140,19 +138,3 @@ def _worker_environment(nproc: int) -> Iterator[None]:
     finally:
         for k in changes:
             os.environ.pop(k, None)
-
-
-@contextlib.contextmanager
-def _launcher_ignores_ctrl_c() -> Iterator[None]:
-    """A Python-level handler is reset in the workers when they start (exec), unlike SIG_IGN."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-    ):
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, lambda *_: None)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
