@@ -38,7 +38,7 @@ LOGIT_METHODS = ("kd", "mse", "dkd")
 NUMERIC_SPACE = {
     "temperature": ("log", 1.0, 10.0),
     "alpha": ("uniform", 0.0, 0.5),
-    "lr": ("log", 1e-3, 1e-2),
+    "lr": ("log", 1e-3, 3e-2),
 }
 
 
