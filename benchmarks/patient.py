@@ -101,7 +101,7 @@ def gap_closed(acc: float, scratch: float, teacher: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60, help="MNIST-1D epochs, every row")
+    parser.add_argument("--epochs", type=int, default=50, help="MNIST-1D epochs, every row")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
     parser.add_argument("--data", default="mnist1d,digits")
