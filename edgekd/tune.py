@@ -7,8 +7,11 @@ learning rate, augmentation level and logit method. Each trial trains the studen
 defaults, so tuning never reports a winner worse than them on validation.
 
 Backends, same interface: Optuna (TPE sampler and median pruner; ``pip install edgekd[tune]``)
-when importable, else random search with the same median-stop rule: after ``warmup`` epochs,
-a trial whose score is below the median of earlier trials' scores at the same epoch is stopped.
+when importable, else random search with the same median-stop rule: after ``warmup`` epochs
+(default: half of them, past the one-cycle peak, where early scores say little) and once
+``startup`` trials have completed, a trial whose best score so far is below the median of the
+completed trials' scores at the same epoch is stopped. Combinations that cannot run (a method
+that needs labels with mixed views) are redrawn by random search and fail at once under Optuna.
 
 The budget covers everything (teacher, sizing, trials): no trial starts once it is spent, and a
 running trial is stopped at its next epoch boundary. Written to ``out``: ``tune.json`` (every
@@ -38,7 +41,7 @@ LOGIT_METHODS = ("kd", "mse", "dkd")
 NUMERIC_SPACE = {
     "temperature": ("log", 1.0, 10.0),
     "alpha": ("uniform", 0.0, 0.5),
-    "lr": ("log", 1e-3, 1e-2),
+    "lr": ("log", 1e-3, 3e-2),
 }
 
 
@@ -50,8 +53,8 @@ class TuneSettings:
     max_trials: int | None = None
     backend: str = "auto"
     methods: tuple[str, ...] = LOGIT_METHODS
-    warmup_epochs: int | None = None  # no pruning before this epoch; None: a quarter of epochs
-    startup_trials: int = 2  # no pruning until this many trials have finished
+    warmup_epochs: int | None = None  # no pruning up to this epoch; None: half of the epochs
+    startup_trials: int = 5  # no pruning until this many trials have completed (Optuna's default)
 
     def __post_init__(self) -> None:
         if not self.budget_s > 0:
@@ -136,8 +139,9 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
     setup_s = time.monotonic() - start
     space = setup.space(settings.methods)
     warmup = settings.warmup_epochs
-    warmup = max(1, config.epochs // 4) if warmup is None else warmup
+    warmup = max(1, config.epochs // 2) if warmup is None else warmup
     searcher = make_searcher(settings.backend, space, config.seed, settings.startup_trials, warmup)
+    searcher.feasible = getattr(setup, "feasible", searcher.feasible)
     backend = searcher.name
     trials: list[TrialRecord] = []
     searcher.enqueue(setup.defaults)
@@ -294,6 +298,24 @@ class _Setup:
             "method": method,
         }
 
+    def feasible(self, params: dict[str, Any]) -> bool:
+        """False for a method that needs labels with views that have none (mixup)."""
+        from edgekd.distill.consistent import choose_augment
+        from edgekd.distill.methods import get_method
+
+        try:
+            choose_augment(
+                params["augment"],
+                self.teaching.data.input_kind,
+                "classification",
+                "offline",
+                self.teaching.params,
+                get_method(params["method"]).needs_labels,
+            )
+        except BadInputError:
+            return False
+        return True
+
     def space(self, methods: tuple[str, ...]) -> dict[str, Any]:
         from edgekd.augment import LEVELS, make_augmenter
 
@@ -357,9 +379,10 @@ class RandomSearcher:
     name = "random"
 
     def __init__(
-        self, space: dict[str, Any], seed: int = 0, startup: int = 2, warmup: int = 1
+        self, space: dict[str, Any], seed: int = 0, startup: int = 5, warmup: int = 1
     ) -> None:
         self.space, self.startup, self.warmup = space, startup, warmup
+        self.feasible: Callable[[dict[str, Any]], bool] = lambda params: True
         self.rng = np.random.default_rng(seed)
         self.queue: list[dict[str, Any]] = []
         self.curves: list[list[float]] = []  # per-epoch scores of completed trials
@@ -382,9 +405,17 @@ class RandomSearcher:
 
     def ask(self) -> _Handle:
         params = self.queue.pop(0) if self.queue else self.sample()
+        for _ in range(100):  # redraw combinations that cannot run
+            if self.feasible(params):
+                break
+            params = self.sample()
+
+        best = -math.inf
 
         def should_prune(step: int, score: float) -> bool:
-            return step > self.warmup and median_stop(self.curves, step, score, self.startup)
+            nonlocal best
+            best = max(best, score)
+            return step > self.warmup and median_stop(self.curves, step, best, self.startup)
 
         def finish(state: str, score: float | None, curve: list[float]) -> None:
             if state == "complete":  # as Optuna's pruners: finished trials are the reference
@@ -393,17 +424,18 @@ class RandomSearcher:
         return _Handle(params, should_prune, finish)
 
 
-def median_stop(curves: list[list[float]], step: int, score: float, startup: int) -> bool:
-    """Stop when ``score`` at ``step`` (1-based) is below the median of the finished trials'
-    scores at that step; only once ``startup`` of them reached it."""
+def median_stop(curves: list[list[float]], step: int, best: float, startup: int) -> bool:
+    """Stop when ``best`` (the trial's best score up to ``step``, 1-based) is below the median
+    of the completed trials' scores at that step; only once ``startup`` of them reached it."""
     at_step = [c[step - 1] for c in curves if len(c) >= step]
-    return len(at_step) >= startup and score < statistics.median(at_step)
+    return len(at_step) >= startup and best < statistics.median(at_step)
 
 
 class OptunaSearcher:
     """Optuna's TPE sampler and median pruner through its ask-and-tell interface."""
 
     name = "optuna"
+    feasible = None  # infeasible combinations fail at once (TPE learns to avoid them)
 
     def __init__(self, space: dict[str, Any], seed: int, startup: int, warmup: int) -> None:
         import optuna

@@ -238,6 +238,9 @@ def test_random_searcher_is_seeded() -> None:
     a = [RandomSearcher(space, seed=3).sample() for _ in range(2)]
     assert a[0] == a[1] and 1e-3 <= a[0]["lr"] <= 1e-2
     assert RandomSearcher(space, seed=4).sample() != a[0]
+    picky = RandomSearcher(space, seed=3)
+    picky.feasible = lambda params: params["augment"] != "light"  # e.g. dkd with mixed views
+    assert all(picky.ask().params["augment"] == "none" for _ in range(20))
 
 
 def test_tuning_settings_are_checked() -> None:

@@ -92,7 +92,7 @@ def distill(
         float | None, typer.Option(help="Multiplier of the method's own loss (default: its own).")
     ] = None,
     epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 100,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 3e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 1e-2,
     finetune_epochs: Annotated[
         int, typer.Option(help="Hard-label fine-tune epochs after the strategy.")
     ] = 0,

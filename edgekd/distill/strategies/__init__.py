@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from edgekd.augment import LEVELS
 from edgekd.data import DataBundle
 from edgekd.distill.methods import Method, make_method
 from edgekd.distill.trainer import TrainConfig, TrainHistory
@@ -48,8 +49,9 @@ class StrategyOptions:
             raise BadInputError(f"--finetune-epochs must be >= 0, got {self.finetune_epochs}")
         if self.command_timeout_s <= 0:
             raise BadInputError("the teacher command timeout must be > 0 seconds")
-        if self.augment not in ("none", "light", "strong"):
-            raise BadInputError(f"--augment must be none, light or strong, got {self.augment!r}")
+        if self.augment not in LEVELS:
+            levels = ", ".join(LEVELS)
+            raise BadInputError(f"--augment must be one of {levels}, got {self.augment!r}")
 
 
 @dataclass
