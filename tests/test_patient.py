@@ -176,11 +176,28 @@ def test_median_stop_rule_by_hand() -> None:
     assert not median_stop(curves, 3, 0.1, startup=3)  # only two trials reached epoch 3
 
 
+class FakeClock:
+    """A monotonic clock that only moves when something sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def strftime(self, fmt: str) -> str:
+        return time.strftime(fmt)
+
+
 class FakeSetup:
     """Stands in for the teacher, data and student: each 'epoch' sleeps and scores ``alpha``."""
 
     metric = "validation accuracy"
     epoch_s = 0.02
+    sleep = staticmethod(time.sleep)
 
     def __init__(self, config) -> None:
         self.config = config
@@ -192,7 +209,7 @@ class FakeSetup:
 
     def evaluate(self, params, on_epoch) -> float:
         for _ in range(self.config.epochs):
-            time.sleep(self.epoch_s)
+            self.sleep(self.epoch_s)
             on_epoch(params["alpha"])
         return params["alpha"]
 
@@ -204,17 +221,20 @@ def fake_setup(monkeypatch):
     monkeypatch.setattr(tune_module._Setup, "build", classmethod(lambda cls, c: FakeSetup(c)))
 
 
-def test_tuning_respects_its_budget(fake_setup, tmp_path) -> None:
+def test_tuning_respects_its_budget(fake_setup, tmp_path, monkeypatch) -> None:
+    from edgekd import tune as tune_module
     from edgekd.pipeline import DistillConfig
 
-    budget = 0.6
-    start = time.monotonic()
+    clock = FakeClock()  # time passes only in the trials' epochs: no wall-clock flakiness
+    monkeypatch.setattr(tune_module, "time", clock)
+    monkeypatch.setattr(FakeSetup, "sleep", staticmethod(clock.sleep))
+    budget, start = 0.6, clock.now
     result = tune(
         DistillConfig(epochs=8), TuneSettings(budget_s=budget, backend="random"), tmp_path / "t"
     )
-    elapsed = time.monotonic() - start
-    # Stopped at the first epoch boundary after the deadline (generous slack for a busy CI box).
-    assert elapsed < budget + FakeSetup.epoch_s + 1.0
+    # Stopped at the first epoch boundary after the deadline, and no trial started after it.
+    assert budget <= clock.now - start <= budget + FakeSetup.epoch_s + 1e-9
+    assert all(t.seconds > 0 for t in result.trials)
     assert result.trials[-1].state in ("stopped", "pruned", "complete")
     assert any(t.state == "stopped" for t in result.trials)
     saved = json.loads((tmp_path / "t" / "tune.json").read_text())
