@@ -84,7 +84,9 @@ class DistillConfig:
     teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
     teacher_cmd: str | None = None  # ... or a command (edgekd.distill.blackbox)
     blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
-    epochs: int = 100  # long (patient) schedules pay off with augmented views
+    # None: PATIENT_EPOCHS (300) with augmented views, PLAIN_EPOCHS (100) without
+    # (edgekd.distill.patient.default_epochs; measured in benchmarks/patient.py)
+    epochs: int | None = None
     teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
     lr: float = 1e-2  # peak of the one-cycle schedule; jittered views tolerate a high one
     batch_size: int = 64
@@ -401,7 +403,7 @@ def distill(
                 "task": config.task,
                 "temperature": config.temperature,
                 "alpha": alpha,
-                "epochs": config.epochs,
+                "epochs": job.train.epochs,
                 "lr": config.lr,
                 "batch_size": config.batch_size,
                 "seed": config.seed,

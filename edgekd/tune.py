@@ -135,6 +135,10 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
     out = Path(out) if out else Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.iterdir()):
         raise BadInputError(f"{out}: exists and is not empty; pick another --out")
+    if config.epochs is None:  # every trial runs the same (patient) schedule
+        from edgekd.distill.patient import PATIENT_EPOCHS
+
+        config = dataclasses.replace(config, epochs=PATIENT_EPOCHS)
     setup = _Setup.build(config)
     setup_s = time.monotonic() - start
     space = setup.space(settings.methods)

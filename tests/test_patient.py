@@ -132,7 +132,8 @@ def test_early_stopping_stops_and_a_resumed_run_stops_alike(toy, tmp_path) -> No
     ("given", "kind", "task", "strategy", "params", "labels", "level"),
     [
         (None, "image", "classification", "offline", 10**5, False, "light"),
-        (None, "sequence", "classification", "self", 10**5, False, "light"),
+        (None, "sequence", "classification", "self", 10**5, False, "strong"),
+        (None, "sequence", "classification", "offline", 10**5, True, "light"),
         (None, "vector", "classification", "offline", 10**5, False, "none"),
         (None, "tokens", "classification", "offline", 10**5, False, "none"),
         (None, "image", "embedding", "offline", 10**5, False, "none"),

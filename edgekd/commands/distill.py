@@ -91,7 +91,10 @@ def distill(
     weight: Annotated[
         float | None, typer.Option(help="Multiplier of the method's own loss (default: its own).")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Student training epochs.")] = 100,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help="Student training epochs (default: 300 with augmented views, else 100)."),
+    ] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 1e-2,
     finetune_epochs: Annotated[
         int, typer.Option(help="Hard-label fine-tune epochs after the strategy.")
