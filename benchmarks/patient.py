@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -100,9 +99,9 @@ def run_one(task: tuple) -> tuple[tuple, float, float]:
     return task, accuracy(predict_logits(student, data.test), data.test.y), seconds
 
 
-def gap_closed(acc: float, scratch: float, teacher: float) -> float:
+def gap_closed(acc: float, scratch: float, teacher: float) -> str:
     gap = teacher - scratch
-    return (acc - scratch) / gap if gap > 0 else math.nan
+    return f"{(acc - scratch) / gap:.0%}" if gap > 0 else "no gap"
 
 
 def main() -> None:
@@ -183,7 +182,7 @@ def print_table(name: str, header: dict, rows: dict) -> None:
         cells = [f"{a.mean():.2%} +- {a.std(ddof=1) if len(a) > 1 else 0:.2%}" for a in (
             acc[r] for r in ROWS)]  # fmt: skip
         base = acc["scratch"].mean()
-        closed = " / ".join(f"{gap_closed(acc[r].mean(), base, t_acc):.0%}" for r in ROWS[1:])
+        closed = " / ".join(gap_closed(acc[r].mean(), base, t_acc) for r in ROWS[1:])
         times = " / ".join(f"{sec[r]:.0f}" for r in ROWS)
         print(f"| {label} | " + " | ".join(cells) + f" | {closed} | {times} |")
 

@@ -131,7 +131,8 @@ def test_early_stopping_stops_and_a_resumed_run_stops_alike(toy, tmp_path) -> No
 @pytest.mark.parametrize(
     ("given", "kind", "task", "strategy", "params", "labels", "level"),
     [
-        (None, "image", "classification", "offline", 10**5, False, "light"),
+        (None, "image", "classification", "offline", 10**5, False, "none"),
+        (None, "sequence", "classification", "offline", 10**5, False, "strong"),
         (None, "sequence", "classification", "self", 10**5, False, "strong"),
         (None, "sequence", "classification", "offline", 10**5, True, "light"),
         (None, "vector", "classification", "offline", 10**5, False, "none"),

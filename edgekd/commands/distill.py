@@ -158,7 +158,7 @@ def distill(
         str | None,
         typer.Option(
             help="Transfer-set augmentation, teacher and student on the same view: none, light "
-            "or strong (mixup; for long runs). Default: light for images and sequences."
+            "or strong (mixup; for long runs). Default: strong for sequences, else none."
         ),
     ] = None,
     patience: Annotated[

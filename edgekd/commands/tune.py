@@ -29,7 +29,10 @@ def tune(
         str | None, typer.Option(help="Student family (default by input kind).")
     ] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Training epochs of every trial (default: distill's).")
+        int | None,
+        typer.Option(
+            help="Training epochs of every trial (default: 300, distill's patient schedule)."
+        ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the data split, the student and sampler.")] = 0,
     trials: Annotated[
