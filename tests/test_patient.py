@@ -397,3 +397,26 @@ def test_asking_for_optuna_without_it_is_one_clear_error(fake_setup, tmp_path, m
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     with pytest.raises(BadInputError, match="pip install 'edgekd\\[tune\\]'"):
         tune(DistillConfig(epochs=2), TuneSettings(budget_s=5, backend="optuna"), tmp_path / "t")
+
+
+@pytest.mark.parametrize(
+    ("kind", "augment", "epochs", "expected"),
+    [
+        ("sequence", None, None, (300, "strong")),  # the patient default
+        ("image", None, None, (100, "none")),  # no augmentation, no long schedule
+        ("image", "light", None, (300, "light")),
+        ("sequence", None, 7, (7, "strong")),  # --epochs always wins
+    ],
+)
+def test_epochs_follow_the_augmentation_unless_given(toy, kind, augment, epochs, expected):
+    from types import SimpleNamespace
+
+    from edgekd.distill.patient import make_job
+    from edgekd.pipeline import DistillConfig
+
+    teaching = SimpleNamespace(
+        model=nn.Identity(), params=10**4, data=replace(toy, input_kind=kind)
+    )
+    config = DistillConfig(epochs=epochs, augment=augment)
+    job, _ = make_job(config, teaching, tiny_student("mlp"), "offline", "kd")
+    assert (job.train.epochs, job.options.augment) == expected
