@@ -109,10 +109,9 @@ def test_a_killed_worker_ends_the_run_in_bounded_time_naming_its_rank(tmp_path):
     assert elapsed < BOUND_S, f"the run took {elapsed:.0f} s to end after the kill"
     assert proc.returncode == 7, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    # torchrun names its "first" failure by 1-second timestamps, then by rank: on a loaded host
-    # the peer's collateral abort (rank 0) can tie with the kill and be named instead.
-    assert last.startswith("edgekd: error: worker rank "), last
-    assert "SIGKILL" in last or "(2 workers failed)" in last, last
+    # The killed rank is named even when the peer's collateral abort ties with it (root_cause).
+    assert last.startswith("edgekd: error: worker rank 1 "), last
+    assert "SIGKILL" in last, last
     # The last complete checkpoint (end of epoch 1) is whole; nothing half-written beside it.
     assert load_training_state(tmp_path / "checkpoint.pt")["epoch"] == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".checkpoint.pt")]
@@ -154,6 +153,25 @@ def test_ctrl_c_at_the_launcher_stops_every_worker_at_the_same_step(tmp_path):
 
 
 # -- no processes --------------------------------------------------------------------------------
+def test_root_cause_prefers_the_kill_over_the_collateral_abort_on_a_tie():
+    from types import SimpleNamespace as Failure
+
+    from edgekd.distill.launch import root_cause
+
+    abort, kill, error = (-int(signal.SIGABRT), -int(signal.SIGKILL), 1)
+    # Same second: rank 1's SIGKILL is the cause, rank 0's SIGABRT its consequence.
+    tie = {0: Failure(exitcode=abort, timestamp=100), 1: Failure(exitcode=kill, timestamp=100)}
+    assert root_cause(tie)[0] == 1
+    # An exit code (a Python error) before a SIGTERM from the agent; then the lowest rank.
+    assert root_cause({0: Failure(exitcode=-15, timestamp=5), 2: Failure(exitcode=error,
+                       timestamp=5)})[0] == 2  # fmt: skip
+    same = {3: Failure(exitcode=error, timestamp=5), 1: Failure(exitcode=error, timestamp=5)}
+    assert root_cause(same)[0] == 1
+    # The earlier failure wins whatever its kind, as in torchrun.
+    assert root_cause({0: Failure(exitcode=abort, timestamp=4), 1: Failure(exitcode=kill,
+                       timestamp=5)})[0] == 0  # fmt: skip
+
+
 def test_shards_cover_the_batch_and_weight_each_worker_by_its_rows():
     def ctx(rank: int, world: int) -> DistContext:
         return DistContext(WorkerEnv(rank, world, rank, 0, ""), "gloo", torch.device("cpu"), 1.0)

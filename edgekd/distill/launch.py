@@ -89,13 +89,37 @@ def launch_workers(
         try:
             elastic_launch(config, sys.executable)("-m", module, *args)
         except ChildFailedError as exc:
-            rank, failure = exc.get_first_failure()
+            rank, failure = root_cause(exc.failures)
             raise _failure(rank, failure, len(exc.failures), max_restarts) from None
         except SignalException as exc:
             raise Interrupted(
                 f"stopped by {signal.Signals(exc.sigval).name}: the workers stopped at the same "
                 "step, rank 0 wrote the checkpoint; continue with --resume OUT (any --nproc)"
             ) from None
+
+
+# How a worker ends when a peer's failure takes it down: the collective's abort, or the agent
+# stopping the rest of the group.
+_COLLATERAL_SIGNALS = (signal.SIGABRT, signal.SIGTERM)
+
+
+def root_cause(failures: dict) -> tuple[int, object]:
+    """The failure to report: the earliest, as torchrun's ``get_first_failure``; on a tie (its
+    timestamps have 1-second resolution, and a killed worker and the peer it takes down are
+    often seen in the same poll) a worker killed by another signal, then one that exited with a
+    code, before a SIGABRT/SIGTERM that is most likely collateral; then the lowest rank."""
+
+    def order(rank: int) -> tuple[int, int, int]:
+        failure = failures[rank]
+        code = failure.exitcode
+        if code < 0:
+            kind = 2 if -code in _COLLATERAL_SIGNALS else 0
+        else:
+            kind = 1
+        return failure.timestamp, kind, rank
+
+    rank = min(failures, key=order)
+    return rank, failures[rank]
 
 
 def _failure(rank: int, failure, failed: int, max_restarts: int) -> EdgekdError:
