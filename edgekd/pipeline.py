@@ -42,7 +42,14 @@ from edgekd.progress import status
 from edgekd.quantize import Int8StaticConfig, quantize
 from edgekd.quantize_select import QuantSelection, Variant, select_quantization
 from edgekd.report import ModelResult, Report, to_markdown
-from edgekd.rundir import CHECKPOINT_FILE, CONFIG_FILE, find_interrupted_run, partial_dir, run_dir
+from edgekd.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    STAGES_DIR,
+    find_interrupted_run,
+    partial_dir,
+    run_dir,
+)
 from edgekd.safety.versions import check_versions
 from edgekd.sizing import build_candidate, size_student_to_budget
 from edgekd.students import count_params
@@ -231,19 +238,21 @@ def distill(
         resume_training = resume and (on_file() if dist is None else dist.from_main(on_file))
         job, augment_why = make_job(config, teaching, student, strategy, method_name, dist)
         alpha, augment = job.train.alpha, job.options.augment
-        if uses_default_path(job, strategy, teaching):
-            # The common case runs here, with per-epoch checkpoints, --resume and Ctrl-C handling;
-            # the other strategies (and feature methods) train through edgekd.distill.strategies.
-            try:
+        try:
+            if uses_default_path(job, strategy, teaching):
+                # The common case: one stage, its checkpoint in OUT.partial/checkpoint.pt.
                 trained = train_offline(
                     job, teaching, train, config.task, checkpoint, resume_training
                 )
-            except (Interrupted, KeyboardInterrupt) as exc:
-                raise Interrupted(
-                    f"{exc or 'aborted'}; resume with: edgekd distill --resume {out}"
-                ) from None
-        else:
-            trained = run_strategy(strategy, job)
+            else:  # the other strategies and feature methods: a checkpoint per stage
+                if resume and strategy == "online":
+                    status("--strategy online keeps no checkpoint of its peer: it starts over")
+                stages = dataclasses.replace(job, checkpoints=work / STAGES_DIR, resume=resume)
+                trained = run_strategy(strategy, stages)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            raise Interrupted(
+                f"{exc or 'aborted'}; resume with: edgekd distill --resume {out}"
+            ) from None
         trained.info["augment_level"] = augment_why
         student, history = trained.student, trained.history
         seeds = None

@@ -1,7 +1,8 @@
 """The run folder: ``OUT.partial/`` while a run is in progress, renamed to ``OUT`` when it is done.
 
 ``OUT.partial/`` holds ``config.json`` (the run's settings) from the start and ``checkpoint.pt``
-(the training state) from the end of the first epoch. An interrupted run (Ctrl-C, SIGTERM,
+(the training state) from the end of the first epoch, or for multi-stage strategies one file per
+stage in ``stages/``. An interrupted run (Ctrl-C, SIGTERM,
 ``kill -9``, a crash) keeps it, so that ``edgekd distill --resume OUT`` continues where it
 stopped; a run that fails on bad input, divergence or a parity check leaves nothing behind. A
 resumed run that fails again keeps its folder (``--overwrite`` starts over).
@@ -21,6 +22,7 @@ from edgekd.fileio import _fsync_dir
 PARTIAL_SUFFIX = ".partial"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+STAGES_DIR = "stages"  # multi-stage strategies: one checkpoint per stage (generation, assistant)
 
 
 def partial_dir(out: str | os.PathLike[str]) -> Path:
@@ -38,6 +40,11 @@ def find_interrupted_run(run: str | os.PathLike[str]) -> Path:
     if (out / "report.json").is_file():
         raise BadInputError(f"--resume {run}: that run is already complete ({out}/report.json)")
     raise BadInputError(f"--resume {run}: no interrupted run there ({work}/{CONFIG_FILE} missing)")
+
+
+def _resumable(work: Path) -> bool:
+    stages = work / STAGES_DIR
+    return (work / CHECKPOINT_FILE).is_file() or (stages.is_dir() and any(stages.iterdir()))
 
 
 @contextlib.contextmanager
@@ -71,10 +78,11 @@ def run_dir(
     except EdgekdError:
         raise
     except BaseException:
-        keep = keep or (work / CHECKPOINT_FILE).is_file()  # a crash: the training is resumable
+        keep = keep or _resumable(work)  # a crash: the training can continue from a checkpoint
         raise
     else:
         (work / CHECKPOINT_FILE).unlink(missing_ok=True)
+        shutil.rmtree(work / STAGES_DIR, ignore_errors=True)
         if out.exists():
             shutil.rmtree(out)
         os.replace(work, out)

@@ -266,3 +266,46 @@ def test_cli_nan_teacher_exits_5_and_leaves_nothing(tmp_path) -> None:
     assert result.exit_code == 5, result.output
     assert "teacher produced NaN or infinite outputs" in result.stderr
     assert not out.exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_a_multi_stage_strategy_resumes_each_stage_exactly(tmp_path, monkeypatch) -> None:
+    """Teacher -> assistant -> student -> fine-tune, stopped by SIGINT in the second stage:
+    the resumed run passes through the finished stage and ends with the same weights."""
+    from dataclasses import replace
+
+    from toydata import FAST, tiny_student, toy_bundle, toy_teacher
+
+    from edgekd.distill import trainer
+    from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
+
+    toy = toy_bundle()
+    teacher = toy_teacher(toy)
+
+    def job(folder=None, resume=False) -> DistillJob:
+        options = StrategyOptions(finetune_epochs=2, use_cache=False)
+        return DistillJob(
+            teacher, tiny_student(), toy, FAST, "kd", {}, options, None, folder, resume
+        )
+
+    reference = run_strategy("assistant", job()).student
+    steps = FAST.epochs * -(-toy.train.n // FAST.batch_size)  # per distillation stage
+    real_loss, calls = trainer._loss, [0]
+
+    def stopping_loss(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == steps + 5:  # the student's stage, epoch 1, step 5
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_loss", stopping_loss)
+    folder = tmp_path / "stages"
+    with pytest.raises(Interrupted, match="distill: stopped by SIGINT at epoch 1, step 6"):
+        run_strategy("assistant", job(folder))
+    assert sorted(p.name for p in folder.iterdir()) == ["assist.pt", "distill.pt"]
+    monkeypatch.setattr(trainer, "_loss", real_loss)
+    resumed = run_strategy("assistant", job(folder, resume=True))
+    assert _same_weights(resumed.student, reference)
+    assert sorted(p.name for p in folder.iterdir()) == ["assist.pt", "distill.pt", "fine-tune.pt"]
+    assert load_training_state(folder / "assist.pt")["epoch"] == FAST.epochs
+    fresh = replace(job(folder), resume=False)  # without --resume the files are overwritten
+    assert _same_weights(run_strategy("assistant", fresh).student, reference)

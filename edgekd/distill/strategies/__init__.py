@@ -10,8 +10,10 @@ After any strategy, :func:`run_strategy` can add a hard-label fine-tune stage.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -66,9 +68,28 @@ class DistillJob:
     method_options: dict[str, Any] = field(default_factory=dict)  # temperature, pairs, weight
     options: StrategyOptions = field(default_factory=StrategyOptions)
     dist: Any = None  # edgekd.distill.distributed.DistContext on several workers; None: one process
+    checkpoints: Path | None = None  # a folder: one training checkpoint per stage; None: none
+    resume: bool = False  # continue each stage from its checkpoint where there is one
 
     def new_method(self) -> Method:
         return make_method(self.method, **self.method_options)
+
+    def stage(self, name: str) -> dict[str, Any]:
+        """``train_student``'s checkpoint arguments for the stage called ``name``: its own file
+        in ``checkpoints`` (saved every epoch; Ctrl-C stops at a step boundary), resumed with
+        ``resume`` when the file is there. A finished stage's file holds its best weights, so a
+        resumed run passes through it without training and goes on to the next one."""
+        if self.checkpoints is None:
+            return {}
+        from edgekd.distill.checkpointing import remove_stale_temporaries
+
+        path = Path(self.checkpoints) / (re.sub(r"[^a-z0-9]+", "-", name.lower()) + ".pt")
+        main = self.dist is None or self.dist.is_main
+        if main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path)
+        found = path.is_file() if self.dist is None else self.dist.from_main(path.is_file)
+        return {"checkpoint": path, "resume": self.resume and found}
 
 
 @dataclass

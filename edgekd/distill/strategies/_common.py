@@ -68,8 +68,10 @@ def cached_teacher_logits(
     """
 
     def compute() -> np.ndarray:
-        return predict_logits(teacher, split) if dist is None else dist.gather_rows(
-            lambda part: predict_logits(teacher, part), split
+        return (
+            predict_logits(teacher, split)
+            if dist is None
+            else dist.gather_rows(lambda part: predict_logits(teacher, part), split)
         )
 
     if not use_cache:
@@ -127,7 +129,7 @@ def distill_from(
         )  # fmt: skip
         history = train_student(
             student, job.data.train, job.data.val, job.train, method, plan.signal, description,
-            val_score=plan.val_score, augment=plan.augment,
+            val_score=plan.val_score, augment=plan.augment, **job.stage(description),
         )  # fmt: skip
         return history, {
             **plan.info,
@@ -138,7 +140,7 @@ def distill_from(
     signal, how = frozen_teacher_signal(teacher, method, job.data.train, cache, job.dist)
     history = train_student(
         student, job.data.train, job.data.val, job.train, method, signal, description,
-        dist=job.dist,
+        dist=job.dist, **job.stage(description),
     )  # fmt: skip
     return history, {
         "teacher_signal": how,
@@ -172,8 +174,9 @@ def finetune(result: StrategyResult, job: DistillJob) -> StrategyResult:
         job.train, epochs=job.options.finetune_epochs, lr=job.train.lr * 0.1, alpha=1.0
     )
     history = train_student(
-        tuned, job.data.train, job.data.val, config, description="fine-tune", dist=job.dist
-    )
+        tuned, job.data.train, job.data.val, config, description="fine-tune", dist=job.dist,
+        **job.stage("fine-tune"),
+    )  # fmt: skip
     after = val_accuracy(tuned, job.data.val)
     kept = before is None or after is None or after >= before
     info = {

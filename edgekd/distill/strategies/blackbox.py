@@ -43,14 +43,16 @@ def blackbox(job: DistillJob) -> StrategyResult:
         relabelled = Split(train.inputs, targets.labels)
         config = replace(job.train, alpha=1.0)
         history = train_student(
-            job.student, relabelled, job.data.val, config, None, None, "distill", dist=job.dist
-        )
+            job.student, relabelled, job.data.val, config, None, None, "distill", dist=job.dist,
+            **job.stage("distill"),
+        )  # fmt: skip
         info["method"] = "CE on the teacher's labels (the method's loss needs soft outputs)"
     else:
         signal = cached_teacher(targets.logits)
         history = train_student(
-            job.student, train, job.data.val, job.train, method, signal, "distill", dist=job.dist
-        )
+            job.student, train, job.data.val, job.train, method, signal, "distill", dist=job.dist,
+            **job.stage("distill"),
+        )  # fmt: skip
         info["method"] = method.describe()
     info["val_accuracy"] = val_accuracy(job.student, job.data.val)
     return StrategyResult(job.student, history, info)
