@@ -245,8 +245,6 @@ def distill(
                     job, teaching, train, config.task, checkpoint, resume_training
                 )
             else:  # the other strategies and feature methods: a checkpoint per stage
-                if resume and strategy == "online":
-                    status("--strategy online keeps no checkpoint of its peer: it starts over")
                 stages = dataclasses.replace(job, checkpoints=work / STAGES_DIR, resume=resume)
                 trained = run_strategy(strategy, stages)
         except (Interrupted, KeyboardInterrupt) as exc:

@@ -309,3 +309,37 @@ def test_a_multi_stage_strategy_resumes_each_stage_exactly(tmp_path, monkeypatch
     assert load_training_state(folder / "assist.pt")["epoch"] == FAST.epochs
     fresh = replace(job(folder), resume=False)  # without --resume the files are overwritten
     assert _same_weights(run_strategy("assistant", fresh).student, reference)
+
+
+def test_online_resumes_the_student_and_its_peer_exactly(tmp_path, monkeypatch) -> None:
+    """Deep mutual learning stopped mid-run: the peer's weights, optimizer and schedule come back
+    with the student's, so both end as in a run that was never stopped."""
+    from toydata import FAST, tiny_student, toy_bundle
+
+    from edgekd.distill import trainer
+    from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
+
+    toy = toy_bundle()
+    options = StrategyOptions(peer="student")
+
+    def job(folder=None, resume=False) -> DistillJob:
+        return DistillJob(None, tiny_student(), toy, FAST, "kd", {}, options, None, folder, resume)
+
+    reference = run_strategy("online", job())
+    real_loss, calls = trainer._loss, [0]
+
+    def stopping_loss(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 17:  # epoch 2, step 5
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_loss", stopping_loss)
+    folder = tmp_path / "stages"
+    with pytest.raises(Interrupted, match="mutual: stopped by SIGINT at epoch 2"):
+        run_strategy("online", job(folder))
+    monkeypatch.setattr(trainer, "_loss", real_loss)
+    resumed = run_strategy("online", job(folder, resume=True))
+    assert _same_weights(resumed.student, reference.student)
+    assert resumed.info["peer_val_accuracy"] == reference.info["peer_val_accuracy"]
+    assert resumed.history.to_dict() == reference.history.to_dict()

@@ -63,6 +63,8 @@ class TrainHistory:
 
 
 # A teacher signal maps (indices into the training split, the batch) to teacher logits and taps.
+# One that trains something of its own (online's peer) also has ``state_dict()`` and
+# ``load_state_dict(state)``: that state goes into the checkpoint with the student's.
 TeacherSignal = Callable[[np.ndarray, Split], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 # An augmenter maps a batch and the loop's generator to the view both models see (edgekd.augment).
 Augment = Callable[[Split, np.random.Generator], Split]
@@ -149,7 +151,7 @@ def train_student(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )
-    run = _RunState(student, method, opt, sched, rng, config)
+    run = _RunState(student, method, opt, sched, rng, config, teacher)
     if resume:
         run.restore(
             load_training_state(checkpoint)
@@ -251,9 +253,10 @@ def _validate(
 class _RunState:
     """Everything a training step depends on, to and from a checkpoint."""
 
-    def __init__(self, student, method, opt, sched, rng, config: TrainConfig) -> None:
+    def __init__(self, student, method, opt, sched, rng, config: TrainConfig, signal=None) -> None:
         self.student, self.method, self.opt, self.sched, self.rng = student, method, opt, sched, rng
         self.config = config
+        self.signal = signal if hasattr(signal, "state_dict") else None  # it trains: keep its state
         self.history = TrainHistory()
         self.best_state: dict | None = None
         self.best_score = -math.inf
@@ -270,6 +273,7 @@ class _RunState:
             "count": int(self.count),
             "student": self.student.state_dict(),
             "method": self.method.state_dict() if self.method is not None else {},
+            "teacher_signal": self.signal.state_dict() if self.signal is not None else {},
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "torch_rng": torch.get_rng_state(),
@@ -291,6 +295,8 @@ class _RunState:
         self.student.load_state_dict(state["student"])
         if self.method is not None:
             self.method.load_state_dict(state["method"])
+        if self.signal is not None:
+            self.signal.load_state_dict(state["teacher_signal"])
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])

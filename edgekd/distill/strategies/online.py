@@ -52,7 +52,7 @@ def online(job: DistillJob) -> StrategyResult:
         opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
     )
     peer_taps = tuple(dict.fromkeys(to_peer.student_taps + to_student.teacher_taps))
-    step = 0
+    step = 0  # the peer's own step count (its epoch for the method's schedules)
     # (dist) the peer learns under DDP too, on the same shard of each batch as the student
     peer_model = peer if job.dist is None else job.dist.wrap(peer)
     peer_loss = to_peer if job.dist is None else job.dist.wrap_method(to_peer)
@@ -91,10 +91,29 @@ def online(job: DistillJob) -> StrategyResult:
         sched.step()
         return p_logits.detach(), {k: p_feats[k].detach() for k in to_student.teacher_taps}
 
+    def state_dict() -> dict:  # saved in the student's checkpoint, every epoch
+        return {
+            "peer": peer.state_dict(),
+            "method": to_peer.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+        }
+
+    def load_state_dict(state: dict) -> None:
+        nonlocal step
+        peer.load_state_dict(state["peer"])
+        to_peer.load_state_dict(state["method"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step = state["step"]
+
+    signal.state_dict, signal.load_state_dict = state_dict, load_state_dict
     with capture(student, (OUTPUT, *to_peer.teacher_taps)) as s_out:
         history = train_student(
-            student, train, job.data.val, cfg, to_student, signal, "mutual", dist=job.dist
-        )
+            student, train, job.data.val, cfg, to_student, signal, "mutual", dist=job.dist,
+            **job.stage("mutual"),
+        )  # fmt: skip
     peer.eval()
     return StrategyResult(
         student,
