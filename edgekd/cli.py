@@ -28,7 +28,16 @@ _state = {"debug": False}
 def _fail(message: str, code: int) -> None:
     rank = _worker_rank()
     typer.echo(f"edgekd: error: {rank}{message}", err=True)
+    if rank and _in_process_group():  # a torchrun worker: exit with this code, not an abort
+        from edgekd.distill.distributed import exit_worker
+
+        exit_worker(code)
     raise typer.Exit(code)
+
+
+def _in_process_group() -> bool:
+    torch_dist = sys.modules.get("torch.distributed")  # never imported here just to ask
+    return bool(torch_dist and torch_dist.is_available() and torch_dist.is_initialized())
 
 
 def _worker_rank() -> str:

@@ -26,7 +26,12 @@ import torch
 from toydata import toy_bundle
 
 from edgekd.distill import checkpointing, offline
-from edgekd.distill.distributed import DistContext, distributed_session, worker_env
+from edgekd.distill.distributed import (
+    DistContext,
+    distributed_session,
+    exit_worker,
+    worker_env,
+)
 from edgekd.distill.methods import make_method
 from edgekd.distill.offline import teacher_outputs
 from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
@@ -128,6 +133,7 @@ def main(argv: list[str]) -> None:
     writes: list[str] = []
     _record_writes(writes)
     rank = int(os.environ.get("RANK", 0))
+    code = 0
     kind = next((k for k in ("kill", "term", "stop") if f"--{k}-at" in opts), None)
     at = opts.get(f"--{kind}-at")
     try:
@@ -142,9 +148,13 @@ def main(argv: list[str]) -> None:
                 torch.save(result, out / "result.pt")
     except EdgekdError as exc:
         print(f"edgekd: error: rank {rank}: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     finally:
         (out / f"writes-rank{rank}.json").write_text(json.dumps(writes))
+    if code:  # as the CLI does (edgekd.cli._fail): this code, not an abort at shutdown
+        if torch.distributed.is_initialized():
+            exit_worker(code)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -31,11 +31,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -294,6 +295,17 @@ def distributed_session(
         if quiet:
             os.environ.pop("EDGEKD_NO_PROGRESS", None)
     dist.destroy_process_group()  # every worker got here: all are done with the group
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End a torchrun worker with ``code`` now, skipping interpreter shutdown: after a failed or
+    interrupted run the process group is not torn down (see :func:`distributed_session`), and its
+    gloo threads can make the C++ runtime abort at exit ("terminate called without an active
+    exception"), so that torchrun would report SIGABRT instead of ``code``. Everything the run
+    writes is closed and fsynced before this point."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _first_line(exc: BaseException) -> str:
