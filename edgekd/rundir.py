@@ -1,7 +1,7 @@
 """The run folder: ``OUT.partial/`` while a run is in progress, renamed to ``OUT`` when it is done.
 
 ``OUT.partial/`` holds ``config.json`` (the run's settings) from the start and ``checkpoint.pt``
-(the training state) from the end of the first epoch, or for multi-stage strategies one file per
+(the training state) from the end of the first epoch, or for the other strategies one file per
 stage in ``stages/``. An interrupted run (Ctrl-C, SIGTERM,
 ``kill -9``, a crash) keeps it, so that ``edgekd distill --resume OUT`` continues where it
 stopped; a run that fails on bad input, divergence or a parity check leaves nothing behind. A
@@ -22,7 +22,7 @@ from edgekd.fileio import _fsync_dir
 PARTIAL_SUFFIX = ".partial"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
-STAGES_DIR = "stages"  # multi-stage strategies: one checkpoint per stage (generation, assistant)
+STAGES_DIR = "stages"  # the non-default strategies: one checkpoint per stage (generation, ...)
 
 
 def partial_dir(out: str | os.PathLike[str]) -> Path:

@@ -144,8 +144,10 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
     space = setup.space(settings.methods)
     warmup = settings.warmup_epochs
     warmup = max(1, config.epochs // 2) if warmup is None else warmup
-    searcher = make_searcher(settings.backend, space, config.seed, settings.startup_trials, warmup)
-    searcher.feasible = getattr(setup, "feasible", searcher.feasible)
+    feasible = getattr(setup, "feasible", None)
+    searcher = make_searcher(
+        settings.backend, space, config.seed, settings.startup_trials, warmup, feasible
+    )
     backend = searcher.name
     trials: list[TrialRecord] = []
     searcher.enqueue(setup.defaults)
@@ -383,10 +385,15 @@ class RandomSearcher:
     name = "random"
 
     def __init__(
-        self, space: dict[str, Any], seed: int = 0, startup: int = 5, warmup: int = 1
+        self,
+        space: dict[str, Any],
+        seed: int = 0,
+        startup: int = 5,
+        warmup: int = 1,
+        feasible: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         self.space, self.startup, self.warmup = space, startup, warmup
-        self.feasible: Callable[[dict[str, Any]], bool] = lambda params: True
+        self.feasible = feasible or (lambda params: True)  # False: redraw (cannot run)
         self.rng = np.random.default_rng(seed)
         self.queue: list[dict[str, Any]] = []
         self.curves: list[list[float]] = []  # per-epoch scores of completed trials
@@ -439,7 +446,6 @@ class OptunaSearcher:
     """Optuna's TPE sampler and median pruner through its ask-and-tell interface."""
 
     name = "optuna"
-    feasible = None  # infeasible combinations fail at once (TPE learns to avoid them)
 
     def __init__(self, space: dict[str, Any], seed: int, startup: int, warmup: int) -> None:
         import optuna
@@ -482,9 +488,18 @@ class OptunaSearcher:
         return _Handle(params, should_prune, finish)
 
 
-def make_searcher(backend: str, space: dict[str, Any], seed: int, startup: int, warmup: int):
+def make_searcher(
+    backend: str,
+    space: dict[str, Any],
+    seed: int,
+    startup: int,
+    warmup: int,
+    feasible: Callable[[dict[str, Any]], bool] | None = None,
+):
     """Optuna when asked for or importable (``auto``), else random search. Neither prunes in
-    the first ``warmup`` epochs of a trial, nor before ``startup`` trials have finished."""
+    the first ``warmup`` epochs of a trial, nor before ``startup`` trials have finished.
+    Random search redraws combinations ``feasible`` rejects; under Optuna they fail at once and
+    TPE learns to avoid them."""
     if backend in ("auto", "optuna"):
         try:
             import optuna  # noqa: F401
@@ -495,4 +510,4 @@ def make_searcher(backend: str, space: dict[str, Any], seed: int, startup: int, 
                 ) from None
         else:
             return OptunaSearcher(space, seed, startup, warmup)
-    return RandomSearcher(space, seed, startup, warmup)
+    return RandomSearcher(space, seed, startup, warmup, feasible)
