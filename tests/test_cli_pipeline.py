@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from edgekd.cli import app
 
+sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
+from make_surface import report_skeleton  # noqa: E402
+
+SKELETON = Path(__file__).parent / "fixtures" / "report_skeleton.json"
 runner = CliRunner()
 
 REPORT_MODEL_KEYS = {
@@ -84,6 +90,17 @@ def test_default_pipeline_writes_a_complete_report(default_run) -> None:
     assert report["gate"]["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
     assert len(report["gate"]["lines"]) == len(report["budget"])
     assert f"gate: {report['gate']['verdict']}" in result.output
+
+
+def test_report_keeps_every_field(default_run) -> None:
+    """report.json's field names are a contract: new keys may appear, none may go."""
+    out, _ = default_run
+    now = report_skeleton(json.loads((out / "report.json").read_text()))
+    if os.environ.get("EDGEKD_WRITE_SKELETON") == "1":
+        SKELETON.write_text(json.dumps(now, indent=1) + "\n")
+    frozen = json.loads(SKELETON.read_text())
+    missing = {k: sorted(set(v) - set(now.get(k, []))) for k, v in frozen.items()}
+    assert not {k: v for k, v in missing.items() if v}, missing
 
 
 def test_second_run_reuses_cached_teacher(default_run, tmp_path) -> None:

@@ -1,0 +1,78 @@
+"""The layout's safety net: every module and benchmark script imports, and the public surface
+(the lazy verbs, ``edgekd.losses``, the console entry, the ``-m`` targets) stays where users
+and child processes look for it."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import edgekd
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = sorted((ROOT / "benchmarks").glob("*.py"))
+
+
+def _all_modules() -> list[str]:
+    names = ["edgekd"]
+    for info in pkgutil.walk_packages(edgekd.__path__, "edgekd."):
+        if not info.name.endswith(".__main__"):  # runs the CLI; checked by its own test below
+            names.append(info.name)
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", _all_modules())
+def test_every_module_imports(name: str) -> None:
+    importlib.import_module(name)
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda p: p.name)
+def test_every_benchmark_script_imports(path: Path) -> None:
+    """Scripts guard their work with ``__main__``; importing them checks every import they make,
+    so moving a module cannot silently break a benchmark."""
+    spec = importlib.util.spec_from_file_location(f"_bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+
+
+def test_public_verbs_resolve() -> None:
+    assert set(edgekd.__all__) == {
+        "load_target",
+        "DistillConfig",
+        "distill",
+        "export_onnx",
+        "quantize",
+        "load_data",
+        "benchmark",
+        "gate",
+        "size_student_to_budget",
+    }
+    for name in edgekd.__all__:
+        assert getattr(edgekd, name) is not None, name
+
+
+def test_losses_public_names() -> None:
+    losses = importlib.import_module("edgekd.losses")
+    assert set(losses.__all__) == {"at", "dkd", "fitnet", "kd", "mse_logits", "pkt", "rkd", "sp"}
+    for name in losses.__all__:
+        assert callable(getattr(losses, name)), name
+
+
+def test_console_entry_and_module_entry() -> None:
+    from edgekd.cli import main
+
+    assert callable(main)
+    out = subprocess.run(
+        [sys.executable, "-m", "edgekd", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "distill" in out.stdout
