@@ -3,7 +3,7 @@ training throughput (samples/s) and final test accuracy of each (evidence, not a
 
 The default teacher for digits is trained once (cached) in this process; then each configuration
 runs under ``python -m torch.distributed.run --standalone`` and distils the same student (same
-seed, same global batch) with ``kd`` through ``edgekd.distill.trainer.train_student``:
+seed, same global batch) with ``kd`` through ``edgekd.train.loop.train_student``:
 
     1 worker  x 1 thread     the baseline
     2 workers x 1 thread     data parallel: each worker half of every global batch, gradients
@@ -44,20 +44,20 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgekd.checkpoint import load_model, save_model  # noqa: E402
 from edgekd.data import load_data  # noqa: E402
-from edgekd.distill.distributed import distributed_session  # noqa: E402
 from edgekd.distill.methods import make_method  # noqa: E402
-from edgekd.distill.offline import teacher_outputs  # noqa: E402
-from edgekd.distill.trainer import (  # noqa: E402
+from edgekd.students import build_student, count_params  # noqa: E402
+from edgekd.students.checkpoint import load_model, save_model  # noqa: E402
+from edgekd.teacher.default import default_teacher  # noqa: E402
+from edgekd.teacher.outputs import teacher_outputs  # noqa: E402
+from edgekd.train.distributed import distributed_session  # noqa: E402
+from edgekd.train.loop import (  # noqa: E402
     TrainConfig,
     accuracy,
     cached_teacher,
     predict_logits,
     train_student,
 )
-from edgekd.students import build_student, count_params  # noqa: E402
-from edgekd.teacher import default_teacher  # noqa: E402
 
 CONFIGS = (("1 worker x 1 thread", 1, 1), ("2 workers x 1 thread", 2, 1))
 THREADS = ("1 worker x 2 threads", 1, 2)

@@ -22,8 +22,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from edgekd.estimate import calibrate_estimator, estimate_latency, measure_host_device
-from edgekd.graph import analyze_onnx
+from edgekd.sizing.onnx_cost import analyze_onnx
+from edgekd.sizing.roofline import calibrate_estimator, estimate_latency, measure_host_device
 
 torch.set_num_threads(1)
 

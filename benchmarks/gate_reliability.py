@@ -34,10 +34,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgekd.bench.gate import gate
 from edgekd.bench.harness import measure_latency
-from edgekd.bench.run import BenchSettings
+from edgekd.bench.runner import BenchSettings
 from edgekd.bench.suite import benchmark
+from edgekd.gate import gate
 from edgekd.targets import load_target
 
 WIDTH, IN, OUT = 384, 64, 10

@@ -33,9 +33,9 @@ from scipy import stats  # noqa: E402
 from edgekd.data import load_data  # noqa: E402
 from edgekd.distill.methods import all_methods, get_method  # noqa: E402
 from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy  # noqa: E402
-from edgekd.distill.trainer import TrainConfig, accuracy, predict_logits, train_student  # noqa: E402
 from edgekd.students import build_student, count_params  # noqa: E402
-from edgekd.teacher import DEFAULT_TEACHERS, default_teacher  # noqa: E402
+from edgekd.teacher.default import DEFAULT_TEACHERS, default_teacher  # noqa: E402
+from edgekd.train.loop import TrainConfig, accuracy, predict_logits, train_student  # noqa: E402
 
 # The student per data set: (family, width, depth), a few thousand parameters.
 STUDENTS = {"digits": ("cnn", 0.5, 2), "mnist1d": ("cnn1d", 0.5, 2)}

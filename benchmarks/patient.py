@@ -1,14 +1,15 @@
 """Patient and consistent teaching against scratch and plain KD (evidence, not a test).
 
 MNIST-1D (3,601 train / 399 val / 1,000 test sequences) with the default sequence teacher
-(``edgekd.teacher``: 1-D CNN, 63K parameters, 100 epochs with shift + noise, cached), and six
+(``edgekd.teacher.default``: 1-D CNN, 63K parameters, 100 epochs with shift + noise, cached),
+and six
 students of about 5K, 10K and 15K parameters, 1-D CNNs and MLPs. Per student and seed:
 
 - scratch: labels only (alpha = 1), the stored samples;
 - scratch + aug: labels only on the label-preserving jitter (``--augment light``: shift and
   noise), so that what augmentation alone buys is not credited to the teacher;
 - plain KD: Hinton KD, T = 4, alpha = 0.1, the teacher's cached logits on the stored samples;
-- defaults: what a plain ``edgekd distill`` does (``edgekd.distill.patient.make_job``): the same
+- defaults: what a plain ``edgekd distill`` does (``edgekd.distill.job.make_job``): the same
   KD loss, but teacher and student see the same augmented batch (for sequences: shift, noise and
   mixup, whose mixed views only the teacher labels), the teacher run live (function matching),
   the best epoch chosen on validation agreement with the teacher.
@@ -41,14 +42,14 @@ os.environ.setdefault("EDGEKD_NO_PROGRESS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from edgekd.augment import make_augmenter  # noqa: E402
 from edgekd.data import load_data  # noqa: E402
-from edgekd.distill.consistent import resolve_augment  # noqa: E402
-from edgekd.distill.patient import default_epochs, make_job, train_offline  # noqa: E402
-from edgekd.distill.teaching import prepare_teaching  # noqa: E402
-from edgekd.distill.trainer import TrainConfig, accuracy, predict_logits, train_student  # noqa: E402
+from edgekd.data.augment import make_augmenter  # noqa: E402
+from edgekd.distill.job import default_epochs, make_job, train_offline  # noqa: E402
+from edgekd.distill.views import resolve_augment  # noqa: E402
 from edgekd.pipeline import DistillConfig  # noqa: E402
 from edgekd.students import build_student, count_params  # noqa: E402
+from edgekd.teacher.prepare import prepare_teaching  # noqa: E402
+from edgekd.train.loop import TrainConfig, accuracy, predict_logits, train_student  # noqa: E402
 
 # MNIST-1D students: (family, width, depth); about 5K, 10K and 15K parameters each.
 STUDENTS = (

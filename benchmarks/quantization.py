@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.data import DataBundle, Split, load_data
-from edgekd.distill.trainer import TrainConfig, train_student
 from edgekd.export import export_onnx
 from edgekd.hostinfo import host_info
-from edgekd.quantize_select import QuantSearch, format_variants, select_quantization
+from edgekd.quantize.select import QuantSearch, format_variants, select_quantization
 from edgekd.students import build_student
 from edgekd.targets import load_target
+from edgekd.train.loop import TrainConfig, train_student
 
 
 def mlp(sizes: list[int]) -> nn.Module:

@@ -27,12 +27,12 @@ from torch import nn
 os.environ.setdefault("EDGEKD_NO_PROGRESS", "1")
 
 from edgekd.data import Split, load_data  # noqa: E402
-from edgekd.distill.checkpointing import save_training_state  # noqa: E402
 from edgekd.distill.methods import make_method  # noqa: E402
-from edgekd.distill.offline import teacher_outputs  # noqa: E402
-from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student  # noqa: E402
 from edgekd.errors import Interrupted  # noqa: E402
 from edgekd.students import build_student, count_params  # noqa: E402
+from edgekd.teacher.outputs import teacher_outputs  # noqa: E402
+from edgekd.train.loop import TrainConfig, cached_teacher, train_student  # noqa: E402
+from edgekd.train.resume import save_training_state  # noqa: E402
 
 torch.set_num_threads(1)
 

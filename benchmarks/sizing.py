@@ -28,17 +28,17 @@ import torch
 
 from edgekd.data import load_data
 from edgekd.distill.methods import make_method
-from edgekd.distill.trainer import (
+from edgekd.sizing import build_candidate, export_bytes, size_student_to_budget
+from edgekd.sizing.roofline import calibrate_estimator, measure_host_device
+from edgekd.targets import load_target
+from edgekd.teacher.default import default_teacher
+from edgekd.train.loop import (
     TrainConfig,
     accuracy,
     cached_teacher,
     predict_logits,
     train_student,
 )
-from edgekd.estimate import calibrate_estimator, measure_host_device
-from edgekd.sizing import build_candidate, export_bytes, size_student_to_budget
-from edgekd.targets import load_target
-from edgekd.teacher import default_teacher
 
 torch.set_num_threads(1)
 TARGETS = ("mobile", "iot", "car")

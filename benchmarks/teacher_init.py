@@ -18,19 +18,19 @@ import time
 import torch
 
 from edgekd.cache import cache_dir, cache_key
-from edgekd.checkpoint import load_model, save_model
 from edgekd.data import load_data
 from edgekd.distill.methods import make_method
-from edgekd.distill.trainer import (
+from edgekd.students import build_student
+from edgekd.students.checkpoint import load_model, save_model
+from edgekd.students.teacher_init import init_from_teacher
+from edgekd.teacher.default import default_teacher
+from edgekd.train.loop import (
     TrainConfig,
     accuracy,
     cached_teacher,
     predict_logits,
     train_student,
 )
-from edgekd.students import build_student
-from edgekd.students.teacher_init import init_from_teacher
-from edgekd.teacher import default_teacher
 
 torch.set_num_threads(1)
 

@@ -10,6 +10,8 @@ The public verbs, imported lazily so that ``import edgekd`` (and ``edgekd --help
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -22,14 +24,23 @@ _VERBS = {
     "quantize": "edgekd.quantize",
     "load_data": "edgekd.data",
     "benchmark": "edgekd.bench.suite",
-    "gate": "edgekd.bench.gate",
+    "gate": "edgekd.gate",
     "size_student_to_budget": "edgekd.sizing",
 }
 
 __all__ = sorted(_VERBS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _VERBS:
-        return getattr(importlib.import_module(_VERBS[name]), name)
-    raise AttributeError(f"module 'edgekd' has no attribute {name!r}")
+class _Package(types.ModuleType):
+    """``edgekd.distill``, ``edgekd.quantize`` and ``edgekd.gate`` are both verbs and stage
+    packages. Importing a subpackage sets it as an attribute of its parent, which would hide the
+    verb of the same name; the verbs win here, and ``import edgekd.gate.checks`` still works
+    because imports go through ``sys.modules``, not attributes."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _VERBS:
+            return getattr(importlib.import_module(_VERBS[name]), name)
+        return super().__getattribute__(name)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -16,32 +16,28 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.augment import LEVELS
-from edgekd.bench.gate import gate
-from edgekd.bench.run import BenchSettings, ModelRef, bench_model_in_process, measure_models
+from edgekd.bench.runner import BenchSettings, ModelRef, bench_model_in_process, measure_models
 from edgekd.bench.suite import thread_settings
-from edgekd.checkpoint import save_model
 from edgekd.data import Split, load_data
-from edgekd.distill.blackbox import blackbox_teacher_report
-from edgekd.distill.checkpointing import remove_stale_temporaries
-from edgekd.distill.distributed import DistContext, on_main, resumes_after_restart, run_stamp
+from edgekd.data.augment import LEVELS
+from edgekd.data.inputs import describe
+from edgekd.distill.job import make_job, repeat_seeds, train_offline, uses_default_path
 from edgekd.distill.methods import make_method
-from edgekd.distill.patient import make_job, repeat_seeds, train_offline, uses_default_path
 from edgekd.distill.strategies import (
     resolve_strategy,
     run_strategy,
 )
-from edgekd.distill.teaching import TASKS, Teaching, prepare_teaching
 from edgekd.errors import BadInputError, EdgekdError, Interrupted
 from edgekd.export import export_onnx
 from edgekd.fileio import write_json_atomic, write_text_atomic
+from edgekd.gate import gate
 from edgekd.hostinfo import host_info
-from edgekd.inputs import describe
-from edgekd.plots import write_charts
 from edgekd.progress import status
 from edgekd.quantize import Int8StaticConfig, quantize
-from edgekd.quantize_select import QuantSelection, Variant, select_quantization
-from edgekd.report import ModelResult, Report, to_markdown
+from edgekd.quantize.select import QuantSelection, Variant, select_quantization
+from edgekd.report.markdown import to_markdown
+from edgekd.report.plots import write_charts
+from edgekd.results import ModelResult, Report
 from edgekd.rundir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -53,7 +49,12 @@ from edgekd.rundir import (
 from edgekd.safety.versions import check_versions
 from edgekd.sizing import build_candidate, size_student_to_budget
 from edgekd.students import count_params
+from edgekd.students.checkpoint import save_model
 from edgekd.targets import TargetProfile, load_target
+from edgekd.teacher.blackbox import blackbox_teacher_report
+from edgekd.teacher.prepare import TASKS, Teaching, prepare_teaching
+from edgekd.train.distributed import DistContext, on_main, resumes_after_restart, run_stamp
+from edgekd.train.resume import remove_stale_temporaries
 
 # Value checks shared by the constructor and configuration files: (test, what it must be).
 _RULES = {
@@ -89,10 +90,10 @@ class DistillConfig:
     peer: str = "teacher"  # strategy online
     finetune_epochs: int = 0
     teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
-    teacher_cmd: str | None = None  # ... or a command (edgekd.distill.blackbox)
+    teacher_cmd: str | None = None  # ... or a command (edgekd.teacher.blackbox)
     blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
     # None: PATIENT_EPOCHS (300) with augmented views, PLAIN_EPOCHS (100) without
-    # (edgekd.distill.patient.default_epochs; measured in benchmarks/patient.py)
+    # (edgekd.distill.job.default_epochs; measured in benchmarks/patient.py)
     epochs: int | None = None
     teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
     lr: float = 1e-2  # peak of the one-cycle schedule; jittered views tolerate a high one
@@ -103,7 +104,7 @@ class DistillConfig:
     out: str | None = None
     overwrite: bool = False
     bench_min_time_s: float = 0.5
-    # Bring your own teacher and data (see edgekd.user_teacher, edgekd.datasets).
+    # Bring your own teacher and data (see edgekd.teacher.user, edgekd.data.readers).
     teacher: str | None = None
     teacher_weights: str | None = None
     teacher_output: str | None = None
@@ -113,7 +114,7 @@ class DistillConfig:
     val_data: str | None = None
     label_column: str | None = None
     bench_processes: int = 3
-    # Patient and consistent teaching (edgekd.distill.consistent): augmentation level (None: the
+    # Patient and consistent teaching (edgekd.distill.views): augmentation level (None: the
     # default for the input kind), early stopping, and repeated seeds (mean +- std reported).
     augment: str | None = None
     patience: int = 0
@@ -164,7 +165,7 @@ def distill(
     """Run the whole pipeline and return the report (also written to ``config.out``).
 
     ``resume=True`` continues the interrupted run in ``config.out`` (see :func:`resume_config`).
-    ``dist`` (see :mod:`edgekd.distill.distributed`): this process is one of several torchrun
+    ``dist`` (see :mod:`edgekd.train.distributed`): this process is one of several torchrun
     workers that train together; rank 0 alone writes the run folder and returns the report, the
     others return None once training is done. After a torchrun restart the run resumes by itself.
 
@@ -448,8 +449,8 @@ def _with_latency_estimate(result: ModelResult, target: TargetProfile) -> ModelR
     ONNX model's result, from its own graph: the int8 variants are estimated as quantized."""
     from dataclasses import replace
 
-    from edgekd.estimate import estimate_latency
-    from edgekd.graph import analyze_onnx
+    from edgekd.sizing.onnx_cost import analyze_onnx
+    from edgekd.sizing.roofline import estimate_latency
 
     if result.format != "onnx":
         return result

@@ -25,20 +25,21 @@ from pathlib import Path
 import torch
 from toydata import toy_bundle
 
-from edgekd.distill import checkpointing, offline
-from edgekd.distill.distributed import (
+from edgekd.distill.methods import make_method
+from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
+from edgekd.distill.strategies._common import frozen_teacher_signal
+from edgekd.errors import EdgekdError
+from edgekd.students import build_student
+from edgekd.teacher import outputs as offline
+from edgekd.teacher.outputs import teacher_outputs
+from edgekd.train import resume as checkpointing
+from edgekd.train.distributed import (
     DistContext,
     distributed_session,
     exit_worker,
     worker_env,
 )
-from edgekd.distill.methods import make_method
-from edgekd.distill.offline import teacher_outputs
-from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
-from edgekd.distill.strategies._common import frozen_teacher_signal
-from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student
-from edgekd.errors import EdgekdError
-from edgekd.students import build_student
+from edgekd.train.loop import TrainConfig, cached_teacher, train_student
 
 # 96 rows in batches of 21: 2 workers split every batch unevenly (11 + 10, the last 6 + 6).
 CONFIG = TrainConfig(epochs=3, lr=3e-2, batch_size=21)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgekd.augment import POLICIES, make_augmenter, mixup, shift
 from edgekd.data import Split
+from edgekd.data.augment import POLICIES, make_augmenter, mixup, shift
 from edgekd.errors import BadInputError
 
 SAMPLES = {

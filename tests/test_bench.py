@@ -15,8 +15,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from edgekd.bench.models import resolve_model
-from edgekd.bench.run import BenchSettings, ModelRef, measure_models
+from edgekd.bench.runner import BenchSettings, ModelRef, measure_models
+from edgekd.bench.sources import resolve_model
 from edgekd.bench.suite import benchmark
 from edgekd.cli import app
 from edgekd.runtimes import get_runtime
@@ -269,7 +269,7 @@ def test_fixed_batch_model_and_precision_detection(tmp_path):
 
 def test_contended_processes_are_measured_again(files, monkeypatch):
     """Processes whose samples mostly waited for the CPU are replaced, up to extra_processes."""
-    import edgekd.bench.run as run
+    import edgekd.bench.runner as run
 
     calls = []
 

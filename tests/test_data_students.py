@@ -41,7 +41,7 @@ def test_npz_loading_and_errors(tmp_path) -> None:
     np.savez(tmp_path / "ok.npz", x=x, y=y)
     bundle = load_npz(tmp_path / "ok.npz")
     assert bundle.input_kind == "vector" and bundle.num_classes == 3
-    # The stored dtype is kept; edgekd.inputs.check_inputs casts it to what the model takes.
+    # The stored dtype is kept; edgekd.data.inputs.check_inputs casts it to what the model takes.
     assert bundle.train.inputs["x"].dtype == np.float64
     np.savez(tmp_path / "nolabels.npz", x=x)
     unlabelled = load_npz(tmp_path / "nolabels.npz")  # a transfer set: labels are optional

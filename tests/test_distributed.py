@@ -23,8 +23,7 @@ import torch
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.distill.checkpointing import load_training_state
-from edgekd.distill.distributed import (
+from edgekd.train.distributed import (
     DistContext,
     WorkerEnv,
     choose_backend,
@@ -32,7 +31,8 @@ from edgekd.distill.distributed import (
     run_stamp,
     worker_env,
 )
-from edgekd.distill.launch import _failure, worker_args
+from edgekd.train.launch import _failure, worker_args
+from edgekd.train.resume import load_training_state
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -43,7 +43,7 @@ TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 LAUNCH = """
 import sys
-from edgekd.distill.launch import launch_workers
+from edgekd.train.launch import launch_workers
 from edgekd.errors import EdgekdError
 try:
     launch_workers(int(sys.argv[1]), sys.argv[3:], int(sys.argv[2]), module="dist_worker")
@@ -156,7 +156,7 @@ def test_ctrl_c_at_the_launcher_stops_every_worker_at_the_same_step(tmp_path):
 def test_root_cause_prefers_the_kill_over_the_collateral_abort_on_a_tie():
     from types import SimpleNamespace as Failure
 
-    from edgekd.distill.launch import root_cause
+    from edgekd.train.launch import root_cause
 
     abort, kill, error = (-int(signal.SIGABRT), -int(signal.SIGKILL), 1)
     # Same second: rank 1's SIGKILL is the cause, rank 0's SIGABRT its consequence.

@@ -1,4 +1,5 @@
-"""edgekd.estimate: roofline arithmetic by hand, monotonicity, calibration, host measurement."""
+"""edgekd.sizing.roofline: roofline arithmetic by hand, monotonicity, calibration, host
+measurement."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch
 from torch import nn
 
 from edgekd.errors import BadInputError
-from edgekd.estimate import calibrate_estimator, estimate_latency, measure_host_device
-from edgekd.graph import GraphCost, NodeCost, analyze_onnx
+from edgekd.sizing.onnx_cost import GraphCost, NodeCost, analyze_onnx
+from edgekd.sizing.roofline import calibrate_estimator, estimate_latency, measure_host_device
 from edgekd.targets import DeviceSpec, list_targets
 
 torch.set_num_threads(1)

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from edgekd.estimate import estimate_latency
-from edgekd.graph import GraphCost, NodeCost
+from edgekd.sizing.onnx_cost import GraphCost, NodeCost
+from edgekd.sizing.roofline import estimate_latency
 from edgekd.targets import DeviceSpec, load_target, parse_target
 
 # 2 GB/s DRAM, 20 GB/s cache of 1 MiB; compute fast enough that every node here is memory-bound.

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from edgekd.checkpoint import save_model
 from edgekd.cli import app
 from edgekd.errors import BadInputError, DataError, ExportError, ParityError
 from edgekd.export import ParityThresholds, export_onnx
 from edgekd.students import build_student
+from edgekd.students.checkpoint import save_model
 
 RNG = np.random.default_rng(0)
 X = RNG.standard_normal((64, 8)).astype(np.float32)

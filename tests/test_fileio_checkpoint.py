@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from edgekd.checkpoint import load_model, save_model
 from edgekd.errors import BadInputError
 from edgekd.fileio import atomic_dir, atomic_path
 from edgekd.students import build_student
+from edgekd.students.checkpoint import load_model, save_model
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edgekd.bench.compare import check_ratio, compare_processes
 from edgekd.bench.contention import clean_runs
-from edgekd.bench.gate import LINE_NAMES, gate, to_junit, to_markdown
 from edgekd.bench.stats import LatencySamples, Verdict
 from edgekd.cli import app
-from edgekd.report import ModelResult, Report
+from edgekd.gate import LINE_NAMES, gate, to_junit, to_markdown
+from edgekd.gate.compare import check_ratio, compare_processes
+from edgekd.results import ModelResult, Report
 from edgekd.targets import load_target
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -283,12 +284,12 @@ def test_bad_input_exits_2_with_one_line(reports, tmp_path, args, needle):
 
 
 def test_internal_error_exits_1(reports, monkeypatch):
-    import edgekd.bench.gate
+    gate_module = importlib.import_module("edgekd.gate")  # edgekd.gate is the verb
 
     def broken(*a, **k):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(edgekd.bench.gate, "gate", broken)
+    monkeypatch.setattr(gate_module, "gate", broken)
     _, paths = reports
     result = runner.invoke(app, ["gate", str(paths["good"])])
     assert result.exit_code == 1 and "internal error" in result.output
@@ -332,7 +333,7 @@ def test_gate_reads_the_report_target_by_default(reports):
 
 
 def test_budget_lines_wrapper_matches_the_gate(target_path):
-    from edgekd.bench.budget import budget_lines
+    from edgekd.gate.budget import budget_lines
 
     t = load_target(target_path())
     student = model("s", runs("base", "base_rerun"))

@@ -1,4 +1,4 @@
-"""edgekd.graph: MACs, params, bytes and peak activation memory against hand counts."""
+"""edgekd.sizing.onnx_cost: MACs, params, bytes and peak activation memory against hand counts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from edgekd.errors import BadInputError
-from edgekd.graph import analyze_onnx
+from edgekd.sizing.onnx_cost import analyze_onnx
 
 torch.set_num_threads(1)
 

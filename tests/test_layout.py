@@ -76,3 +76,11 @@ def test_console_entry_and_module_entry() -> None:
         [sys.executable, "-m", "edgekd", "--help"], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0 and "distill" in out.stdout
+
+
+def test_verbs_win_over_stage_packages_of_the_same_name() -> None:
+    """``edgekd.distill``/``gate``/``quantize`` stay callable after their packages are imported."""
+    for name in ("edgekd.distill.job", "edgekd.gate", "edgekd.quantize"):
+        importlib.import_module(name)
+    assert callable(edgekd.distill) and callable(edgekd.gate) and callable(edgekd.quantize)
+    assert edgekd.gate.__name__ == "gate" and edgekd.distill.__module__ == "edgekd.pipeline"

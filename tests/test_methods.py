@@ -19,9 +19,9 @@ from edgekd.cli import app
 from edgekd.distill.methods import DistillBatch, all_methods, get_method, make_method
 from edgekd.distill.pairing import LayerPair, align_spatial, parse_pair, parse_pairs, pooled
 from edgekd.distill.strategies import DistillJob, run_strategy
-from edgekd.distill.taps import capture
-from edgekd.distill.trainer import TrainConfig
 from edgekd.errors import BadInputError
+from edgekd.train.loop import TrainConfig
+from edgekd.train.taps import capture
 
 METHODS = sorted(all_methods())
 

@@ -15,13 +15,13 @@ from torch import nn
 from toydata import FAST, PATCHES, tiny_student, toy_bundle, toy_teacher
 from typer.testing import CliRunner
 
-from edgekd.augment import make_augmenter
 from edgekd.cli import app
-from edgekd.distill.consistent import choose_augment
+from edgekd.data.augment import make_augmenter
 from edgekd.distill.methods import make_method
 from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
-from edgekd.distill.trainer import TrainConfig, live_teacher, train_student
+from edgekd.distill.views import choose_augment
 from edgekd.errors import BadInputError
+from edgekd.train.loop import TrainConfig, live_teacher, train_student
 from edgekd.tune import RandomSearcher, TuneSettings, median_stop, tune
 
 runner = CliRunner()
@@ -81,7 +81,7 @@ def test_the_strategy_path_teaches_on_the_augmented_view(toy, teacher) -> None:
 
 
 def test_cached_logits_refuse_augmented_views(toy) -> None:
-    from edgekd.distill.trainer import cached_teacher
+    from edgekd.train.loop import cached_teacher
 
     signal = cached_teacher(np.zeros((toy.train.n, 3), np.float32))
     with pytest.raises(ValueError, match="cannot teach augmented views"):
@@ -151,7 +151,7 @@ def test_augmentation_defaults(given, kind, task, strategy, params, labels, leve
 
 
 def test_a_mixup_default_falls_back_to_light_for_methods_that_need_labels(monkeypatch) -> None:
-    from edgekd.distill import consistent
+    from edgekd.distill import views as consistent
 
     monkeypatch.setitem(consistent.DEFAULT_AUGMENT, "image", "strong")
     assert choose_augment(None, "image", "classification", "offline", 10**5, False)[0] == "strong"
@@ -288,9 +288,9 @@ def toy_npz(tmp_path_factory):
 
 
 def test_tune_writes_settings_that_distill_reproduces(toy_npz, tmp_path) -> None:
-    from edgekd.checkpoint import load_model
     from edgekd.data import load_data
-    from edgekd.distill.trainer import accuracy, predict_logits
+    from edgekd.students.checkpoint import load_model
+    from edgekd.train.loop import accuracy, predict_logits
 
     out = tmp_path / "tune"
     base = tmp_path / "base.toml"
@@ -411,7 +411,7 @@ def test_asking_for_optuna_without_it_is_one_clear_error(fake_setup, tmp_path, m
 def test_epochs_follow_the_augmentation_unless_given(toy, kind, augment, epochs, expected):
     from types import SimpleNamespace
 
-    from edgekd.distill.patient import make_job
+    from edgekd.distill.job import make_job
     from edgekd.pipeline import DistillConfig
 
     teaching = SimpleNamespace(

@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.data import Split
-from edgekd.distill.checkpointing import load_training_state, remove_stale_temporaries
 from edgekd.distill.methods import Method, make_method
-from edgekd.distill.trainer import TrainConfig, cached_teacher, train_student
 from edgekd.errors import DivergedError, Interrupted
 from edgekd.students import build_student
+from edgekd.train.loop import TrainConfig, cached_teacher, train_student
+from edgekd.train.resume import load_training_state, remove_stale_temporaries
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -177,7 +177,7 @@ def test_same_seed_same_student_other_seed_other_student(uninterrupted) -> None:
 
 WRITER = """
 import sys, torch
-from edgekd.distill.checkpointing import save_training_state
+from edgekd.train.resume import save_training_state
 i = 0
 while True:
     i += 1
@@ -275,8 +275,8 @@ def test_a_multi_stage_strategy_resumes_each_stage_exactly(tmp_path, monkeypatch
 
     from toydata import FAST, tiny_student, toy_bundle, toy_teacher
 
-    from edgekd.distill import trainer
     from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
+    from edgekd.train import loop as trainer
 
     toy = toy_bundle()
     teacher = toy_teacher(toy)
@@ -316,8 +316,8 @@ def test_online_resumes_the_student_and_its_peer_exactly(tmp_path, monkeypatch) 
     with the student's, so both end as in a run that was never stopped."""
     from toydata import FAST, tiny_student, toy_bundle
 
-    from edgekd.distill import trainer
     from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
+    from edgekd.train import loop as trainer
 
     toy = toy_bundle()
     options = StrategyOptions(peer="student")

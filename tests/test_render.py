@@ -9,9 +9,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from edgekd.cli import app
-from edgekd.docs import main as docs_main
-from edgekd.plots import write_charts
-from edgekd.report import BudgetLine, ModelResult, Report
+from edgekd.cli.docs import main as docs_main
+from edgekd.report.plots import write_charts
+from edgekd.results import BudgetLine, ModelResult, Report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

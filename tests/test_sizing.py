@@ -113,9 +113,9 @@ def test_monotone_over_random_budgets(iot_search) -> None:
 
 def test_chosen_student_really_fits_when_measured(iot_search, digits, tmp_path) -> None:
     from edgekd.bench.memory import peak_rss_mb
-    from edgekd.estimate import estimate_latency
     from edgekd.export import export_onnx
-    from edgekd.graph import analyze_onnx
+    from edgekd.sizing.onnx_cost import analyze_onnx
+    from edgekd.sizing.roofline import estimate_latency
 
     iot = load_target("iot")
     c = iot_search.chosen
@@ -170,10 +170,10 @@ def test_precision_must_be_one_the_target_runs(digits) -> None:
 
 
 def test_int8_columns_are_the_file_distill_writes(iot_search, digits, tmp_path) -> None:
-    from edgekd.estimate import estimate_latency
-    from edgekd.graph import analyze_onnx
     from edgekd.quantize import Int8StaticConfig, quantize
     from edgekd.sizing import export_bytes
+    from edgekd.sizing.onnx_cost import analyze_onnx
+    from edgekd.sizing.roofline import estimate_latency
 
     c = iot_search.chosen
     (tmp_path / "m.onnx").write_bytes(

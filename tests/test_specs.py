@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.data import Split, load_data, load_eval_data
-from edgekd.distill.teaching import conform
+from edgekd.data.inputs import InputSpec, check_inputs
 from edgekd.errors import BadInputError, DataError, UnsafeInputError
-from edgekd.inputs import InputSpec, check_inputs
-from edgekd.user_teacher import load_teacher, probe_teacher, select_output
+from edgekd.teacher.prepare import conform
+from edgekd.teacher.user import load_teacher, probe_teacher, select_output
 
 runner = CliRunner()
 

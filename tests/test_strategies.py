@@ -13,7 +13,6 @@ import pytest
 from toydata import FAST, test_accuracy, tiny_student, toy_bundle, toy_teacher
 
 from edgekd.cache import cache_dir
-from edgekd.distill.blackbox import CommandTeacher, OutputMode, query, teacher_targets
 from edgekd.distill.strategies import (
     DistillJob,
     StrategyOptions,
@@ -25,6 +24,7 @@ from edgekd.distill.strategies._common import cached_teacher_logits, weights_has
 from edgekd.distill.strategies.assistant import size_assistant
 from edgekd.errors import BadInputError
 from edgekd.students import count_params
+from edgekd.teacher.blackbox import CommandTeacher, OutputMode, query, teacher_targets
 
 TOY_TEACHER = Path(__file__).parent / "fixtures" / "toy_teacher.py"
 

@@ -10,13 +10,13 @@ import onnx
 import pytest
 import torch
 
-from edgekd.checkpoint import load_model, save_model
 from edgekd.data import load_npz
 from edgekd.errors import BadInputError, DataError
 from edgekd.export import export_onnx
-from edgekd.graph import analyze_onnx
 from edgekd.sizing import size_student_to_budget
+from edgekd.sizing.onnx_cost import analyze_onnx
 from edgekd.students import build_student, count_params
+from edgekd.students.checkpoint import load_model, save_model
 from edgekd.students.factory import load_student_factory
 from edgekd.students.teacher_init import init_from_teacher, select_layers
 from edgekd.targets import load_target

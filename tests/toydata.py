@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from edgekd.data import DataBundle, Split
-from edgekd.distill.trainer import TrainConfig, accuracy, predict_logits, train_student
 from edgekd.students import build_student
+from edgekd.train.loop import TrainConfig, accuracy, predict_logits, train_student
 
 PATCHES = ((slice(0, 4), slice(0, 4)), (slice(0, 4), slice(4, 8)), (slice(4, 8), slice(2, 6)))
 # Few steps on tiny data need a high learning rate and small batches to get anywhere.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgekd.bench.models import InputSpec
+from edgekd.bench.sources import InputSpec
 from edgekd.errors import BadInputError, DataError
 
 

@@ -1,8 +1,8 @@
 """``benchmark``: measure models (and their teacher) for a target and return a report.
 
-The library verb behind ``edgekd bench``. It resolves model specs (``edgekd.bench.models``), picks
+The library verb behind ``edgekd bench``. It resolves model specs (``edgekd.bench.sources``), picks
 runtimes, says plainly which requested runtime is unavailable here (and measures nothing under its
-name), measures everything in fresh interleaved processes (``edgekd.bench.run``), and records the
+name), measures everything in fresh interleaved processes (``edgekd.bench.runner``), and records the
 host, the thread settings and the measurement settings with the figures. It judges nothing: that is
 ``edgekd gate``.
 """
@@ -13,11 +13,11 @@ import os
 import time
 from collections.abc import Sequence
 
-from edgekd.bench.models import ModelSource, resolve_model
-from edgekd.bench.run import BenchSettings, ModelRef, check_runtime, measure_models
+from edgekd.bench.runner import BenchSettings, ModelRef, check_runtime, measure_models
+from edgekd.bench.sources import ModelSource, resolve_model
 from edgekd.errors import BadInputError
 from edgekd.hostinfo import host_info
-from edgekd.report import Report
+from edgekd.results import Report
 from edgekd.runtimes import get_runtime
 from edgekd.runtimes.ort_cpu import host_threads
 from edgekd.targets import TargetProfile, load_target

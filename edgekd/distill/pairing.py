@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgekd.distill.taps import capture
 from edgekd.errors import BadInputError
+from edgekd.train.taps import capture
 
 DEFAULT_LAYER = "features"
 

@@ -1,6 +1,6 @@
 """PyTorch eager mode on the CPU (and on CUDA when a GPU really is present).
 
-The model is an ``nn.Module`` or a spec that ``edgekd.bench.models.load_torch_model`` rebuilds: an
+The model is an ``nn.Module`` or a spec that ``edgekd.bench.sources.load_torch_model`` rebuilds: an
 edgekd ``.safetensors`` checkpoint or ``pkg.module:factory``.
 """
 
@@ -17,7 +17,7 @@ class TorchSession:
         import torch
 
         if not isinstance(model, torch.nn.Module):
-            from edgekd.bench.models import load_torch_model
+            from edgekd.bench.sources import load_torch_model
 
             model = load_torch_model(str(model))
         # torch's thread count is process-wide: restored when the session goes away, so that

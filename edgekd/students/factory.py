@@ -25,7 +25,7 @@ _DATA_ARGS = ("sample_shape", "num_classes")
 
 def is_factory_spec(text: str | None) -> bool:
     """``pkg.module:factory`` or ``file.py:factory`` rather than a family name."""
-    from edgekd.specs import parse_factory
+    from edgekd.usercode import parse_factory
 
     return bool(text) and parse_factory(text) is not None
 
@@ -81,7 +81,7 @@ def load_student_factory(spec: str) -> StudentFactory:
     >>> f.searchable  # doctest: +SKIP
     True
     """
-    from edgekd.specs import load_factory  # one parser and importer for every factory spec
+    from edgekd.usercode import load_factory  # one parser and importer for every factory spec
 
     obj: Any = load_factory(spec, "student")
     if isinstance(obj, nn.Module):

@@ -18,12 +18,12 @@ from typing import Any
 
 from torch import nn
 
-from edgekd.augment import LEVELS
 from edgekd.data import DataBundle
+from edgekd.data.augment import LEVELS
 from edgekd.distill.methods import Method, make_method
-from edgekd.distill.trainer import TrainConfig, TrainHistory
 from edgekd.errors import BadInputError
 from edgekd.registry import import_submodules
+from edgekd.train.loop import TrainConfig, TrainHistory
 
 PEERS = ("teacher", "student")
 
@@ -35,12 +35,12 @@ class StrategyOptions:
     generations: int = 2  # self: born-again generations
     peer: str = "teacher"  # online: train with a copy of the teacher, or a second student
     teacher_onnx: str | None = None  # blackbox: an ONNX file run with ONNX Runtime
-    teacher_cmd: str | None = None  # blackbox: a command, see edgekd.distill.blackbox
+    teacher_cmd: str | None = None  # blackbox: a command, see edgekd.teacher.blackbox
     teacher_output: str = "probs"  # blackbox: probs | topk:K | labels
     command_timeout_s: float = 120.0
     finetune_epochs: int = 0  # hard-label fine-tune after any strategy
     use_cache: bool = True  # offline: cache the teacher's logits on disk
-    augment: str = "none"  # frozen teacher: none | light | strong (edgekd.distill.consistent)
+    augment: str = "none"  # frozen teacher: none | light | strong (edgekd.distill.views)
 
     def __post_init__(self) -> None:
         if self.generations < 1:
@@ -67,7 +67,7 @@ class DistillJob:
     method: str = "kd"
     method_options: dict[str, Any] = field(default_factory=dict)  # temperature, pairs, weight
     options: StrategyOptions = field(default_factory=StrategyOptions)
-    dist: Any = None  # edgekd.distill.distributed.DistContext on several workers; None: one process
+    dist: Any = None  # edgekd.train.distributed.DistContext on several workers; None: one process
     checkpoints: Path | None = None  # a folder: one training checkpoint per stage; None: none
     resume: bool = False  # continue each stage from its checkpoint where there is one
 
@@ -81,7 +81,7 @@ class DistillJob:
         resumed run passes through it without training and goes on to the next one."""
         if self.checkpoints is None:
             return {}
-        from edgekd.distill.checkpointing import remove_stale_temporaries
+        from edgekd.train.resume import remove_stale_temporaries
 
         path = Path(self.checkpoints) / (re.sub(r"[^a-z0-9]+", "-", name.lower()) + ".pt")
         main = self.dist is None or self.dist.is_main

@@ -14,10 +14,13 @@ from torch import nn
 
 from edgekd.cache import cache_dir, cache_key
 from edgekd.data import Split
-from edgekd.distill.consistent import consistent_teaching
 from edgekd.distill.methods import Method
 from edgekd.distill.strategies import DistillJob, StrategyResult
-from edgekd.distill.trainer import (
+from edgekd.distill.views import consistent_teaching
+from edgekd.errors import BadInputError
+from edgekd.fileio import atomic_path
+from edgekd.students import build_student
+from edgekd.train.loop import (
     TeacherSignal,
     TrainHistory,
     accuracy,
@@ -26,9 +29,6 @@ from edgekd.distill.trainer import (
     predict_logits,
     train_student,
 )
-from edgekd.errors import BadInputError
-from edgekd.fileio import atomic_path
-from edgekd.students import build_student
 
 EXAMPLE_BATCH = 8
 
@@ -120,7 +120,7 @@ def distill_from(
 ) -> tuple[TrainHistory, dict]:
     """One offline stage: ``student`` (trained in place) learns from the frozen ``teacher``;
     with ``job.options.augment`` other than none, on the same augmented views (function matching,
-    ``edgekd.distill.consistent``)."""
+    ``edgekd.distill.views``)."""
     method = prepare_method(job, student, teacher)
     if job.options.augment != "none":
         plan = consistent_teaching(

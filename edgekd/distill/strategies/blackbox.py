@@ -1,7 +1,7 @@
 """Black-box distillation: the teacher is reachable only through its outputs.
 
 An ONNX file run with ONNX Runtime, or an external command (protocol in
-:mod:`edgekd.distill.blackbox`), queried once over the training split. The student learns from the
+:mod:`edgekd.teacher.blackbox`), queried once over the training split. The student learns from the
 full distribution, from top-K probabilities only, or from the teacher's hard labels only (then with
 plain CE on those labels: knowledge transfer through a labelled transfer set). Methods that need
 teacher activations are refused: a black box has none to give.
@@ -14,10 +14,10 @@ from dataclasses import replace
 import numpy as np
 
 from edgekd.data import Split
-from edgekd.distill.blackbox import OutputMode, open_teacher, query, teacher_targets
 from edgekd.distill.strategies import DistillJob, StrategyResult, register_strategy
 from edgekd.distill.strategies._common import prepare_method, val_accuracy
-from edgekd.distill.trainer import cached_teacher, train_student
+from edgekd.teacher.blackbox import OutputMode, open_teacher, query, teacher_targets
+from edgekd.train.loop import cached_teacher, train_student
 
 
 @register_strategy(

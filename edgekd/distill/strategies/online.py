@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from edgekd.distill.methods import DistillBatch
 from edgekd.distill.strategies import DistillJob, StrategyResult, register_strategy
 from edgekd.distill.strategies._common import fresh_like, prepare_method, val_accuracy
-from edgekd.distill.taps import capture
-from edgekd.distill.trainer import to_tensors, train_student
 from edgekd.errors import BadInputError, DivergedError
+from edgekd.train.loop import to_tensors, train_student
+from edgekd.train.taps import capture
 
 OUTPUT = ""  # the root module's name in named_modules(): its output is the logits
 

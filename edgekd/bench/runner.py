@@ -1,0 +1,498 @@
+"""Measure models in fresh processes: latency, memory, throughput, accuracy and fidelity.
+
+Each model is measured in ``processes`` fresh worker processes (``edgekd.bench._worker``), run one
+at a time and interleaved across models (A B C, then C B A, ...) so that a drift of the machine
+touches every model alike. On a shared machine one process's median can sit 10-70% away from the
+next one's while each process's own samples agree closely; samples from one process cannot show
+that, so the report keeps every process's raw samples (``latency_processes``) and the gate compares
+processes, not only samples. The pooled samples give the summary (``latency_ms``) and the absolute
+budget check (a p95 upper bound at 95% needs 72 samples, hence ``min_samples``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.bench.accuracy import classification_metrics, embedding_metrics, predict
+from edgekd.bench.contention import MIN_CPU_SHARE, clean_runs
+from edgekd.bench.feeds import fixed_batch, map_data, random_inputs, take_batch
+from edgekd.bench.harness import measure_latency
+from edgekd.bench.memory import peak_rss_mb
+from edgekd.bench.sources import InputSpec, onnx_input_specs
+from edgekd.bench.stats import LatencySamples, samples_needed
+from edgekd.data import Split
+from edgekd.errors import BadInputError, DataError
+from edgekd.progress import status
+from edgekd.results import ModelResult
+from edgekd.runtimes import get_runtime
+from edgekd.runtimes.ort_cpu import host_threads
+
+# The package's parent folder, so a worker imports this edgekd even when the caller found it only
+# through its own sys.path.
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+WORKER_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """How hard to measure. Times are per process; ``min_samples`` is pooled over processes.
+
+    processes       fresh processes per model (>= 2 lets the gate see process-to-process drift)
+    min_samples     pooled samples per model; 72 lets ``check_absolute`` bound a p95 at 95%
+    min_time_s      timed seconds per process (after warm-up and calibration)
+    max_time_s      per-process cap on one latency measurement (see ``measure_latency``)
+    warmup          untimed calls before calibration, in every process
+    sample_min_s    each sample lasts at least this long (loop count calibrated to it)
+    large_batch     the larger batch for throughput (0: skip it)
+    extra_processes  at most this many more processes per model replace contended ones (whose
+                    samples mostly waited for the CPU; see ``edgekd.bench.contention``)
+    """
+
+    processes: int = 3
+    min_samples: int = samples_needed(0.95)
+    min_time_s: float = 0.25
+    max_time_s: float = 10.0
+    warmup: int = 10
+    # Half a millisecond, not the harness's 2 ms: on a busy Linux host the scheduler hands out
+    # slices of a few ms, and at a load of 4.5 on 2 cores 2-ms samples were cut (descheduled) in
+    # 4-82% of cases against 3-14% for 0.5-ms ones; the timer's cost is still < 0.1% of a sample.
+    sample_min_s: float = 0.0005
+    large_batch: int = 32
+    extra_processes: int = 3
+
+    def __post_init__(self) -> None:
+        if (
+            min(self.processes, self.min_samples) < 1
+            or min(self.warmup, self.large_batch, self.extra_processes) < 0
+        ):
+            raise BadInputError(
+                "bench settings: processes and min_samples must be >= 1; warmup, large_batch and "
+                "extra_processes >= 0"
+            )
+        if not (self.min_time_s >= 0 and self.max_time_s > 0 and self.sample_min_s > 0):
+            raise BadInputError("bench settings: times must be >= 0 (min_time_s) or > 0")
+
+    def harness(self) -> dict[str, Any]:
+        return {
+            "warmup": self.warmup,
+            "min_samples": math.ceil(self.min_samples / self.processes),
+            "min_time_s": self.min_time_s,
+            "max_time_s": self.max_time_s,
+            "sample_min_s": self.sample_min_s,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to benchmark on one runtime: a file (ONNX, edgekd checkpoint) or a factory spec."""
+
+    name: str
+    path: str
+    runtime: str  # registry key, e.g. "ort_cpu", "torch_cpu"
+    precision: str = "fp32"
+    role: str = "student"
+    params: int = 0
+    size_bytes: int | None = None  # None: the file's size
+    inputs: tuple[InputSpec, ...] = ()  # empty: read from the ONNX file, or taken from the data
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def format(self) -> str:
+        return "onnx" if self.path.lower().endswith(".onnx") else "torch"
+
+
+@dataclass
+class _Job:
+    ref: ModelRef
+    inputs: tuple[InputSpec, ...]
+    feed: str
+    large: str | None
+    large_batch: int
+    predict: dict | None
+    runs: list[dict] = field(default_factory=list)
+    first: dict = field(default_factory=dict)
+
+
+def _g6(v: float) -> float:
+    # Six significant figures (a nanosecond at 1 ms) keep a committed baseline report small.
+    return float(f"{v:.6g}")
+
+
+def _pooled(runs: list[LatencySamples]) -> LatencySamples:
+    return LatencySamples(tuple(v for r in runs for v in r.samples_ms))
+
+
+def _save(folder: Path, name: str, arrays: dict[str, np.ndarray]) -> str:
+    path = folder / f"{name}.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _prepare(
+    i: int, ref: ModelRef, test: Split | None, batch: int, s: BenchSettings, folder: Path
+) -> _Job:
+    inputs = ref.inputs
+    if not inputs and ref.format == "onnx":
+        import onnx
+
+        from edgekd.safety import check_onnx_file
+
+        check_onnx_file(ref.path)
+        inputs = onnx_input_specs(onnx.load(ref.path, load_external_data=False))
+    fixed = fixed_batch(inputs)
+    if fixed is not None and fixed != batch:
+        raise DataError(
+            f"{ref.name}: the model's batch axis is fixed at {fixed} but the target runs batch "
+            f"{batch}; export it with a dynamic batch axis"
+        )
+    if test is not None:
+        samples = map_data(ref.name, inputs, test.inputs)
+        feed = take_batch(samples, batch)
+        predict = {
+            "inputs": _save(folder, f"test{i}", samples),
+            "batch": fixed or 256,
+            "fixed": fixed is not None,
+            "out": str(folder / f"logits{i}.npy"),
+        }
+    else:
+        samples = random_inputs(ref.name, inputs, max(batch, s.large_batch))
+        feed, predict = take_batch(samples, batch), None
+    large_batch = s.large_batch if s.large_batch > batch else (2 * batch if s.large_batch else 0)
+    large = None
+    if large_batch and fixed is None:
+        large = _save(folder, f"large{i}", take_batch(samples, large_batch))
+    return _Job(ref, inputs, _save(folder, f"feed{i}", feed), large, large_batch, predict)
+
+
+def _run_worker(spec: dict, folder: Path, tag: str) -> dict:
+    spec_path = folder / f"spec-{tag}.json"
+    spec_path.write_text(json.dumps(spec))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgekd.bench._worker", str(spec_path)],
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT_S,
+            env=env,
+        )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"benchmark process for {spec['model']} ran over {WORKER_TIMEOUT_S} s"
+        ) from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        if proc.returncode == 2:  # the worker met bad input: say so as bad input
+            raise BadInputError(f"{spec['model']} on {spec['runtime']}: {last.split(': ', 1)[-1]}")
+        raise RuntimeError(f"benchmark process for {spec['model']} failed: {last}")
+    return json.loads(Path(spec["out"]).read_text())
+
+
+def _spec(
+    job: _Job, threads: int, s: BenchSettings, folder: Path, process: int
+) -> tuple[dict, str]:
+    tag = f"{job.ref.name}-{process}".replace(os.sep, "_")
+    spec = {
+        "runtime": job.ref.runtime,
+        "model": job.ref.path,
+        "threads": threads,
+        "feed": job.feed,
+        "harness": s.harness(),
+        "process": process,
+        "out": str(folder / f"out-{tag}.json"),
+        "sys_path": [p for p in sys.path if p],
+        "metadata": {"model": job.ref.name, "runtime": job.ref.runtime, "threads": threads},
+    }
+    if process == 0:
+        if job.large:
+            small = {**s.harness(), "min_samples": 10, "min_time_s": s.min_time_s / 2}
+            spec["throughput"] = [
+                {"batch_size": job.large_batch, "feed": job.large, "harness": small}
+            ]
+        spec["predict"] = job.predict
+    return spec, tag
+
+
+def _runs(job: _Job) -> list[LatencySamples]:
+    return [LatencySamples.from_dict(r["samples"]) for r in job.runs]
+
+
+def _measure_once(job: _Job, threads: int, s: BenchSettings, folder: Path, process: int) -> None:
+    status(f"benchmarking {job.ref.name} ({job.ref.runtime}), process {process + 1}")
+    spec, tag = _spec(job, threads, s, folder, process)
+    out = _run_worker(spec, folder, tag)
+    job.runs.append(out)
+    if process == 0:
+        job.first = out
+
+
+def measure_models(
+    refs: list[ModelRef],
+    test: Split | None,
+    threads: int,
+    batch_size: int,
+    settings: BenchSettings = BenchSettings(),
+    teacher_logits: np.ndarray | None = None,
+    reference: str | None = None,
+) -> tuple[list[ModelResult], dict[str, np.ndarray]]:
+    """Measure every ref; returns the results (in ``refs`` order) and each model's test logits.
+
+    ``test`` None means random inputs (no accuracy). Fidelity (agreement, KL) is against
+    ``teacher_logits`` or, when None, the logits of the ref named ``reference``, which itself is
+    reported with agreement 1 and KL 0.
+
+    >>> refs = [ModelRef("s", "s.onnx", "ort_cpu")]
+    >>> results, _ = measure_models(refs, None, threads=4, batch_size=1)  # doctest: +SKIP
+    """
+    threads = host_threads(threads)
+    names = [r.name for r in refs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise BadInputError(f"two models share the name {dupes[0]!r}: names must be unique")
+    with tempfile.TemporaryDirectory(prefix="edgekd-bench-") as tmp:
+        folder = Path(tmp)
+        jobs = [_prepare(i, r, test, batch_size, settings, folder) for i, r in enumerate(refs)]
+        for p in range(settings.processes):
+            # ABBA order across rounds: no model always runs first, after the machine has been idle.
+            for job in jobs if p % 2 == 0 else reversed(jobs):
+                _measure_once(job, threads, settings, folder, p)
+        # A process whose samples mostly waited for the CPU timed the neighbours: measure that
+        # model again in a fresh process, up to ``extra_processes`` times (all runs are kept).
+        p = settings.processes
+        while True:
+            short = [
+                j
+                for j in jobs
+                if len(j.runs) < settings.processes + settings.extra_processes
+                and clean_runs(_runs(j)).contended > len(j.runs) - settings.processes
+            ]
+            if not short:
+                break
+            for job in short:
+                _measure_once(job, threads, settings, folder, p)
+            p += 1
+        logits = {j.ref.name: np.load(j.predict["out"]) for j in jobs if j.predict is not None}
+    if teacher_logits is None and reference is not None:
+        teacher_logits = logits.get(reference)
+    results = [
+        _result(j, test, threads, batch_size, logits.get(j.ref.name), teacher_logits, reference)
+        for j in jobs
+    ]
+    return results, logits
+
+
+def _result(
+    job: _Job,
+    test: Split | None,
+    threads: int,
+    batch_size: int,
+    logits: np.ndarray | None,
+    teacher_logits: np.ndarray | None,
+    reference: str | None,
+) -> ModelResult:
+    ref = job.ref
+    runs = _runs(job)
+    clean = clean_runs(runs)
+    # The headline figures come from the clean samples (see edgekd.bench.contention); every raw
+    # sample stays in latency_processes / latency_samples_ms.
+    basis = clean.runs or runs
+    summary = _pooled(basis).summary()
+    medians = [float(np.median(r.samples_ms)) for r in basis]
+    spread = max(medians) / min(medians) - 1.0
+    latency = {
+        **summary.to_dict(),
+        "processes": len(runs),
+        "process_p50": medians,
+        "process_spread": spread,
+        "basis": "clean samples" if clean.runs else "all samples (every process was contended)",
+        "descheduled_fraction": (
+            clean.descheduled / clean.samples if clean.measured_shares else None
+        ),
+        "contended_processes": clean.contended,
+    }
+    notes = list(ref.notes)
+    for note in job.first["notes"]:
+        notes.append(note)
+    if summary.warning:
+        notes.append(f"latency: {summary.warning}")
+    if job.large is None and job.large_batch:
+        notes.append("larger-batch throughput not measured: the model's batch axis is fixed")
+    if clean.descheduled > 0.1 * clean.samples:
+        notes.append(
+            f"latency: the host was busy: {clean.note()} (the thread held its CPU < "
+            f"{MIN_CPU_SHARE:.0%} of the sample); they are left out of the figures and the gate"
+        )
+    if len(runs) > 1 and spread > 0.10:
+        notes.append(
+            f"latency: process medians differ by {spread:.0%} (from {min(medians):.4g} to "
+            f"{max(medians):.4g} ms): the machine is noisy; compare runs with care"
+        )
+    providers = {r["provider"] for r in job.runs}
+    if len(providers) > 1:
+        notes.append(f"processes ran on different providers: {', '.join(sorted(providers))}")
+    device = "gpu" if all(r["device"] == "gpu" for r in job.runs) else "cpu"
+    gpu = [r["gpu_memory_mb"] for r in job.runs if r["gpu_memory_mb"] is not None]
+    if device == "gpu" and not gpu:
+        notes.append("GPU memory not measured (needs pynvml or nvidia-smi)")
+
+    metrics: dict[str, float | None] = dict.fromkeys(
+        ("accuracy", "top5_accuracy", "agreement_with_teacher", "kl_to_teacher")
+    )
+    if logits is not None and test is not None:
+        is_ref = ref.name == reference
+        metrics = classification_metrics(logits, test.y, None if is_ref else teacher_logits)
+        if is_ref:
+            metrics.update(agreement_with_teacher=1.0, kl_to_teacher=0.0)
+    throughput = [
+        {
+            "batch_size": batch_size,
+            "items_per_s": batch_size * 1e3 / summary.p50,
+            "items_per_s_low": batch_size * 1e3 / summary.ci_high,
+            "items_per_s_high": batch_size * 1e3 / summary.ci_low,
+            "batch_p50_ms": summary.p50,
+            "trustworthy": summary.trustworthy,
+            "warning": summary.warning,
+            "n": summary.n,
+            "processes": len(runs),
+        }
+    ] + job.first["throughput"]
+    return ModelResult(
+        name=ref.name,
+        path=ref.path,
+        format=ref.format,
+        precision=ref.precision,
+        provider=job.first["provider"],
+        params=ref.params,
+        size_bytes=ref.size_bytes if ref.size_bytes is not None else os.path.getsize(ref.path),
+        latency_ms=latency,
+        peak_rss_mb=max(r["peak_rss_mb"] for r in job.runs),
+        accuracy=metrics["accuracy"],
+        agreement_with_teacher=metrics["agreement_with_teacher"],
+        role=ref.role,
+        runtime=ref.runtime,
+        top5_accuracy=metrics["top5_accuracy"],
+        kl_to_teacher=metrics["kl_to_teacher"],
+        latency_samples_ms=[_g6(v) for r in runs for v in r.samples_ms],
+        loops=max(r.loops for r in runs),
+        threads=threads,
+        batch_size=batch_size,
+        notes=notes,
+        device=device,
+        gpu_memory_mb=max(gpu) if gpu else None,
+        latency_processes=[
+            {**r.to_dict(), "samples_ms": [_g6(v) for v in r.samples_ms]} for r in runs
+        ],
+        throughput=throughput,
+    )
+
+
+def bench_model(
+    ref: ModelRef,
+    test: Split,
+    threads: int,
+    batch_size: int,
+    teacher_logits: np.ndarray | None = None,
+    min_time_s: float = 0.5,
+    processes: int = 3,
+) -> tuple[ModelResult, np.ndarray]:
+    """One model, measured on its own (``measure_models`` interleaves several: prefer it)."""
+    settings = BenchSettings(processes=processes, min_time_s=min_time_s / processes)
+    results, logits = measure_models([ref], test, threads, batch_size, settings, teacher_logits)
+    return results[0], logits[ref.name]
+
+
+def check_runtime(ref: ModelRef) -> str:
+    """ "" when ``ref`` can run on its runtime here, else why not (for the report)."""
+    runtime = get_runtime(ref.runtime)
+    if ref.format not in runtime.formats:
+        raise BadInputError(
+            f"{ref.name}: runtime {ref.runtime} runs {', '.join(runtime.formats)} models, not "
+            f"{ref.format}"
+        )
+    if runtime.available():
+        return ""
+    return runtime.why_unavailable() or f"runtime {ref.runtime} is not available here"
+
+
+def bench_model_in_process(
+    ref: ModelRef,
+    test: Split,
+    threads: int,
+    batch_size: int,
+    teacher_logits: np.ndarray | None = None,
+    min_time_s: float = 0.5,
+    task: str = "classification",
+    model: object | None = None,
+) -> tuple[ModelResult, np.ndarray]:
+    """Latency, memory, size and quality of one model on ``test``.
+
+    ``task="embedding"`` scores vectors (cosine to the teacher, nearest-neighbour agreement, which
+    also fills ``agreement_with_teacher``) instead of logits. ``model``, when given, is an
+    in-process model to run instead of opening ``ref.path`` (a user's teacher, which a fresh
+    process cannot rebuild safely): its peak memory is not measured.
+    """
+    runtime = get_runtime(ref.runtime)
+    session = runtime.open(ref.path if model is None else model, threads)
+    feed = {k: v[:batch_size] for k, v in test.inputs.items()}
+    samples = measure_latency(
+        lambda: session.run(feed),
+        min_time_s=min_time_s,
+        metadata={"runtime": ref.runtime, "provider": session.provider, "threads": threads},
+    )
+    summary = samples.summary()
+    logits = predict(session, test)
+    if task == "embedding":
+        fidelity = embedding_metrics(logits, teacher_logits)
+        metrics = {
+            "accuracy": None,
+            "top5_accuracy": None,
+            "agreement_with_teacher": fidelity["nn_agreement"],
+            "kl_to_teacher": None,
+        }
+    else:
+        fidelity = {"cosine_to_teacher": None}
+        metrics = classification_metrics(logits, test.y, teacher_logits)
+    notes = [summary.warning] if summary.warning else []
+    if model is None:
+        memory = peak_rss_mb(ref.runtime, ref.path, feed, host_threads(threads))
+    else:
+        memory = None
+        notes.append("peak memory not measured: the model runs in this process")
+    result = ModelResult(
+        name=ref.name,
+        path=ref.path,
+        format="onnx" if ref.path.endswith(".onnx") else "torch",
+        precision=ref.precision,
+        provider=session.provider,
+        params=ref.params,
+        size_bytes=os.path.getsize(ref.path) if os.path.isfile(ref.path) else 0,
+        latency_ms=summary.to_dict(),
+        peak_rss_mb=memory,
+        accuracy=metrics["accuracy"],
+        agreement_with_teacher=metrics["agreement_with_teacher"],
+        role=ref.role,
+        runtime=ref.runtime,
+        top5_accuracy=metrics["top5_accuracy"],
+        kl_to_teacher=metrics["kl_to_teacher"],
+        latency_samples_ms=list(samples.samples_ms),
+        loops=samples.loops,
+        threads=host_threads(threads),
+        batch_size=batch_size,
+        notes=notes,
+        cosine_to_teacher=fidelity["cosine_to_teacher"],
+    )
+    return result, logits

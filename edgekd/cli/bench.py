@@ -1,0 +1,61 @@
+"""`edgekd bench`: measure models (and their teacher) for a target; write report.json."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from edgekd.cli._app import verb
+
+
+@verb
+def bench(
+    models: Annotated[
+        list[str],
+        typer.Argument(help="Models: .onnx, edgekd .safetensors, or pkg.module:factory."),
+    ],
+    target: Annotated[
+        str, typer.Option(help="Target profile: name, alias, or path to a TOML.")
+    ] = "mobile",
+    data: Annotated[
+        str | None,
+        typer.Option(help="Test data: 'digits', 'mnist1d' or a .npz (default: random inputs)."),
+    ] = None,
+    teacher: Annotated[
+        str | None, typer.Option(help="Teacher model spec: relative latency, agreement, KL.")
+    ] = None,
+    runtime: Annotated[
+        list[str] | None,
+        typer.Option(help="Runtime(s): ort_cpu, ort_cuda, ort_tensorrt, torch_cpu, torch_cuda."),
+    ] = None,
+    processes: Annotated[
+        int, typer.Option(help="Fresh processes per model (>= 2 lets the gate see drift).")
+    ] = 3,
+    min_time: Annotated[float, typer.Option(help="Timed seconds per model per process.")] = 0.25,
+    out: Annotated[str | None, typer.Option(help="Write the report here (JSON).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+) -> None:
+    """Benchmark models on this host: latency (several fresh processes), memory, accuracy."""
+    from edgekd.bench.runner import BenchSettings
+    from edgekd.bench.suite import benchmark
+    from edgekd.fileio import write_json_atomic
+    from edgekd.report.tables import print_bench
+
+    report = benchmark(
+        models,
+        target,
+        data=data,
+        teacher=teacher,
+        runtimes=runtime,
+        processes=processes,
+        settings=BenchSettings(min_time_s=min_time),
+    )
+    if out:
+        write_json_atomic(out, report.to_dict())
+    if as_json:
+        typer.echo(report.to_json())
+        return
+    print_bench(report)
+    if out:
+        typer.echo(f"report: {out}")

@@ -1,0 +1,65 @@
+"""`edgekd size`: search student sizes for a target and print the table, without training."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from edgekd.cli._app import verb
+
+
+@verb
+def size(
+    target: Annotated[
+        str, typer.Option(help="Target profile: name, alias, or path to a TOML.")
+    ] = "mobile",
+    data: Annotated[
+        str | None, typer.Option(help="Data: 'digits' (default), 'mnist1d', or a .npz.")
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(help="Student family (see `edgekd students`) or pkg.module:factory."),
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="Check the budget at this precision: fp32 or int8.")
+    ] = "fp32",
+    seed: Annotated[int, typer.Option(help="Seed for the data split.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Size a student for TARGET: every candidate's params, MACs, file size, estimated device
+    latency and memory, measured host latency, and which budget lines it breaks."""
+    from edgekd.sizing import size_for_target
+
+    result = size_for_target(target, data, student, precision, seed)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgekd.sizing import TABLE_COLUMNS, sizing_rows
+
+    table = Table(
+        title=f"student sizes for {result.target}, checked at {result.precision} "
+        f"(est. = estimated on {result.device}; host = measured here, 1 thread)",
+        box=box.SIMPLE_HEAD,
+    )
+    for col in TABLE_COLUMNS:
+        left = col in ("candidate", "breaks")
+        table.add_column(col, justify="left" if left else "right", no_wrap=not left)
+    for row in sizing_rows(result):
+        table.add_row(*row)
+    console = Console(width=None if Console().is_terminal else 150)
+    console.print(table)
+    c = result.chosen
+    stop = "; ".join(x.describe() for x in result.stopped_by) or "no larger candidate tried"
+    console.print(
+        f"chosen: {c.label}, {c.params:,} parameters, est. {c.latency_estimate_ms:.3f} ms on "
+        f"{result.device} (estimate); the next size up breaks: {stop}",
+        highlight=False,
+    )
+    for note in result.notes:
+        console.print(f"  note: {note}", highlight=False)

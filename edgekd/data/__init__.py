@@ -1,0 +1,282 @@
+"""Data sets behind one small interface: named input arrays plus optional labels, split three ways.
+
+The embedded default is scikit-learn's digits (1,797 real 8x8 handwritten digits that ship with
+scikit-learn, so nothing is downloaded). ``mnist1d`` generates the MNIST-1D benchmark locally
+(Greydanus 2020, https://arxiv.org/abs/2011.14439) when the optional package is installed.
+A user's data (``.npz``, ``.csv``, an image folder, a factory) is read by ``edgekd.data.readers``
+and split here. Arrays keep the dtype they were stored with; ``edgekd.data.inputs.check_inputs``
+fits
+them to a model (and says what does not fit) before any training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgekd.errors import DataError
+
+INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: ``inputs`` maps input name -> array (samples first); ``y`` may be None."""
+
+    inputs: dict[str, np.ndarray]
+    y: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        sizes = {name: len(a) for name, a in self.inputs.items()}
+        if not sizes:
+            raise DataError("a data split has no inputs")
+        if len(set(sizes.values())) != 1:
+            raise DataError(f"inputs have different sample counts: {sizes}")
+        if self.y is not None and len(self.y) != self.n:
+            raise DataError(f"labels 'y' have {len(self.y)} samples but inputs have {self.n}")
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, index: np.ndarray) -> Split:
+        return Split(
+            {k: v[index] for k, v in self.inputs.items()},
+            None if self.y is None else self.y[index],
+        )
+
+    def batches(
+        self, batch_size: int, rng: np.random.Generator | None = None
+    ) -> Iterator[tuple[np.ndarray, Split]]:
+        """Yield ``(index, batch)``; shuffled when ``rng`` is given."""
+        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
+        for start in range(0, self.n, batch_size):
+            index = order[start : start + batch_size]
+            yield index, self.take(index)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self.inputs):
+            a = np.ascontiguousarray(self.inputs[name])
+            h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+        if self.y is not None:
+            h.update(np.ascontiguousarray(self.y).tobytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """A data set ready for distillation: train/val/test splits and what the inputs look like."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_kind: str
+    split_note: str = ""
+    class_names: tuple[str, ...] = field(default=())
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.train.inputs)
+
+    @property
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape[1:]) for k, v in self.train.inputs.items()}
+
+    def example_inputs(self, batch_size: int = 1) -> dict[str, np.ndarray]:
+        return {k: v[:batch_size] for k, v in self.test.inputs.items()}
+
+
+def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Split indices per class so that each part keeps the class balance; reproducible by seed."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[int]] = [[] for _ in fractions]
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        bounds = np.cumsum([0] + [round(f * len(idx)) for f in fractions[:-1]] + [len(idx)])
+        bounds = np.minimum(bounds, len(idx))
+        for i in range(len(fractions)):
+            parts[i].extend(idx[bounds[i] : bounds[i + 1]].tolist())
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts]
+
+
+SPLIT_FRACTIONS = {
+    # (val given, test given) -> fractions of the training data for the splits still needed
+    (False, False): ((0.7, 0.1, 0.2), ("train", "val", "test")),
+    (False, True): ((0.9, 0.1), ("train", "val")),
+    (True, False): ((0.8, 0.2), ("train", "test")),
+    (True, True): ((1.0,), ("train",)),
+}
+
+
+def random_split(n: int, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:
+    """Split ``range(n)`` at random in the given proportions; reproducible by seed."""
+    order = np.random.default_rng(seed).permutation(n)
+    bounds = np.cumsum([0] + [round(f * n) for f in fractions[:-1]] + [n])
+    bounds = np.minimum(bounds, n)
+    return [np.sort(order[bounds[i] : bounds[i + 1]]) for i in range(len(fractions))]
+
+
+def split_bundle(
+    name: str,
+    full: Split,
+    seed: int,
+    val: Split | None = None,
+    test: Split | None = None,
+    class_names: tuple[str, ...] = (),
+) -> DataBundle:
+    """Split ``full`` into whatever of train/val/test was not given, stratified when labelled.
+
+    The split note (recorded in the report) says how, and with which seed.
+    """
+    fractions, names = SPLIT_FRACTIONS[(val is not None, test is not None)]
+    if len(fractions) == 1:
+        parts = [np.arange(full.n)]
+    elif full.y is not None:
+        parts = stratified_split(full.y, fractions, seed)
+    else:
+        parts = random_split(full.n, fractions, seed)
+    splits = dict(zip(names, (full.take(p) for p in parts), strict=True))
+    given = [n for n, s in (("val", val), ("test", test)) if s is not None]
+    how = "stratified" if full.y is not None else "random (no labels)"
+    shares = "/".join(str(round(f * 100)) for f in fractions)
+    if given:
+        note = f"given {' and '.join(given)} data; "
+        note += (
+            f"training data split {how} {shares} {'/'.join(names)}, seed {seed}"
+            if len(names) > 1
+            else "all of the training data used for training"
+        )
+    else:
+        note = f"{how} {shares} train/val/test split of {full.n} samples, seed {seed}"
+    val = val if val is not None else splits["val"]
+    test = test if test is not None else splits["test"]
+    labels = [s.y for s in (full, val, test) if s.y is not None and len(s.y)]
+    num_classes = max([len(class_names)] + [int(y.max()) + 1 for y in labels])
+    if num_classes and any(s.y is not None and s.y.size and s.y.min() < 0 for s in (val, test)):
+        raise DataError(f"{name}: class labels must be >= 0")
+    kind = input_kind_of(full.inputs)
+    return DataBundle(name, splits["train"], val, test, num_classes, kind, note, class_names)
+
+
+def _three_way(
+    name: str,
+    x: dict[str, np.ndarray],
+    y: np.ndarray,
+    kind: str,
+    seed: int,
+    num_classes: int,
+    test: Split | None = None,
+) -> DataBundle:
+    bundle = split_bundle(name, Split(x, y), seed, test=test)
+    return DataBundle(
+        name, bundle.train, bundle.val, bundle.test, num_classes, kind, bundle.split_note
+    )
+
+
+def load_digits_default(seed: int = 0) -> DataBundle:
+    """scikit-learn's digits as 1x8x8 images scaled to [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = d.target.astype(np.int64)
+    return _three_way("digits", {"x": x}, y, "image", seed, 10)
+
+
+def load_mnist1d(seed: int = 0) -> DataBundle:
+    """MNIST-1D generated locally: 4,000 train / 1,000 test sequences of length 40, 10 classes."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise DataError("data 'mnist1d' needs the mnist1d package: pip install mnist1d") from None
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        d = make_dataset(get_dataset_args())
+    x = d["x"].astype(np.float32)[:, None, :]
+    x_test = d["x_test"].astype(np.float32)[:, None, :]
+    test = Split({"x": x_test}, d["y_test"].astype(np.int64))
+    return _three_way("mnist1d", {"x": x}, d["y"].astype(np.int64), "sequence", seed, 10, test)
+
+
+def _kind_of(shape: tuple[int, ...], dtype: np.dtype) -> str:
+    if np.issubdtype(dtype, np.integer):
+        return "tokens"
+    return {1: "vector", 2: "sequence", 3: "image"}.get(len(shape), "vector")
+
+
+def input_kind_of(inputs: dict[str, np.ndarray]) -> str:
+    """``image``/``sequence``/``vector`` by rank for one float input; ``tokens`` when integer ids
+    are among the inputs (an attention mask alone is not ids); ``multi`` for several float inputs.
+    """
+    if len(inputs) == 1:
+        (a,) = inputs.values()
+        return _kind_of(a.shape[1:], a.dtype)
+    ids = [k for k, a in inputs.items() if is_token_ids(k, a)]
+    return "tokens" if ids else "multi"
+
+
+def is_token_ids(name: str, a: np.ndarray) -> bool:
+    return np.issubdtype(a.dtype, np.integer) and "mask" not in name.lower()
+
+
+def load_npz(path: str | Path, seed: int = 0, test_path: str | Path | None = None) -> DataBundle:
+    """A ``.npz`` with one array per model input plus, optionally, ``y`` (integer class labels)."""
+    return load_data(str(path), seed, test_data=None if test_path is None else str(test_path))
+
+
+BUILT_IN = ("digits", "mnist1d")
+
+
+def load_data(
+    spec: str | None = None,
+    seed: int = 0,
+    test_data: str | None = None,
+    val_data: str | None = None,
+    label_column: str | None = None,
+) -> DataBundle:
+    """Resolve ``--data``: None or ``digits`` (default), ``mnist1d``, or a user's data set.
+
+    A user's data is a ``.npz`` (one array per model input, ``y`` for labels), a ``.csv`` (feature
+    columns plus a label column), a folder of images in class sub-folders, or
+    ``pkg.module:factory`` / ``file.py:factory``. ``test_data`` and ``val_data`` name held-out data
+    in the same format; what is not given is split off the training data (seeded). Labels are
+    optional: a transfer set without them is distilled from the teacher's outputs alone.
+
+    >>> bundle = load_data("train.npz", seed=0, test_data="test.npz")  # doctest: +SKIP
+    """
+    if spec in (None, "", *BUILT_IN):
+        if test_data or val_data:
+            raise DataError("--test-data and --val-data go with a --data file or factory")
+        return load_mnist1d(seed) if spec == "mnist1d" else load_digits_default(seed)
+    from edgekd.data.readers import read_data
+
+    source = read_data(spec, label_column)
+    classes = source.class_names
+    val = read_data(val_data, label_column, classes).train if val_data else source.val
+    test = read_data(test_data, label_column, classes).train if test_data else source.test
+    return split_bundle(source.name, source.train, seed, val, test, classes)
+
+
+def load_eval_data(spec: str, label_column: str | None = None) -> Split:
+    """All of a data file (any ``--data`` format) as one split, to measure a model on it, as
+    ``edgekd bench --data FILE`` does. Fit it to the model with ``edgekd.data.inputs.check_inputs``.
+
+    >>> split = load_eval_data("holdout.csv", label_column="kind")  # doctest: +SKIP
+    """
+    if spec in BUILT_IN:
+        return (load_mnist1d() if spec == "mnist1d" else load_digits_default()).test
+    from edgekd.data.readers import read_data
+
+    source = read_data(spec, label_column)
+    if source.val is not None or source.test is not None:
+        return source.test or source.val  # a factory's held-out split
+    return source.train

@@ -1,0 +1,54 @@
+"""Readers for users' data: ``.npz``, ``.csv``, image folders, and ``pkg.module:factory``.
+
+Each reader returns a :class:`Source`: named input arrays (in the dtype they were stored with),
+labels when the data has them, and class names when labels were names (CSV text labels, image
+sub-folders). A held-out file is read with the training data's class names, so that "cat" means
+the same class index in both. Splitting is ``edgekd.data``'s job, not the readers'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekd.data import Split
+from edgekd.errors import DataError
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    train: Split
+    class_names: tuple[str, ...] = ()
+    val: Split | None = None  # only a factory can hand over ready-made splits
+    test: Split | None = None
+
+
+def read_data(spec: str, label_column: str | None = None, classes: tuple[str, ...] = ()) -> Source:
+    """Read ``spec`` (a file, a folder or a factory) into a :class:`Source`."""
+    from edgekd.usercode import parse_factory
+
+    if parse_factory(spec) is not None and not Path(spec).exists():
+        from edgekd.data.readers.factory import read_factory
+
+        return read_factory(spec)
+    path = Path(spec)
+    if not path.exists():
+        raise DataError(f"{path}: data file not found")
+    if path.is_dir():
+        from edgekd.data.readers.image_folder import read_image_folder
+
+        return read_image_folder(path, classes)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        from edgekd.data.readers.npz import read_npz
+
+        return read_npz(path, label_column or "y")
+    if suffix in (".csv", ".tsv"):
+        from edgekd.data.readers.csv_table import read_csv
+
+        return read_csv(path, label_column, classes)
+    raise DataError(
+        f"{path}: unknown data format (expected .npz, .csv, a folder of class sub-folders, "
+        "or pkg.module:factory)"
+    )

@@ -1,0 +1,327 @@
+"""The one training loop: hard-label CE weighted by alpha plus a method's distillation loss.
+
+The teacher reaches the loop only through a ``TeacherSignal`` (cached logits for a frozen teacher,
+or a live module for online strategies), so the loop does not know which strategy is running.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgekd.data import Split
+from edgekd.distill.methods import DistillBatch, Method
+from edgekd.errors import BadInputError, DivergedError, Interrupted
+from edgekd.progress import progress_bar
+from edgekd.train.interrupt import stop_on_signals
+from edgekd.train.resume import load_training_state, save_training_state
+from edgekd.train.taps import capture
+
+if TYPE_CHECKING:
+    from edgekd.train.distributed import DistContext
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    lr: float = 3e-3
+    batch_size: int = 64
+    weight_decay: float = 1e-4
+    alpha: float = 0.1  # weight of the hard-label CE; (1 - alpha) weights the distillation loss
+    seed: int = 0
+    patience: int = 0  # stop after this many epochs without a better validation score; 0: never
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.lr <= 0 or self.batch_size < 1:
+            raise ValueError("lr must be > 0 and batch_size >= 1")
+        if self.patience < 0:
+            raise ValueError(f"patience must be >= 0, got {self.patience}")
+
+
+@dataclass
+class TrainHistory:
+    loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+
+    def to_dict(self) -> dict:
+        return {"loss": self.loss, "val_accuracy": self.val_accuracy, "best_epoch": self.best_epoch}
+
+
+# A teacher signal maps (indices into the training split, the batch) to teacher logits and taps.
+# One that trains something of its own (online's peer) also has ``state_dict()`` and
+# ``load_state_dict(state)``: that state goes into the checkpoint with the student's.
+TeacherSignal = Callable[[np.ndarray, Split], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+# An augmenter maps a batch and the loop's generator to the view both models see
+# (edgekd.data.augment).
+Augment = Callable[[Split, np.random.Generator], Split]
+
+
+def cached_teacher(logits: np.ndarray) -> TeacherSignal:
+    """A frozen teacher whose logits over the training split were computed once."""
+    table = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+
+    def signal(index: np.ndarray, _batch: Split):
+        return table[torch.from_numpy(index)], {}
+
+    signal.by_index = True  # answers for the stored samples, not for an augmented view
+    return signal
+
+
+def live_teacher(teacher: nn.Module, taps: tuple[str, ...] = ()) -> TeacherSignal:
+    """A frozen teacher run on each batch (needed for feature taps and augmented views)."""
+    teacher.eval()
+
+    def signal(_index: np.ndarray, batch: Split):
+        with torch.no_grad(), capture(teacher, taps) as feats:
+            logits = teacher(*to_tensors(batch))
+        return logits, dict(feats)
+
+    return signal
+
+
+def to_tensors(split: Split) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.ascontiguousarray(a)) for a in split.inputs.values()]
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    outs = [model(*to_tensors(b)).float().numpy() for _, b in split.batches(batch_size)]
+    return np.concatenate(outs)
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+    return float((logits.argmax(-1) == y).mean())
+
+
+def train_student(
+    student: nn.Module,
+    train: Split,
+    val: Split | None,
+    config: TrainConfig,
+    method: Method | None = None,
+    teacher: TeacherSignal | None = None,
+    description: str = "distill",
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    val_score: Callable[[nn.Module], float] | None = None,
+    dist: DistContext | None = None,
+    augment: Augment | None = None,
+) -> TrainHistory:
+    """Train ``student`` in place; keeps the weights of the best validation epoch.
+
+    With ``method=None`` this is plain supervised training (used for the default teacher and for
+    the from-scratch baseline). Raises :class:`DivergedError` on a non-finite loss or teacher
+    output. ``val_score(student)`` (higher is better) replaces validation accuracy, e.g. for
+    embeddings or unlabelled data.
+
+    With ``checkpoint`` (a file path) the training state is saved there after every epoch, and
+    SIGINT/SIGTERM stop the loop at the next step boundary: the state is saved and
+    :class:`Interrupted` raised. ``resume=True`` continues from that file and ends with the same
+    weights as an uninterrupted run.
+
+    ``dist`` (see :mod:`edgekd.train.distributed`; None: one process) trains on several workers:
+    each takes its shard of every global batch, DDP averages the gradients, only rank 0 writes the
+    checkpoint, and rank 0 reads it on resume for every worker (any worker count).
+    ``augment`` is applied once per batch, before both the student and the teacher signal see it
+    (consistent teaching); a view without labels (mixup) is taught by the teacher alone.
+    ``config.patience`` stops training after that many epochs without a better validation score.
+    """
+    if augment is not None and getattr(teacher, "by_index", False):
+        raise ValueError("cached teacher logits cannot teach augmented views; use live_teacher")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    params = list(student.parameters()) + (list(method.parameters()) if method else [])
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(train.n / config.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+    )
+    run = _RunState(student, method, opt, sched, rng, config, teacher)
+    if resume:
+        run.restore(
+            load_training_state(checkpoint)
+            if dist is None
+            else dist.from_main(load_training_state, checkpoint)
+        )
+    # -- distributed: DDP wrappers; the plain student and method keep the state dicts (dist) --
+    model = student if dist is None else dist.wrap(student)
+    loss_fn = method if dist is None or method is None else dist.wrap_method(method)
+    writes = dist is None or dist.is_main
+
+    def stopping(stop) -> bool:  # (dist) all workers stop at the same step when one is signalled
+        return stop.requested if dist is None or checkpoint is None else dist.any(stop.requested)
+
+    history = run.history
+    s_taps = method.student_taps if method else ()
+    with (
+        progress_bar(description, config.epochs) as bar,
+        stop_on_signals(enabled=checkpoint is not None) as stop,
+    ):
+        bar.advance(run.epoch, info="resumed" if run.epoch else "")
+        for epoch in range(run.epoch, config.epochs):
+            if _out_of_patience(history, config.patience):
+                break
+            student.train()
+            if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
+                run.order, run.step, run.total, run.count = rng.permutation(train.n), 0, 0.0, 0
+            while run.step < steps_per_epoch:
+                if stopping(stop):
+                    if writes:
+                        save_training_state(checkpoint, run.state(epoch))
+                    raise Interrupted(
+                        f"{description}: stopped by {stop.name} at epoch {epoch + 1}, step "
+                        f"{run.step + 1} of {steps_per_epoch}; checkpoint written to {checkpoint}"
+                    )
+                index = run.order[run.step * config.batch_size : (run.step + 1) * config.batch_size]
+                local = index if dist is None else dist.shard(index)  # (dist)
+                batch = train.take(local)
+                if augment is not None:
+                    batch = augment(batch, rng)
+                with capture(student, s_taps) as s_feats:
+                    logits = model(*to_tensors(batch))
+                labels = None if batch.y is None else torch.from_numpy(batch.y)
+                loss = _loss(logits, labels, local, batch, loss_fn, teacher, s_feats, config, epoch)
+                seen = loss.item() * batch.n if dist is None else dist.batch_sum(loss)  # (dist)
+                if not math.isfinite(seen):
+                    raise DivergedError(
+                        f"{description}: loss became {seen / len(index)} at epoch {epoch + 1}; "
+                        "lower --lr or check the teacher's outputs (no checkpoint written from it)"
+                    )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                run.total += seen
+                run.count += len(index)
+                run.step += 1
+            history.loss.append(run.total / run.count)
+            run.order = None
+            score = _validate(student, val, val_score)
+            if score is not None:
+                history.val_accuracy.append(score)
+                if score > run.best_score:  # a NaN score is never the best
+                    run.best_score, history.best_epoch = score, epoch
+                    run.best_state = copy.deepcopy(student.state_dict())
+            if checkpoint is not None and writes:
+                save_training_state(checkpoint, run.state(epoch + 1))
+            bar.advance(
+                info=f"loss {history.loss[-1]:.4f}"
+                + (f"  val {history.val_accuracy[-1]:.3f}" if history.val_accuracy else "")
+            )
+        if stopping(stop):  # the signal came after the last step: training is complete and saved
+            raise Interrupted(
+                f"{description}: stopped by {stop.name} after the last epoch; checkpoint written "
+                f"to {checkpoint}"
+            )
+    if run.best_state is not None:
+        student.load_state_dict(run.best_state)
+    student.eval()
+    return history
+
+
+def _out_of_patience(history: TrainHistory, patience: int) -> bool:
+    """Checked at the start of an epoch, from the history alone, so a resumed run stops alike."""
+    seen = len(history.val_accuracy)
+    return bool(patience) and seen > 0 and seen - 1 - history.best_epoch >= patience
+
+
+def _validate(
+    student: nn.Module, val: Split | None, val_score: Callable[[nn.Module], float] | None
+) -> float | None:
+    if val_score is not None:
+        return float(val_score(student))
+    if val is not None and val.y is not None:
+        return accuracy(predict_logits(student, val), val.y)
+    return None
+
+
+class _RunState:
+    """Everything a training step depends on, to and from a checkpoint."""
+
+    def __init__(self, student, method, opt, sched, rng, config: TrainConfig, signal=None) -> None:
+        self.student, self.method, self.opt, self.sched, self.rng = student, method, opt, sched, rng
+        self.config = config
+        self.signal = signal if hasattr(signal, "state_dict") else None  # it trains: keep its state
+        self.history = TrainHistory()
+        self.best_state: dict | None = None
+        self.best_score = -math.inf
+        self.epoch, self.step, self.total, self.count = 0, 0, 0.0, 0
+        self.order: np.ndarray | None = None
+
+    def state(self, epoch: int) -> dict:
+        return {
+            "config": dataclasses.asdict(self.config),
+            "epoch": epoch,
+            "step": self.step if self.order is not None else 0,
+            "order": None if self.order is None else torch.from_numpy(self.order.copy()),
+            "total": float(self.total),
+            "count": int(self.count),
+            "student": self.student.state_dict(),
+            "method": self.method.state_dict() if self.method is not None else {},
+            "teacher_signal": self.signal.state_dict() if self.signal is not None else {},
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "history": self.history.to_dict(),
+            "best_state": self.best_state,
+            "best_score": float(self.best_score),
+        }
+
+    def restore(self, state: dict) -> None:
+        saved = state["config"]
+        if saved != dataclasses.asdict(self.config):
+            diff = {k: (v, saved.get(k)) for k, v in dataclasses.asdict(self.config).items()}
+            diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+            raise BadInputError(
+                "the checkpoint was written with other training settings "
+                + ", ".join(f"{k}: {b} there, {a} now" for k, (a, b) in diff.items())
+            )
+        self.student.load_state_dict(state["student"])
+        if self.method is not None:
+            self.method.load_state_dict(state["method"])
+        if self.signal is not None:
+            self.signal.load_state_dict(state["teacher_signal"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.bit_generator.state = state["numpy_rng"]
+        h = state["history"]
+        self.history = TrainHistory(list(h["loss"]), list(h["val_accuracy"]), h["best_epoch"])
+        self.best_state, self.best_score = state["best_state"], state["best_score"]
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.total, self.count = state["total"], state["count"]
+        self.order = None if state["order"] is None else state["order"].numpy()
+
+
+def _loss(logits, labels, index, batch, method, teacher, s_feats, config, epoch) -> torch.Tensor:
+    ce = F.cross_entropy(logits, labels) if labels is not None else None
+    if method is None or teacher is None:
+        if ce is None:
+            raise ValueError("training without a teacher needs labels")
+        return ce
+    t_logits, t_feats = teacher(index, batch)
+    if not torch.isfinite(t_logits).all():
+        raise DivergedError("teacher produced NaN or infinite outputs; check the teacher and data")
+    kd_loss = method.loss(
+        DistillBatch(logits, t_logits, labels, dict(s_feats), t_feats, epoch, config.epochs)
+    )
+    if ce is None:
+        return kd_loss
+    return config.alpha * ce + (1.0 - config.alpha) * kd_loss
