@@ -28,7 +28,8 @@ import torch
 
 from edgekd.data import load_data
 from edgekd.distill.methods import make_method
-from edgekd.sizing import build_candidate, export_bytes, size_student_to_budget
+from edgekd.export import trace_bytes
+from edgekd.sizing import build_candidate, size_student_to_budget
 from edgekd.sizing.roofline import calibrate_estimator, measure_host_device
 from edgekd.targets import load_target
 from edgekd.teacher.default import default_teacher
@@ -155,7 +156,7 @@ def main() -> None:
                 seen.add((name, cand.short_label))
                 path = Path(tmp) / f"{name}-{cand.short_label.replace(' ', '-')}.onnx"
                 model = build_candidate(cand, data)
-                path.write_bytes(export_bytes(model, data.example_inputs(1), 17))
+                path.write_bytes(trace_bytes(model, data.example_inputs(1), 17))
                 paths.append(path)
                 measured.append(host_ms(path, data.example_inputs(1), args.seconds_per_model))
         no_cache = dataclasses.replace(host, cache_mb=0.0, cache_bandwidth_gbs=0.0)

@@ -170,14 +170,14 @@ def test_precision_must_be_one_the_target_runs(digits) -> None:
 
 
 def test_int8_columns_are_the_file_distill_writes(iot_search, digits, tmp_path) -> None:
+    from edgekd.export import trace_bytes
     from edgekd.quantize import Int8StaticConfig, quantize
-    from edgekd.sizing import export_bytes
     from edgekd.sizing.onnx_cost import analyze_onnx
     from edgekd.sizing.roofline import estimate_latency
 
     c = iot_search.chosen
     (tmp_path / "m.onnx").write_bytes(
-        export_bytes(build_candidate(c, digits), {"x": digits.test.inputs["x"][:1]}, 17)
+        trace_bytes(build_candidate(c, digits), {"x": digits.test.inputs["x"][:1]}, 17)
     )
     # distill's own quantization: default config, 256 calibration samples.
     quantize(tmp_path / "m.onnx", Int8StaticConfig(), tmp_path / "q.onnx", digits.train.inputs)

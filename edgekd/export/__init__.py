@@ -130,8 +130,7 @@ def export_onnx(
         )
     model = model.eval()
     names = tuple(example_inputs)
-    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in example_inputs.values())
-    proto, notes = _trace(model, args, names, opset)
+    proto, notes = _trace(model, _as_tensors(example_inputs), names, opset)
     proto = _check_and_infer(proto, "exported graph")
     n_parity = len(next(iter(parity_inputs.values())))
     with tempfile.TemporaryDirectory() as work:
@@ -216,6 +215,35 @@ def export_checkpoint(
     )
 
 
+def trace_bytes(model: nn.Module, example_inputs: dict[str, np.ndarray], opset: int) -> bytes:
+    """The fp32 ONNX file ``export_onnx`` writes for ``model`` (the same exporter and options,
+    simplified by onnxslim where that works), without the checker and the parity run: sizing
+    needs a candidate's size and speed, not a proof. The one place a model is traced to ONNX."""
+    with torch.no_grad():
+        args = _as_tensors(example_inputs)
+        proto, _notes = _trace(model.eval(), args, tuple(example_inputs), opset)
+    return _slimmed(proto).SerializeToString()
+
+
+def _slimmed(proto):
+    """onnxslim's graph, or ``proto`` itself when onnxslim is missing or fails (``export_onnx``
+    keeps the raw graph then too)."""
+    try:
+        import onnxslim
+    except ImportError:
+        return proto
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return onnxslim.slim(proto)
+    except Exception:  # a simplifier bug must not cost the user a valid export
+        return proto
+
+
+def _as_tensors(inputs: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values())
+
+
 def _check_inputs(inputs: dict[str, np.ndarray], what: str) -> None:
     if not inputs:
         raise DataError(f"{what}: no inputs given")
@@ -290,7 +318,7 @@ def _simplify(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            slim = onnxslim.slim(onnx.load(str(raw)))
+            slim = onnxslim.slim(onnx.load(str(raw)))  # not _slimmed: its failure is reported here
         slim = _check_and_infer(slim, "simplified graph")
         onnx.save(slim, str(dst))
         diff, agree = onnx_parity(dst, model, inputs)

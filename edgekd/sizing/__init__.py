@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import json
 import warnings
 from collections.abc import Iterator, Sequence
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import DataBundle
-from edgekd.errors import BadInputError, ExportError
+from edgekd.errors import BadInputError
 from edgekd.targets import TargetProfile
 
 WIDTHS = (0.25, 0.375, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0)
@@ -236,54 +235,6 @@ def build_candidate(candidate: Candidate, data: DataBundle) -> Any:
     return space.build(candidate.width, candidate.depth)
 
 
-def export_bytes(model: Any, example: dict[str, np.ndarray], opset: int) -> bytes:
-    """The fp32 ONNX file ``edgekd.export.export_onnx`` would write (same exporter and options),
-    without the checker and parity run: sizing needs its bytes, not a proof."""
-    import torch
-
-    from edgekd.export.diagnosis import explain_export_failure, quiet_native_output, track_modules
-
-    names = list(example)
-    args = tuple(torch.from_numpy(np.ascontiguousarray(v)) for v in example.values())
-    dynamic = {n: {0: "batch"} for n in names} | {"logits": {0: "batch"}}
-    buf = io.BytesIO()
-    try:
-        with (
-            warnings.catch_warnings(),
-            torch.no_grad(),
-            track_modules(model) as stack,
-            quiet_native_output(),
-        ):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model.eval(),
-                args,
-                buf,
-                dynamo=False,
-                input_names=names,
-                output_names=["logits"],
-                dynamic_axes=dynamic,
-                opset_version=opset,
-            )
-    except Exception as exc:
-        raise ExportError(explain_export_failure(model, args, exc, stack, opset)) from None
-    return _simplified(buf.getvalue())
-
-
-def _simplified(raw: bytes) -> bytes:
-    """What ``export_onnx`` keeps after its onnxslim step (its parity check passes for the
-    built-in families), so the measured size is the size of the file ``distill`` writes."""
-    try:
-        import onnx
-        import onnxslim
-    except ImportError:
-        return raw
-    try:
-        return onnxslim.slim(onnx.load_from_string(raw)).SerializeToString()
-    except Exception:  # export_onnx keeps the raw graph in that case too
-        return raw
-
-
 def quantize_bytes(onnx_bytes: bytes, data: DataBundle) -> bytes:
     """The static int8 (QDQ) file ``distill`` writes for this fp32 file (edgekd.quantize with its
     default ``Int8StaticConfig``), calibrated on the first ``INT8_CALIBRATION_SAMPLES`` training
@@ -378,11 +329,12 @@ def measure_candidate(
     ``quantize`` (and a target that runs int8), its static int8 file too."""
     import onnx
 
+    from edgekd.export import trace_bytes
     from edgekd.sizing.onnx_cost import analyze_onnx
     from edgekd.sizing.roofline import estimate_latency
     from edgekd.students import count_params
 
-    blob = export_bytes(model, data.example_inputs(1), target.opset)
+    blob = trace_bytes(model, data.example_inputs(1), target.opset)
     cost = analyze_onnx(onnx.load_from_string(blob), batch_size=target.batch_size)
     int8_kb = int8_ms = int8_mb = None
     if quantize and "int8" in target.precisions:
