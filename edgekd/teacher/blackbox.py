@@ -72,7 +72,7 @@ class OutputMode:
         return f"topk:{self.k}" if self.kind == "topk" else self.kind
 
 
-class OnnxTeacher:
+class OnnxBlackBoxTeacher:
     """An ONNX model run with ONNX Runtime on the CPU."""
 
     def __init__(self, path: str | Path) -> None:
@@ -179,10 +179,10 @@ class CommandTeacher:
 
 def open_teacher(
     onnx: str | None, command: str | None, timeout_s: float = 120.0
-) -> OnnxTeacher | CommandTeacher:
+) -> OnnxBlackBoxTeacher | CommandTeacher:
     if (onnx is None) == (command is None):
         raise BadInputError("a black-box teacher needs one of --teacher-onnx or --teacher-cmd")
-    return OnnxTeacher(onnx) if onnx is not None else CommandTeacher(command, timeout_s)
+    return OnnxBlackBoxTeacher(onnx) if onnx is not None else CommandTeacher(command, timeout_s)
 
 
 def query(teacher, split: Split, batch_size: int = QUERY_BATCH) -> dict[str, np.ndarray]:
