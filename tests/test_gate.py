@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edgekd.bench.contention import clean_runs
-from edgekd.bench.stats import LatencySamples, Verdict
+from edgekd.bench.stats import LatencySamples
 from edgekd.cli import app
 from edgekd.gate import LINE_NAMES, gate, to_junit, to_markdown
+from edgekd.gate.checks import Verdict
 from edgekd.gate.compare import check_ratio, compare_processes
 from edgekd.results import ModelResult, Report
 from edgekd.targets import load_target
@@ -333,7 +334,7 @@ def test_gate_reads_the_report_target_by_default(reports):
 
 
 def test_budget_lines_wrapper_matches_the_gate(target_path):
-    from edgekd.gate.budget import budget_lines
+    from edgekd.gate import budget_lines
 
     t = load_target(target_path())
     student = model("s", runs("base", "base_rerun"))

@@ -9,16 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.bench.stats import (
-    MAX_REL_SPREAD,
-    LatencySamples,
-    Verdict,
-    check_absolute,
-    compare_latency,
-    quantile_ci_ranks,
-    samples_needed,
-)
+from edgekd.bench.stats import MAX_REL_SPREAD, LatencySamples, quantile_ci_ranks, samples_needed
 from edgekd.errors import BadInputError
+from edgekd.gate.checks import Verdict, check_absolute, compare_latency
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -29,14 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.bench.stats import (
-    DEFAULT_CONFIDENCE,
-    LatencySamples,
-    Verdict,
-    compare_latency,
-    quantile_ci_ranks,
-)
+from edgekd.bench.stats import DEFAULT_CONFIDENCE, LatencySamples, quantile_ci_ranks
 from edgekd.errors import BadInputError
+from edgekd.gate.checks import Verdict, compare_latency
 
 MIN_PROCESSES = 2
 
@@ -173,11 +168,23 @@ def compare_processes(
         )
     if min(samples.baseline_n, samples.current_n) < min_samples:
         return verdict(Verdict.INCONCLUSIVE, samples.ratio, 0.0, math.inf, 1.0, samples.reason)
-    r, lo, hi, p = _welch(b_med, c_med, 1.0 - 2.0 * alpha)
+    r, lo, hi, p = welch = _welch(b_med, c_med, 1.0 - 2.0 * alpha)
     head = (
         f"current is {r:.3f}x baseline (process medians {_list(c_med)} vs {_list(b_med)} ms; "
         f"{1 - 2 * alpha:.0%} CI [{lo:.3f}, {hi:.3f}])"
     )
+    noise = _noise(baseline, current, spread, threshold)
+    v, reason = _explain_regression(head, welch, samples.p_value, noise, threshold, alpha)
+    return verdict(v, r, lo, hi, p, reason)
+
+
+def _noise(
+    baseline: Sequence[LatencySamples],
+    current: Sequence[LatencySamples],
+    spread: float,
+    threshold: float,
+) -> str:
+    """Why a change of the threshold's size could be noise ("" when the run is quiet)."""
     wide = [
         f"{side}'s samples are too spread out ({runs_summary.warning})"
         for side, runs_summary in (
@@ -186,50 +193,50 @@ def compare_processes(
         )
         if not runs_summary.trustworthy
     ]
-    noisy = spread > threshold or bool(wide)
-    noise = "; ".join(
+    return "; ".join(
         ([f"process medians within a run differ by up to {spread:.0%}"] if spread > threshold
          else []) + wide
     )  # fmt: skip
+
+
+def _explain_regression(
+    head: str,
+    welch: tuple[float, float, float, float],
+    samples_p: float,
+    noise: str,
+    threshold: float,
+    alpha: float,
+) -> tuple[Verdict, str]:
+    """``compare_processes``' rules 2 and 3, and the words for each outcome."""
+    r, lo, hi, p = welch
+    limit = 1.0 + threshold
+    noisy = bool(noise)
     if r > limit:
-        significant = p < alpha and samples.p_value < alpha
+        significant = p < alpha and samples_p < alpha
         if significant and (not noisy or lo > limit):
-            return verdict(
+            return (
                 Verdict.FAIL,
-                r,
-                lo,
-                hi,
-                p,
                 f"{head}: above the {threshold:.0%} threshold, significant across processes "
-                f"(Welch t p={p:.2g}) and samples (U test p={samples.p_value:.2g})"
+                f"(Welch t p={p:.2g}) and samples (U test p={samples_p:.2g})"
                 + (f"; {noise}, but the CI clears the threshold" if noisy else "")
                 + ".",
             )
         why = (
-            f"not significant (Welch t p={p:.2g}, U test p={samples.p_value:.2g}; need both "
-            f"< {alpha:g})"
+            f"not significant (Welch t p={p:.2g}, U test p={samples_p:.2g}; need both < {alpha:g})"
             if not significant
             else f"{noise}, and the CI reaches below the threshold"
         )
-        return verdict(
+        return (
             Verdict.INCONCLUSIVE,
-            r,
-            lo,
-            hi,
-            p,
             f"{head}: above the {threshold:.0%} threshold but {why}; re-measure.",
         )
     if noisy and hi > limit:
-        return verdict(
+        return (
             Verdict.INCONCLUSIVE,
-            r,
-            lo,
-            hi,
-            p,
             f"{head}: within the threshold, but {noise}, so a regression of the threshold's size "
             "could hide in the noise; re-measure on a quieter machine.",
         )
-    return verdict(Verdict.PASS, r, lo, hi, p, f"{head}: within the {threshold:.0%} threshold.")
+    return Verdict.PASS, f"{head}: within the {threshold:.0%} threshold."
 
 
 def check_ratio(
