@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from edgekd.errors import BadInputError
+from edgekd.errors import BadInputError, TargetError
 from edgekd.gate.checks import Verdict
 from edgekd.gate.lines import (
     DEFAULT_THRESHOLD,
@@ -59,16 +59,68 @@ def _as_report(report: Report | str | Path) -> tuple[Report, str]:
     return Report.load(report), str(report)
 
 
-def _target_of(report: Report, target: TargetProfile | str | None) -> TargetProfile:
-    if isinstance(target, TargetProfile):
-        return target
+def _target_of(
+    report: Report, target: TargetProfile | str | None, notes: list[str]
+) -> TargetProfile:
+    """The profile to gate by: the one given, else the one stored in the report (stored whole).
+
+    A stored report keeps its verdict when its TOML file is edited later; the file is only read
+    to say that it changed. Reports that store no whole profile fall back to the file.
+    """
+    stored = _stored_profile(report)
     if target is not None:
-        return load_target(target)
+        profile = target if isinstance(target, TargetProfile) else load_target(target)
+        if stored is not None and profile != stored:
+            notes.append(
+                f"target {profile.name} was given: it overrides the profile stored in the report "
+                f"({_changes(stored, profile)})"
+            )
+        return profile
+    if stored is not None:
+        on_disk = _profile_on_disk(report)
+        if on_disk is not None and on_disk != stored:
+            notes.append(
+                f"{on_disk.path} has changed since the report was measured "
+                f"({_changes(stored, on_disk)}); gated by the profile stored in the report "
+                f"(give --target to gate by the file)"
+            )
+        return stored
     name = report.target.get("name")
     if not name:
         raise BadInputError("the report names no target: give --target")
     path = report.target.get("path", "")
     return load_target(path if path and Path(path).is_file() else name)
+
+
+def _stored_profile(report: Report) -> TargetProfile | None:
+    try:
+        return TargetProfile.from_dict(report.target, "the report's target")
+    except TargetError:  # an older or hand-written report: only a name (and maybe a path)
+        return None
+
+
+def _profile_on_disk(report: Report) -> TargetProfile | None:
+    """The report's target as its TOML file reads today; None if it is not here (another host)."""
+    name, path = report.target.get("name", ""), report.target.get("path", "")
+    try:
+        return load_target(path if path and Path(path).is_file() else name)
+    except TargetError:
+        return None
+
+
+def _changes(old: TargetProfile, new: TargetProfile, shown: int = 3) -> str:
+    """``budget.latency_ms 2.0 -> 5.0, ...``: the fields that differ, the first few by name."""
+
+    def flat(d: dict, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(old.to_dict()), flat(new.to_dict())
+    keys = sorted(k for k in a.keys() | b.keys() if k != "path" and a.get(k) != b.get(k))
+    text = ", ".join(f"{k} {a.get(k, '-')} -> {b.get(k, '-')}" for k in keys[:shown])
+    return text + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
 
 
 def _gated_models(rep: Report, rep_name: str, models: Sequence[str] | None) -> list[ModelResult]:
@@ -114,9 +166,11 @@ def gate(
 ) -> GateResult:
     """Check ``report`` against ``target``'s budget (and ``baseline``, if given).
 
-    ``target`` defaults to the report's own. ``models`` picks the models to gate (default: the
-    report's chosen student, else every non-teacher model). ``threshold`` is the latency regression
-    threshold (0.10 = 10% slower), ``accuracy_tolerance`` the accuracy one (0.01 = one point).
+    ``target`` defaults to the profile stored in the report (so editing the TOML file later does
+    not change a stored report's verdict; a note says when the file differs). ``models`` picks the
+    models to gate (default: the report's chosen student, else every non-teacher model).
+    ``threshold`` is the latency regression threshold (0.10 = 10% slower), ``accuracy_tolerance``
+    the accuracy one (0.01 = one point).
     ``only`` keeps just the named lines (e.g. ``["latency_ms", "latency_regression"]``); the others
     are listed in the notes as not checked.
 
@@ -127,11 +181,11 @@ def gate(
     if not (threshold >= 0 and math.isfinite(threshold)) or not 0 < alpha < 1:
         raise BadInputError("gate needs a threshold >= 0 and 0 < alpha < 1")
     rep, rep_name = _as_report(report)
-    prof = _target_of(rep, target)
+    notes: list[str] = []
+    prof = _target_of(rep, target, notes)
     base, base_name = _as_report(baseline) if baseline is not None else (None, None)
     gated = _gated_models(rep, rep_name, models)
 
-    notes = []
     measured_for = rep.target.get("name")
     mismatch = ""
     if rep.target.get("threads", prof.threads) != prof.threads:
