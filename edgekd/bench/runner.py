@@ -29,7 +29,13 @@ from edgekd.bench.feeds import fixed_batch, map_data, random_inputs, take_batch
 from edgekd.bench.harness import measure_latency, throughput_row
 from edgekd.bench.memory import peak_rss_mb
 from edgekd.bench.sources import InputSpec, onnx_input_specs
-from edgekd.bench.stats import LatencySamples, LatencySummary, samples_needed
+from edgekd.bench.stats import (
+    LatencySamples,
+    LatencySummary,
+    pooled,
+    process_medians,
+    samples_needed,
+)
 from edgekd.data import Split
 from edgekd.errors import BadInputError, DataError
 from edgekd.progress import status
@@ -129,10 +135,6 @@ class _Job:
 def _g6(v: float) -> float:
     # Six significant figures (a nanosecond at 1 ms) keep a committed baseline report small.
     return float(f"{v:.6g}")
-
-
-def _pooled(runs: list[LatencySamples]) -> LatencySamples:
-    return LatencySamples(tuple(v for r in runs for v in r.samples_ms))
 
 
 def _save(folder: Path, name: str, arrays: dict[str, np.ndarray]) -> str:
@@ -352,8 +354,8 @@ def _latency(runs: list[LatencySamples], clean: CleanRuns) -> tuple[LatencySumma
     # The headline figures come from the clean samples (see edgekd.bench.contention); every raw
     # sample stays in latency_processes / latency_samples_ms.
     basis = clean.runs or runs
-    summary = _pooled(basis).summary()
-    medians = [float(np.median(r.samples_ms)) for r in basis]
+    summary = pooled(basis).summary()
+    medians = process_medians(basis).tolist()
     latency = {
         **summary.to_dict(),
         "processes": len(runs),

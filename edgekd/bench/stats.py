@@ -151,6 +151,10 @@ class LatencySummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def short_dict(self) -> dict[str, Any]:
+        """The figures a quantized variant keeps in the report: p50, p95, p99, mean and n."""
+        return {"p50": self.p50, "p95": self.p95, "p99": self.p99, "mean": self.mean, "n": self.n}
+
 
 @dataclass(frozen=True)
 class LatencySamples:
@@ -259,3 +263,18 @@ class LatencySamples:
             warmup=data.get("warmup", 0),
             metadata=data.get("metadata", {}),
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Runs: one LatencySamples per process
+
+
+def pooled(runs: Sequence[LatencySamples]) -> LatencySamples:
+    """Every sample of several runs (one per process) as one set, for the pooled summary and the
+    absolute checks. The runs' metadata stays with the runs."""
+    return LatencySamples(tuple(v for r in runs for v in r.samples_ms))
+
+
+def process_medians(runs: Sequence[LatencySamples]) -> np.ndarray:
+    """Each run's median: the unit the comparisons across processes work on."""
+    return np.array([float(np.median(r.samples_ms)) for r in runs])

@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.bench.stats import DEFAULT_CONFIDENCE, LatencySamples, quantile_ci_ranks
+from edgekd.bench.stats import (
+    DEFAULT_CONFIDENCE,
+    LatencySamples,
+    pooled,
+    process_medians,
+    quantile_ci_ranks,
+)
 from edgekd.errors import BadInputError
 from edgekd.gate.checks import Verdict, compare_latency
 
@@ -63,14 +69,6 @@ class ProcessComparison:
         d = asdict(self)
         d["verdict"] = str(self.verdict)
         return d
-
-
-def _medians(runs: Sequence[LatencySamples], scale: float = 1.0) -> np.ndarray:
-    return np.array([float(np.median(r.samples_ms)) * scale for r in runs])
-
-
-def _pooled(runs: Sequence[LatencySamples], scale: float = 1.0) -> LatencySamples:
-    return LatencySamples(tuple(v * scale for r in runs for v in r.samples_ms))
 
 
 def _spread(medians: np.ndarray) -> float:
@@ -144,10 +142,10 @@ def compare_processes(
     """
     _check_args(baseline, current, threshold, alpha)
     limit = 1.0 + threshold
-    b_med, c_med = _medians(baseline), _medians(current)
+    b_med, c_med = process_medians(baseline), process_medians(current)
     spread = max(_spread(b_med), _spread(c_med))
     samples = compare_latency(
-        _pooled(baseline), _pooled(current), threshold, alpha, min_samples=min_samples
+        pooled(baseline), pooled(current), threshold, alpha, min_samples=min_samples
     )
     k, m = len(baseline), len(current)
 
@@ -188,8 +186,8 @@ def _noise(
     wide = [
         f"{side}'s samples are too spread out ({runs_summary.warning})"
         for side, runs_summary in (
-            ("baseline", _pooled(baseline).summary()),
-            ("current", _pooled(current).summary()),
+            ("baseline", pooled(baseline).summary()),
+            ("current", pooled(current).summary()),
         )
         if not runs_summary.trustworthy
     ]
@@ -261,9 +259,9 @@ def check_ratio(
     _check_args(reference, current, 0.0, 0.5)
     if not (limit > 0 and math.isfinite(limit)):
         raise BadInputError(f"a relative latency limit must be a finite number > 0, got {limit!r}")
-    c_med, r_med = _medians(current), _medians(reference)
+    c_med, r_med = process_medians(current), process_medians(reference)
     spread = max(_spread(c_med), _spread(r_med))
-    pooled_c, pooled_r = _pooled(current), _pooled(reference)
+    pooled_c, pooled_r = pooled(current), pooled(reference)
     samples = compare_latency(pooled_r, pooled_c, threshold=0.0, alpha=0.01, min_samples=1)
     k, m = len(reference), len(current)
     if min(k, m) >= MIN_PROCESSES:

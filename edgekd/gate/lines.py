@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgekd.bench.contention import clean_runs, set_aside
-from edgekd.bench.stats import LatencySamples
+from edgekd.bench.stats import LatencySamples, pooled
 from edgekd.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_OK
 from edgekd.gate.checks import Verdict, check_absolute
 from edgekd.gate.compare import check_ratio, compare_processes
@@ -163,10 +163,6 @@ def latency_runs(m: ModelResult) -> list[LatencySamples]:
     return []
 
 
-def _pooled(runs: list[LatencySamples]) -> LatencySamples:
-    return LatencySamples(tuple(v for r in runs for v in r.samples_ms))
-
-
 def _where(m: ModelResult) -> str:
     provider = short_provider(m.provider)
     return f"{provider} on {m.device.upper()}, batch {m.batch_size}, {m.threads} threads"
@@ -180,7 +176,7 @@ def _latency_line(m: ModelResult, target: TargetProfile, mismatch: str) -> GateL
     make = _line("latency_ms", m, limit, "ms", "absolute", detail)
     if not runs:
         return make(Verdict.INCONCLUSIVE, None, "the report keeps no raw samples; re-run bench")
-    check = check_absolute(_pooled(runs), limit, "p95")
+    check = check_absolute(pooled(runs), limit, "p95")
     if mismatch:
         return make(Verdict.INCONCLUSIVE, check.value_ms, mismatch)
     if check.verdict == Verdict.PASS:  # descheduled samples only ever make a run slower
@@ -190,7 +186,7 @@ def _latency_line(m: ModelResult, target: TargetProfile, mismatch: str) -> GateL
         return make(check.verdict, check.value_ms, check.reason)
     if not clean.runs:
         return make(Verdict.INCONCLUSIVE, check.value_ms, f"{_SATURATED} ({clean.note()}).")
-    check = check_absolute(_pooled(clean.runs), limit, "p95")
+    check = check_absolute(pooled(clean.runs), limit, "p95")
     return make(check.verdict, check.value_ms, f"{check.reason} {set_aside(model=clean)}")
 
 
