@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -100,6 +101,26 @@ class TargetProfile:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "stored profile") -> TargetProfile:
+        """The profile ``to_dict`` wrote (a report stores it whole), rebuilt and validated again.
+
+        A report is judged by the profile it was measured for, not by today's TOML file.
+
+        >>> profile = load_target("mobile")
+        >>> TargetProfile.from_dict(profile.to_dict()) == profile
+        True
+        """
+        try:
+            fields = dict(data)
+            device, budget = DeviceSpec(**fields.pop("device")), Budget(**fields.pop("budget"))
+            for name in ("precisions", "providers", "aliases"):  # JSON turned the tuples into lists
+                if name in fields:
+                    fields[name] = tuple(fields[name])
+            return cls(**fields, device=device, budget=budget)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TargetError(f"{where}: not a whole target profile ({exc})") from None
 
 
 # --- loading -------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from edgekd.bench.contention import clean_runs
-from edgekd.bench.stats import LatencySamples, Verdict
+from edgekd.bench.stats import LatencySamples
 from edgekd.cli import app
 from edgekd.gate import LINE_NAMES, gate, to_junit, to_markdown
+from edgekd.gate.checks import Verdict
 from edgekd.gate.compare import check_ratio, compare_processes
 from edgekd.results import ModelResult, Report
 from edgekd.targets import load_target
@@ -332,8 +333,32 @@ def test_gate_reads_the_report_target_by_default(reports):
     assert gate(paths["good"]).target == rep["target"]["name"]
 
 
+def test_a_stored_report_keeps_its_budget_when_the_toml_changes(tmp_path, target_path):
+    t = target_path(latency_ms=2.0)
+    teacher = model("teacher", runs("slower_3x", "slower_3x"), role="teacher", accuracy=0.96)
+    path = tmp_path / "report.json"
+    path.write_text(report(t, teacher, model("student", runs("base", "base_rerun"))).to_json())
+    Path(t).write_text(TARGET.format(latency_ms=0.001, vs_teacher=0.5))  # edited after the run
+
+    result = gate(path)  # the stored profile: 2 ms, as measured
+    line = next(g for g in result.lines if g.name == "latency_ms")
+    assert (line.limit, str(line.verdict)) == (2.0, "PASS")
+    assert any("has changed" in n and "budget.latency_ms 2.0 -> 0.001" in n for n in result.notes)
+    out = runner.invoke(app, ["gate", str(path)])
+    shown = " ".join(out.output.split())  # the terminal table wraps long notes
+    assert out.exit_code == 0 and "has changed since the report was measured" in shown
+
+    result = gate(path, t)  # an explicit target overrides, and says so
+    line = next(g for g in result.lines if g.name == "latency_ms")
+    assert (line.limit, str(line.verdict)) == (0.001, "FAIL")
+    assert any("overrides the profile stored" in n for n in result.notes)
+    out = runner.invoke(app, ["gate", str(path), "--target", t])
+    assert out.exit_code == 3
+    assert "overrides the profile stored in the report" in " ".join(out.output.split())
+
+
 def test_budget_lines_wrapper_matches_the_gate(target_path):
-    from edgekd.gate.budget import budget_lines
+    from edgekd.gate import budget_lines
 
     t = load_target(target_path())
     student = model("s", runs("base", "base_rerun"))

@@ -12,13 +12,13 @@ import pytest
 from edgekd.bench.stats import (
     MAX_REL_SPREAD,
     LatencySamples,
-    Verdict,
-    check_absolute,
-    compare_latency,
+    pooled,
+    process_medians,
     quantile_ci_ranks,
     samples_needed,
 )
 from edgekd.errors import BadInputError
+from edgekd.gate.checks import Verdict, check_absolute, compare_latency
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -330,3 +330,12 @@ def test_check_absolute_noisy_samples(sets):
     # the noise does not matter when the limit is outside all of it
     assert check_absolute(wild, limit_ms=1000.0, statistic="p50").verdict == Verdict.PASS
     assert check_absolute(wild, limit_ms=0.001, statistic="p50").verdict == Verdict.FAIL
+
+
+def test_pooled_runs_and_the_short_summary():
+    runs = [LatencySamples((1.0, 2.0, 3.0)), LatencySamples((4.0, 5.0))]
+    assert pooled(runs).samples_ms == (1.0, 2.0, 3.0, 4.0, 5.0)
+    assert process_medians(runs).tolist() == [2.0, 4.5]
+    # the keys a quantized variant has always kept in report.json
+    short = pooled(runs).summary().short_dict()
+    assert short == {"p50": 3.0, "p95": 4.8, "p99": 4.96, "mean": 3.0, "n": 5}

@@ -17,9 +17,10 @@ import os
 import platform
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from edgekd.bench.stats import LatencySamples
+from edgekd.bench.stats import LatencySamples, LatencySummary
 from edgekd.errors import BadInputError
 
 # Even when max_time_s runs out, return at least this many samples: fewer cannot give a
@@ -114,41 +115,14 @@ def measure_latency(
         )
     load_before = _load_average()
     start = timer()
-    deadline = start + int(max_time_s * 1e9)
-
-    for _ in range(warmup):
-        run()
-    loops, calibration_calls = _calibrate(run, int(sample_min_s * 1e9), timer)
-
-    floor = min(MIN_SAMPLES_FLOOR, min_samples)
-    min_time_ns = int(min_time_s * 1e9)
-    gc_was_enabled = gc.isenabled()
-    samples: list[float] = []
-    shares: list[float] = []
-    sampling_start = timer()
-    while True:
-        if disable_gc:
-            gc.disable()
-        try:
-            c0 = cpu_timer() if cpu_timer is not None else 0
-            t0 = timer()
-            for _ in range(loops):
-                run()
-            t1 = timer()
-            c1 = cpu_timer() if cpu_timer is not None else 0
-        finally:
-            if disable_gc and gc_was_enabled:
-                gc.enable()
-        # A zero reading can only come from a timer coarser than the sample; clamp it to 1 ns so
-        # the sample stays valid (> 0) rather than inventing a finer value.
-        samples.append(max(t1 - t0, 1) / loops / 1e6)
-        if cpu_timer is not None:
-            shares.append(round((c1 - c0) / max(t1 - t0, 1), 3))
-        n = len(samples)
-        if n >= min_samples and t1 - sampling_start >= min_time_ns:
-            break
-        if n >= floor and t1 >= deadline:
-            break
+    loops, calibration_calls = _warm_up(run, warmup, int(sample_min_s * 1e9), timer)
+    until = _Until(
+        min_samples=min_samples,
+        min_time_ns=int(min_time_s * 1e9),
+        floor=min(MIN_SAMPLES_FLOOR, min_samples),
+        deadline=start + int(max_time_s * 1e9),
+    )
+    samples, shares = _sample_until(run, loops, until, timer, cpu_timer, disable_gc)
     end = timer()
 
     harness = {
@@ -171,6 +145,79 @@ def measure_latency(
     )
 
 
+def _warm_up(
+    run: Callable[[], object], warmup: int, sample_min_ns: int, timer: Callable[[], int]
+) -> tuple[int, int]:
+    """``warmup`` untimed calls, then the calibration; returns (loops, calibration calls)."""
+    for _ in range(warmup):
+        run()
+    return _calibrate(run, sample_min_ns, timer)
+
+
+@dataclass(frozen=True)
+class _Until:
+    """When sampling stops: enough samples AND enough time, or the deadline once past the floor."""
+
+    min_samples: int
+    min_time_ns: int
+    floor: int
+    deadline: int  # timer reading at which max_time_s has passed since the call began
+
+    def reached(self, n: int, sampled_ns: int, now: int) -> bool:
+        if n >= self.min_samples and sampled_ns >= self.min_time_ns:
+            return True
+        return n >= self.floor and now >= self.deadline
+
+
+def _sample_until(
+    run: Callable[[], object],
+    loops: int,
+    until: _Until,
+    timer: Callable[[], int],
+    cpu_timer: Callable[[], int] | None,
+    disable_gc: bool,
+) -> tuple[list[float], list[float]]:
+    """Samples of ``loops`` calls each until ``until`` is reached: (ms per call, CPU shares)."""
+    gc_was_enabled = gc.isenabled()
+    samples: list[float] = []
+    shares: list[float] = []
+    sampling_start = timer()
+    while True:
+        if disable_gc:
+            gc.disable()
+        try:
+            c0 = cpu_timer() if cpu_timer is not None else 0
+            t0 = timer()
+            for _ in range(loops):
+                run()
+            t1 = timer()
+            c1 = cpu_timer() if cpu_timer is not None else 0
+        finally:
+            if disable_gc and gc_was_enabled:
+                gc.enable()
+        # A zero reading can only come from a timer coarser than the sample; clamp it to 1 ns so
+        # the sample stays valid (> 0) rather than inventing a finer value.
+        samples.append(max(t1 - t0, 1) / loops / 1e6)
+        if cpu_timer is not None:
+            shares.append(round((c1 - c0) / max(t1 - t0, 1), 3))
+        if until.reached(len(samples), t1 - sampling_start, t1):
+            return samples, shares
+
+
+def throughput_row(summary: LatencySummary, batch_size: int) -> dict[str, Any]:
+    """Items per second at ``batch_size`` from a batch latency summary: the median, and its CI
+    inverted. Shared by ``measure_throughput`` and the fresh-process bench (``bench.runner``)."""
+    return {
+        "batch_size": batch_size,
+        "items_per_s": batch_size * 1e3 / summary.p50,
+        "items_per_s_low": batch_size * 1e3 / summary.ci_high,
+        "items_per_s_high": batch_size * 1e3 / summary.ci_low,
+        "batch_p50_ms": summary.p50,
+        "trustworthy": summary.trustworthy,
+        "warning": summary.warning,
+    }
+
+
 def measure_throughput(run_batch: Callable[[], object], batch_size: int, **kw: Any) -> dict:
     """Items per second of ``run_batch()`` (which processes ``batch_size`` items), from the median.
 
@@ -181,14 +228,4 @@ def measure_throughput(run_batch: Callable[[], object], batch_size: int, **kw: A
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise BadInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     samples = measure_latency(run_batch, **kw)
-    s = samples.summary()
-    return {
-        "batch_size": batch_size,
-        "items_per_s": batch_size * 1e3 / s.p50,
-        "items_per_s_low": batch_size * 1e3 / s.ci_high,
-        "items_per_s_high": batch_size * 1e3 / s.ci_low,
-        "batch_p50_ms": s.p50,
-        "trustworthy": s.trustworthy,
-        "warning": s.warning,
-        "samples": samples.to_dict(),
-    }
+    return {**throughput_row(samples.summary(), batch_size), "samples": samples.to_dict()}

@@ -24,12 +24,18 @@ from typing import Any
 import numpy as np
 
 from edgekd.bench.accuracy import classification_metrics, embedding_metrics, predict
-from edgekd.bench.contention import MIN_CPU_SHARE, clean_runs
+from edgekd.bench.contention import MIN_CPU_SHARE, CleanRuns, clean_runs
 from edgekd.bench.feeds import fixed_batch, map_data, random_inputs, take_batch
-from edgekd.bench.harness import measure_latency
+from edgekd.bench.harness import measure_latency, throughput_row
 from edgekd.bench.memory import peak_rss_mb
 from edgekd.bench.sources import InputSpec, onnx_input_specs
-from edgekd.bench.stats import LatencySamples, samples_needed
+from edgekd.bench.stats import (
+    LatencySamples,
+    LatencySummary,
+    pooled,
+    process_medians,
+    samples_needed,
+)
 from edgekd.data import Split
 from edgekd.errors import BadInputError, DataError
 from edgekd.progress import status
@@ -129,10 +135,6 @@ class _Job:
 def _g6(v: float) -> float:
     # Six significant figures (a nanosecond at 1 ms) keep a committed baseline report small.
     return float(f"{v:.6g}")
-
-
-def _pooled(runs: list[LatencySamples]) -> LatencySamples:
-    return LatencySamples(tuple(v for r in runs for v in r.samples_ms))
 
 
 def _save(folder: Path, name: str, arrays: dict[str, np.ndarray]) -> str:
@@ -307,68 +309,15 @@ def _result(
     ref = job.ref
     runs = _runs(job)
     clean = clean_runs(runs)
-    # The headline figures come from the clean samples (see edgekd.bench.contention); every raw
-    # sample stays in latency_processes / latency_samples_ms.
-    basis = clean.runs or runs
-    summary = _pooled(basis).summary()
-    medians = [float(np.median(r.samples_ms)) for r in basis]
-    spread = max(medians) / min(medians) - 1.0
-    latency = {
-        **summary.to_dict(),
-        "processes": len(runs),
-        "process_p50": medians,
-        "process_spread": spread,
-        "basis": "clean samples" if clean.runs else "all samples (every process was contended)",
-        "descheduled_fraction": (
-            clean.descheduled / clean.samples if clean.measured_shares else None
-        ),
-        "contended_processes": clean.contended,
-    }
-    notes = list(ref.notes)
-    for note in job.first["notes"]:
-        notes.append(note)
-    if summary.warning:
-        notes.append(f"latency: {summary.warning}")
-    if job.large is None and job.large_batch:
-        notes.append("larger-batch throughput not measured: the model's batch axis is fixed")
-    if clean.descheduled > 0.1 * clean.samples:
-        notes.append(
-            f"latency: the host was busy: {clean.note()} (the thread held its CPU < "
-            f"{MIN_CPU_SHARE:.0%} of the sample); they are left out of the figures and the gate"
-        )
-    if len(runs) > 1 and spread > 0.10:
-        notes.append(
-            f"latency: process medians differ by {spread:.0%} (from {min(medians):.4g} to "
-            f"{max(medians):.4g} ms): the machine is noisy; compare runs with care"
-        )
-    providers = {r["provider"] for r in job.runs}
-    if len(providers) > 1:
-        notes.append(f"processes ran on different providers: {', '.join(sorted(providers))}")
+    summary, latency = _latency(runs, clean)
+    notes = _notes(job, summary, clean, latency)
     device = "gpu" if all(r["device"] == "gpu" for r in job.runs) else "cpu"
     gpu = [r["gpu_memory_mb"] for r in job.runs if r["gpu_memory_mb"] is not None]
     if device == "gpu" and not gpu:
         notes.append("GPU memory not measured (needs pynvml or nvidia-smi)")
-
-    metrics: dict[str, float | None] = dict.fromkeys(
-        ("accuracy", "top5_accuracy", "agreement_with_teacher", "kl_to_teacher")
-    )
-    if logits is not None and test is not None:
-        is_ref = ref.name == reference
-        metrics = classification_metrics(logits, test.y, None if is_ref else teacher_logits)
-        if is_ref:
-            metrics.update(agreement_with_teacher=1.0, kl_to_teacher=0.0)
+    metrics = _metrics(logits, test, teacher_logits, is_ref=ref.name == reference)
     throughput = [
-        {
-            "batch_size": batch_size,
-            "items_per_s": batch_size * 1e3 / summary.p50,
-            "items_per_s_low": batch_size * 1e3 / summary.ci_high,
-            "items_per_s_high": batch_size * 1e3 / summary.ci_low,
-            "batch_p50_ms": summary.p50,
-            "trustworthy": summary.trustworthy,
-            "warning": summary.warning,
-            "n": summary.n,
-            "processes": len(runs),
-        }
+        {**throughput_row(summary, batch_size), "n": summary.n, "processes": len(runs)}
     ] + job.first["throughput"]
     return ModelResult(
         name=ref.name,
@@ -398,6 +347,73 @@ def _result(
         ],
         throughput=throughput,
     )
+
+
+def _latency(runs: list[LatencySamples], clean: CleanRuns) -> tuple[LatencySummary, dict]:
+    """The pooled summary and the report's ``latency_ms`` section, with the spread of processes."""
+    # The headline figures come from the clean samples (see edgekd.bench.contention); every raw
+    # sample stays in latency_processes / latency_samples_ms.
+    basis = clean.runs or runs
+    summary = pooled(basis).summary()
+    medians = process_medians(basis).tolist()
+    latency = {
+        **summary.to_dict(),
+        "processes": len(runs),
+        "process_p50": medians,
+        "process_spread": max(medians) / min(medians) - 1.0,
+        "basis": "clean samples" if clean.runs else "all samples (every process was contended)",
+        "descheduled_fraction": (
+            clean.descheduled / clean.samples if clean.measured_shares else None
+        ),
+        "contended_processes": clean.contended,
+    }
+    return summary, latency
+
+
+def _notes(job: _Job, summary: LatencySummary, clean: CleanRuns, latency: dict) -> list[str]:
+    """What a reader of the figures should know: noise, a busy host, a fixed batch axis."""
+    medians, spread = latency["process_p50"], latency["process_spread"]
+    notes = list(job.ref.notes)
+    for note in job.first["notes"]:
+        notes.append(note)
+    if summary.warning:
+        notes.append(f"latency: {summary.warning}")
+    if job.large is None and job.large_batch:
+        notes.append("larger-batch throughput not measured: the model's batch axis is fixed")
+    if clean.descheduled > 0.1 * clean.samples:
+        notes.append(
+            f"latency: the host was busy: {clean.note()} (the thread held its CPU < "
+            f"{MIN_CPU_SHARE:.0%} of the sample); they are left out of the figures and the gate"
+        )
+    if latency["processes"] > 1 and spread > 0.10:
+        notes.append(
+            f"latency: process medians differ by {spread:.0%} (from {min(medians):.4g} to "
+            f"{max(medians):.4g} ms): the machine is noisy; compare runs with care"
+        )
+    providers = {r["provider"] for r in job.runs}
+    if len(providers) > 1:
+        notes.append(f"processes ran on different providers: {', '.join(sorted(providers))}")
+    return notes
+
+
+def _metrics(
+    logits: np.ndarray | None,
+    test: Split | None,
+    teacher_logits: np.ndarray | None,
+    is_ref: bool = False,
+) -> dict[str, float | None]:
+    """Accuracy and fidelity of classification logits; all None without logits or test data.
+
+    The reference model is the teacher the others are compared with: agreement 1 and KL 0.
+    """
+    if logits is None or test is None:
+        return dict.fromkeys(
+            ("accuracy", "top5_accuracy", "agreement_with_teacher", "kl_to_teacher")
+        )
+    metrics = classification_metrics(logits, test.y, None if is_ref else teacher_logits)
+    if is_ref:
+        metrics.update(agreement_with_teacher=1.0, kl_to_teacher=0.0)
+    return metrics
 
 
 def bench_model(
@@ -465,7 +481,7 @@ def bench_model_in_process(
         }
     else:
         fidelity = {"cosine_to_teacher": None}
-        metrics = classification_metrics(logits, test.y, teacher_logits)
+        metrics = _metrics(logits, test, teacher_logits)
     notes = [summary.warning] if summary.warning else []
     if model is None:
         memory = peak_rss_mb(ref.runtime, ref.path, feed, host_threads(threads))

@@ -13,7 +13,8 @@ from edgekd.cli._app import verb
 def gate(
     report: Annotated[str, typer.Argument(help="report.json from edgekd bench or edgekd distill.")],
     target: Annotated[
-        str | None, typer.Option(help="Target profile (default: the one the report names).")
+        str | None,
+        typer.Option(help="Gate by this target profile (default: the one stored in the report)."),
     ] = None,
     baseline: Annotated[
         str | None, typer.Option(help="Baseline report.json: flag regressions against it.")

@@ -6,327 +6,51 @@ could not be decided, else PASS, and maps to the exit code (0 / 3 / 4). A line i
 want of evidence: too few samples, too much noise, a missing teacher or missing labels make it
 INCONCLUSIVE.
 
-Lines, per gated model (the report's chosen student, or every student):
-
-- ``latency_ms`` (absolute): p95 on this host within the budget, by its 95% upper bound
-  (``check_absolute`` on the raw samples of every process);
-- ``latency_estimate_ms`` (estimate): the device estimate, when the report carries one, labelled
-  as an estimate;
-- ``latency_vs_teacher`` (relative): model / teacher latency measured in the same run
-  (``check_ratio``), which holds on any machine;
-- ``peak_memory_mb``, ``model_size_kb``, ``params`` (absolute): peak RSS of a fresh process that
-  loaded and ran the model, file size, parameter count;
-- ``accuracy_drop`` (absolute): teacher accuracy - model accuracy on the same test split;
-- ``latency_regression`` (regression): against the baseline report, ``compare_processes``: the
-  threshold AND significance, across processes and across samples;
-- ``accuracy_regression`` (regression): baseline accuracy - current accuracy, same test split.
+The package's rooms: ``checks`` (the statistical verdicts on samples), ``compare`` (across
+processes), ``lines`` (one ``GateLine`` per budget or regression line, listed there) and ``output``
+(Markdown, JUnit, terminal). This module picks the report's models and target and runs the lines.
 """
 
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from edgekd.bench.contention import clean_runs, set_aside
-from edgekd.bench.stats import LatencySamples, Verdict, check_absolute
-from edgekd.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_OK, BadInputError
-from edgekd.gate.compare import check_ratio, compare_processes
-from edgekd.report.markdown import short_provider
+from edgekd.errors import BadInputError, TargetError
+from edgekd.gate.checks import Verdict
+from edgekd.gate.lines import (
+    DEFAULT_THRESHOLD,
+    EXIT_CODES,
+    LINE_NAMES,
+    GateLine,
+    GateResult,
+    latency_runs,
+    model_budget_lines,
+    regression_lines,
+)
+from edgekd.gate.output import print_result, to_junit, to_markdown
 from edgekd.results import BudgetLine, ModelResult, Report
 from edgekd.targets import TargetProfile, load_target
 
-DEFAULT_THRESHOLD = 0.10
+__all__ = [
+    "DEFAULT_ACCURACY_TOLERANCE",
+    "DEFAULT_THRESHOLD",
+    "EXIT_CODES",
+    "LINE_NAMES",
+    "GateLine",
+    "GateResult",
+    "Verdict",
+    "budget_lines",
+    "gate",
+    "latency_runs",
+    "print_result",
+    "to_junit",
+    "to_markdown",
+]
+
 DEFAULT_ACCURACY_TOLERANCE = 0.01  # one point of accuracy on the same test split
-EXIT_CODES = {Verdict.PASS: EXIT_OK, Verdict.FAIL: EXIT_GATE_FAILED}
-_SATURATED = (
-    "the host was too busy to measure: the measuring thread waited for its CPU in most samples, "
-    "so the figures time the neighbours; re-run (on a quieter host)"
-)
-_NO_SAMPLES = "the report keeps no raw latency samples; re-run edgekd bench"
-LINE_NAMES = (
-    "latency_ms",
-    "latency_estimate_ms",
-    "latency_vs_teacher",
-    "peak_memory_mb",
-    "model_size_kb",
-    "params",
-    "accuracy_drop",
-    "latency_regression",
-    "accuracy_regression",
-)
-
-
-@dataclass(frozen=True)
-class GateLine:
-    """One checked line. ``kind``: absolute, relative, estimate or regression."""
-
-    name: str
-    model: str
-    verdict: Verdict
-    value: float | None
-    limit: float
-    unit: str = ""
-    kind: str = "absolute"
-    detail: str = ""  # what was measured, and where
-    reason: str = ""  # why this verdict
-
-    def to_budget_line(self) -> BudgetLine:
-        passed = {Verdict.PASS: True, Verdict.FAIL: False}.get(self.verdict)
-        detail = f"{self.detail}; {self.verdict}: {self.reason}" if self.reason else self.detail
-        return BudgetLine(self.name, self.limit, self.value, passed, self.unit, self.model, detail)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": self.model,
-            "verdict": str(self.verdict),
-            "value": self.value,
-            "limit": self.limit,
-            "unit": self.unit,
-            "kind": self.kind,
-            "detail": self.detail,
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True)
-class GateResult:
-    target: str
-    lines: tuple[GateLine, ...]
-    notes: tuple[str, ...] = ()
-    baseline: str | None = None
-    threshold: float = DEFAULT_THRESHOLD
-    report: str = ""
-
-    @property
-    def verdict(self) -> Verdict:
-        verdicts = {line.verdict for line in self.lines}
-        if Verdict.FAIL in verdicts:
-            return Verdict.FAIL
-        if Verdict.INCONCLUSIVE in verdicts or not verdicts:
-            return Verdict.INCONCLUSIVE
-        return Verdict.PASS
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES.get(self.verdict, EXIT_INCONCLUSIVE)
-
-    def counts(self) -> dict[str, int]:
-        return {str(v): sum(line.verdict == v for line in self.lines) for v in Verdict}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": str(self.verdict),
-            "exit_code": self.exit_code,
-            "target": self.target,
-            "report": self.report,
-            "baseline": self.baseline,
-            "threshold": self.threshold,
-            "counts": self.counts(),
-            "lines": [line.to_dict() for line in self.lines],
-            "notes": list(self.notes),
-        }
-
-
-# --- the checks -----------------------------------------------------------------------------------
-
-_Maker = Callable[[Verdict, "float | None", str], GateLine]
-
-
-def _line(name: str, m: ModelResult, limit: float, unit: str, kind: str, detail: str) -> _Maker:
-    """A maker of one line's GateLine, given its verdict, value and reason."""
-
-    def make(verdict: Verdict, value: float | None, reason: str) -> GateLine:
-        value = None if value is None else float(value)
-        return GateLine(name, m.name, verdict, value, float(limit), unit, kind, detail, reason)
-
-    return make
-
-
-def _at_most(make: _Maker, value: float | None, limit: float, unit: str, missing: str) -> GateLine:
-    """A deterministic figure (size, parameters, memory, accuracy) against its limit."""
-    if value is None:
-        return make(Verdict.INCONCLUSIVE, None, missing)
-    ok = value <= limit
-    return make(
-        Verdict.PASS if ok else Verdict.FAIL,
-        value,
-        f"{_value(value, unit)} {'<=' if ok else '>'} {_value(limit, unit)}",
-    )
-
-
-def latency_runs(m: ModelResult) -> list[LatencySamples]:
-    """The model's latency samples, one ``LatencySamples`` per process (older reports: one)."""
-    if m.latency_processes:
-        return [LatencySamples.from_dict(r) for r in m.latency_processes]
-    if m.latency_samples_ms:
-        return [LatencySamples(tuple(m.latency_samples_ms), loops=m.loops)]
-    return []
-
-
-def _pooled(runs: list[LatencySamples]) -> LatencySamples:
-    return LatencySamples(tuple(v for r in runs for v in r.samples_ms))
-
-
-def _where(m: ModelResult) -> str:
-    provider = short_provider(m.provider)
-    return f"{provider} on {m.device.upper()}, batch {m.batch_size}, {m.threads} threads"
-
-
-def _latency_line(m: ModelResult, target: TargetProfile, mismatch: str) -> GateLine:
-    limit = target.budget.latency_ms
-    runs = latency_runs(m)
-    n = sum(len(r.samples_ms) for r in runs)
-    detail = f"p95 on this host ({_where(m)}), {n} samples from {len(runs)} process(es)"
-    make = _line("latency_ms", m, limit, "ms", "absolute", detail)
-    if not runs:
-        return make(Verdict.INCONCLUSIVE, None, "the report keeps no raw samples; re-run bench")
-    check = check_absolute(_pooled(runs), limit, "p95")
-    if mismatch:
-        return make(Verdict.INCONCLUSIVE, check.value_ms, mismatch)
-    if check.verdict == Verdict.PASS:  # descheduled samples only ever make a run slower
-        return make(check.verdict, check.value_ms, check.reason)
-    clean = clean_runs(runs)
-    if not clean.descheduled:
-        return make(check.verdict, check.value_ms, check.reason)
-    if not clean.runs:
-        return make(Verdict.INCONCLUSIVE, check.value_ms, f"{_SATURATED} ({clean.note()}).")
-    check = check_absolute(_pooled(clean.runs), limit, "p95")
-    return make(check.verdict, check.value_ms, f"{check.reason} {set_aside(model=clean)}")
-
-
-def _estimate_line(m: ModelResult, target: TargetProfile) -> GateLine | None:
-    estimate = getattr(m, "latency_estimate_ms", None)  # set by the device estimate, if run
-    if estimate is None:
-        return None
-    detail = f"ESTIMATE for {target.device.name} (roofline model, not a measurement)"
-    make = _line("latency_estimate_ms", m, target.budget.latency_ms, "ms", "estimate", detail)
-    return _at_most(make, estimate, target.budget.latency_ms, "ms", "")
-
-
-def _teacher_for(m: ModelResult, teachers: list[ModelResult]) -> ModelResult | None:
-    """The teacher measured most like ``m``: same runtime, else same device, else the first."""
-    for same in (lambda t: t.runtime == m.runtime, lambda t: t.device == m.device):
-        found = [t for t in teachers if same(t)]
-        if found:
-            return found[0]
-    return teachers[0] if teachers else None
-
-
-def _relative_line(
-    m: ModelResult, teacher: ModelResult | None, target: TargetProfile
-) -> GateLine | None:
-    limit = target.budget.latency_vs_teacher
-    if limit <= 0:
-        return None
-    who = teacher.name if teacher else "the teacher"
-    detail = f"p50 ratio to {who}, measured in the same run ({_where(m)})"
-    make = _line("latency_vs_teacher", m, limit, "x", "relative", detail)
-    if teacher is None:
-        return make(Verdict.INCONCLUSIVE, None, "no teacher in this report (bench --teacher)")
-    if teacher.device != m.device:
-        return make(
-            Verdict.INCONCLUSIVE,
-            None,
-            f"the teacher ran on {teacher.device.upper()}, the model on {m.device.upper()}",
-        )
-    cur, ref = clean_runs(latency_runs(m)), clean_runs(latency_runs(teacher))
-    if not cur.runs or not ref.runs:
-        why = f"{_SATURATED} ({(cur if not cur.runs else ref).note()})."
-        return make(Verdict.INCONCLUSIVE, None, why if cur.samples and ref.samples else _NO_SAMPLES)
-    c = check_ratio(cur.runs, ref.runs, limit)
-    aside = set_aside(model=cur, teacher=ref)
-    return make(c.verdict, c.ratio, f"{c.reason} {aside}".strip())
-
-
-def _budget_lines(
-    m: ModelResult, report: Report, target: TargetProfile, mismatch: str
-) -> list[GateLine]:
-    b = target.budget
-    teacher = _teacher_for(m, [t for t in report.models if t.role == "teacher" and t is not m])
-    lines = [_latency_line(m, target, mismatch)]
-    lines += [x for x in (_estimate_line(m, target), _relative_line(m, teacher, target)) if x]
-    memory = _line("peak_memory_mb", m, b.peak_memory_mb, "MB", "absolute",
-                   "peak RSS of a fresh process that loaded and ran the model")  # fmt: skip
-    size = _line("model_size_kb", m, b.model_size_kb, "KB", "absolute", "size of the model")
-    params = _line("params", m, b.params, "", "absolute", "parameter count")
-    lines += [
-        _at_most(memory, m.peak_rss_mb, b.peak_memory_mb, "MB", "not measured in this report"),
-        _at_most(size, m.size_bytes / 1024, b.model_size_kb, "KB", ""),
-        _at_most(params, m.params, b.params, "", ""),
-    ]
-    has_acc = teacher is not None and teacher.accuracy is not None and m.accuracy is not None
-    detail = (
-        f"teacher {teacher.name} {teacher.accuracy:.4f} - model {m.accuracy:.4f}, same test split"
-        if has_acc
-        else "teacher - model test accuracy"
-    )
-    drop = teacher.accuracy - m.accuracy if has_acc else None
-    accuracy = _line("accuracy_drop", m, b.accuracy_drop, "", "absolute", detail)
-    missing = "needs labelled --data and a --teacher in the benchmark"
-    lines.append(_at_most(accuracy, drop, b.accuracy_drop, "", missing))
-    return lines
-
-
-def _measured_differently(m: ModelResult, old: ModelResult, report, baseline, any_host) -> str:
-    differs = [
-        f"{what} {a} vs the baseline's {b}"
-        for what, a, b in (
-            ("provider", m.provider, old.provider),
-            ("batch", m.batch_size, old.batch_size),
-            ("threads", m.threads, old.threads),
-        )
-        if a != b
-    ]
-    cpu, old_cpu = report.host.get("cpu_model"), baseline.host.get("cpu_model")
-    if cpu != old_cpu and not any_host:
-        differs.append(f"CPU {cpu!r} vs the baseline's {old_cpu!r} (gate --any-host to compare)")
-    return "measured differently: " + "; ".join(differs) if differs else ""
-
-
-def _regression_lines(
-    m: ModelResult,
-    report: Report,
-    baseline: Report,
-    threshold: float,
-    alpha: float,
-    accuracy_tolerance: float,
-    any_host: bool,
-) -> list[GateLine]:
-    try:
-        old = baseline.model(m.name)
-    except KeyError:
-        return []
-    detail = f"p50 vs the baseline's {old.name} ({_where(old)})"
-    make = _line("latency_regression", m, 1.0 + threshold, "x", "regression", detail)
-    cur, ref = clean_runs(latency_runs(m)), clean_runs(latency_runs(old))
-    differs = _measured_differently(m, old, report, baseline, any_host)
-    if differs or not cur.samples or not ref.samples:
-        lines = [make(Verdict.INCONCLUSIVE, None, differs or _NO_SAMPLES)]
-    elif cur.processes >= 2 and ref.processes >= 2 and min(len(cur.runs), len(ref.runs)) < 2:
-        side = "current" if len(cur.runs) < 2 else "baseline"
-        note = (cur if side == "current" else ref).note()
-        lines = [make(Verdict.INCONCLUSIVE, None, f"{_SATURATED} ({side} run: {note}).")]
-    else:
-        c = compare_processes(ref.runs, cur.runs, threshold, alpha)
-        aside = set_aside(current=cur, baseline=ref)
-        lines = [make(c.verdict, c.ratio, f"{c.reason} {aside}".strip())]
-    if old.accuracy is None and m.accuracy is None:
-        return lines
-    make = _line("accuracy_regression", m, accuracy_tolerance, "", "regression",
-                 "baseline accuracy - current accuracy")  # fmt: skip
-    fingerprints = {r.data.get("test_fingerprint") for r in (report, baseline)} - {None}
-    if old.accuracy is None or m.accuracy is None:
-        lines.append(make(Verdict.INCONCLUSIVE, None, "only one report has an accuracy"))
-    elif len(fingerprints) > 1:
-        lines.append(make(Verdict.INCONCLUSIVE, None, "the reports used different test data"))
-    else:
-        lines.append(_at_most(make, old.accuracy - m.accuracy, accuracy_tolerance, "", ""))
-    return lines
 
 
 def _as_report(report: Report | str | Path) -> tuple[Report, str]:
@@ -335,16 +59,98 @@ def _as_report(report: Report | str | Path) -> tuple[Report, str]:
     return Report.load(report), str(report)
 
 
-def _target_of(report: Report, target: TargetProfile | str | None) -> TargetProfile:
-    if isinstance(target, TargetProfile):
-        return target
+def _target_of(
+    report: Report, target: TargetProfile | str | None, notes: list[str]
+) -> TargetProfile:
+    """The profile to gate by: the one given, else the one stored in the report (stored whole).
+
+    A stored report keeps its verdict when its TOML file is edited later; the file is only read
+    to say that it changed. Reports that store no whole profile fall back to the file.
+    """
+    stored = _stored_profile(report)
     if target is not None:
-        return load_target(target)
+        profile = target if isinstance(target, TargetProfile) else load_target(target)
+        if stored is not None and profile != stored:
+            notes.append(
+                f"target {profile.name} was given: it overrides the profile stored in the report "
+                f"({_changes(stored, profile)})"
+            )
+        return profile
+    if stored is not None:
+        on_disk = _profile_on_disk(report)
+        if on_disk is not None and on_disk != stored:
+            notes.append(
+                f"{on_disk.path} has changed since the report was measured "
+                f"({_changes(stored, on_disk)}); gated by the profile stored in the report "
+                f"(give --target to gate by the file)"
+            )
+        return stored
     name = report.target.get("name")
     if not name:
         raise BadInputError("the report names no target: give --target")
     path = report.target.get("path", "")
     return load_target(path if path and Path(path).is_file() else name)
+
+
+def _stored_profile(report: Report) -> TargetProfile | None:
+    try:
+        return TargetProfile.from_dict(report.target, "the report's target")
+    except TargetError:  # an older or hand-written report: only a name (and maybe a path)
+        return None
+
+
+def _profile_on_disk(report: Report) -> TargetProfile | None:
+    """The report's target as its TOML file reads today; None if it is not here (another host)."""
+    name, path = report.target.get("name", ""), report.target.get("path", "")
+    try:
+        return load_target(path if path and Path(path).is_file() else name)
+    except TargetError:
+        return None
+
+
+def _changes(old: TargetProfile, new: TargetProfile, shown: int = 3) -> str:
+    """``budget.latency_ms 2.0 -> 5.0, ...``: the fields that differ, the first few by name."""
+
+    def flat(d: dict, prefix: str = "") -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(old.to_dict()), flat(new.to_dict())
+    keys = sorted(k for k in a.keys() | b.keys() if k != "path" and a.get(k) != b.get(k))
+    text = ", ".join(f"{k} {a.get(k, '-')} -> {b.get(k, '-')}" for k in keys[:shown])
+    return text + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+
+def _gated_models(rep: Report, rep_name: str, models: Sequence[str] | None) -> list[ModelResult]:
+    """The models named, else the report's chosen student, else every non-teacher model."""
+    names = {m.name for m in rep.models}
+    if models:
+        unknown = [n for n in models if n not in names]
+        if unknown:
+            raise BadInputError(
+                f"{rep_name}: no model named {unknown[0]!r} (it has {', '.join(sorted(names))})"
+            )
+        gated = [rep.model(n) for n in models]
+    elif rep.chosen:
+        gated = [rep.model(rep.chosen)]
+    else:
+        gated = [m for m in rep.models if m.role != "teacher"]
+    if not gated:
+        raise BadInputError(f"{rep_name}: the report has no student model to gate")
+    return gated
+
+
+def _keep_only(lines: list[GateLine], only: Sequence[str], notes: list[str]) -> list[GateLine]:
+    """``gate --only``: the named lines; the others are listed in the notes as not checked."""
+    unknown = sorted(set(only) - set(LINE_NAMES))
+    if unknown:
+        raise BadInputError(f"unknown gate line {unknown[0]!r} (lines: {', '.join(LINE_NAMES)})")
+    dropped = sorted({g.name for g in lines} - set(only))
+    if dropped:
+        notes.append(f"not checked (gate --only): {', '.join(dropped)}")
+    return [g for g in lines if g.name in only]
 
 
 def gate(
@@ -360,9 +166,11 @@ def gate(
 ) -> GateResult:
     """Check ``report`` against ``target``'s budget (and ``baseline``, if given).
 
-    ``target`` defaults to the report's own. ``models`` picks the models to gate (default: the
-    report's chosen student, else every non-teacher model). ``threshold`` is the latency regression
-    threshold (0.10 = 10% slower), ``accuracy_tolerance`` the accuracy one (0.01 = one point).
+    ``target`` defaults to the profile stored in the report (so editing the TOML file later does
+    not change a stored report's verdict; a note says when the file differs). ``models`` picks the
+    models to gate (default: the report's chosen student, else every non-teacher model).
+    ``threshold`` is the latency regression threshold (0.10 = 10% slower), ``accuracy_tolerance``
+    the accuracy one (0.01 = one point).
     ``only`` keeps just the named lines (e.g. ``["latency_ms", "latency_regression"]``); the others
     are listed in the notes as not checked.
 
@@ -373,24 +181,11 @@ def gate(
     if not (threshold >= 0 and math.isfinite(threshold)) or not 0 < alpha < 1:
         raise BadInputError("gate needs a threshold >= 0 and 0 < alpha < 1")
     rep, rep_name = _as_report(report)
-    prof = _target_of(rep, target)
+    notes: list[str] = []
+    prof = _target_of(rep, target, notes)
     base, base_name = _as_report(baseline) if baseline is not None else (None, None)
-    names = {m.name for m in rep.models}
-    if models:
-        unknown = [n for n in models if n not in names]
-        if unknown:
-            raise BadInputError(
-                f"{rep_name}: no model named {unknown[0]!r} (it has {', '.join(sorted(names))})"
-            )
-        gated = [rep.model(n) for n in models]
-    elif rep.chosen:
-        gated = [rep.model(rep.chosen)]
-    else:
-        gated = [m for m in rep.models if m.role != "teacher"]
-    if not gated:
-        raise BadInputError(f"{rep_name}: the report has no student model to gate")
+    gated = _gated_models(rep, rep_name, models)
 
-    notes = []
     measured_for = rep.target.get("name")
     mismatch = ""
     if rep.target.get("threads", prof.threads) != prof.threads:
@@ -409,123 +204,22 @@ def gate(
             if m.batch_size != prof.batch_size
             else ""
         )
-        lines += _budget_lines(m, rep, prof, mismatch or batch_mismatch)
+        lines += model_budget_lines(m, rep, prof, mismatch or batch_mismatch)
         if base is not None:
-            got = _regression_lines(m, rep, base, threshold, alpha, accuracy_tolerance, any_host)
+            got = regression_lines(m, rep, base, threshold, alpha, accuracy_tolerance, any_host)
             if not got:
                 notes.append(f"{m.name}: not in the baseline report; no regression check")
             lines += got
     if only:
-        unknown = sorted(set(only) - set(LINE_NAMES))
-        if unknown:
-            raise BadInputError(
-                f"unknown gate line {unknown[0]!r} (lines: {', '.join(LINE_NAMES)})"
-            )
-        dropped = sorted({g.name for g in lines} - set(only))
-        lines = [g for g in lines if g.name in only]
-        if dropped:
-            notes.append(f"not checked (gate --only): {', '.join(dropped)}")
+        lines = _keep_only(lines, only, notes)
     return GateResult(prof.name, tuple(lines), tuple(notes), base_name, threshold, rep_name)
 
 
-# --- outputs ----------------------------------------------------------------------------------
-
-
-def _value(v: float | None, unit: str) -> str:
-    if v is None:
-        return "-"
-    text = f"{int(v):,}" if float(v).is_integer() and abs(v) >= 1000 else f"{v:.4g}"
-    return f"{text} {unit}".rstrip()
-
-
-def to_markdown(result: GateResult) -> str:
-    """A pull-request comment: the verdict, one table row per line, the reasons below it."""
-    counts = result.counts()
-    lines = [
-        f"### edgekd gate: **{result.verdict}** (target `{result.target}`)",
-        "",
-        f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['INCONCLUSIVE']} inconclusive"
-        + (
-            f"; baseline `{result.baseline}`, threshold {result.threshold:.0%}"
-            if result.baseline
-            else ""
-        ),
-        "",
-        "| line | model | kind | measured | limit | verdict |",
-        "|---|---|---|---:|---:|---|",
-    ]
-    for g in result.lines:
-        shown = g.verdict if g.verdict == Verdict.PASS else f"**{g.verdict}**"
-        lines.append(
-            f"| {g.name} | {g.model} | {g.kind} | {_value(g.value, g.unit)} | "
-            f"{_value(g.limit, g.unit)} | {shown} |"
-        )
-    lines += ["", "<details><summary>Why</summary>", ""]
-    lines += [
-        f"- **{g.name}** ({g.model}, {g.verdict}): {g.detail}. {g.reason}" for g in result.lines
-    ]
-    lines += [f"- note: {n}" for n in result.notes]
-    lines += ["", "</details>", ""]
-    return "\n".join(lines).replace("\n\n\n", "\n\n")
-
-
-def to_junit(result: GateResult) -> str:
-    """JUnit XML: one testcase per line; FAIL a <failure>, INCONCLUSIVE <skipped>."""
-    counts = result.counts()
-    attrs = {
-        "tests": str(len(result.lines)),
-        "failures": str(counts["FAIL"]),
-        "errors": "0",
-        "skipped": str(counts["INCONCLUSIVE"]),
-        "time": "0",
-    }
-    root = ET.Element("testsuites", {"name": "edgekd gate", **attrs})
-    suite = ET.SubElement(root, "testsuite", {"name": f"edgekd gate ({result.target})", **attrs})
-    for g in result.lines:
-        case = ET.SubElement(
-            suite,
-            "testcase",
-            {"classname": f"edgekd.gate.{result.target}.{g.model}", "name": g.name, "time": "0"},
-        )
-        measured = f"{_value(g.value, g.unit)} (limit {_value(g.limit, g.unit)}, {g.kind})"
-        if g.verdict == Verdict.FAIL:
-            ET.SubElement(
-                case, "failure", {"message": g.reason, "type": "FAIL"}
-            ).text = f"{measured}: {g.detail}. {g.reason}"
-        elif g.verdict == Verdict.INCONCLUSIVE:
-            ET.SubElement(case, "skipped", {"message": f"INCONCLUSIVE: {g.reason}"})
-        ET.SubElement(case, "system-out").text = f"{measured}: {g.detail}. {g.reason}"
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def print_result(result: GateResult) -> None:
-    """A rich table of the lines, the reasons for every line that did not pass, the verdict."""
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=100 if not Console().is_terminal else None)
-    table = Table(title=f"edgekd gate: target {result.target}", box=box.SIMPLE_HEAD)
-    for col in ("line", "model", "kind", "measured", "limit", "verdict"):
-        table.add_column(col, justify="right" if col in ("measured", "limit") else "left")
-    for g in result.lines:
-        style = {"PASS": "green", "FAIL": "red"}.get(g.verdict, "yellow")
-        table.add_row(
-            g.name,
-            g.model,
-            g.kind,
-            _value(g.value, g.unit),
-            _value(g.limit, g.unit),
-            f"[{style}]{g.verdict}[/{style}]",
-        )
-    console.print(table)
-    for g in result.lines:
-        if g.verdict != Verdict.PASS:
-            console.print(f"  {g.verdict} {g.name} ({g.model}): {g.reason}", highlight=False)
-    for n in result.notes:
-        console.print(f"  note: {n}", highlight=False)
-    style = {"PASS": "green", "FAIL": "red"}.get(result.verdict, "yellow")
-    console.print(
-        f"[{style}]gate: {result.verdict}[/{style}] (exit {result.exit_code})", highlight=False
-    )
+def budget_lines(
+    target: TargetProfile, model: ModelResult, teacher: ModelResult | None = None
+) -> list[BudgetLine]:
+    """One model's budget lines as ``BudgetLine`` (the gate decides them), for callers written
+    before the gate existed; new code calls ``gate`` on a report."""
+    models = [model] + ([replace(teacher, role="teacher")] if teacher is not None else [])
+    report = Report(target=target.to_dict(), host={}, models=models, chosen=model.name)
+    return [line.to_budget_line() for line in gate(report, target).lines]

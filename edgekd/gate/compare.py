@@ -32,11 +32,12 @@ import numpy as np
 from edgekd.bench.stats import (
     DEFAULT_CONFIDENCE,
     LatencySamples,
-    Verdict,
-    compare_latency,
+    pooled,
+    process_medians,
     quantile_ci_ranks,
 )
 from edgekd.errors import BadInputError
+from edgekd.gate.checks import Verdict, compare_latency
 
 MIN_PROCESSES = 2
 
@@ -68,14 +69,6 @@ class ProcessComparison:
         d = asdict(self)
         d["verdict"] = str(self.verdict)
         return d
-
-
-def _medians(runs: Sequence[LatencySamples], scale: float = 1.0) -> np.ndarray:
-    return np.array([float(np.median(r.samples_ms)) * scale for r in runs])
-
-
-def _pooled(runs: Sequence[LatencySamples], scale: float = 1.0) -> LatencySamples:
-    return LatencySamples(tuple(v * scale for r in runs for v in r.samples_ms))
 
 
 def _spread(medians: np.ndarray) -> float:
@@ -149,10 +142,10 @@ def compare_processes(
     """
     _check_args(baseline, current, threshold, alpha)
     limit = 1.0 + threshold
-    b_med, c_med = _medians(baseline), _medians(current)
+    b_med, c_med = process_medians(baseline), process_medians(current)
     spread = max(_spread(b_med), _spread(c_med))
     samples = compare_latency(
-        _pooled(baseline), _pooled(current), threshold, alpha, min_samples=min_samples
+        pooled(baseline), pooled(current), threshold, alpha, min_samples=min_samples
     )
     k, m = len(baseline), len(current)
 
@@ -173,63 +166,75 @@ def compare_processes(
         )
     if min(samples.baseline_n, samples.current_n) < min_samples:
         return verdict(Verdict.INCONCLUSIVE, samples.ratio, 0.0, math.inf, 1.0, samples.reason)
-    r, lo, hi, p = _welch(b_med, c_med, 1.0 - 2.0 * alpha)
+    r, lo, hi, p = welch = _welch(b_med, c_med, 1.0 - 2.0 * alpha)
     head = (
         f"current is {r:.3f}x baseline (process medians {_list(c_med)} vs {_list(b_med)} ms; "
         f"{1 - 2 * alpha:.0%} CI [{lo:.3f}, {hi:.3f}])"
     )
+    noise = _noise(baseline, current, spread, threshold)
+    v, reason = _explain_regression(head, welch, samples.p_value, noise, threshold, alpha)
+    return verdict(v, r, lo, hi, p, reason)
+
+
+def _noise(
+    baseline: Sequence[LatencySamples],
+    current: Sequence[LatencySamples],
+    spread: float,
+    threshold: float,
+) -> str:
+    """Why a change of the threshold's size could be noise ("" when the run is quiet)."""
     wide = [
         f"{side}'s samples are too spread out ({runs_summary.warning})"
         for side, runs_summary in (
-            ("baseline", _pooled(baseline).summary()),
-            ("current", _pooled(current).summary()),
+            ("baseline", pooled(baseline).summary()),
+            ("current", pooled(current).summary()),
         )
         if not runs_summary.trustworthy
     ]
-    noisy = spread > threshold or bool(wide)
-    noise = "; ".join(
+    return "; ".join(
         ([f"process medians within a run differ by up to {spread:.0%}"] if spread > threshold
          else []) + wide
     )  # fmt: skip
+
+
+def _explain_regression(
+    head: str,
+    welch: tuple[float, float, float, float],
+    samples_p: float,
+    noise: str,
+    threshold: float,
+    alpha: float,
+) -> tuple[Verdict, str]:
+    """``compare_processes``' rules 2 and 3, and the words for each outcome."""
+    r, lo, hi, p = welch
+    limit = 1.0 + threshold
+    noisy = bool(noise)
     if r > limit:
-        significant = p < alpha and samples.p_value < alpha
+        significant = p < alpha and samples_p < alpha
         if significant and (not noisy or lo > limit):
-            return verdict(
+            return (
                 Verdict.FAIL,
-                r,
-                lo,
-                hi,
-                p,
                 f"{head}: above the {threshold:.0%} threshold, significant across processes "
-                f"(Welch t p={p:.2g}) and samples (U test p={samples.p_value:.2g})"
+                f"(Welch t p={p:.2g}) and samples (U test p={samples_p:.2g})"
                 + (f"; {noise}, but the CI clears the threshold" if noisy else "")
                 + ".",
             )
         why = (
-            f"not significant (Welch t p={p:.2g}, U test p={samples.p_value:.2g}; need both "
-            f"< {alpha:g})"
+            f"not significant (Welch t p={p:.2g}, U test p={samples_p:.2g}; need both < {alpha:g})"
             if not significant
             else f"{noise}, and the CI reaches below the threshold"
         )
-        return verdict(
+        return (
             Verdict.INCONCLUSIVE,
-            r,
-            lo,
-            hi,
-            p,
             f"{head}: above the {threshold:.0%} threshold but {why}; re-measure.",
         )
     if noisy and hi > limit:
-        return verdict(
+        return (
             Verdict.INCONCLUSIVE,
-            r,
-            lo,
-            hi,
-            p,
             f"{head}: within the threshold, but {noise}, so a regression of the threshold's size "
             "could hide in the noise; re-measure on a quieter machine.",
         )
-    return verdict(Verdict.PASS, r, lo, hi, p, f"{head}: within the {threshold:.0%} threshold.")
+    return Verdict.PASS, f"{head}: within the {threshold:.0%} threshold."
 
 
 def check_ratio(
@@ -254,9 +259,9 @@ def check_ratio(
     _check_args(reference, current, 0.0, 0.5)
     if not (limit > 0 and math.isfinite(limit)):
         raise BadInputError(f"a relative latency limit must be a finite number > 0, got {limit!r}")
-    c_med, r_med = _medians(current), _medians(reference)
+    c_med, r_med = process_medians(current), process_medians(reference)
     spread = max(_spread(c_med), _spread(r_med))
-    pooled_c, pooled_r = _pooled(current), _pooled(reference)
+    pooled_c, pooled_r = pooled(current), pooled(reference)
     samples = compare_latency(pooled_r, pooled_c, threshold=0.0, alpha=0.01, min_samples=1)
     k, m = len(reference), len(current)
     if min(k, m) >= MIN_PROCESSES:

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgekd.bench.accuracy import predict
 from edgekd.bench.harness import measure_latency
+from edgekd.bench.stats import LatencySamples, pooled
 from edgekd.data import Split
 from edgekd.errors import BadInputError, EdgekdError
 from edgekd.hostinfo import host_info
@@ -171,15 +172,9 @@ class QuantSelection:
         return d
 
 
-def _summary(samples_ms: list[float]) -> dict:
-    a = np.asarray(samples_ms)
-    return {
-        "p50": float(np.percentile(a, 50)),
-        "p95": float(np.percentile(a, 95)),
-        "p99": float(np.percentile(a, 99)),
-        "mean": float(a.mean()),
-        "n": int(a.size),
-    }
+def _latency(runs: list[LatencySamples]) -> dict:
+    """A variant's latency over its interleaved rounds, pooled (the bench's own summary)."""
+    return pooled(runs).summary().short_dict()
 
 
 def _config_dict(config: QuantConfig) -> dict:
@@ -256,7 +251,7 @@ class _Measure:
         feed = {k: v[: self.batch_size] for k, v in self.split.inputs.items()}
         runnable = [v for v in variants if v.error is None]
         sessions = {v.name: self.runtime.open(v.path, self.threads) for v in runnable}
-        samples: dict[str, list[float]] = {v.name: [] for v in runnable}
+        runs: dict[str, list[LatencySamples]] = {v.name: [] for v in runnable}
         for r in range(rounds):
             for i in range(len(runnable)):
                 v = runnable[(i + r) % len(runnable)]
@@ -266,9 +261,9 @@ class _Measure:
                     min_time_s=self.search.latency_min_time_s / rounds,
                     metadata={"runtime": "ort_cpu", "threads": self.threads, "model": v.name},
                 )
-                samples[v.name] += got.samples_ms
+                runs[v.name].append(got)
         return [
-            dataclasses.replace(v, latency_ms=_summary(samples[v.name])) if v.error is None else v
+            dataclasses.replace(v, latency_ms=_latency(runs[v.name])) if v.error is None else v
             for v in variants
         ]
 

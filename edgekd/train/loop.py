@@ -168,7 +168,7 @@ def train_student(
         return stop.requested if dist is None or checkpoint is None else dist.any(stop.requested)
 
     history = run.history
-    s_taps = method.student_taps if method else ()
+    parts = _StepParts(model, loss_fn, teacher, train, augment, dist, description)
     with (
         progress_bar(description, config.epochs) as bar,
         stop_on_signals(enabled=checkpoint is not None) as stop,
@@ -188,38 +188,8 @@ def train_student(
                         f"{description}: stopped by {stop.name} at epoch {epoch + 1}, step "
                         f"{run.step + 1} of {steps_per_epoch}; checkpoint written to {checkpoint}"
                     )
-                index = run.order[run.step * config.batch_size : (run.step + 1) * config.batch_size]
-                local = index if dist is None else dist.shard(index)  # (dist)
-                batch = train.take(local)
-                if augment is not None:
-                    batch = augment(batch, rng)
-                with capture(student, s_taps) as s_feats:
-                    logits = model(*to_tensors(batch))
-                labels = None if batch.y is None else torch.from_numpy(batch.y)
-                loss = _loss(logits, labels, local, batch, loss_fn, teacher, s_feats, config, epoch)
-                seen = loss.item() * batch.n if dist is None else dist.batch_sum(loss)  # (dist)
-                if not math.isfinite(seen):
-                    raise DivergedError(
-                        f"{description}: loss became {seen / len(index)} at epoch {epoch + 1}; "
-                        "lower --lr or check the teacher's outputs (no checkpoint written from it)"
-                    )
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                run.total += seen
-                run.count += len(index)
-                run.step += 1
-            history.loss.append(run.total / run.count)
-            run.order = None
-            score = _validate(student, val, val_score)
-            if score is not None:
-                history.val_accuracy.append(score)
-                if score > run.best_score:  # a NaN score is never the best
-                    run.best_score, history.best_epoch = score, epoch
-                    run.best_state = copy.deepcopy(student.state_dict())
-            if checkpoint is not None and writes:
-                save_training_state(checkpoint, run.state(epoch + 1))
+                _step(run, parts, epoch)
+            _end_epoch(run, epoch, val, val_score, checkpoint if writes else None)
             bar.advance(
                 info=f"loss {history.loss[-1]:.4f}"
                 + (f"  val {history.val_accuracy[-1]:.3f}" if history.val_accuracy else "")
@@ -308,6 +278,68 @@ class _RunState:
         self.epoch, self.step = state["epoch"], state["step"]
         self.total, self.count = state["total"], state["count"]
         self.order = None if state["order"] is None else state["order"].numpy()
+
+
+@dataclass(frozen=True)
+class _StepParts:
+    """What a training step uses besides the run state (which a checkpoint holds)."""
+
+    model: nn.Module  # the student; DDP-wrapped under dist
+    loss_fn: Method | None  # the method; DDP-wrapped under dist
+    teacher: TeacherSignal | None
+    train: Split
+    augment: Augment | None
+    dist: DistContext | None
+    description: str
+
+
+def _step(run: _RunState, parts: _StepParts, epoch: int) -> None:
+    """One optimizer step: batch, augmented view, forward, loss, backward; ``run`` advances."""
+    config, dist = run.config, parts.dist
+    index = run.order[run.step * config.batch_size : (run.step + 1) * config.batch_size]
+    local = index if dist is None else dist.shard(index)  # (dist)
+    batch = parts.train.take(local)
+    if parts.augment is not None:
+        batch = parts.augment(batch, run.rng)
+    s_taps = run.method.student_taps if run.method else ()
+    with capture(run.student, s_taps) as s_feats:
+        logits = parts.model(*to_tensors(batch))
+    labels = None if batch.y is None else torch.from_numpy(batch.y)
+    loss = _loss(logits, labels, local, batch, parts.loss_fn, parts.teacher, s_feats, config, epoch)
+    seen = loss.item() * batch.n if dist is None else dist.batch_sum(loss)  # (dist)
+    if not math.isfinite(seen):
+        raise DivergedError(
+            f"{parts.description}: loss became {seen / len(index)} at epoch {epoch + 1}; "
+            "lower --lr or check the teacher's outputs (no checkpoint written from it)"
+        )
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    run.sched.step()
+    run.total += seen
+    run.count += len(index)
+    run.step += 1
+
+
+def _end_epoch(
+    run: _RunState,
+    epoch: int,
+    val: Split | None,
+    val_score: Callable[[nn.Module], float] | None,
+    checkpoint: str | Path | None,
+) -> None:
+    """The epoch's mean loss, validation, the best weights so far, and the checkpoint (if any)."""
+    history = run.history
+    history.loss.append(run.total / run.count)
+    run.order = None
+    score = _validate(run.student, val, val_score)
+    if score is not None:
+        history.val_accuracy.append(score)
+        if score > run.best_score:  # a NaN score is never the best
+            run.best_score, history.best_epoch = score, epoch
+            run.best_state = copy.deepcopy(run.student.state_dict())
+    if checkpoint is not None:
+        save_training_state(checkpoint, run.state(epoch + 1))
 
 
 def _loss(logits, labels, index, batch, method, teacher, s_feats, config, epoch) -> torch.Tensor:
