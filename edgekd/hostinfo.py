@@ -1,9 +1,13 @@
-"""Host metadata recorded with every report: a number without its machine is not a result."""
+"""The host a measurement runs on: metadata recorded with every report (a number without its
+machine is not a result), the thread count a run may use, and the GPU memory this process holds.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
+import subprocess
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -86,3 +90,51 @@ def host_info() -> dict:
         "edgekd": _version("edgekd"),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
+
+
+def host_threads(requested: int) -> int:
+    """The target's thread count, capped at the host's cores (oversubscription only adds noise)."""
+    return max(1, min(requested, os.cpu_count() or 1))
+
+
+def process_gpu_memory_mb() -> float | None:
+    """GPU memory this process holds now, in MiB, from NVML (pynvml) or ``nvidia-smi``.
+
+    ONNX Runtime's CUDA allocator keeps what it has grown to, so after the runs this is the peak.
+    None when neither source is present or this process is not listed.
+    """
+    pid = os.getpid()
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            total = 0
+            for i in range(pynvml.nvmlDeviceGetCount()):
+                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                    if proc.pid == pid and proc.usedGpuMemory is not None:
+                        total += proc.usedGpuMemory
+            return total / 2**20 if total else None
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no pynvml, no driver, or an NVML call this driver lacks: try nvidia-smi
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    used = [
+        float(fields[1])
+        for fields in (line.split(",") for line in out.splitlines())
+        if len(fields) == 2 and fields[0].strip() == str(pid) and fields[1].strip().isdigit()
+    ]
+    return sum(used) if used else None  # nvidia-smi reports MiB

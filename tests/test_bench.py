@@ -19,7 +19,7 @@ from edgekd.bench.runner import BenchSettings, ModelRef, measure_models
 from edgekd.bench.sources import resolve_model
 from edgekd.bench.suite import benchmark
 from edgekd.cli import app
-from edgekd.runtimes import get_runtime
+from edgekd.runtimes import all_runtimes, get_runtime
 
 runner = CliRunner()
 FAST = ["--processes", "2", "--min-time", "0.01"]
@@ -136,7 +136,38 @@ def _has_provider(name: str) -> bool:
     return name in ort.get_available_providers()
 
 
-@pytest.mark.parametrize("runtime", ["ort_cuda", "ort_tensorrt"])
+def _torch_mlp():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
+# A model per format a runtime may take; a new runtime is one new file in edgekd/runtimes/ (plus a
+# line here only if it brings a new format).
+MODEL_FOR_FORMAT = {"onnx": lambda files: files["student"], "torch": lambda files: _torch_mlp()}
+GPU_ONNX_RUNTIMES = [r.name for r in all_runtimes() if r.device == "gpu" and "onnx" in r.formats]
+
+
+@pytest.mark.parametrize("rt", all_runtimes(), ids=lambda r: r.name)
+def test_every_runtime_runs_where_it_is_available_and_says_why_not_elsewhere(files, rt):
+    assert rt.device in ("cpu", "gpu") and rt.description
+    assert rt.formats and set(rt.formats) <= set(MODEL_FOR_FORMAT)
+    if not rt.available():
+        assert rt.why_unavailable()  # one sentence for the report
+        return
+    assert rt.why_unavailable() == ""
+    x = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
+    for fmt in rt.formats:
+        session = rt.open(MODEL_FOR_FORMAT[fmt](files), 1)
+        out = session.run({session.input_names[0]: x})
+        assert out.shape == (4, 10) and np.isfinite(out).all()
+        assert session.device == rt.device and not session.notes  # available: no fallback
+        if session.device == "cpu":
+            assert session.gpu_memory_mb() is None
+
+
+@pytest.mark.parametrize("runtime", GPU_ONNX_RUNTIMES)
 def test_a_session_that_falls_back_reports_cpu_and_says_so(files, runtime):
     rt = get_runtime(runtime)
     if rt.available():

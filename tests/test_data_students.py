@@ -68,3 +68,16 @@ def test_family_builds_runs_and_grows_with_width(family: str, kind: str) -> None
     # Feature-based methods tap `features`; the head turns it into logits.
     assert hasattr(small, "features") and hasattr(small, "head")
     assert small.edgekd_arch["family"] == family
+
+
+def test_data_types_are_one_class_wherever_imported_from():
+    """``Split``/``DataBundle`` live in edgekd.data.split (the readers use them without importing
+    the loaders); ``from edgekd.data import Split`` keeps working."""
+    import edgekd.data
+    import edgekd.data.readers
+    import edgekd.data.readers.source
+    import edgekd.data.split
+
+    assert edgekd.data.Split is edgekd.data.split.Split
+    assert edgekd.data.DataBundle is edgekd.data.split.DataBundle
+    assert edgekd.data.readers.Source is edgekd.data.readers.source.Source

@@ -20,7 +20,6 @@ from edgekd.data import Split
 from edgekd.errors import BadInputError
 from edgekd.export import export_onnx
 from edgekd.quantize import (
-    CALIBRATIONS,
     HANDLERS,
     Fp16Config,
     Int8DynamicConfig,
@@ -71,15 +70,9 @@ def test_every_config_type_has_a_handler():
     assert set(typing.get_args(QuantConfig)) == set(HANDLERS)
 
 
-CONFIGS = [
-    Int8DynamicConfig(),
-    Int8DynamicConfig(per_channel=True),
-    *[Int8StaticConfig(calibration=c, num_samples=64) for c in CALIBRATIONS],
-    Int8StaticConfig(per_channel=False, num_samples=64),
-    Int8StaticConfig(quant_format="qoperator", num_samples=64),
-    Int8StaticConfig(quant_format="qoperator", per_channel=False, num_samples=64),
-    Fp16Config(),
-]
+# Every mode's own examples (``examples()`` on each config type): a new mode is its config type and
+# handler in edgekd.quantize, and this list grows by itself.
+CONFIGS = [config for config_type in HANDLERS for config in config_type.examples()]
 INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "QGemm", "QLinearMatMul", "MatMulInteger"}
 
 

@@ -1,5 +1,5 @@
-"""Reports re-render from a stored run folder; charts are real PNGs; README's CLI reference is
-generated from the app and must match it."""
+"""Reports re-render from a stored run folder; charts are real PNGs; README's CLI reference and
+its tables of methods, student families and targets are generated and must match their sources."""
 
 from __future__ import annotations
 
@@ -92,3 +92,15 @@ def test_compare_two_runs(tmp_path) -> None:
 
 def test_readme_cli_reference_matches_the_app() -> None:
     assert docs_main(["--check", str(ROOT / "README.md")]) == 0
+
+
+def test_readme_tables_list_every_registered_method_family_and_target() -> None:
+    """The generated blocks come from the registries, so the check above covers new entries too."""
+    from edgekd.distill.methods import all_methods
+    from edgekd.students import all_families
+    from edgekd.targets import list_targets
+
+    readme = (ROOT / "README.md").read_text()
+    names = [*all_methods(), *(f.name for f in all_families()), *(t.name for t in list_targets())]
+    missing = [name for name in names if f"| `{name}`" not in readme]
+    assert not missing, missing

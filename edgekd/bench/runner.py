@@ -38,10 +38,10 @@ from edgekd.bench.stats import (
 )
 from edgekd.data import Split
 from edgekd.errors import BadInputError, DataError
+from edgekd.hostinfo import host_threads
 from edgekd.progress import status
 from edgekd.results import ModelResult
 from edgekd.runtimes import get_runtime
-from edgekd.runtimes.ort_cpu import host_threads
 
 # The package's parent folder, so a worker imports this edgekd even when the caller found it only
 # through its own sys.path.

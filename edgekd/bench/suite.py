@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from edgekd.bench.runner import BenchSettings, ModelRef, check_runtime, measure_models
 from edgekd.bench.sources import ModelSource, resolve_model
 from edgekd.errors import BadInputError
-from edgekd.hostinfo import host_info
+from edgekd.hostinfo import host_info, host_threads
 from edgekd.results import Report
 from edgekd.runtimes import get_runtime
-from edgekd.runtimes.ort_cpu import host_threads
 from edgekd.targets import TargetProfile, load_target
 
 DEFAULT_RUNTIME = {"onnx": "ort_cpu", "torch": "torch_cpu"}

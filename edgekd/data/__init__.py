@@ -4,93 +4,37 @@ The embedded default is scikit-learn's digits (1,797 real 8x8 handwritten digits
 scikit-learn, so nothing is downloaded). ``mnist1d`` generates the MNIST-1D benchmark locally
 (Greydanus 2020, https://arxiv.org/abs/2011.14439) when the optional package is installed.
 A user's data (``.npz``, ``.csv``, an image folder, a factory) is read by ``edgekd.data.readers``
-and split here. Arrays keep the dtype they were stored with; ``edgekd.data.inputs.check_inputs``
-fits
-them to a model (and says what does not fit) before any training.
+and split here. The types, :class:`Split` and :class:`DataBundle`, live in ``edgekd.data.split``
+(re-exported here). Arrays keep the dtype they were stored with;
+``edgekd.data.inputs.check_inputs`` fits them to a model (and says what does not fit) before any
+training.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edgekd.data.split import INPUT_KINDS, DataBundle, Split
 from edgekd.errors import DataError
 
-INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split: ``inputs`` maps input name -> array (samples first); ``y`` may be None."""
-
-    inputs: dict[str, np.ndarray]
-    y: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        sizes = {name: len(a) for name, a in self.inputs.items()}
-        if not sizes:
-            raise DataError("a data split has no inputs")
-        if len(set(sizes.values())) != 1:
-            raise DataError(f"inputs have different sample counts: {sizes}")
-        if self.y is not None and len(self.y) != self.n:
-            raise DataError(f"labels 'y' have {len(self.y)} samples but inputs have {self.n}")
-
-    @property
-    def n(self) -> int:
-        return len(next(iter(self.inputs.values())))
-
-    def take(self, index: np.ndarray) -> Split:
-        return Split(
-            {k: v[index] for k, v in self.inputs.items()},
-            None if self.y is None else self.y[index],
-        )
-
-    def batches(
-        self, batch_size: int, rng: np.random.Generator | None = None
-    ) -> Iterator[tuple[np.ndarray, Split]]:
-        """Yield ``(index, batch)``; shuffled when ``rng`` is given."""
-        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
-        for start in range(0, self.n, batch_size):
-            index = order[start : start + batch_size]
-            yield index, self.take(index)
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for name in sorted(self.inputs):
-            a = np.ascontiguousarray(self.inputs[name])
-            h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
-        if self.y is not None:
-            h.update(np.ascontiguousarray(self.y).tobytes())
-        return h.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class DataBundle:
-    """A data set ready for distillation: train/val/test splits and what the inputs look like."""
-
-    name: str
-    train: Split
-    val: Split
-    test: Split
-    num_classes: int
-    input_kind: str
-    split_note: str = ""
-    class_names: tuple[str, ...] = field(default=())
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        return tuple(self.train.inputs)
-
-    @property
-    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {k: tuple(v.shape[1:]) for k, v in self.train.inputs.items()}
-
-    def example_inputs(self, batch_size: int = 1) -> dict[str, np.ndarray]:
-        return {k: v[:batch_size] for k, v in self.test.inputs.items()}
+__all__ = [
+    "BUILT_IN",
+    "INPUT_KINDS",
+    "DataBundle",
+    "Split",
+    "input_kind_of",
+    "is_token_ids",
+    "load_data",
+    "load_digits_default",
+    "load_eval_data",
+    "load_mnist1d",
+    "load_npz",
+    "random_split",
+    "split_bundle",
+    "stratified_split",
+]
 
 
 def stratified_split(y: np.ndarray, fractions: tuple[float, ...], seed: int) -> list[np.ndarray]:

@@ -64,6 +64,11 @@ class Int8DynamicConfig:
     def name(self) -> str:
         return "int8-dynamic" + ("-perchannel" if self.per_channel else "") + _suffix(self)
 
+    @classmethod
+    def examples(cls) -> tuple[Int8DynamicConfig, ...]:
+        """One config per variant of this mode, for the tests (each runs on a small model)."""
+        return (cls(), cls(per_channel=True))
+
 
 @dataclass(frozen=True)
 class Int8StaticConfig:
@@ -98,6 +103,16 @@ class Int8StaticConfig:
         granularity = "perchannel" if self.per_channel else "pertensor"
         return f"int8-{self.quant_format}-{granularity}-{self.calibration}" + _suffix(self)
 
+    @classmethod
+    def examples(cls) -> tuple[Int8StaticConfig, ...]:
+        """One config per variant of this mode, for the tests (64 calibration samples: quick)."""
+        return (
+            *(cls(calibration=c, num_samples=64) for c in CALIBRATIONS),
+            cls(per_channel=False, num_samples=64),
+            cls(quant_format="qoperator", num_samples=64),
+            cls(quant_format="qoperator", per_channel=False, num_samples=64),
+        )
+
 
 @dataclass(frozen=True)
 class Fp16Config:
@@ -116,6 +131,11 @@ class Fp16Config:
     @property
     def name(self) -> str:
         return "fp16" + _suffix(self)
+
+    @classmethod
+    def examples(cls) -> tuple[Fp16Config, ...]:
+        """One config per variant of this mode, for the tests."""
+        return (cls(),)
 
 
 QuantConfig = Int8DynamicConfig | Int8StaticConfig | Fp16Config

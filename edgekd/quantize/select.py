@@ -26,7 +26,7 @@ from edgekd.bench.harness import measure_latency
 from edgekd.bench.stats import LatencySamples, pooled
 from edgekd.data import Split
 from edgekd.errors import BadInputError, EdgekdError
-from edgekd.hostinfo import host_info
+from edgekd.hostinfo import host_info, host_threads
 from edgekd.quantize import (
     CALIBRATIONS,
     Fp16Config,
@@ -38,7 +38,6 @@ from edgekd.quantize import (
 )
 from edgekd.quantize.sensitivity import Damage, Sensitivity, exclude_until_fits, rank_sensitivity
 from edgekd.runtimes import get_runtime
-from edgekd.runtimes.ort_cpu import host_threads
 from edgekd.targets import TargetProfile
 
 MODES = ("dynamic", "qdq", "qoperator", "fp16")

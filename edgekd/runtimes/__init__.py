@@ -14,8 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgekd.errors import BadInputError
-from edgekd.registry import import_submodules
+from edgekd.registry import Registry
 
 
 class Session(Protocol):
@@ -49,28 +48,19 @@ class Runtime:
     why_unavailable: Callable[[], str] = _always_available
 
 
-RUNTIMES: dict[str, Runtime] = {}
+RUNTIMES: Registry[Runtime] = Registry("runtime", __name__)
 
 
 def register_runtime(runtime: Runtime) -> Runtime:
-    RUNTIMES[runtime.name] = runtime
-    return runtime
-
-
-def _load_all() -> None:
-    import_submodules(__name__, __path__)
+    return RUNTIMES.register(runtime.name, runtime)
 
 
 def get_runtime(name: str) -> Runtime:
-    _load_all()
-    if name not in RUNTIMES:
-        raise BadInputError(f"unknown runtime {name!r} (known: {', '.join(sorted(RUNTIMES))})")
-    return RUNTIMES[name]
+    return RUNTIMES.get(name)
 
 
 def all_runtimes() -> list[Runtime]:
-    _load_all()
-    return list(RUNTIMES.values())
+    return list(RUNTIMES.all().values())
 
 
 def open_model(runtime: str, model: Any, threads: int = 1) -> Session:

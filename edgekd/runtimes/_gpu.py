@@ -1,5 +1,5 @@
-"""GPU facts shared by the GPU runtimes: does an ONNX Runtime provider really work, and how much
-GPU memory does this process hold.
+"""Whether an ONNX Runtime GPU provider really works here, for the GPU runtimes (``ort_cuda``,
+``ort_tensorrt``). The GPU memory a process holds is ``edgekd.hostinfo.process_gpu_memory_mb``.
 
 Availability is decided by trying, not by reading a list: ``get_available_providers()`` names the
 providers compiled into the installed wheel, not the ones whose CUDA / cuDNN / TensorRT libraries
@@ -9,9 +9,6 @@ actually gets it.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from functools import cache
 
 
@@ -51,46 +48,3 @@ def ort_provider_status(provider: str) -> str:
             f"{session.provider} (CUDA, cuDNN or TensorRT libraries missing, or no GPU)"
         )
     return ""
-
-
-def process_gpu_memory_mb() -> float | None:
-    """GPU memory this process holds now, in MiB, from NVML (pynvml) or ``nvidia-smi``.
-
-    ONNX Runtime's CUDA allocator keeps what it has grown to, so after the runs this is the peak.
-    None when neither source is present or this process is not listed.
-    """
-    pid = os.getpid()
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            total = 0
-            for i in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-                for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-                    if proc.pid == pid and proc.usedGpuMemory is not None:
-                        total += proc.usedGpuMemory
-            return total / 2**20 if total else None
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no pynvml, no driver, or an NVML call this driver lacks: try nvidia-smi
-        pass
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    used = [
-        float(fields[1])
-        for fields in (line.split(",") for line in out.splitlines())
-        if len(fields) == 2 and fields[0].strip() == str(pid) and fields[1].strip().isdigit()
-    ]
-    return sum(used) if used else None  # nvidia-smi reports MiB

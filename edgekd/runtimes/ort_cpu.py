@@ -7,12 +7,12 @@ drops a provider it cannot load with nothing more than a Python warning.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from edgekd.hostinfo import host_threads, process_gpu_memory_mb
 from edgekd.runtimes import Runtime, register_runtime
 
 # Execution providers that run on an accelerator; anything else is reported as a CPU figure.
@@ -61,14 +61,7 @@ class OrtSession:
     def gpu_memory_mb(self) -> float | None:
         if self.device != "gpu":
             return None
-        from edgekd.runtimes._gpu import process_gpu_memory_mb
-
         return process_gpu_memory_mb()
-
-
-def host_threads(requested: int) -> int:
-    """The target's thread count, capped at the host's cores (oversubscription only adds noise)."""
-    return max(1, min(requested, os.cpu_count() or 1))
 
 
 register_runtime(

@@ -6,9 +6,10 @@ reports ``CPUExecutionProvider`` and a note, and its figures are CPU figures.
 
 from __future__ import annotations
 
+from edgekd.hostinfo import host_threads
 from edgekd.runtimes import Runtime, register_runtime
 from edgekd.runtimes._gpu import ort_provider_status
-from edgekd.runtimes.ort_cpu import OrtSession, host_threads
+from edgekd.runtimes.ort_cpu import OrtSession
 
 PROVIDER = "CUDAExecutionProvider"
 

@@ -8,9 +8,10 @@ CUDA/CPU without changing that label; the first runs (engine build) fall in the 
 
 from __future__ import annotations
 
+from edgekd.hostinfo import host_threads
 from edgekd.runtimes import Runtime, register_runtime
 from edgekd.runtimes._gpu import ort_provider_status
-from edgekd.runtimes.ort_cpu import OrtSession, host_threads
+from edgekd.runtimes.ort_cpu import OrtSession
 
 PROVIDER = "TensorrtExecutionProvider"
 

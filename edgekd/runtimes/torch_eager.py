@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgekd.hostinfo import host_threads
 from edgekd.runtimes import Runtime, register_runtime
-from edgekd.runtimes.ort_cpu import host_threads
 
 
 class TorchSession:

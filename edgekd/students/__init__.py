@@ -17,8 +17,7 @@ from typing import Any
 
 from torch import nn
 
-from edgekd.errors import BadInputError
-from edgekd.registry import import_submodules
+from edgekd.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class StudentFamily:
     default_for: tuple[str, ...] = ()  # input kinds for which this family is the default
 
 
-FAMILIES: dict[str, StudentFamily] = {}
+FAMILIES: Registry[StudentFamily] = Registry("student family", __name__)
 
 
 def register_student(
@@ -48,38 +47,26 @@ def register_student(
     """Register ``fn(sample_shape, num_classes, width=1.0, depth=2, **options) -> nn.Module``."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        FAMILIES[name] = StudentFamily(
-            name, description, input_kinds, fn, depths, options, default_for
-        )
+        family = StudentFamily(name, description, input_kinds, fn, depths, options, default_for)
+        FAMILIES.register(name, family)
         return fn
 
     return wrap
 
 
-def _load_all() -> None:
-    import_submodules(__name__, __path__)
-
-
 def get_family(name: str) -> StudentFamily:
-    _load_all()
-    if name not in FAMILIES:
-        raise BadInputError(
-            f"unknown student family {name!r} (known: {', '.join(sorted(FAMILIES))})"
-        )
-    return FAMILIES[name]
+    return FAMILIES.get(name)
 
 
 def families_for(input_kind: str) -> list[StudentFamily]:
     """Families that accept this input kind: the one declared ``default_for`` it first, then in
     registration order."""
-    _load_all()
-    fitting = [f for f in FAMILIES.values() if input_kind in f.input_kinds]
+    fitting = [f for f in all_families() if input_kind in f.input_kinds]
     return sorted(fitting, key=lambda f: input_kind not in f.default_for)
 
 
 def all_families() -> list[StudentFamily]:
-    _load_all()
-    return list(FAMILIES.values())
+    return list(FAMILIES.all().values())
 
 
 def build_student(

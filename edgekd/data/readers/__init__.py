@@ -8,20 +8,12 @@ the same class index in both. Splitting is ``edgekd.data``'s job, not the reader
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd.data import Split
+from edgekd.data.readers.source import Source
 from edgekd.errors import DataError
 
-
-@dataclass(frozen=True)
-class Source:
-    name: str
-    train: Split
-    class_names: tuple[str, ...] = ()
-    val: Split | None = None  # only a factory can hand over ready-made splits
-    test: Split | None = None
+__all__ = ["Source", "read_data"]
 
 
 def read_data(spec: str, label_column: str | None = None, classes: tuple[str, ...] = ()) -> Source:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.data import Split
-from edgekd.data.readers import Source
+from edgekd.data.readers.source import Source
+from edgekd.data.split import Split
 from edgekd.errors import DataError
 
 SPLIT_KEYS = ("train", "val", "test")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.data import Split
-from edgekd.data.readers import Source
+from edgekd.data.readers.source import Source
+from edgekd.data.split import Split
 from edgekd.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")

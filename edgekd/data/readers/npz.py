@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgekd.data import Split
-from edgekd.data.readers import Source
+from edgekd.data.readers.source import Source
+from edgekd.data.split import Split
 from edgekd.errors import DataError
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import BadInputError
-from edgekd.registry import import_submodules
+from edgekd.registry import Registry
 
 
 @dataclass
@@ -105,28 +105,19 @@ class Method(nn.Module):
         raise NotImplementedError
 
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("method", __name__)
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    METHODS[cls.name] = cls
-    return cls
-
-
-def _load_all() -> None:
-    import_submodules(__name__, __path__)
+    return METHODS.register(cls.name, cls)
 
 
 def all_methods() -> dict[str, type[Method]]:
-    _load_all()
-    return dict(METHODS)
+    return METHODS.all()
 
 
 def get_method(name: str) -> type[Method]:
-    methods = all_methods()
-    if name not in methods:
-        raise BadInputError(f"unknown method {name!r} (known: {', '.join(sorted(methods))})")
-    return methods[name]
+    return METHODS.get(name)
 
 
 def make_method(name: str, **hparams: object) -> Method:

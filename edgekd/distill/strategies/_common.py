@@ -15,7 +15,7 @@ from torch import nn
 from edgekd.cache import cache_dir, cache_key
 from edgekd.data import Split
 from edgekd.distill.methods import Method
-from edgekd.distill.strategies import DistillJob, StrategyResult
+from edgekd.distill.strategies._job import DistillJob, StrategyResult
 from edgekd.distill.views import consistent_teaching
 from edgekd.errors import BadInputError
 from edgekd.fileio import atomic_path

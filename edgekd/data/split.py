@@ -1,0 +1,88 @@
+"""The data types every stage passes around: :class:`Split` (named input arrays plus optional
+labels) and :class:`DataBundle` (train/val/test splits and what the inputs look like).
+
+Apart from ``edgekd.data``'s loaders so that the readers (``edgekd.data.readers``), which the
+loaders call, can build splits without importing the loaders back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgekd.errors import DataError
+
+INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split: ``inputs`` maps input name -> array (samples first); ``y`` may be None."""
+
+    inputs: dict[str, np.ndarray]
+    y: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        sizes = {name: len(a) for name, a in self.inputs.items()}
+        if not sizes:
+            raise DataError("a data split has no inputs")
+        if len(set(sizes.values())) != 1:
+            raise DataError(f"inputs have different sample counts: {sizes}")
+        if self.y is not None and len(self.y) != self.n:
+            raise DataError(f"labels 'y' have {len(self.y)} samples but inputs have {self.n}")
+
+    @property
+    def n(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def take(self, index: np.ndarray) -> Split:
+        return Split(
+            {k: v[index] for k, v in self.inputs.items()},
+            None if self.y is None else self.y[index],
+        )
+
+    def batches(
+        self, batch_size: int, rng: np.random.Generator | None = None
+    ) -> Iterator[tuple[np.ndarray, Split]]:
+        """Yield ``(index, batch)``; shuffled when ``rng`` is given."""
+        order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
+        for start in range(0, self.n, batch_size):
+            index = order[start : start + batch_size]
+            yield index, self.take(index)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self.inputs):
+            a = np.ascontiguousarray(self.inputs[name])
+            h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+        if self.y is not None:
+            h.update(np.ascontiguousarray(self.y).tobytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """A data set ready for distillation: train/val/test splits and what the inputs look like."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    input_kind: str
+    split_note: str = ""
+    class_names: tuple[str, ...] = field(default=())
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.train.inputs)
+
+    @property
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape[1:]) for k, v in self.train.inputs.items()}
+
+    def example_inputs(self, batch_size: int = 1) -> dict[str, np.ndarray]:
+        return {k: v[:batch_size] for k, v in self.test.inputs.items()}
