@@ -78,11 +78,9 @@ def onnx_parity(
 
     ``inputs`` are in the order of ``model.forward``'s positional arguments.
     """
-    import onnxruntime as ort
+    from edgekd.runtimes.ort_cpu import open_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    sess = open_session(onnx_path)
     n = len(next(iter(inputs.values())))
     max_diff, agree = 0.0, 0
     model.eval()

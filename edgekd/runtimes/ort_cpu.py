@@ -8,7 +8,9 @@ drops a provider it cannot load with nothing more than a Python warning.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,25 +29,45 @@ GPU_PROVIDERS = frozenset(
 )
 
 
+def open_session(
+    model: str | Path | bytes,
+    threads: int | None = None,
+    providers: Sequence[str] = ("CPUExecutionProvider",),
+    optimize: bool = True,
+) -> Any:
+    """An ``onnxruntime.InferenceSession``, quiet, with ``threads`` intra-op threads (ORT's own
+    default when None) and one inter-op thread: the one place edgekd opens a session. Code that
+    needs the session itself (parity checks, ONNX teachers, per-operator timing) calls this;
+    benchmarks go through ``get_runtime(...).open``. A user's file is safety-checked by the caller
+    (``OrtSession`` below, ``edgekd.safety`` for teachers) before it gets here."""
+    import onnxruntime as ort  # lazy: importing edgekd must stay cheap
+
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    with warnings.catch_warnings():
+        # "Specified provider ... is not in available provider names": callers that care read
+        # back the provider the session really got, and report the fallback themselves.
+        warnings.simplefilter("ignore", UserWarning)
+        return ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model),
+            sess_options=opts,
+            providers=list(providers),
+        )
+
+
 class OrtSession:
     def __init__(self, model: str | Path | bytes, threads: int, providers: list[str]) -> None:
-        import onnxruntime as ort
-
         if not isinstance(model, bytes):
             from edgekd.safety import check_onnx_for_ort
 
             # ONNX Runtime opens external-data files itself: check them before it does.
             check_onnx_for_ort(model)
-            model = str(model)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        with warnings.catch_warnings():
-            # "Specified provider ... is not in available provider names": we detect and report
-            # the fallback ourselves, in the report rather than on stderr.
-            warnings.simplefilter("ignore", UserWarning)
-            self._sess = ort.InferenceSession(model, sess_options=opts, providers=providers)
+        self._sess = open_session(model, threads, providers)
         # What really runs: ORT drops providers it cannot load without raising.
         self.provider = self._sess.get_providers()[0]
         self.device = "gpu" if self.provider in GPU_PROVIDERS else "cpu"

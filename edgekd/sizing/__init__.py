@@ -254,15 +254,10 @@ def quantize_bytes(onnx_bytes: bytes, data: DataBundle) -> bytes:
 
 
 def _host_ms(onnx_bytes: bytes, feed: dict[str, np.ndarray]) -> float:
-    import onnxruntime as ort
-
     from edgekd.bench.harness import measure_latency
+    from edgekd.runtimes.ort_cpu import open_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1  # one thread: steadier on a shared host; for reference only
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+    sess = open_session(onnx_bytes, threads=1)  # one thread: steadier on a shared host
     samples = measure_latency(
         lambda: sess.run(None, feed), warmup=5, min_samples=10, min_time_s=0.02, max_time_s=0.3
     )

@@ -165,17 +165,10 @@ def _median_seconds(fn: Callable[[], object], budget_s: float, min_runs: int = 5
 
 
 def _ort_session(model: Any, threads: int, optimize: bool = True) -> Any:
-    import onnxruntime as ort  # lazy: importing edgekd must stay cheap
+    from edgekd.runtimes.ort_cpu import open_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    if not optimize:
-        # Keep every node: the point is to time them, not to let ORT fold them away.
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(
-        model.SerializeToString(), opts, providers=["CPUExecutionProvider"]
-    )
+    # optimize=False keeps every node: the point is to time them, not to let ORT fold them away.
+    return open_session(model.SerializeToString(), threads, optimize=optimize)
 
 
 def _matmul_model(n: int, integer: bool) -> Any:

@@ -76,17 +76,13 @@ class OnnxBlackBoxTeacher:
     """An ONNX model run with ONNX Runtime on the CPU."""
 
     def __init__(self, path: str | Path) -> None:
-        import onnxruntime as ort
+        from edgekd.runtimes.ort_cpu import open_session
 
         self.path = Path(path)
         if not self.path.is_file():
             raise BadInputError(f"{self.path}: teacher ONNX file not found")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
         try:
-            self._sess = ort.InferenceSession(
-                str(self.path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            self._sess = open_session(self.path)
         except Exception as exc:  # ORT raises its own exception types for unreadable models
             first = (str(exc).splitlines() or [""])[0]
             raise BadInputError(f"{self.path}: not a loadable ONNX model ({first})") from None

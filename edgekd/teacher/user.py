@@ -146,14 +146,10 @@ class OnnxTeacher(nn.Module):
 
     def __init__(self, path: Path) -> None:
         super().__init__()
-        import onnxruntime as ort
+        from edgekd.runtimes.ort_cpu import open_session
 
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(
-                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
+            self._session = open_session(path)
         except Exception as exc:
             raise BadInputError(f"{path}: ONNX Runtime cannot load it ({one_line(exc)})") from None
         self.input_names = tuple(i.name for i in self._session.get_inputs())
