@@ -15,7 +15,9 @@ import torch
 from toydata import FAST, test_accuracy, tiny_student, toy_bundle, toy_teacher
 from typer.testing import CliRunner
 
+import edgekd.losses as losses
 from edgekd.cli import app
+from edgekd.distill import DEFAULT_TEMPERATURE, MethodOptions
 from edgekd.distill.methods import DistillBatch, all_methods, get_method, make_method
 from edgekd.distill.pairing import LayerPair, align_spatial, parse_pair, parse_pairs, pooled
 from edgekd.distill.strategies import DistillJob, run_strategy
@@ -53,6 +55,18 @@ def test_every_method_is_documented(name):
     assert cls.name == name and cls.description and "https://" in cls.paper
     assert 0.0 <= cls.default_alpha <= 1.0 and cls.default_weight > 0
     assert cls.__module__ == f"edgekd.distill.methods.{name}"  # one file per method, same name
+    if cls.loss_function is not None:  # one paper, one file: its loss function sits above it
+        assert cls.loss_function.__module__ == cls.__module__
+
+
+def test_losses_publishes_every_method_loss_function():
+    published = {
+        cls.loss_function.__name__: cls.loss_function
+        for cls in all_methods().values()
+        if cls.loss_function is not None
+    }
+    assert sorted(published) == losses.__all__
+    assert all(getattr(losses, name) is fn for name, fn in published.items())
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -104,6 +118,18 @@ def test_temperature_schedule_is_linear_from_start_to_end():
     assert make_method("kd", temperature=4.0).temperature_at(3, 4) == 4.0
     with pytest.raises(BadInputError, match="temperature must be > 0"):
         make_method("kd", temperature=0.0)
+
+
+@pytest.mark.parametrize("field", ["temperature", "temperature_end"])
+def test_temperatures_are_checked_once_where_method_options_are_built(field):
+    # One check, one line: a run's MethodOptions and a direct make_method() share it.
+    message = f"^{field} must be > 0, got -1.0$"
+    with pytest.raises(BadInputError, match=message):
+        MethodOptions(**{field: -1.0})
+    with pytest.raises(BadInputError, match=message):
+        make_method("kd", **{field: -1.0})
+    assert MethodOptions.field_problems({field: 0}) == [(field, "must be > 0, got 0")]
+    assert MethodOptions().temperature == DEFAULT_TEMPERATURE == make_method("kd").temperature
 
 
 def test_kd_uses_the_scheduled_temperature():
