@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from toydata import FAST, test_accuracy, tiny_student, toy_bundle, toy_teacher
@@ -18,7 +20,8 @@ from typer.testing import CliRunner
 import edgekd.losses as losses
 from edgekd.cli import app
 from edgekd.distill import DEFAULT_TEMPERATURE, MethodOptions
-from edgekd.distill.methods import DistillBatch, all_methods, get_method, make_method
+from edgekd.distill.job import uses_default_path
+from edgekd.distill.methods import DistillBatch, Method, all_methods, get_method, make_method
 from edgekd.distill.pairing import LayerPair, align_spatial, parse_pair, parse_pairs, pooled
 from edgekd.distill.strategies import DistillJob, run_strategy
 from edgekd.errors import BadInputError
@@ -128,8 +131,16 @@ def test_temperatures_are_checked_once_where_method_options_are_built(field):
         MethodOptions(**{field: -1.0})
     with pytest.raises(BadInputError, match=message):
         make_method("kd", **{field: -1.0})
+    with pytest.raises(BadInputError, match=message):
+        DistillJob(None, tiny_student(), None, FAST, "kd", {field: -1.0})
     assert MethodOptions.field_problems({field: 0}) == [(field, "must be > 0, got 0")]
     assert MethodOptions().temperature == DEFAULT_TEMPERATURE == make_method("kd").temperature
+
+
+def test_job_method_options_are_typed():
+    job = DistillJob(None, tiny_student(), None, FAST, "fitnet", {"pairs": ["features:features"]})
+    assert job.method_options == MethodOptions(pairs=("features:features",))
+    assert DistillJob(None, tiny_student(), None, FAST).method_options == MethodOptions()
 
 
 def test_kd_uses_the_scheduled_temperature():
@@ -155,6 +166,40 @@ def test_dkd_needs_labels():
     m = make_method("dkd")
     with pytest.raises(BadInputError, match="needs class labels"):
         m.loss(DistillBatch(torch.zeros(2, 3), torch.zeros(2, 3), None))
+
+
+# ---------------------------------------------------------------- one method object per student
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """The Method instances built while a test runs."""
+    made = []
+    init = Method.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Method, "__init__", counting)
+    return made
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_choosing_the_training_path_builds_no_method(name, built):
+    job = DistillJob(None, tiny_student(), None, FAST, name)
+    cached = SimpleNamespace(train_outputs=np.zeros((1, 1)))
+    assert uses_default_path(job, "offline", cached) is not get_method(name).needs_layers
+    assert not uses_default_path(job, "online", cached)
+    assert built == []
+
+
+def test_one_method_object_per_student(toy, teacher, built):
+    run_strategy("offline", DistillJob(teacher, tiny_student(), toy, FAST, "kd"))
+    assert len(built) == 1
+    built.clear()
+    run_strategy("online", DistillJob(teacher, tiny_student(), toy, FAST, "kd"))
+    assert len(built) == 2  # the student and its peer each learn from the other
 
 
 # ---------------------------------------------------------------- layer pairing
@@ -193,7 +238,7 @@ def test_named_pairs_bridge_widths_and_spatial_sizes(toy, teacher):
         toy,
         cfg,
         "fitnet",
-        {"pairs": ("features.0:features.4", "features:features")},
+        MethodOptions(pairs=("features.0:features.4", "features:features")),
     )
     result = run_strategy("offline", job)
     assert result.info["method"]["pairs"] == ["features.0:features.4", "features:features"]
