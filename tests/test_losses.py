@@ -107,7 +107,10 @@ def _ref_dkd(l_s, l_t, target, alpha, beta, temperature):
 # ---------------------------------------------------------------- inputs per loss
 
 # name -> (student shape, teacher shape, needs class targets). Shapes differ where the loss allows
-# it (channels / feature sizes), so the reference checks cover that too.
+# it (channels / feature sizes), so the reference checks cover that too. A new method that
+# publishes a loss function (its ``loss_function``, see edgekd.losses) needs one row here and
+# nothing else in this file: the generic property tests below run over this table, and
+# test_every_exported_loss_has_test_inputs fails until the row is there.
 SHAPES = {
     "kd": ((4, NUM_CLASSES), (4, NUM_CLASSES), False),
     "mse_logits": ((4, NUM_CLASSES), (4, NUM_CLASSES), False),
@@ -133,6 +136,8 @@ def _inputs(name, seed=0, scale=1.0, same=False):
 
 
 def test_every_exported_loss_has_test_inputs():
+    """``edgekd.losses`` is filled from the method registry; ``SHAPES`` is the one row per loss
+    function that a new method adds to the tests."""
     assert set(SHAPES) == set(losses.__all__)
 
 

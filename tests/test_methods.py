@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from toydata import FAST, test_accuracy, tiny_student, toy_bundle, toy_teacher
 from typer.testing import CliRunner
 
+import edgekd.losses as losses
 from edgekd.cli import app
-from edgekd.distill.methods import DistillBatch, all_methods, get_method, make_method
+from edgekd.distill import DEFAULT_TEMPERATURE, MethodOptions
+from edgekd.distill.job import uses_default_path
+from edgekd.distill.methods import DistillBatch, Method, all_methods, get_method, make_method
 from edgekd.distill.pairing import LayerPair, align_spatial, parse_pair, parse_pairs, pooled
 from edgekd.distill.strategies import DistillJob, run_strategy
 from edgekd.errors import BadInputError
@@ -53,6 +58,18 @@ def test_every_method_is_documented(name):
     assert cls.name == name and cls.description and "https://" in cls.paper
     assert 0.0 <= cls.default_alpha <= 1.0 and cls.default_weight > 0
     assert cls.__module__ == f"edgekd.distill.methods.{name}"  # one file per method, same name
+    if cls.loss_function is not None:  # one paper, one file: its loss function sits above it
+        assert cls.loss_function.__module__ == cls.__module__
+
+
+def test_losses_publishes_every_method_loss_function():
+    published = {
+        cls.loss_function.__name__: cls.loss_function
+        for cls in all_methods().values()
+        if cls.loss_function is not None
+    }
+    assert sorted(published) == losses.__all__
+    assert all(getattr(losses, name) is fn for name, fn in published.items())
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -106,6 +123,26 @@ def test_temperature_schedule_is_linear_from_start_to_end():
         make_method("kd", temperature=0.0)
 
 
+@pytest.mark.parametrize("field", ["temperature", "temperature_end"])
+def test_temperatures_are_checked_once_where_method_options_are_built(field):
+    # One check, one line: a run's MethodOptions and a direct make_method() share it.
+    message = f"^{field} must be > 0, got -1.0$"
+    with pytest.raises(BadInputError, match=message):
+        MethodOptions(**{field: -1.0})
+    with pytest.raises(BadInputError, match=message):
+        make_method("kd", **{field: -1.0})
+    with pytest.raises(BadInputError, match=message):
+        DistillJob(None, tiny_student(), None, FAST, "kd", {field: -1.0})
+    assert MethodOptions.field_problems({field: 0}) == [(field, "must be > 0, got 0")]
+    assert MethodOptions().temperature == DEFAULT_TEMPERATURE == make_method("kd").temperature
+
+
+def test_job_method_options_are_typed():
+    job = DistillJob(None, tiny_student(), None, FAST, "fitnet", {"pairs": ["features:features"]})
+    assert job.method_options == MethodOptions(pairs=("features:features",))
+    assert DistillJob(None, tiny_student(), None, FAST).method_options == MethodOptions()
+
+
 def test_kd_uses_the_scheduled_temperature():
     from edgekd.losses import kd
 
@@ -129,6 +166,40 @@ def test_dkd_needs_labels():
     m = make_method("dkd")
     with pytest.raises(BadInputError, match="needs class labels"):
         m.loss(DistillBatch(torch.zeros(2, 3), torch.zeros(2, 3), None))
+
+
+# ---------------------------------------------------------------- one method object per student
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """The Method instances built while a test runs."""
+    made = []
+    init = Method.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Method, "__init__", counting)
+    return made
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_choosing_the_training_path_builds_no_method(name, built):
+    job = DistillJob(None, tiny_student(), None, FAST, name)
+    cached = SimpleNamespace(train_outputs=np.zeros((1, 1)))
+    assert uses_default_path(job, "offline", cached) is not get_method(name).needs_layers
+    assert not uses_default_path(job, "online", cached)
+    assert built == []
+
+
+def test_one_method_object_per_student(toy, teacher, built):
+    run_strategy("offline", DistillJob(teacher, tiny_student(), toy, FAST, "kd"))
+    assert len(built) == 1
+    built.clear()
+    run_strategy("online", DistillJob(teacher, tiny_student(), toy, FAST, "kd"))
+    assert len(built) == 2  # the student and its peer each learn from the other
 
 
 # ---------------------------------------------------------------- layer pairing
@@ -167,7 +238,7 @@ def test_named_pairs_bridge_widths_and_spatial_sizes(toy, teacher):
         toy,
         cfg,
         "fitnet",
-        {"pairs": ("features.0:features.4", "features:features")},
+        MethodOptions(pairs=("features.0:features.4", "features:features")),
     )
     result = run_strategy("offline", job)
     assert result.info["method"]["pairs"] == ["features.0:features.4", "features:features"]

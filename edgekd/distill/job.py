@@ -18,6 +18,7 @@ import numpy as np
 from torch import nn
 
 from edgekd.data import Split
+from edgekd.distill import MethodOptions
 from edgekd.distill.methods import get_method
 from edgekd.distill.strategies import (
     DistillJob,
@@ -80,12 +81,12 @@ def make_job(
         seed=config.seed,
         patience=config.patience,
     )
-    method_options = {
-        "temperature": config.temperature,
-        "temperature_end": config.temperature_end,
-        "weight": config.method_weight,
-        "pairs": config.pairs,
-    }
+    method_options = MethodOptions(
+        temperature=config.temperature,
+        temperature_end=config.temperature_end,
+        weight=config.method_weight,
+        pairs=config.pairs,
+    )
     options = StrategyOptions(
         generations=config.generations,
         peer=config.peer,
@@ -179,9 +180,9 @@ def _reporting(score, val: Split, on_epoch: Callable[[nn.Module], None]):
 
 def uses_default_path(job: DistillJob, strategy: str, teaching: Teaching) -> bool:
     """Whether ``distill`` trains this job through :func:`train_offline` (logit methods with a
-    frozen module teacher) rather than through ``run_strategy``."""
-    method = job.new_method()
-    logits_only = not (method.student_taps or method.teacher_taps)
+    frozen module teacher) rather than through ``run_strategy``. Read from the method's class: the
+    one instance per student is built by the path chosen here."""
+    logits_only = not get_method(job.method).needs_layers
     return strategy == "offline" and logits_only and teaching.train_outputs is not None
 
 

@@ -7,15 +7,20 @@ in the batch.
 The total loss is ``alpha * CE(student, labels) + (1 - alpha) * method.loss(batch)``; each method
 says which ``alpha`` its authors' setting corresponds to (``default_alpha``) and how strongly its
 own term is weighted (``weight``, e.g. RepDistiller's beta for feature losses).
+
+One paper is one file: the paper's loss as a plain function over tensors on top (named by the
+method's ``loss_function`` and published as ``edgekd.losses.<its name>``), the method below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from edgekd.distill import DEFAULT_TEMPERATURE, MethodOptions
 from edgekd.errors import BadInputError
 from edgekd.registry import Registry
 
@@ -51,10 +56,16 @@ class Method(nn.Module):
     default_weight = 1.0  # multiplies the method's own loss (overridden by --weight)
     paper_weight = 1.0  # the weight in the paper / reference code, where ours differs
     needs_labels = False
+    # Compares tapped layers (``--pair``), not only outputs; a class attribute, so that a run can
+    # choose its training path before the one instance per student exists.
+    needs_layers = False
+    # The paper's loss as a plain function over tensors, published as ``edgekd.losses.<name>``;
+    # None for a method that only combines others' (embed).
+    loss_function: Callable[..., torch.Tensor] | None = None
 
     def __init__(
         self,
-        temperature: float = 4.0,
+        temperature: float = DEFAULT_TEMPERATURE,
         temperature_end: float | None = None,
         weight: float | None = None,
         pairs: object = None,
@@ -66,11 +77,9 @@ class Method(nn.Module):
                 f"method {self.name!r} compares outputs, not layers: --pair applies only to "
                 "feature methods (see `edgekd methods`)"
             )
-        for name, t in (("temperature", temperature), ("temperature_end", temperature_end)):
-            if t is not None and not t > 0:
-                raise BadInputError(f"{name} must be > 0, got {t}")
-        self.temperature = temperature
-        self.temperature_end = temperature_end
+        options = MethodOptions(temperature, temperature_end, weight)  # checks the temperatures
+        self.temperature = options.temperature
+        self.temperature_end = options.temperature_end
         self.weight = self.default_weight if weight is None else float(weight)
 
     def temperature_at(self, epoch: int, epochs: int) -> float:

@@ -32,6 +32,7 @@ class FeatureMethod(Method):
     """
 
     default_alpha = 0.5
+    needs_layers = True
 
     def __init__(self, pairs: Iterable[str | LayerPair] | None = None, **kw: object) -> None:
         super().__init__(**kw)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from edgekd.distill import DEFAULT_TEMPERATURE
 from edgekd.distill.methods import DistillBatch, Method, register_method
-from edgekd.losses import rkd
+from edgekd.distill.methods.rkd import rkd
 
 
 @register_method
@@ -22,7 +23,12 @@ class EmbeddingKD(Method):
     paper = "Reimers & Gurevych 2020, https://arxiv.org/abs/2004.09813"
     tasks = ("embedding",)
 
-    def __init__(self, temperature: float = 4.0, relation_weight: float = 1.0, **_: object):
+    def __init__(
+        self,
+        temperature: float = DEFAULT_TEMPERATURE,
+        relation_weight: float = 1.0,
+        **_: object,
+    ) -> None:
         super().__init__(temperature)
         self.relation_weight = relation_weight
 

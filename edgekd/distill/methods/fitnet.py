@@ -10,14 +10,29 @@ belongs to the method and is trained with the student. As in RepDistiller's sing
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgekd.distill.methods import register_method
+from edgekd.distill.methods._checks import require_same_shape
 from edgekd.distill.methods._features import FeatureMethod
 from edgekd.distill.pairing import LayerPair, align_spatial, pair_error, pooled
-from edgekd.losses import fitnet
 
 _CONV = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}
+
+
+def fitnet(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+    """Hint loss: mean squared error between (already adapted) student and teacher features.
+
+    The regressor that maps the student's features to the teacher's shape belongs to the method,
+    not here (RepDistiller's ``HintLoss`` is likewise a bare ``nn.MSELoss``), so the shapes must
+    already match.
+
+    >>> fitnet(torch.ones(2, 4, 3, 3), torch.zeros(2, 4, 3, 3))
+    tensor(1.)
+    """
+    require_same_shape("fitnet", student_feat, teacher_feat)
+    return F.mse_loss(student_feat, teacher_feat.detach())
 
 
 @register_method
@@ -25,6 +40,7 @@ class FitNet(FeatureMethod):
     name = "fitnet"
     description = "Hint loss: MSE between a regressed student feature map and the teacher's"
     paper = "Romero et al. 2015, https://arxiv.org/abs/1412.6550"
+    loss_function = staticmethod(fitnet)
     paper_weight = 100.0  # RepDistiller's beta for FitNet
     default_weight = 1.0  # see FeatureMethod
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from edgekd.data import DataBundle
 from edgekd.data.augment import LEVELS
+from edgekd.distill import MethodOptions
 from edgekd.distill.methods import Method, make_method
 from edgekd.errors import BadInputError
 from edgekd.train.loop import TrainConfig, TrainHistory
@@ -60,14 +61,18 @@ class DistillJob:
     data: DataBundle
     train: TrainConfig
     method: str = "kd"
-    method_options: dict[str, Any] = field(default_factory=dict)  # temperature, pairs, weight
+    method_options: MethodOptions = field(default_factory=MethodOptions)  # a dict of them works
     options: StrategyOptions = field(default_factory=StrategyOptions)
     dist: Any = None  # edgekd.train.distributed.DistContext on several workers; None: one process
     checkpoints: Path | None = None  # a folder: one training checkpoint per stage; None: none
     resume: bool = False  # continue each stage from its checkpoint where there is one
 
+    def __post_init__(self) -> None:
+        if isinstance(self.method_options, dict):  # callers that predate MethodOptions
+            self.method_options = MethodOptions(**self.method_options)
+
     def new_method(self) -> Method:
-        return make_method(self.method, **self.method_options)
+        return make_method(self.method, **vars(self.method_options))
 
     def stage(self, name: str) -> dict[str, Any]:
         """``train_student``'s checkpoint arguments for the stage called ``name``: its own file

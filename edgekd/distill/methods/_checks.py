@@ -1,4 +1,4 @@
-"""Input checks shared by the losses: one clear error instead of silent broadcasting."""
+"""Input checks shared by the loss functions: one clear error instead of silent broadcasting."""
 
 from __future__ import annotations
 
