@@ -306,7 +306,7 @@ def prepare_run(
 
     >>> run = prepare_run(DistillConfig(data="digits"))  # doctest: +SKIP
     >>> run.sizing.chosen.label  # doctest: +SKIP
-    'cnn w0.5 d2'
+    'cnn width 2 depth 2'
     """
     inputs = inputs or read_inputs(config)
     lap = lap or (lambda name: None)
@@ -373,6 +373,8 @@ def _open_run_folder(
     dist: DistContext | None,
     stack: contextlib.ExitStack,
 ) -> RunFolder:
+    """Enter ``OUT.partial/`` (on rank 0; ``stack`` leaves it, renamed to ``OUT`` on success) and
+    record the configuration a ``--resume`` starts from."""
     main = dist is None or dist.is_main
     work = on_main(dist, stack, lambda: run_dir(out, overwrite=config.overwrite, resume=resume))
     if not resume and main:
@@ -509,10 +511,11 @@ class Quantized:
     variant_to_bench: Variant | None
     files: tuple[tuple[str, str], ...]  # (model name, precision): student-int8.onnx, ...
 
-    def report_section(self) -> dict[str, Any]:
-        """report.export["quantization"]: paths as file names in the run folder, "" for the
-        variants measured but not kept."""
-        assert self.selection is not None
+    def report_section(self) -> dict[str, Any] | None:
+        """report.export["quantization"] (None for embeddings): paths as file names in the run
+        folder, "" for the variants measured but not kept."""
+        if self.selection is None:
+            return None
         section, kept = self.selection.to_dict(), self.variant_to_bench
         section["fp32"]["path"] = "student.onnx"
         for v in section["variants"]:
@@ -521,6 +524,8 @@ class Quantized:
 
 
 def _quantize(run: PreparedRun, folder: RunFolder) -> Quantized:
+    """The int8 variants of ``student.onnx``: for classification the target's modes measured and
+    one kept, for embeddings one static int8 file."""
     work, data = folder.work, run.data
     if run.config.task != "classification":
         # Embeddings: argmax agreement means nothing for vectors, so the accuracy-aware
@@ -602,7 +607,7 @@ def _bench_in_process(run: PreparedRun, refs: list[ModelRef]) -> list[ModelResul
         )
         if ref.name == "teacher-torch":
             teacher_logits = logits if teacher_logits is None else teacher_logits
-            result, _ = _with_self_agreement(result)
+            result = _with_self_agreement(result)
             if user_teacher is not None:
                 result = dataclasses.replace(result, size_bytes=_param_bytes(teaching.model))
         results.append(_with_latency_estimate(result, target))
@@ -701,8 +706,9 @@ def _gate_and_write(
     verdict = gate(report, run.target)
     report.budget = [line.to_budget_line() for line in verdict.lines]
     report.gate = verdict.to_dict()
-    if quantized.selection is not None:
-        report.export["quantization"] = quantized.report_section()
+    quantization = quantized.report_section()
+    if quantization is not None:
+        report.export["quantization"] = quantization
     report.charts = write_charts(report, folder.work)
     write_json_atomic(folder.work / "report.json", report.to_dict())
     write_text_atomic(folder.work / "report.md", to_markdown(report))
@@ -721,9 +727,10 @@ def _with_latency_estimate(result: ModelResult, target: TargetProfile) -> ModelR
     return dataclasses.replace(result, latency_estimate_ms=estimate)
 
 
-def _with_self_agreement(result: ModelResult) -> tuple[ModelResult, None]:
+def _with_self_agreement(result: ModelResult) -> ModelResult:
+    """The teacher against itself: agreement 1, KL 0."""
     kl = None if result.kl_to_teacher is None else 0.0  # embeddings have no KL
-    return dataclasses.replace(result, agreement_with_teacher=1.0, kl_to_teacher=kl), None
+    return dataclasses.replace(result, agreement_with_teacher=1.0, kl_to_teacher=kl)
 
 
 def _with_final_paths(results: list[ModelResult], work: Path, out: Path) -> list[ModelResult]:
