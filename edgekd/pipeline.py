@@ -650,12 +650,12 @@ def _choose_student(
 ) -> tuple[ModelResult, str, list[str]]:
     """The student variant the run delivers, why, and the selection's warnings."""
     names = {r.name: r for r in results}
-    teacher_result = names.get("teacher-onnx") or names["teacher-torch"]  # as deployed
     selection, kept = quantized.selection, quantized.variant_to_bench
     if selection is not None:
         fp32_chosen = selection.chosen == "fp32" or kept is None
         chosen = names["student-onnx" if fp32_chosen else f"student-{kept.precision}"]
         return chosen, selection.reason, list(selection.warnings)
+    teacher_result = names.get("teacher-onnx") or names["teacher-torch"]  # as deployed
     students = [r for r in results if r.role == "student"]
     chosen, why = choose_within_drop(students, teacher_result, run.target.budget.accuracy_drop)
     return chosen, why, []
