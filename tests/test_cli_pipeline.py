@@ -155,3 +155,22 @@ def test_targets_json_and_help_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules and 'onnxruntime' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_command_teacher_run_chooses_its_student_without_a_torch_teacher() -> None:
+    """With --teacher-cmd the only teacher row is teacher-cmd (its answers, nothing to run);
+    choosing the student once looked up teacher-torch and ended the run with a KeyError."""
+    from types import SimpleNamespace
+
+    from edgekd.pipeline import Quantized, _choose_student
+
+    rows = [
+        SimpleNamespace(name="student-onnx", role="student"),
+        SimpleNamespace(name="student-int8", role="student"),
+        SimpleNamespace(name="teacher-cmd", role="teacher"),
+    ]
+    selection = SimpleNamespace(chosen="int8-qdq", reason="fastest", warnings=("w",))
+    kept = SimpleNamespace(name="int8-qdq", precision="int8")
+    quantized = Quantized(selection, kept, (("student-int8", "int8"),))
+    chosen, why, warnings = _choose_student(SimpleNamespace(), rows, quantized)
+    assert (chosen.name, why, warnings) == ("student-int8", "fastest", ["w"])

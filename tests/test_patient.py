@@ -209,6 +209,9 @@ class FakeSetup:
     def space(self, methods):
         return {"alpha": ["uniform", 0.0, 0.5], "method": ["categorical", *methods]}
 
+    def feasible(self, params) -> bool:
+        return True
+
     def evaluate(self, params, on_epoch) -> float:
         for _ in range(self.config.epochs):
             self.sleep(self.epoch_s)
@@ -220,7 +223,8 @@ class FakeSetup:
 def fake_setup(monkeypatch):
     from edgekd import tune as tune_module
 
-    monkeypatch.setattr(tune_module._Setup, "build", classmethod(lambda cls, c: FakeSetup(c)))
+    fake = classmethod(lambda cls, config: FakeSetup(config))
+    monkeypatch.setattr(tune_module.TrialRunner, "prepare", fake)
 
 
 def test_tuning_respects_its_budget(fake_setup, tmp_path, monkeypatch) -> None:

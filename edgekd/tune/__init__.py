@@ -1,17 +1,19 @@
 """``tune``: search distillation settings within a time budget; write the winner as a run config.
 
-Searched (for the run's data, teacher and sized student, all fixed): temperature, alpha, peak
+Searched (for the run's data, teacher and sized student, all fixed and prepared once by
+``edgekd.pipeline.prepare_run``, as ``distill`` prepares them): temperature, alpha, peak
 learning rate, augmentation level and logit method. Each trial trains the student exactly as
 ``edgekd distill`` would (``edgekd.distill.job``) and is scored on validation accuracy
 (agreement with the teacher where the validation split has no labels). The first trial is the
 defaults, so tuning never reports a winner worse than them on validation.
 
-Backends, same interface: Optuna (TPE sampler and median pruner; ``pip install edgekd[tune]``)
-when importable, else random search with the same median-stop rule: after ``warmup`` epochs
-(default: half of them, past the one-cycle peak, where early scores say little) and once
-``startup`` trials have completed, a trial whose best score so far is below the median of the
-completed trials' scores at the same epoch is stopped. Combinations that cannot run (a method
-that needs labels with mixed views) are redrawn by random search and fail at once under Optuna.
+Backends (``edgekd.tune.search``), same interface: Optuna (TPE sampler and median pruner;
+``pip install edgekd[tune]``) when importable, else random search with the same median-stop
+rule: after ``warmup`` epochs (default: half of them, past the one-cycle peak, where early scores
+say little) and once ``startup`` trials have completed, a trial whose best score so far is below
+the median of the completed trials' scores at the same epoch is stopped. Combinations that
+cannot run (a method that needs labels with mixed views) are redrawn by random search and fail at
+once under Optuna.
 
 The budget covers everything (teacher, sizing, trials): no trial starts once it is spent, and a
 running trial is stopped at its next epoch boundary. Written to ``out``: ``tune.json`` (every
@@ -22,18 +24,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from edgekd.errors import BadInputError
 from edgekd.fileio import write_json_atomic, write_text_atomic
+from edgekd.tune.search import OptunaSearcher, RandomSearcher, make_searcher, median_stop
+
+if TYPE_CHECKING:
+    from edgekd.pipeline import PreparedRun
+
+__all__ = [
+    "OptunaSearcher",
+    "RandomSearcher",
+    "TrialRecord",
+    "TrialRunner",
+    "TuneResult",
+    "TuneSettings",
+    "make_searcher",
+    "median_stop",
+    "run_toml",
+    "tune",
+]
 
 BACKENDS = ("auto", "optuna", "random")
 LOGIT_METHODS = ("kd", "mse", "dkd")
@@ -139,18 +154,17 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
         from edgekd.distill.job import PATIENT_EPOCHS
 
         config = dataclasses.replace(config, epochs=PATIENT_EPOCHS)
-    setup = _Setup.build(config)
+    runner = TrialRunner.prepare(config)
     setup_s = time.monotonic() - start
-    space = setup.space(settings.methods)
+    space = runner.space(settings.methods)
     warmup = settings.warmup_epochs
     warmup = max(1, config.epochs // 2) if warmup is None else warmup
-    feasible = getattr(setup, "feasible", None)
     searcher = make_searcher(
-        settings.backend, space, config.seed, settings.startup_trials, warmup, feasible
+        settings.backend, space, config.seed, settings.startup_trials, warmup, runner.feasible
     )
     backend = searcher.name
     trials: list[TrialRecord] = []
-    searcher.enqueue(setup.defaults)
+    searcher.enqueue(runner.defaults)
     while time.monotonic() < deadline and (
         settings.max_trials is None or len(trials) < settings.max_trials
     ):
@@ -166,7 +180,7 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
                 raise Pruned("pruned")
 
         try:
-            record.score = setup.evaluate(handle.params, on_epoch)
+            record.score = runner.evaluate(handle.params, on_epoch)
         except Pruned as stop:
             record.state = stop.state
         except BadInputError as exc:  # e.g. a method that needs labels with mixed views
@@ -191,7 +205,7 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
         backend,
         settings.budget_s,
         time.monotonic() - start,
-        setup.metric,
+        runner.metric,
         space,
         str(out),
     )
@@ -235,71 +249,57 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a basic TOML string: JSON escapes are valid there
 
 
-class _Setup:
-    """The fixed part of every trial: data, teacher outputs, the sized student's recipe."""
+def check_tunable(config) -> None:
+    """What tuning searches: a PyTorch teacher, classification, the offline strategy, one seed
+    and logit methods; anything else is refused before the teacher is prepared."""
+    if config.teacher_onnx or config.teacher_cmd:
+        raise BadInputError("tune needs a PyTorch teacher (not --teacher-onnx/--teacher-cmd)")
+    if config.task != "classification":
+        raise BadInputError("tune searches classification settings (--task classification)")
+    if config.strategy not in (None, "offline"):
+        raise BadInputError("tune searches the offline strategy (drop --strategy)")
+    if config.seeds != 1:
+        raise BadInputError("tune trains one seed per trial (drop --seeds)")
+    if config.method is not None and config.method not in LOGIT_METHODS:
+        raise BadInputError(
+            f"tune searches logit methods ({', '.join(LOGIT_METHODS)}), not {config.method!r}"
+        )
 
-    def __init__(self, config, teaching, candidate, sized_data, strategy: str) -> None:
-        self.config, self.teaching, self.candidate = config, teaching, candidate
-        self.sized_data, self.strategy = sized_data, strategy
-        val = teaching.data.val
+
+class TrialRunner:
+    """What every trial shares, prepared once as ``distill`` prepares a run
+    (``edgekd.pipeline.prepare_run``: data, teacher outputs, the sized student), and one trial's
+    training on it."""
+
+    def __init__(self, run: PreparedRun) -> None:
+        self.run = run
+        val = run.data.val
         self.metric = (
             "validation accuracy" if val.y is not None else "validation agreement with the teacher"
         )
-        self.reference = val.y if val.y is not None else teaching.val_outputs.argmax(-1)
+        self.reference = val.y if val.y is not None else run.teaching.val_outputs.argmax(-1)
 
     @classmethod
-    def build(cls, config) -> _Setup:
-        from edgekd.data import load_data
-        from edgekd.sizing import size_student_to_budget
-        from edgekd.targets import load_target
-        from edgekd.teacher.prepare import prepare_teaching
+    def prepare(cls, config) -> TrialRunner:
+        from edgekd.pipeline import prepare_run
 
-        if config.teacher_onnx or config.teacher_cmd:
-            raise BadInputError("tune needs a PyTorch teacher (not --teacher-onnx/--teacher-cmd)")
-        if config.task != "classification":
-            raise BadInputError("tune searches classification settings (--task classification)")
-        if config.strategy not in (None, "offline"):
-            raise BadInputError("tune searches the offline strategy (drop --strategy)")
-        if config.seeds != 1:
-            raise BadInputError("tune trains one seed per trial (drop --seeds)")
-        if config.method is not None and config.method not in LOGIT_METHODS:
-            raise BadInputError(
-                f"tune searches logit methods ({', '.join(LOGIT_METHODS)}), not {config.method!r}"
-            )
-        target = load_target(config.target)
-        data = load_data(
-            config.data,
-            seed=config.seed,
-            test_data=config.test_data,
-            val_data=config.val_data,
-            label_column=config.label_column,
-        )
-        teaching = prepare_teaching(config, data)
-        sized = dataclasses.replace(teaching.data, num_classes=teaching.num_outputs)
-        sizing = size_student_to_budget(target, sized, teaching.params, config.student_family)
-        return cls(config, teaching, sizing.chosen, sized, "offline")
+        check_tunable(config)
+        return cls(prepare_run(config))
 
     @property
     def defaults(self) -> dict[str, Any]:
         """The first trial: what a plain ``edgekd distill`` with this config would use."""
         from edgekd.distill.methods import get_method
-        from edgekd.distill.views import choose_augment
 
-        method = self.config.method or "kd"
+        config = self.run.config
+        method = config.method or "kd"
         cls = get_method(method)
-        level, _ = choose_augment(
-            self.config.augment,
-            self.teaching.data.input_kind,
-            "classification",
-            "offline",
-            self.teaching.params,
-            cls.needs_labels,
-        )
-        alpha = cls.default_alpha if self.config.alpha is None else self.config.alpha
+        level = self._augment(config.augment, cls.needs_labels)
+        alpha = cls.default_alpha if config.alpha is None else config.alpha
         return {
-            "temperature": self.config.temperature,
+            "temperature": config.temperature,
             "alpha": alpha,
-            "lr": self.config.lr,
+            "lr": config.lr,
             "augment": level,
             "method": method,
         }
@@ -307,32 +307,32 @@ class _Setup:
     def feasible(self, params: dict[str, Any]) -> bool:
         """False for a method that needs labels with views that have none (mixup)."""
         from edgekd.distill.methods import get_method
-        from edgekd.distill.views import choose_augment
 
         try:
-            choose_augment(
-                params["augment"],
-                self.teaching.data.input_kind,
-                "classification",
-                "offline",
-                self.teaching.params,
-                get_method(params["method"]).needs_labels,
-            )
+            self._augment(params["augment"], get_method(params["method"]).needs_labels)
         except BadInputError:
             return False
         return True
 
+    def _augment(self, level: str | None, needs_labels: bool) -> str:
+        from edgekd.distill.views import choose_augment
+
+        teaching = self.run.teaching
+        args = (teaching.data.input_kind, "classification", "offline", teaching.params)
+        return choose_augment(level, *args, needs_labels)[0]
+
     def space(self, methods: tuple[str, ...]) -> dict[str, Any]:
         from edgekd.data.augment import LEVELS, make_augmenter
 
+        data = self.run.data
         levels = ["none"]
         for level in LEVELS[1:]:
             try:
-                make_augmenter(self.teaching.data.input_kind, level)
+                make_augmenter(data.input_kind, level)
                 levels.append(level)
             except BadInputError:
                 pass
-        usable = [m for m in methods if m != "dkd" or self.teaching.data.train.y is not None]
+        usable = [m for m in methods if m != "dkd" or data.train.y is not None]
         return {
             **{k: list(v) for k, v in NUMERIC_SPACE.items()},
             "augment": ["categorical", *levels],
@@ -341,173 +341,20 @@ class _Setup:
 
     def evaluate(self, params: dict[str, Any], on_epoch: Callable[[float], None]) -> float:
         """Train the student as ``distill`` would with ``params``; its validation score."""
-        import torch
-
         from edgekd.distill.job import make_job, train_offline
         from edgekd.pipeline import DistillConfig
-        from edgekd.sizing import build_candidate
         from edgekd.train.loop import predict_logits
 
-        config = DistillConfig(**{**dataclasses.asdict(self.config), **params})
-        torch.manual_seed(config.seed)  # as distill: the initial weights depend on the seed
-        student = build_candidate(self.candidate, self.sized_data)
-        if config.init_from_teacher:
-            from edgekd.students.teacher_init import init_from_teacher
-
-            init_from_teacher(student, self.teaching.model)
-        job, _ = make_job(config, self.teaching, student, self.strategy, config.method)
-        val = self.teaching.data.val
+        run = self.run
+        config = DistillConfig(**{**dataclasses.asdict(run.config), **params})
+        student, _ = run.seeded_student()  # as distill: the same seed, the same initial weights
+        job, _ = make_job(config, run.teaching, student, run.strategy, config.method)
+        val = run.data.val
 
         def score(model) -> float:
             return float((predict_logits(model, val).argmax(-1) == self.reference).mean())
 
         trained = train_offline(
-            job, self.teaching, self.teaching.data.train, on_epoch=lambda m: on_epoch(score(m))
+            job, run.teaching, run.data.train, on_epoch=lambda m: on_epoch(score(m))
         )
         return score(trained.student)
-
-
-# --- search backends -------------------------------------------------------------------------
-
-
-class _Handle:
-    """One trial: its parameters, the pruning question, and how it ended."""
-
-    def __init__(self, params, should_prune, finish) -> None:
-        self.params = params
-        self.should_prune = should_prune  # (epoch, score) -> bool; epochs count from 1
-        self.finish = finish  # (state, score, per-epoch scores) -> None
-
-
-class RandomSearcher:
-    """Random search with a median-stop rule (the rule of Optuna's MedianPruner)."""
-
-    name = "random"
-
-    def __init__(
-        self,
-        space: dict[str, Any],
-        seed: int = 0,
-        startup: int = 5,
-        warmup: int = 1,
-        feasible: Callable[[dict[str, Any]], bool] | None = None,
-    ) -> None:
-        self.space, self.startup, self.warmup = space, startup, warmup
-        self.feasible = feasible or (lambda params: True)  # False: redraw (cannot run)
-        self.rng = np.random.default_rng(seed)
-        self.queue: list[dict[str, Any]] = []
-        self.curves: list[list[float]] = []  # per-epoch scores of completed trials
-
-    def enqueue(self, params: dict[str, Any]) -> None:
-        self.queue.append(dict(params))
-
-    def sample(self) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        for name, spec in self.space.items():
-            kind, *rest = spec
-            if kind == "categorical":
-                params[name] = rest[int(self.rng.integers(len(rest)))]
-            elif kind == "log":
-                low, high = math.log(rest[0]), math.log(rest[1])
-                params[name] = float(math.exp(self.rng.uniform(low, high)))
-            else:
-                params[name] = float(self.rng.uniform(rest[0], rest[1]))
-        return params
-
-    def ask(self) -> _Handle:
-        params = self.queue.pop(0) if self.queue else self.sample()
-        for _ in range(100):  # redraw combinations that cannot run
-            if self.feasible(params):
-                break
-            params = self.sample()
-
-        best = -math.inf
-
-        def should_prune(step: int, score: float) -> bool:
-            nonlocal best
-            best = max(best, score)
-            return step > self.warmup and median_stop(self.curves, step, best, self.startup)
-
-        def finish(state: str, score: float | None, curve: list[float]) -> None:
-            if state == "complete":  # as Optuna's pruners: finished trials are the reference
-                self.curves.append(list(curve))
-
-        return _Handle(params, should_prune, finish)
-
-
-def median_stop(curves: list[list[float]], step: int, best: float, startup: int) -> bool:
-    """Stop when ``best`` (the trial's best score up to ``step``, 1-based) is below the median
-    of the completed trials' scores at that step; only once ``startup`` of them reached it."""
-    at_step = [c[step - 1] for c in curves if len(c) >= step]
-    return len(at_step) >= startup and best < statistics.median(at_step)
-
-
-class OptunaSearcher:
-    """Optuna's TPE sampler and median pruner through its ask-and-tell interface."""
-
-    name = "optuna"
-
-    def __init__(self, space: dict[str, Any], seed: int, startup: int, warmup: int) -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.optuna = optuna
-        self.space = space
-        self.study = optuna.create_study(
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=startup, n_warmup_steps=warmup),
-        )
-
-    def enqueue(self, params: dict[str, Any]) -> None:
-        self.study.enqueue_trial(params)
-
-    def ask(self) -> _Handle:
-        trial = self.study.ask()
-        params: dict[str, Any] = {}
-        for name, spec in self.space.items():
-            kind, *rest = spec
-            if kind == "categorical":
-                params[name] = trial.suggest_categorical(name, rest)
-            else:
-                params[name] = trial.suggest_float(name, rest[0], rest[1], log=kind == "log")
-
-        def should_prune(step: int, score: float) -> bool:
-            trial.report(score, step)
-            return trial.should_prune()
-
-        def finish(state: str, score: float | None, _curve: list[float]) -> None:
-            states = self.optuna.trial.TrialState
-            if state == "complete":
-                self.study.tell(trial, score)
-            elif state == "pruned":
-                self.study.tell(trial, state=states.PRUNED)
-            else:
-                self.study.tell(trial, state=states.FAIL)
-
-        return _Handle(params, should_prune, finish)
-
-
-def make_searcher(
-    backend: str,
-    space: dict[str, Any],
-    seed: int,
-    startup: int,
-    warmup: int,
-    feasible: Callable[[dict[str, Any]], bool] | None = None,
-):
-    """Optuna when asked for or importable (``auto``), else random search. Neither prunes in
-    the first ``warmup`` epochs of a trial, nor before ``startup`` trials have finished.
-    Random search redraws combinations ``feasible`` rejects; under Optuna they fail at once and
-    TPE learns to avoid them."""
-    if backend in ("auto", "optuna"):
-        try:
-            import optuna  # noqa: F401
-        except ImportError:
-            if backend == "optuna":
-                raise BadInputError(
-                    "--backend optuna needs Optuna: pip install 'edgekd[tune]'"
-                ) from None
-        else:
-            return OptunaSearcher(space, seed, startup, warmup)
-    return RandomSearcher(space, seed, startup, warmup, feasible)
