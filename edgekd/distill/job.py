@@ -83,7 +83,7 @@ def make_job(
     method_options = {
         "temperature": config.temperature,
         "temperature_end": config.temperature_end,
-        "weight": config.method_weight,
+        "weight": config.weight,
         "pairs": config.pairs,
     }
     options = StrategyOptions(

@@ -276,7 +276,7 @@ class _Setup:
         )
         teaching = prepare_teaching(config, data)
         sized = dataclasses.replace(teaching.data, num_classes=teaching.num_outputs)
-        sizing = size_student_to_budget(target, sized, teaching.params, config.student_family)
+        sizing = size_student_to_budget(target, sized, teaching.params, config.student)
         return cls(config, teaching, sizing.chosen, sized, "offline")
 
     @property
