@@ -122,3 +122,20 @@ def test_a_file_may_set_the_repeatable_pairs(tmp_path) -> None:
     run.write_text('pairs = ["a:b", "c:d"]\n')
     assert load_config_file(run, DistillConfig) == {"pairs": ("a:b", "c:d")}
 
+
+def test_targets_and_run_files_share_one_validator(tmp_path) -> None:
+    from edgekd.errors import TargetError
+    from edgekd.targets import TARGETS_DIR, load_target
+
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        (TARGETS_DIR / "mobile.toml").read_text().replace("threads = 4", "threads = 4.5")
+    )
+    with pytest.raises(TargetError) as err:
+        load_target(path)
+    line = next(
+        n for n, t in enumerate(path.read_text().splitlines(), 1) if t.startswith("threads")
+    )
+    assert str(err.value) == (
+        f"{path}: 1 problem: line {line} 'threads': expected an integer, got a number 4.5"
+    )
