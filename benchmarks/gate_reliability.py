@@ -42,7 +42,7 @@ from edgekd.targets import load_target
 
 WIDTH, IN, OUT = 384, 64, 10
 BASE_BLOCKS, SLOW_BLOCKS = 4, 6
-SETTINGS = BenchSettings(processes=3, min_time_s=0.15, large_batch=0)
+SETTINGS = BenchSettings(processes=3, seconds_per_process=0.15, large_batch=0)
 
 TARGET = """
 name = "{name}"

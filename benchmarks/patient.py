@@ -42,11 +42,11 @@ os.environ.setdefault("EDGEKD_NO_PROGRESS", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from edgekd.config import DistillConfig  # noqa: E402
 from edgekd.data import load_data  # noqa: E402
 from edgekd.data.augment import make_augmenter  # noqa: E402
 from edgekd.distill.job import default_epochs, make_job, train_offline  # noqa: E402
 from edgekd.distill.views import resolve_augment  # noqa: E402
-from edgekd.pipeline import DistillConfig  # noqa: E402
 from edgekd.students import build_student, count_params  # noqa: E402
 from edgekd.teacher.prepare import prepare_teaching  # noqa: E402
 from edgekd.train.loop import TrainConfig, accuracy, predict_logits, train_student  # noqa: E402

@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 
 _VERBS = {
     "load_target": "edgekd.targets",
-    "DistillConfig": "edgekd.pipeline",
+    "DistillConfig": "edgekd.config",
     "distill": "edgekd.pipeline",
     "export_onnx": "edgekd.export",
     "quantize": "edgekd.quantize",

@@ -1,4 +1,5 @@
-"""Run configuration files: TOML read into a validated dataclass; nothing in them is executed.
+"""The run configuration: ``DistillConfig`` (one field per ``distill`` option, one name per knob)
+and the TOML files that set it, read into validated dataclasses; nothing in them is executed.
 
     edgekd distill --config run.toml
 
@@ -10,22 +11,36 @@ known one), wrong types and out-of-range values, each with its line, in one mess
     (did you mean 'lr'?)
 
 Some fields are refused in files (``trust_checkpoint``: only a person at the command line can
-decide to trust a downloaded file).
+decide to trust a downloaded file). Keys renamed since (``student_family`` -> ``student``,
+``method_weight`` -> ``weight``, ``bench_min_time_s`` -> ``bench_seconds``) are still read, with a
+one-line note on stderr, from files and from an interrupted run's ``config.json``.
+
+``check_table`` is the one TOML-to-dataclass validator: target profiles (``edgekd.targets``)
+use it too.
+
+Kept free of heavy imports: the CLI reads ``DistillConfig``'s defaults at ``--help``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
+import json
 import os
 import re
+import sys
 import tomllib
 import types
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from edgekd.distill import DEFAULT_TEMPERATURE
 from edgekd.errors import BadInputError
+from edgekd.rundir import CONFIG_FILE, find_interrupted_run
 
 
 class ConfigError(BadInputError):
@@ -33,11 +48,13 @@ class ConfigError(BadInputError):
 
 
 def load_config_file(
-    path: str | os.PathLike[str], cls: type, refused: tuple[str, ...] = ()
+    path: str | os.PathLike[str], cls: type, refused: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
     """The validated values of TOML file ``path`` for dataclass ``cls`` (only keys it sets).
 
-    ``cls.field_problems(values) -> [(key, message)]``, when defined, adds value checks.
+    ``cls.field_problems(values) -> [(key, message)]``, when defined, adds value checks;
+    ``cls.renamed_keys`` ({old: new}) upgrades old keys; ``refused`` (default
+    ``cls.command_line_only``) are keys a file may not set.
 
     >>> values = load_config_file("run.toml", DistillConfig)  # doctest: +SKIP
     >>> config = DistillConfig(**values)  # doctest: +SKIP
@@ -53,35 +70,84 @@ def load_config_file(
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    table = upgrade_keys(table, cls, str(path))
+    if refused is None:
+        refused = getattr(cls, "command_line_only", ())
+    values, problems = check_table(table, cls, refused=refused)
+    if problems:
+        raise ConfigError(describe_problems(str(path), problems, text))
+    return values
+
+
+def check_table(
+    table: Any, cls: type, prefix: str = "", refused: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The values TOML table ``table`` gives dataclass ``cls``, and every problem in it.
+
+    Problems are ``(dotted key, message)``: unknown keys (with the closest known one), missing
+    fields that have no default, wrong types (an int where a float is wanted is fine; a list of
+    strings fills a ``tuple[str, ...]``), ``refused`` keys and ``cls.field_problems(values)``,
+    in the file's order. A field typed as a
+    dataclass is a sub-table, checked the same way and built. Fields with ``metadata={"toml":
+    False}`` are filled by the loader, not the file.
+    """
+    if not isinstance(table, dict):
+        return {}, [(prefix.rstrip("."), "expected a table")]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("toml", True)}
     hints = typing.get_type_hints(cls)
     problems: list[tuple[str, str]] = []
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key in refused:
-            problems.append((key, "may only be given on the command line"))
+            problems.append((prefix + key, "may only be given on the command line"))
         elif key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append((key, f"unknown key{hint}"))
+            problems.append((prefix + key, f"unknown key{hint}"))
+        elif dataclasses.is_dataclass(hints[key]):
+            sub, sub_problems = check_table(value, hints[key], f"{prefix}{key}.")
+            problems += sub_problems
+            if not sub_problems:
+                values[key] = hints[key](**sub)
         else:
             checked, error = _check_type(value, hints[key])
             if error:
-                problems.append((key, error))
+                problems.append((prefix + key, error))
             else:
                 values[key] = checked
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in table:
+            problems.append((prefix + name, "missing (a required field)"))
     check = getattr(cls, "field_problems", None)
     if check is not None:
-        problems += check(values)
-    if problems:
-        lines = _key_lines(text)
-        shown = [
-            (f"line {lines[k]} " if k in lines else "") + f"{k!r}: {message}"
-            for k, message in problems
-        ]
-        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
-        raise ConfigError(f"{path}: {count}: " + "; ".join(shown))
-    return values
+        problems += [(prefix + k, message) for k, message in check(values)]
+    return values, problems
+
+
+def describe_problems(where: str, problems: list[tuple[str, str]], text: str = "") -> str:
+    """``run.toml: 2 problems: line 3 'epochs': must be >= 1, got 0; ...`` (one line)."""
+    lines = _key_lines(text)
+    shown = [
+        (f"line {lines[k]} " if k in lines else "") + f"{k!r}: {message}" for k, message in problems
+    ]
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+    return f"{where}: {count}: " + "; ".join(shown)
+
+
+def upgrade_keys(values: dict[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """``values`` with the keys ``cls.renamed_keys`` lists under their new names, noting each
+    old one on stderr (a key given under both names keeps both, for the caller to refuse)."""
+    renamed = getattr(cls, "renamed_keys", {})
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        new = renamed.get(key)
+        if new is None or new in values:
+            out[key] = value
+            continue
+        print(f"edgekd: note: {where}: {key!r} is deprecated, use {new!r}", file=sys.stderr)
+        out[new] = value
+    return out
 
 
 def _check_type(value: Any, hint: Any) -> tuple[Any, str | None]:
@@ -97,24 +163,168 @@ def _check_type(value: Any, hint: Any) -> tuple[Any, str | None]:
             return float(value), None
         if option is str and isinstance(value, str):
             return value, None
-    want = " or ".join(_NAMES.get(o, getattr(o, "__name__", str(o))) for o in options)
-    return value, f"expected {want}, got {_NAMES.get(type(value), type(value).__name__)} {value!r}"
+        if typing.get_origin(option) is tuple and isinstance(value, list):
+            if all(isinstance(v, str) for v in value):
+                return tuple(value), None
+    want = " or ".join(_type_name(o) for o in options)
+    return value, f"expected {want}, got {_type_name(type(value))} {value!r}"
 
 
-_NAMES = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "a list of strings"  # the only sequence fields have: tuple[str, ...]
+    return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+_NAMES = {
+    bool: "true/false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a table",
+}
 
 
 def _key_lines(text: str) -> dict[str, int]:
-    """Line numbers of top-level ``key = value`` lines (tomllib does not report positions)."""
+    """Line numbers of ``key = value`` lines, as ``key`` or ``table.key``, and of ``[table]``
+    headers (tomllib does not report positions)."""
     lines: dict[str, int] = {}
-    in_table = False
+    table = ""
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith("["):
-            in_table = True  # keys inside tables are not top-level fields
-            lines.setdefault(stripped.strip("[] "), number)
+            table = stripped.strip("[] ") + "."  # keys below it are TABLE.KEY
+            lines.setdefault(table[:-1], number)
             continue
         match = re.match(r'\s*"?([A-Za-z0-9_\-]+)"?\s*=', line)
-        if match and not in_table:
-            lines.setdefault(match.group(1), number)
+        if match:
+            lines.setdefault(table + match.group(1), number)
     return lines
+
+
+# --- the run configuration -----------------------------------------------------------------------
+
+
+def _one_of(module: str, name: str) -> tuple[Callable[[Any], bool], Callable[[], str]]:
+    """A rule "must be one of ``module.name``", looked up when a value is checked: the modules
+    that own these lists import numpy and torch, which ``edgekd --help`` must not load."""
+
+    def choices() -> tuple[str, ...]:
+        return getattr(importlib.import_module(module), name)
+
+    return (lambda v: v in choices()), (lambda: f"must be one of {', '.join(choices())}")
+
+
+# Value checks shared by the constructor and configuration files: (test, what it must be).
+_RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
+    "epochs": (lambda v: v >= 1, "must be >= 1"),
+    "teacher_epochs": (lambda v: v >= 1, "must be >= 1"),
+    "lr": (lambda v: v > 0, "must be > 0"),
+    "batch_size": (lambda v: v >= 1, "must be >= 1"),
+    "alpha": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
+    "temperature": (lambda v: v > 0, "must be > 0"),
+    "bench_seconds": (lambda v: v > 0, "must be > 0"),
+    "task": _one_of("edgekd.teacher.prepare", "TASKS"),
+    "augment": _one_of("edgekd.data.augment", "LEVELS"),
+    "patience": (lambda v: v >= 0, "must be >= 0"),
+    "seeds": (lambda v: v >= 1, "must be >= 1"),
+}
+
+# A black-box command does not tell its size: then only the target's budget bounds the student.
+UNKNOWN_TEACHER_PARAMS = 10**12
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Everything ``distill`` needs to know, one field per ``edgekd distill`` option (same name).
+
+    >>> DistillConfig(target="iot", method="rkd", epochs=40).student is None
+    True
+    """
+
+    target: str = "mobile"
+    data: str | None = None
+    method: str | None = None  # None: kd for classification, embed for embeddings
+    temperature: float = DEFAULT_TEMPERATURE
+    alpha: float | None = None  # None: the method's own default (see `edgekd methods`)
+    strategy: str | None = None  # None: offline, or blackbox for --teacher-onnx/--teacher-cmd
+    pairs: tuple[str, ...] = ()  # "student_layer:teacher_layer" for feature methods (--pair)
+    weight: float | None = None  # multiplier of the method's loss; None: its own default
+    temperature_end: float | None = None  # anneal T linearly to this value
+    generations: int = 2  # strategy self
+    peer: str = "teacher"  # strategy online
+    finetune_epochs: int = 0
+    teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
+    teacher_cmd: str | None = None  # ... or a command (edgekd.teacher.blackbox)
+    blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
+    # None: PATIENT_EPOCHS (300) with augmented views, PLAIN_EPOCHS (100) without
+    # (edgekd.distill.job.default_epochs; measured in benchmarks/patient.py)
+    epochs: int | None = None
+    teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
+    lr: float = 1e-2  # peak of the one-cycle schedule; jittered views tolerate a high one
+    batch_size: int = 64
+    seed: int = 0
+    student: str | None = None  # a family name or pkg.module:factory; None = by input
+    init_from_teacher: bool = False  # start from the teacher's sliced weights (same family only)
+    out: str | None = None
+    overwrite: bool = False
+    bench_seconds: float = 0.5  # timed seconds per model, shared by its fresh processes
+    # Bring your own teacher and data (see edgekd.teacher.user, edgekd.data.readers).
+    teacher: str | None = None
+    teacher_weights: str | None = None
+    teacher_output: str | None = None
+    trust_checkpoint: bool = False
+    task: str = "classification"
+    test_data: str | None = None
+    val_data: str | None = None
+    label_column: str | None = None
+    bench_processes: int = 3
+    # Patient and consistent teaching (edgekd.distill.views): augmentation level (None: the
+    # default for the input kind), early stopping, and repeated seeds (mean +- std reported).
+    augment: str | None = None
+    patience: int = 0
+    seeds: int = 1
+
+    # Old names still read from run files and config.json (with a note on stderr).
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "student_family": "student",
+        "method_weight": "weight",
+        "bench_min_time_s": "bench_seconds",
+    }
+    # Only a person at the command line can decide to trust a downloaded file.
+    command_line_only: ClassVar[tuple[str, ...]] = ("trust_checkpoint",)
+
+    def __post_init__(self) -> None:
+        problems = self.field_problems(dataclasses.asdict(self))
+        if problems:
+            raise BadInputError("; ".join(f"{k} {message}" for k, message in problems))
+
+    @classmethod
+    def field_problems(cls, values: dict) -> list[tuple[str, str]]:
+        out = [
+            (k, f"{what() if callable(what) else what}, got {values[k]!r}")
+            for k, (ok, what) in _RULES.items()
+            if values.get(k) is not None and not ok(values[k])
+        ]
+        for k in ("teacher_weights", "teacher_output"):
+            if values.get(k) and not values.get("teacher"):
+                out.append((k, "needs a teacher (--teacher)"))
+        return out
+
+
+def resume_config(run: str | Path, trust_checkpoint: bool = False) -> DistillConfig:
+    """The configuration an interrupted run was started with (``--resume RUN``).
+
+    Trust is never read back from the folder: ``--trust-checkpoint`` must be given again.
+    """
+    work = find_interrupted_run(run)
+    try:
+        saved = json.loads((work / CONFIG_FILE).read_text())
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+        saved = upgrade_keys(saved, DistillConfig, str(work / CONFIG_FILE))
+        out = str(Path(run).with_name(Path(run).name.removesuffix(".partial")))
+        return DistillConfig(**{**saved, "out": out, "trust_checkpoint": trust_checkpoint})
+    except (ValueError, TypeError) as exc:
+        raise BadInputError(f"{work / CONFIG_FILE}: not a run configuration ({exc})") from None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import shutil
 import tempfile
 import time
@@ -28,8 +27,8 @@ from torch import nn
 
 from edgekd.bench.runner import BenchSettings, ModelRef, bench_model_in_process, measure_models
 from edgekd.bench.suite import thread_settings
+from edgekd.config import UNKNOWN_TEACHER_PARAMS, DistillConfig
 from edgekd.data import DataBundle, Split, load_data
-from edgekd.data.augment import LEVELS
 from edgekd.data.inputs import describe
 from edgekd.distill.job import make_job, repeat_seeds, train_offline, uses_default_path
 from edgekd.distill.methods import get_method
@@ -49,7 +48,6 @@ from edgekd.rundir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     STAGES_DIR,
-    find_interrupted_run,
     partial_dir,
     run_dir,
 )
@@ -59,104 +57,9 @@ from edgekd.students import count_params
 from edgekd.students.checkpoint import save_model
 from edgekd.targets import TargetProfile, load_target
 from edgekd.teacher.blackbox import blackbox_teacher_report
-from edgekd.teacher.prepare import TASKS, Teaching, prepare_teaching
+from edgekd.teacher.prepare import Teaching, prepare_teaching
 from edgekd.train.distributed import DistContext, on_main, resumes_after_restart, run_stamp
 from edgekd.train.resume import remove_stale_temporaries
-
-# Value checks shared by the constructor and configuration files: (test, what it must be).
-_RULES = {
-    "epochs": (lambda v: v >= 1, "must be >= 1"),
-    "teacher_epochs": (lambda v: v >= 1, "must be >= 1"),
-    "lr": (lambda v: v > 0, "must be > 0"),
-    "batch_size": (lambda v: v >= 1, "must be >= 1"),
-    "alpha": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
-    "temperature": (lambda v: v > 0, "must be > 0"),
-    "bench_min_time_s": (lambda v: v > 0, "must be > 0"),
-    "task": (lambda v: v in TASKS, f"must be one of {', '.join(TASKS)}"),
-    "augment": (lambda v: v in LEVELS, f"must be one of {', '.join(LEVELS)}"),
-    "patience": (lambda v: v >= 0, "must be >= 0"),
-    "seeds": (lambda v: v >= 1, "must be >= 1"),
-}
-
-# A black-box command does not tell its size: then only the target's budget bounds the student.
-UNKNOWN_TEACHER_PARAMS = 10**12
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    target: str = "mobile"
-    data: str | None = None
-    method: str | None = None  # None: kd for classification, embed for embeddings
-    temperature: float = 4.0
-    alpha: float | None = None  # None: the method's own default (see `edgekd methods`)
-    strategy: str | None = None  # None: offline, or blackbox for --teacher-onnx/--teacher-cmd
-    pairs: tuple[str, ...] = ()  # "student_layer:teacher_layer" for feature methods
-    method_weight: float | None = None  # None: the method's own default
-    temperature_end: float | None = None  # anneal T linearly to this value
-    generations: int = 2  # strategy self
-    peer: str = "teacher"  # strategy online
-    finetune_epochs: int = 0
-    teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
-    teacher_cmd: str | None = None  # ... or a command (edgekd.teacher.blackbox)
-    blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
-    # None: PATIENT_EPOCHS (300) with augmented views, PLAIN_EPOCHS (100) without
-    # (edgekd.distill.job.default_epochs; measured in benchmarks/patient.py)
-    epochs: int | None = None
-    teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
-    lr: float = 1e-2  # peak of the one-cycle schedule; jittered views tolerate a high one
-    batch_size: int = 64
-    seed: int = 0
-    student_family: str | None = None  # a family name or pkg.module:factory; None = by input
-    init_from_teacher: bool = False  # start from the teacher's sliced weights (same family only)
-    out: str | None = None
-    overwrite: bool = False
-    bench_min_time_s: float = 0.5
-    # Bring your own teacher and data (see edgekd.teacher.user, edgekd.data.readers).
-    teacher: str | None = None
-    teacher_weights: str | None = None
-    teacher_output: str | None = None
-    trust_checkpoint: bool = False
-    task: str = "classification"
-    test_data: str | None = None
-    val_data: str | None = None
-    label_column: str | None = None
-    bench_processes: int = 3
-    # Patient and consistent teaching (edgekd.distill.views): augmentation level (None: the
-    # default for the input kind), early stopping, and repeated seeds (mean +- std reported).
-    augment: str | None = None
-    patience: int = 0
-    seeds: int = 1
-
-    def __post_init__(self) -> None:
-        problems = self.field_problems(dataclasses.asdict(self))
-        if problems:
-            raise BadInputError("; ".join(f"{k} {message}" for k, message in problems))
-
-    @classmethod
-    def field_problems(cls, values: dict) -> list[tuple[str, str]]:
-        out = [
-            (k, f"{what}, got {values[k]!r}")
-            for k, (ok, what) in _RULES.items()
-            if values.get(k) is not None and not ok(values[k])
-        ]
-        for k in ("teacher_weights", "teacher_output"):
-            if values.get(k) and not values.get("teacher"):
-                out.append((k, "needs a teacher (--teacher)"))
-        return out
-
-
-def resume_config(run: str | Path, trust_checkpoint: bool = False) -> DistillConfig:
-    """The configuration an interrupted run was started with (``--resume RUN``).
-
-    Trust is never read back from the folder: ``--trust-checkpoint`` must be given again.
-    """
-    work = find_interrupted_run(run)
-    try:
-        saved = json.loads((work / CONFIG_FILE).read_text())
-        out = str(Path(run).with_name(Path(run).name.removesuffix(".partial")))
-        return DistillConfig(**{**saved, "out": out, "trust_checkpoint": trust_checkpoint})
-    except (ValueError, TypeError) as exc:
-        raise BadInputError(f"{work / CONFIG_FILE}: not a run configuration ({exc})") from None
 
 
 def default_out_dir(target: str, dist: DistContext | None = None) -> Path:
@@ -167,7 +70,9 @@ def default_out_dir(target: str, dist: DistContext | None = None) -> Path:
 
 
 def distill(
-    config: DistillConfig = DistillConfig(), resume: bool = False, dist: DistContext | None = None
+    config: DistillConfig = DistillConfig(),  # noqa: B008  (frozen: one shared default is safe)
+    resume: bool = False,
+    dist: DistContext | None = None,
 ) -> Report | None:
     """Run the whole pipeline and return the report (also written to ``config.out``).
 
@@ -319,7 +224,7 @@ def prepare_run(
     # Sizing builds heads with one output per class, or per embedding dimension.
     sized_data = dataclasses.replace(teaching.data, num_classes=teaching.num_outputs)
     size = size_student_to_budget
-    args = (inputs.target, sized_data, teaching.params, config.student_family)
+    args = (inputs.target, sized_data, teaching.params, config.student)
     sizing = size(*args) if dist is None else dist.from_main(size, *args)  # measures: rank 0
     lap("size")
     return PreparedRun(
@@ -576,7 +481,7 @@ def _bench_interleaved(run: PreparedRun, refs: list[ModelRef]) -> list[ModelResu
     config, target = run.config, run.target
     settings = BenchSettings(
         processes=config.bench_processes,
-        min_time_s=config.bench_min_time_s / config.bench_processes,
+        seconds_per_process=config.bench_seconds / config.bench_processes,
     )
     reference = next((r.name for r in refs if r.role == "teacher"), None)
     results, _ = measure_models(
@@ -601,7 +506,7 @@ def _bench_in_process(run: PreparedRun, refs: list[ModelRef]) -> list[ModelResul
             target.threads,
             target.batch_size,
             teacher_logits,
-            config.bench_min_time_s,
+            config.bench_seconds,
             task=config.task,
             model=in_process.get(ref.name),
         )

@@ -2,7 +2,8 @@
 
 A profile is a TOML file (``targets/*.toml`` ships ``mobile``/``phone``, ``iot`` and ``car``; users
 bring their own by path). It is read into frozen dataclasses; an unknown key, a missing field, a
-wrong type or a negative budget is refused with one line naming the file and the field.
+wrong type or a negative budget is refused with one line naming the file and the field (every
+problem at once, with its line: the validator of run files, ``edgekd.config.check_table``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any
 
+from edgekd.config import check_table, describe_problems
 from edgekd.errors import TargetError
 
 TARGETS_DIR = Path(
@@ -22,6 +24,15 @@ TARGETS_DIR = Path(
 )
 
 PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def _not_negative(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Budgets and device figures are sizes, rates and fractions: none is below zero."""
+    return [
+        (name, f"must not be negative, got {v}")
+        for name, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v < 0
+    ]
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,10 @@ class DeviceSpec:
     cache_mb: float = 0.0
     cache_bandwidth_gbs: float = 0.0
 
+    @classmethod
+    def field_problems(cls, values: dict[str, Any]) -> list[tuple[str, str]]:
+        return _not_negative(values)
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -66,6 +81,10 @@ class Budget:
     accuracy_drop: float
     latency_vs_teacher: float = 0.0
 
+    @classmethod
+    def field_problems(cls, values: dict[str, Any]) -> list[tuple[str, str]]:
+        return _not_negative(values)
+
 
 @dataclass(frozen=True)
 class TargetProfile:
@@ -80,7 +99,7 @@ class TargetProfile:
     budget: Budget
     aliases: tuple[str, ...] = ()
     source: str = ""
-    path: str = field(default="", compare=False)
+    path: str = field(default="", compare=False, metadata={"toml": False})  # set by the loader
 
     def __post_init__(self) -> None:
         where = self.path or self.name
@@ -126,72 +145,16 @@ class TargetProfile:
 # --- loading -------------------------------------------------------------------------------------
 
 
-def _check_type(value: Any, hint: Any, where: str, key: str) -> Any:
-    """Coerce ints to floats where a float is wanted; refuse everything else that does not match."""
-    origin = getattr(hint, "__origin__", None)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TargetError(
-                f"{where}: field '{key}' must be a number, got {type(value).__name__}"
-            )
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TargetError(
-                f"{where}: field '{key}' must be an integer, got {type(value).__name__}"
-            )
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise TargetError(
-                f"{where}: field '{key}' must be a string, got {type(value).__name__}"
-            )
-        return value
-    if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise TargetError(f"{where}: field '{key}' must be a list of strings")
-        return tuple(value)
-    raise AssertionError(f"unhandled type {hint}")  # pragma: no cover
-
-
-def _build(cls: type, table: Any, where: str, prefix: str = "") -> Any:
-    if not isinstance(table, dict):
-        raise TargetError(f"{where}: field '{prefix.rstrip('.')}' must be a table")
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
-    for key in table:
-        if key not in fields:
-            raise TargetError(f"{where}: unknown field '{prefix}{key}'")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        key = f"{prefix}{name}"
-        if name not in table:
-            has_default = (
-                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            )
-            if has_default:
-                continue
-            raise TargetError(f"{where}: missing field '{key}'")
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, table[name], where, f"{key}.")
-        else:
-            kwargs[name] = _check_type(table[name], hint, where, key)
-    if cls in (Budget, DeviceSpec):
-        for name, v in kwargs.items():
-            if isinstance(v, int | float) and v < 0:
-                raise TargetError(f"{where}: field '{prefix}{name}' must not be negative, got {v}")
-    if cls is TargetProfile:
-        kwargs["path"] = where  # so that __post_init__ errors name the file
-    return cls(**kwargs)
-
-
 def parse_target(text: str, where: str) -> TargetProfile:
+    """The profile TOML ``text`` describes; ``where`` (its file) names it in every error."""
     try:
         table = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise TargetError(f"{where}: not valid TOML ({exc})") from None
-    return _build(TargetProfile, table, where)
+    values, problems = check_table(table, TargetProfile)
+    if problems:
+        raise TargetError(describe_problems(where, problems, text))
+    return TargetProfile(**values, path=where)  # so that __post_init__ errors name the file
 
 
 def _shipped() -> dict[str, Path]:

@@ -23,7 +23,7 @@ from edgekd.runtimes import all_runtimes, get_runtime
 
 runner = CliRunner()
 FAST = ["--processes", "2", "--min-time", "0.01"]
-SETTINGS = BenchSettings(processes=1, min_samples=10, min_time_s=0.01, large_batch=8)
+SETTINGS = BenchSettings(processes=1, min_samples=10, seconds_per_process=0.01, large_batch=8)
 
 REPORT_MODEL_KEYS = {
     "name", "path", "format", "precision", "provider", "params", "size_bytes", "latency_ms",

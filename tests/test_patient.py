@@ -229,7 +229,7 @@ def fake_setup(monkeypatch):
 
 def test_tuning_respects_its_budget(fake_setup, tmp_path, monkeypatch) -> None:
     from edgekd import tune as tune_module
-    from edgekd.pipeline import DistillConfig
+    from edgekd.config import DistillConfig
 
     clock = FakeClock()  # time passes only in the trials' epochs: no wall-clock flakiness
     monkeypatch.setattr(tune_module, "time", clock)
@@ -248,7 +248,7 @@ def test_tuning_respects_its_budget(fake_setup, tmp_path, monkeypatch) -> None:
 
 
 def test_random_search_prunes_bad_trials_and_starts_from_the_defaults(fake_setup, tmp_path):
-    from edgekd.pipeline import DistillConfig
+    from edgekd.config import DistillConfig
 
     settings = TuneSettings(budget_s=60, max_trials=12, backend="random", warmup_epochs=2)
     result = tune(DistillConfig(epochs=6), settings, tmp_path / "t")
@@ -380,7 +380,7 @@ def fake_optuna():
 def test_optuna_backend(fake_setup, tmp_path, monkeypatch) -> None:
     import sys
 
-    from edgekd.pipeline import DistillConfig
+    from edgekd.config import DistillConfig
 
     try:
         import optuna  # noqa: F401
@@ -396,7 +396,7 @@ def test_optuna_backend(fake_setup, tmp_path, monkeypatch) -> None:
 def test_asking_for_optuna_without_it_is_one_clear_error(fake_setup, tmp_path, monkeypatch):
     import sys
 
-    from edgekd.pipeline import DistillConfig
+    from edgekd.config import DistillConfig
 
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
     with pytest.raises(BadInputError, match="pip install 'edgekd\\[tune\\]'"):
@@ -415,8 +415,8 @@ def test_asking_for_optuna_without_it_is_one_clear_error(fake_setup, tmp_path, m
 def test_epochs_follow_the_augmentation_unless_given(toy, kind, augment, epochs, expected):
     from types import SimpleNamespace
 
+    from edgekd.config import DistillConfig
     from edgekd.distill.job import make_job
-    from edgekd.pipeline import DistillConfig
 
     teaching = SimpleNamespace(
         model=nn.Identity(), params=10**4, data=replace(toy, input_kind=kind)

@@ -9,6 +9,7 @@ host, the thread settings and the measurement settings with the figures. It judg
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
@@ -97,7 +98,7 @@ def benchmark(
         raise BadInputError("give at least one model to benchmark")
     profile = target if isinstance(target, TargetProfile) else load_target(target)
     base = settings or BenchSettings()
-    settings = BenchSettings(**{**base.to_dict(), "processes": processes})
+    settings = dataclasses.replace(base, processes=processes)
     for r in runtimes or ():
         get_runtime(r)  # unknown names fail here, before anything is measured
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import Json, Target
 
 
 @verb
@@ -15,9 +16,7 @@ def bench(
         list[str],
         typer.Argument(help="Models: .onnx, edgekd .safetensors, or pkg.module:factory."),
     ],
-    target: Annotated[
-        str, typer.Option(help="Target profile: name, alias, or path to a TOML.")
-    ] = "mobile",
+    target: Target = "mobile",
     data: Annotated[
         str | None,
         typer.Option(help="Test data: 'digits', 'mnist1d' or a .npz (default: random inputs)."),
@@ -34,7 +33,7 @@ def bench(
     ] = 3,
     min_time: Annotated[float, typer.Option(help="Timed seconds per model per process.")] = 0.25,
     out: Annotated[str | None, typer.Option(help="Write the report here (JSON).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Benchmark models on this host: latency (several fresh processes), memory, accuracy."""
     from edgekd.bench.runner import BenchSettings
@@ -49,7 +48,7 @@ def bench(
         teacher=teacher,
         runtimes=runtime,
         processes=processes,
-        settings=BenchSettings(min_time_s=min_time),
+        settings=BenchSettings(seconds_per_process=min_time),
     )
     if out:
         write_json_atomic(out, report.to_dict())

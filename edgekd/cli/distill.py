@@ -1,194 +1,218 @@
-"""`edgekd distill`: the whole pipeline, teacher to budget-verified quantized student."""
+"""`edgekd distill`: the whole pipeline, teacher to budget-verified quantized student.
+
+One option per ``DistillConfig`` field, of the same name, defaulting to the field's default; the
+rest (``--config``, ``--resume``, ``--json``, ``--nproc``, ``--max-restarts``, ``--dist-timeout``)
+say how to run, not what to run.
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import (
+    Config,
+    Data,
+    Epochs,
+    Json,
+    Out,
+    Overwrite,
+    Seed,
+    Student,
+    Target,
+    Teacher,
+    TeacherWeights,
+    field_defaults,
+    settings_from_cli,
+)
+from edgekd.config import DistillConfig
 
-# Options that may accompany --resume (everything else comes from the interrupted run's config).
-_WITH_RESUME = {"resume", "trust_checkpoint", "as_json", "nproc", "max_restarts", "dist_timeout"}
+if TYPE_CHECKING:
+    from edgekd.results import Report
+
+D = field_defaults(DistillConfig)  # the option defaults: written once, on the fields
+
+
+TestData = Annotated[
+    str | None, typer.Option(help="Held-out test data, same format (default: split off).")
+]
+ValData = Annotated[str | None, typer.Option(help="Held-out validation data, same format.")]
+LabelColumn = Annotated[
+    str | None, typer.Option(help="CSV label column (default 'label'; .npz: 'y').")
+]
+TeacherOutput = Annotated[
+    str | None,
+    typer.Option(help="Which output to distil when the teacher returns a tuple or dict."),
+]
+TrustCheckpoint = Annotated[
+    bool,
+    typer.Option(
+        help="Allow loading files that can run code (pickles, TorchScript, .pt2). Only for "
+        "files whose source you trust."
+    ),
+]
+Task = Annotated[str, typer.Option(help="'classification' (logits) or 'embedding' (vectors).")]
+Method = Annotated[
+    str | None, typer.Option(help="Distillation method (default kd; embed for --task embedding).")
+]
+Strategy = Annotated[
+    str | None,
+    typer.Option(
+        help="offline (default), online, self, assistant or blackbox (see `edgekd methods`)."
+    ),
+]
+Pairs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pair",
+        help="STUDENT_LAYER:TEACHER_LAYER for feature methods; repeatable "
+        "(default features:features).",
+    ),
+]
+Temperature = Annotated[float, typer.Option(help="Softmax temperature T for soft targets.")]
+TemperatureEnd = Annotated[
+    float | None, typer.Option(help="Anneal T linearly to this value by the last epoch.")
+]
+Alpha = Annotated[
+    float | None,
+    typer.Option(
+        help="Weight of the hard-label CE; 1 - alpha weights the method (default: its own)."
+    ),
+]
+Weight = Annotated[
+    float | None, typer.Option(help="Multiplier of the method's own loss (default: its own).")
+]
+BatchSize = Annotated[
+    int,
+    typer.Option(help="Training batch size (with --nproc: the global batch, split over workers)."),
+]
+Lr = Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")]
+FinetuneEpochs = Annotated[
+    int, typer.Option(help="Hard-label fine-tune epochs after the strategy.")
+]
+Generations = Annotated[int, typer.Option(help="Born-again generations (--strategy self).")]
+Peer = Annotated[
+    str, typer.Option(help="--strategy online: learn with a copy of the teacher, or a 2nd student.")
+]
+TeacherOnnx = Annotated[
+    str | None, typer.Option(help="Black-box teacher: an ONNX file run with ONNX Runtime.")
+]
+TeacherCmd = Annotated[
+    str | None,
+    typer.Option(help="Black-box teacher: a command run as `CMD IN.npz OUT.npz` per batch."),
+]
+BlackboxOutput = Annotated[
+    str, typer.Option(help="What the black-box teacher gives: probs, topk:K or labels.")
+]
+InitFromTeacher = Annotated[
+    bool,
+    typer.Option(
+        help="Initialise the student from the teacher's weights (every other layer, leading "
+        "channels; same family only)."
+    ),
+]
+TeacherEpochs = Annotated[
+    int | None,
+    typer.Option(
+        help="Epochs for training the default teacher (cached afterwards; default 100 for "
+        "sequences, 40 otherwise)."
+    ),
+]
+BenchSeconds = Annotated[
+    float, typer.Option(help="Minimum timed seconds per model in the benchmark.")
+]
+BenchProcesses = Annotated[
+    int, typer.Option(help="Fresh processes per model in the benchmark (pyperf-style).")
+]
+Augment = Annotated[
+    str | None,
+    typer.Option(
+        help="Transfer-set augmentation, teacher and student on the same view: none, light "
+        "or strong (mixup; for long runs). Default: strong for sequences, else none."
+    ),
+]
+Patience = Annotated[
+    int, typer.Option(help="Stop after N epochs without a better validation score (0: off).")
+]
+Seeds = Annotated[
+    int, typer.Option(help="Train N seeds; report mean +- std (artifacts of the first).")
+]
+Resume = Annotated[
+    str | None,
+    typer.Option(help="Continue the interrupted run in this folder (OUT or OUT.partial)."),
+]
+Nproc = Annotated[
+    int,
+    typer.Option(
+        help="Train with N local worker processes (torchrun + DistributedDataParallel; gloo "
+        "on CPU). Same result as one process with the same --batch-size (global batch)."
+    ),
+]
+MaxRestarts = Annotated[
+    int,
+    typer.Option(
+        help="With --nproc: restart all workers up to N times after a failure; they resume "
+        "from the last complete checkpoint."
+    ),
+]
+DistTimeout = Annotated[
+    float,
+    typer.Option(
+        help="Distributed runs: seconds a worker waits for the others in a collective before "
+        "the run fails (exit 7)."
+    ),
+]
 
 
 @verb
 def distill(
     ctx: typer.Context,
-    target: Annotated[
-        str, typer.Option(help="Target profile: name, alias, or path to a TOML.")
-    ] = "mobile",
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="Training data: 'digits' (default), 'mnist1d', a .npz (one array per model "
-            "input, 'y' labels), a .csv, a folder of class sub-folders, or pkg.module:factory."
-        ),
-    ] = None,
-    test_data: Annotated[
-        str | None, typer.Option(help="Held-out test data, same format (default: split off).")
-    ] = None,
-    val_data: Annotated[
-        str | None, typer.Option(help="Held-out validation data, same format.")
-    ] = None,
-    label_column: Annotated[
-        str | None, typer.Option(help="CSV label column (default 'label'; .npz: 'y').")
-    ] = None,
-    teacher: Annotated[
-        str | None,
-        typer.Option(
-            help="Your teacher: pkg.module:factory, file.py:factory, .onnx, TorchScript .pt, "
-            ".pt2, or a Hugging Face folder (default: a teacher trained on the data)."
-        ),
-    ] = None,
-    teacher_weights: Annotated[
-        str | None, typer.Option(help="Weights for a factory teacher (.safetensors or .pt).")
-    ] = None,
-    teacher_output: Annotated[
-        str | None,
-        typer.Option(help="Which output to distil when the teacher returns a tuple or dict."),
-    ] = None,
-    trust_checkpoint: Annotated[
-        bool,
-        typer.Option(
-            help="Allow loading files that can run code (pickles, TorchScript, .pt2). Only for "
-            "files whose source you trust."
-        ),
-    ] = False,
-    task: Annotated[
-        str, typer.Option(help="'classification' (logits) or 'embedding' (vectors).")
-    ] = "classification",
-    method: Annotated[
-        str | None,
-        typer.Option(help="Distillation method (default kd; embed for --task embedding)."),
-    ] = None,
-    strategy: Annotated[
-        str | None,
-        typer.Option(
-            help="offline (default), online, self, assistant or blackbox (see `edgekd methods`)."
-        ),
-    ] = None,
-    pair: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="STUDENT_LAYER:TEACHER_LAYER for feature methods; repeatable "
-            "(default features:features)."
-        ),
-    ] = None,
-    temperature: Annotated[
-        float, typer.Option(help="Softmax temperature T for soft targets.")
-    ] = 4.0,
-    temperature_end: Annotated[
-        float | None, typer.Option(help="Anneal T linearly to this value by the last epoch.")
-    ] = None,
-    alpha: Annotated[
-        float | None,
-        typer.Option(
-            help="Weight of the hard-label CE; 1 - alpha weights the method (default: its own)."
-        ),
-    ] = None,
-    weight: Annotated[
-        float | None, typer.Option(help="Multiplier of the method's own loss (default: its own).")
-    ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(help="Student training epochs (default: 300 with augmented views, else 100)."),
-    ] = None,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")] = 1e-2,
-    finetune_epochs: Annotated[
-        int, typer.Option(help="Hard-label fine-tune epochs after the strategy.")
-    ] = 0,
-    generations: Annotated[int, typer.Option(help="Born-again generations (--strategy self).")] = 2,
-    peer: Annotated[
-        str,
-        typer.Option(help="--strategy online: learn with a copy of the teacher, or a 2nd student."),
-    ] = "teacher",
-    teacher_onnx: Annotated[
-        str | None, typer.Option(help="Black-box teacher: an ONNX file run with ONNX Runtime.")
-    ] = None,
-    teacher_cmd: Annotated[
-        str | None,
-        typer.Option(help="Black-box teacher: a command run as `CMD IN.npz OUT.npz` per batch."),
-    ] = None,
-    blackbox_output: Annotated[
-        str, typer.Option(help="What the black-box teacher gives: probs, topk:K or labels.")
-    ] = "probs",
-    seed: Annotated[int, typer.Option(help="Seed for splits, initialisation and shuffling.")] = 0,
-    student: Annotated[
-        str | None,
-        typer.Option(
-            help="Student family (see `edgekd students`) or pkg.module:factory; default by "
-            "input kind."
-        ),
-    ] = None,
-    init_from_teacher: Annotated[
-        bool,
-        typer.Option(
-            help="Initialise the student from the teacher's weights (every other layer, leading "
-            "channels; same family only)."
-        ),
-    ] = False,
-    out: Annotated[
-        str | None, typer.Option(help="Output folder (default runs/TARGET-TIMESTAMP).")
-    ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
-    teacher_epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Epochs for training the default teacher (cached afterwards; default 100 for "
-            "sequences, 40 otherwise)."
-        ),
-    ] = None,
-    bench_seconds: Annotated[
-        float, typer.Option(help="Minimum timed seconds per model in the benchmark.")
-    ] = 0.5,
-    config: Annotated[
-        str | None,
-        typer.Option(help="TOML file whose keys mirror these options; options given win."),
-    ] = None,
-    resume: Annotated[
-        str | None,
-        typer.Option(help="Continue the interrupted run in this folder (OUT or OUT.partial)."),
-    ] = None,
-    bench_processes: Annotated[
-        int, typer.Option(help="Fresh processes per model in the benchmark (pyperf-style).")
-    ] = 3,
-    augment: Annotated[
-        str | None,
-        typer.Option(
-            help="Transfer-set augmentation, teacher and student on the same view: none, light "
-            "or strong (mixup; for long runs). Default: strong for sequences, else none."
-        ),
-    ] = None,
-    patience: Annotated[
-        int, typer.Option(help="Stop after N epochs without a better validation score (0: off).")
-    ] = 0,
-    seeds: Annotated[
-        int, typer.Option(help="Train N seeds; report mean +- std (artifacts of the first).")
-    ] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print report.json to stdout.")] = False,
-    nproc: Annotated[
-        int,
-        typer.Option(
-            help="Train with N local worker processes (torchrun + DistributedDataParallel; gloo "
-            "on CPU). Same result as one process with the same --batch-size (global batch)."
-        ),
-    ] = 1,
-    max_restarts: Annotated[
-        int,
-        typer.Option(
-            help="With --nproc: restart all workers up to N times after a failure; they resume "
-            "from the last complete checkpoint."
-        ),
-    ] = 0,
-    dist_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Distributed runs: seconds a worker waits for the others in a collective before "
-            "the run fails (exit 7)."
-        ),
-    ] = 300.0,
+    target: Target = D["target"],
+    data: Data = D["data"],
+    test_data: TestData = D["test_data"],
+    val_data: ValData = D["val_data"],
+    label_column: LabelColumn = D["label_column"],
+    teacher: Teacher = D["teacher"],
+    teacher_weights: TeacherWeights = D["teacher_weights"],
+    teacher_output: TeacherOutput = D["teacher_output"],
+    trust_checkpoint: TrustCheckpoint = D["trust_checkpoint"],
+    task: Task = D["task"],
+    method: Method = D["method"],
+    strategy: Strategy = D["strategy"],
+    pairs: Pairs = None,  # the field's () is its default; Typer gives None for "not given"
+    temperature: Temperature = D["temperature"],
+    temperature_end: TemperatureEnd = D["temperature_end"],
+    alpha: Alpha = D["alpha"],
+    weight: Weight = D["weight"],
+    epochs: Epochs = D["epochs"],
+    lr: Lr = D["lr"],
+    batch_size: BatchSize = D["batch_size"],
+    finetune_epochs: FinetuneEpochs = D["finetune_epochs"],
+    generations: Generations = D["generations"],
+    peer: Peer = D["peer"],
+    teacher_onnx: TeacherOnnx = D["teacher_onnx"],
+    teacher_cmd: TeacherCmd = D["teacher_cmd"],
+    blackbox_output: BlackboxOutput = D["blackbox_output"],
+    seed: Seed = D["seed"],
+    student: Student = D["student"],
+    init_from_teacher: InitFromTeacher = D["init_from_teacher"],
+    out: Out = D["out"],
+    overwrite: Overwrite = D["overwrite"],
+    teacher_epochs: TeacherEpochs = D["teacher_epochs"],
+    bench_seconds: BenchSeconds = D["bench_seconds"],
+    config: Config = None,
+    resume: Resume = None,
+    bench_processes: BenchProcesses = D["bench_processes"],
+    augment: Augment = D["augment"],
+    patience: Patience = D["patience"],
+    seeds: Seeds = D["seeds"],
+    as_json: Json = False,
+    nproc: Nproc = 1,
+    max_restarts: MaxRestarts = 0,
+    dist_timeout: DistTimeout = 300.0,
 ) -> None:
     """Distil a teacher into a student sized for the target; export, quantize, bench, gate.
 
@@ -199,48 +223,22 @@ def distill(
     Several workers: --nproc N here, or `torchrun ... -m edgekd distill ...` (multi-node); a
     failed worker ends the run with exit code 7 naming its rank.
     """
-    from edgekd.errors import BadInputError
-    from edgekd.pipeline import DistillConfig, resume_config
-    from edgekd.pipeline import distill as run_distill
-    from edgekd.report.markdown import print_summary
     from edgekd.safety import check_versions
 
     for message in check_versions():
         typer.echo(f"edgekd: warning: {message}", err=True)
-    # Options typed on the command line (typer >= 0.29 vendors click: compare by enum name).
-    explicit = ("COMMANDLINE", "ENVIRONMENT")
-    given = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") in explicit}
-    if resume is not None:
-        extra = sorted(given - _WITH_RESUME)
-        if extra:
-            flags = ", ".join("--" + name.replace("_", "-") for name in extra)
-            raise BadInputError(f"--resume continues a run as it was configured; drop {flags}")
-        settings = resume_config(resume, trust_checkpoint=trust_checkpoint)
-    else:
-        options = {
-            "target": target, "data": data, "test_data": test_data, "val_data": val_data,
-            "label_column": label_column, "teacher": teacher, "teacher_weights": teacher_weights,
-            "teacher_output": teacher_output, "trust_checkpoint": trust_checkpoint, "task": task,
-            "method": method, "temperature": temperature, "alpha": alpha, "epochs": epochs,
-            "lr": lr, "seed": seed, "student_family": student,
-            "init_from_teacher": init_from_teacher, "out": out, "overwrite": overwrite,
-            "teacher_epochs": teacher_epochs, "bench_min_time_s": bench_seconds,
-            "strategy": strategy, "pairs": tuple(pair or ()), "temperature_end": temperature_end,
-            "method_weight": weight, "finetune_epochs": finetune_epochs,
-            "generations": generations, "peer": peer, "teacher_onnx": teacher_onnx,
-            "teacher_cmd": teacher_cmd, "blackbox_output": blackbox_output,
-            "bench_processes": bench_processes, "augment": augment, "patience": patience,
-            "seeds": seeds,
-        }  # fmt: skip
-        values = options
-        if config is not None:  # the file's values, under the options given explicitly
-            from edgekd.config import load_config_file
+    settings = settings_from_cli(ctx, DistillConfig, config, resume)
+    report = _launch_workers_or_run(settings, resume is not None, nproc, max_restarts, dist_timeout)
+    if report is not None:  # None: the workers ran, or a worker other than rank 0
+        _print(report, as_json)
 
-            values = load_config_file(config, DistillConfig, refused=("trust_checkpoint",))
-            renamed = {"student": "student_family", "bench_seconds": "bench_min_time_s"}
-            keys = {renamed.get(name, name) for name in given}
-            values.update({k: v for k, v in options.items() if k in keys})
-        settings = DistillConfig(**values)
+
+def _launch_workers_or_run(
+    settings: DistillConfig, resume: bool, nproc: int, max_restarts: int, dist_timeout: float
+) -> Report | None:
+    """Start ``nproc`` workers that each run this command (None), or run here (the report)."""
+    from edgekd.errors import BadInputError
+    from edgekd.pipeline import distill as run_distill
     from edgekd.train.distributed import distributed_session, worker_env
 
     if nproc < 1:
@@ -254,17 +252,20 @@ def distill(
         if "distill" not in args:  # called from Python (CliRunner), not from a command line
             raise BadInputError("--nproc re-runs the command line: `edgekd distill ... --nproc N`")
         launch_workers(nproc, args, max_restarts)
-        return
+        return None
     with distributed_session(dist_timeout) as dist:  # None outside torchrun
-        report = run_distill(settings, resume=resume is not None, dist=dist)
-    if report is None:  # a worker other than rank 0: rank 0 prints the summary
-        return
+        return run_distill(settings, resume=resume, dist=dist)
+
+
+def _print(report: Report, as_json: bool) -> None:
+    from edgekd.report.markdown import print_summary
+
     if as_json:
         typer.echo(report.to_json())
-    else:
-        print_summary(report)
-        typer.echo(f"report: {report.out_dir}/report.md")
-        # distill exits 0 when it produced its artifacts; `edgekd gate` is the step that fails CI.
-        typer.echo(
-            f"gate: {report.gate.get('verdict')} (in CI: edgekd gate {report.out_dir}/report.json)"
-        )
+        return
+    print_summary(report)
+    typer.echo(f"report: {report.out_dir}/report.md")
+    # distill exits 0 when it produced its artifacts; `edgekd gate` is the step that fails CI.
+    typer.echo(
+        f"gate: {report.gate.get('verdict')} (in CI: edgekd gate {report.out_dir}/report.json)"
+    )

@@ -8,18 +8,14 @@ from typing import Annotated
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import Data, Json, Target
 
 
 @verb
 def export(
     checkpoint: Annotated[str, typer.Argument(help="edgekd .safetensors checkpoint.")],
-    target: Annotated[
-        str, typer.Option(help="Target profile (its opset is used): name, alias or TOML path.")
-    ] = "mobile",
-    data: Annotated[
-        str | None,
-        typer.Option(help="Data for the parity check: 'digits' (default), 'mnist1d' or a .npz."),
-    ] = None,
+    target: Target = "mobile",
+    data: Data = None,
     out: Annotated[
         str | None, typer.Option(help="Output .onnx (default: the checkpoint's name).")
     ] = None,
@@ -36,7 +32,7 @@ def export(
     min_top1_agreement: Annotated[
         float, typer.Option(help="Smallest allowed top-1 agreement with PyTorch (0..1).")
     ] = 0.999,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Export a checkpoint to ONNX: checker, shape inference, parity with PyTorch on real inputs."""
     from edgekd.export import ParityThresholds, export_checkpoint

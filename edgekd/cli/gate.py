@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import Json
 
 
 @verb
@@ -40,7 +41,7 @@ def gate(
     junit: Annotated[
         str | None, typer.Option(help="Write JUnit XML here: one test case per budget line.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the verdicts as JSON.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Check a report against the target's budget; exit 0 pass, 3 fail, 4 inconclusive."""
     import json

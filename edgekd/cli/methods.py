@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import Json
 
 
 def _method_rows() -> list[dict]:
@@ -41,7 +41,7 @@ def _strategy_rows() -> list[dict]:
 
 @verb
 def methods(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Json = False,
 ) -> None:
     """List the distillation methods (--method) and strategies (--strategy)."""
     rows, strategies = _method_rows(), _strategy_rows()

@@ -8,21 +8,14 @@ from typing import Annotated
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import Data, Json, Overwrite, Target
 
 
 @verb
 def quantize(
     model: Annotated[str, typer.Argument(help="fp32 ONNX model (e.g. from `edgekd export`).")],
-    target: Annotated[
-        str, typer.Option(help="Target profile: name, alias or path to a TOML.")
-    ] = "mobile",
-    data: Annotated[
-        str | None,
-        typer.Option(
-            help="Calibration (train split) and evaluation (val split) data: 'digits' "
-            "(default), 'mnist1d' or a .npz."
-        ),
-    ] = None,
+    target: Target = "mobile",
+    data: Data = None,
     out: Annotated[
         str | None, typer.Option(help="Output folder (default: MODEL-quantized beside MODEL).")
     ] = None,
@@ -42,8 +35,8 @@ def quantize(
             help="If no int8 variant fits, keep the most sensitive nodes in fp32.",
         ),
     ] = True,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print quantization.json.")] = False,
+    overwrite: Overwrite = False,
+    as_json: Json = False,
 ) -> None:
     """Quantize MODEL every way the target allows; keep the fastest within the accuracy budget."""
     from edgekd.quantize.select import QuantSearch, format_variants, quantize_for_target

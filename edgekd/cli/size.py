@@ -8,25 +8,19 @@ from typing import Annotated
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import Data, Json, Seed, Student, Target
 
 
 @verb
 def size(
-    target: Annotated[
-        str, typer.Option(help="Target profile: name, alias, or path to a TOML.")
-    ] = "mobile",
-    data: Annotated[
-        str | None, typer.Option(help="Data: 'digits' (default), 'mnist1d', or a .npz.")
-    ] = None,
-    student: Annotated[
-        str | None,
-        typer.Option(help="Student family (see `edgekd students`) or pkg.module:factory."),
-    ] = None,
+    target: Target = "mobile",
+    data: Data = None,
+    student: Student = None,
     precision: Annotated[
         str, typer.Option(help="Check the budget at this precision: fp32 or int8.")
     ] = "fp32",
-    seed: Annotated[int, typer.Option(help="Seed for the data split.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    seed: Seed = 0,
+    as_json: Json = False,
 ) -> None:
     """Size a student for TARGET: every candidate's params, MACs, file size, estimated device
     latency and memory, measured host latency, and which budget lines it breaks."""

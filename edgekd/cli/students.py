@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import Json
 
 
 @verb
 def students(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Json = False,
 ) -> None:
     """List the student families, the inputs each takes, and the depths the size search tries."""
     from edgekd.students import all_families

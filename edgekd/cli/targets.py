@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
 
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import Json
 
 
 @verb
 def targets(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: Json = False,
 ) -> None:
     """List the shipped target profiles and their budgets."""
     from edgekd.targets import list_targets

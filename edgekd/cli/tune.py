@@ -7,6 +7,22 @@ from typing import Annotated
 import typer
 
 from edgekd.cli._app import verb
+from edgekd.cli.options import (
+    Config,
+    Data,
+    Epochs,
+    Json,
+    Seed,
+    Student,
+    Target,
+    Teacher,
+    TeacherWeights,
+    field_defaults,
+    settings_from_cli,
+)
+from edgekd.config import DistillConfig
+
+D = field_defaults(DistillConfig)  # the trials' defaults are distill's
 
 
 @verb
@@ -15,26 +31,13 @@ def tune(
     time_budget: Annotated[
         float, typer.Option(help="Seconds for the whole search (teacher, sizing, trials).")
     ] = 600.0,
-    target: Annotated[str, typer.Option(help="Target profile: name, alias or TOML.")] = "mobile",
-    data: Annotated[
-        str | None, typer.Option(help="Training data, as for `edgekd distill` (default digits).")
-    ] = None,
-    teacher: Annotated[
-        str | None, typer.Option(help="Your teacher, as for `edgekd distill`.")
-    ] = None,
-    teacher_weights: Annotated[
-        str | None, typer.Option(help="Weights for a factory teacher.")
-    ] = None,
-    student: Annotated[
-        str | None, typer.Option(help="Student family (default by input kind).")
-    ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            help="Training epochs of every trial (default: 300, distill's patient schedule)."
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the data split, the student and sampler.")] = 0,
+    target: Target = D["target"],
+    data: Data = D["data"],
+    teacher: Teacher = D["teacher"],
+    teacher_weights: TeacherWeights = D["teacher_weights"],
+    student: Student = D["student"],
+    epochs: Epochs = D["epochs"],
+    seed: Seed = D["seed"],
     trials: Annotated[
         int | None, typer.Option(help="At most this many trials (default: until the budget).")
     ] = None,
@@ -44,14 +47,12 @@ def tune(
     methods: Annotated[
         str, typer.Option(help="Comma-separated logit methods to search.")
     ] = "kd,mse,dkd",
-    config: Annotated[
-        str | None,
-        typer.Option(help="A run TOML (as for `edgekd distill --config`) to start from."),
+    config: Config = None,
+    # Not DistillConfig.out (each trial's run folder): the search's own folder.
+    tune_out: Annotated[
+        str | None, typer.Option("--out", help="Output folder (default runs/tune-TIMESTAMP).")
     ] = None,
-    out: Annotated[
-        str | None, typer.Option(help="Output folder (default runs/tune-TIMESTAMP).")
-    ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print tune.json to stdout.")] = False,
+    as_json: Json = False,
 ) -> None:
     """Search temperature, alpha, learning rate, augmentation and method; write the winner.
 
@@ -60,31 +61,16 @@ def tune(
     """
     import json
 
-    from edgekd.pipeline import DistillConfig
     from edgekd.tune import TuneSettings
     from edgekd.tune import tune as run_tune
 
-    options = {
-        "target": target, "data": data, "teacher": teacher, "teacher_weights": teacher_weights,
-        "student": student, "epochs": epochs, "seed": seed,
-    }  # fmt: skip
-    explicit = ("COMMANDLINE", "ENVIRONMENT")
-    given = {n for n in ctx.params if getattr(ctx.get_parameter_source(n), "name", "") in explicit}
-    values = {k: v for k, v in options.items() if v is not None}
-    if config is not None:  # the file's values, under the options given explicitly
-        from edgekd.config import load_config_file
-
-        values = load_config_file(config, DistillConfig, refused=("trust_checkpoint",))
-        values.update({k: v for k, v in options.items() if k in given})
-    if "student" in values:
-        values["student_family"] = values.pop("student")
     settings = TuneSettings(
         budget_s=time_budget,
         max_trials=trials,
         backend=backend,
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
     )
-    result = run_tune(DistillConfig(**values), settings, out)
+    result = run_tune(settings_from_cli(ctx, DistillConfig, config), settings, tune_out)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return

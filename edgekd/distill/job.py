@@ -84,7 +84,7 @@ def make_job(
     method_options = MethodOptions(
         temperature=config.temperature,
         temperature_end=config.temperature_end,
-        weight=config.method_weight,
+        weight=config.weight,
         pairs=config.pairs,
     )
     options = StrategyOptions(

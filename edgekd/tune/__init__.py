@@ -111,7 +111,7 @@ class TuneResult:
     out: str | None = None
 
     def best_config(self):
-        from edgekd.pipeline import DistillConfig
+        from edgekd.config import DistillConfig
 
         return DistillConfig(**{**self.base, **self.best.params})
 
@@ -218,7 +218,7 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
 def run_toml(result: TuneResult) -> str:
     """The winner as a ``DistillConfig`` TOML: the settings that differ from the defaults plus
     every searched one, so ``edgekd distill --config run.toml`` reproduces the winning trial."""
-    from edgekd.pipeline import DistillConfig
+    from edgekd.config import DistillConfig
 
     defaults = dataclasses.asdict(DistillConfig())
     values = {**result.base, **result.best.params}
@@ -341,8 +341,8 @@ class TrialRunner:
 
     def evaluate(self, params: dict[str, Any], on_epoch: Callable[[float], None]) -> float:
         """Train the student as ``distill`` would with ``params``; its validation score."""
+        from edgekd.config import DistillConfig
         from edgekd.distill.job import make_job, train_offline
-        from edgekd.pipeline import DistillConfig
         from edgekd.train.loop import predict_logits
 
         run = self.run
