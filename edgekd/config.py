@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from edgekd.distill import DEFAULT_TEMPERATURE
+from edgekd.distill import DEFAULT_TEMPERATURE, MethodOptions
 from edgekd.errors import BadInputError
 from edgekd.rundir import CONFIG_FILE, find_interrupted_run
 
@@ -223,7 +223,6 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "lr": (lambda v: v > 0, "must be > 0"),
     "batch_size": (lambda v: v >= 1, "must be >= 1"),
     "alpha": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
-    "temperature": (lambda v: v > 0, "must be > 0"),
     "bench_seconds": (lambda v: v > 0, "must be > 0"),
     "task": _one_of("edgekd.teacher.prepare", "TASKS"),
     "augment": _one_of("edgekd.data.augment", "LEVELS"),
@@ -307,6 +306,7 @@ class DistillConfig:
             for k, (ok, what) in _RULES.items()
             if values.get(k) is not None and not ok(values[k])
         ]
+        out += MethodOptions.field_problems(values)  # temperature(_end): checked there, once
         for k in ("teacher_weights", "teacher_output"):
             if values.get(k) and not values.get("teacher"):
                 out.append((k, "needs a teacher (--teacher)"))

@@ -15,7 +15,6 @@ def _method_rows() -> list[dict]:
 
     rows = []
     for name, cls in sorted(all_methods().items()):
-        m = cls()
         rows.append(
             {
                 "name": name,
@@ -24,7 +23,7 @@ def _method_rows() -> list[dict]:
                 "default_alpha": cls.default_alpha,
                 "default_weight": cls.default_weight,
                 "paper_weight": cls.paper_weight,
-                "needs": "teacher layers" if m.teacher_taps else "teacher logits",
+                "needs": "teacher layers" if cls.needs_layers else "teacher logits",
             }
         )
     return rows
