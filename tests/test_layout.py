@@ -63,7 +63,8 @@ def test_public_verbs_resolve() -> None:
 
 def test_losses_public_names() -> None:
     losses = importlib.import_module("edgekd.losses")
-    assert set(losses.__all__) == {"at", "dkd", "fitnet", "kd", "mse_logits", "pkt", "rkd", "sp"}
+    # the published names stay; a new method adds its own
+    assert set(losses.__all__) >= {"at", "dkd", "fitnet", "kd", "mse_logits", "pkt", "rkd", "sp"}
     for name in losses.__all__:
         assert callable(getattr(losses, name)), name
 
