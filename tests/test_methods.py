@@ -108,7 +108,7 @@ def test_methods_command_lists_the_registry():
 
 
 def test_unknown_method_is_a_clear_error():
-    with pytest.raises(BadInputError, match="unknown method 'nope'.*known: at, dkd"):
+    with pytest.raises(BadInputError, match="unknown method 'nope'.*known: at, .*dkd"):
         make_method("nope")
 
 
