@@ -33,8 +33,9 @@ the table is ``edgekd.report.sizing_table``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from edgekd.bench.memory import RUNTIME_BASELINE_FALLBACK_MB, runtime_baseline_mb
-from edgekd.data import DataBundle
 from edgekd.sizing.candidate import (
     INT8_CALIBRATION_SAMPLES,
     MAX_SHARE_OF_TEACHER,
@@ -73,17 +74,15 @@ __all__ = [
 ]
 
 
-def default_teacher_params(data: DataBundle) -> int | None:
-    """Parameters of the default teacher ``distill`` would train for this data (built, not
-    trained); None where there is no default teacher."""
-    from edgekd.students import build_student, count_params
-    from edgekd.teacher.default import DEFAULT_TEACHERS
+def __getattr__(name: str) -> Any:
+    # ``default_teacher_params`` lives with the default teacher; imported on first use because
+    # edgekd.teacher.default imports torch, which ``import edgekd.sizing`` (report.md's sizing
+    # table) should not pay for.
+    if name == "default_teacher_params":
+        from edgekd.teacher.default import default_teacher_params
 
-    if data.input_kind not in DEFAULT_TEACHERS or len(data.input_names) != 1:
-        return None
-    family, width, depth = DEFAULT_TEACHERS[data.input_kind]
-    shape = data.sample_shapes[data.input_names[0]]
-    return count_params(build_student(family, shape, data.num_classes, width, depth))
+        return default_teacher_params
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def size_for_target(
@@ -100,6 +99,7 @@ def size_for_target(
     """
     from edgekd.data import load_data
     from edgekd.targets import load_target
+    from edgekd.teacher.default import default_teacher_params
 
     bundle = load_data(data, seed=seed)
     return size_student_to_budget(
