@@ -50,8 +50,48 @@ class ModelResult:
     latency_estimate_ms: float | None = None
 
 
+def short_number(v: float) -> str:
+    """A line's figure as its messages write it: ``60,000``, ``0.42``, ``1,234``."""
+    if float(v).is_integer() and abs(v) >= 1000:
+        return f"{int(v):,}"
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+@dataclass(frozen=True)
+class Line:
+    """One budget line: a figure, its limit and unit, and ``kind``, how the figure was obtained
+    or checked (sizing: exact, measured or estimate; the gate: absolute, relative, estimate or
+    regression). Sizing uses it as it is; the gate's ``GateLine`` adds its verdict and reason."""
+
+    name: str
+    value: float | None  # None: the figure is missing (the gate then cannot decide)
+    limit: float
+    unit: str = ""
+    kind: str = ""
+
+    @property
+    def passed(self) -> bool | None:
+        """Within the limit; None where there is no figure."""
+        return None if self.value is None else self.value <= self.limit
+
+    def describe(self) -> str:
+        """The broken line in words: ``model_size_kb 130 KB > 100 KB (estimate)``."""
+        est = " (estimate)" if self.kind == "estimate" else ""
+        value = "-" if self.value is None else short_number(self.value)
+        return f"{self.name} {value}{self.unit} > {short_number(self.limit)}{self.unit}{est}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "passed": self.passed}
+
+
 @dataclass(frozen=True)
 class BudgetLine:
+    """A decided line as report.json's ``budget`` list keeps it (``passed`` None: inconclusive).
+
+    Its fields, their order and its missing ``kind`` are the schema (``Report.to_dict`` writes
+    them with ``asdict``), so it is not a ``Line`` subclass; ``GateLine.to_budget_line`` makes it.
+    """
+
     name: str
     limit: float
     value: float | None

@@ -15,6 +15,7 @@ from edgekd.data import load_data
 from edgekd.errors import BadInputError
 from edgekd.sizing import (
     MEMORY_FACTOR,
+    SizingRequest,
     build_candidate,
     check_lines,
     size_student_to_budget,
@@ -167,6 +168,33 @@ def test_unmeetable_budget_names_the_line_and_what_the_smallest_needs(digits) ->
 def test_precision_must_be_one_the_target_runs(digits) -> None:
     with pytest.raises(BadInputError, match="target 'iot' does not run fp16"):
         size_student_to_budget(load_target("iot"), digits, None, precision="fp16", **FAST)
+
+
+def test_the_request_is_checked_when_made(digits) -> None:
+    iot = load_target("iot")
+    with pytest.raises(BadInputError, match="target 'iot' does not run fp16"):
+        SizingRequest(iot, digits, precision="fp16")
+    with pytest.raises(BadInputError, match="max_share_of_teacher must be > 0, got 0"):
+        SizingRequest(iot, digits, 140_458, max_share=0)
+    request = SizingRequest(iot, digits, 140_458)
+    assert request.breaks_exact_line(iot.budget.params + 1)
+    assert request.breaks_exact_line(int(0.25 * 140_458) + 1)
+    assert not request.breaks_exact_line(1000)
+
+
+def test_sizing_and_the_gate_share_one_line_type(iot_search) -> None:
+    """Sizing's lines are ``results.Line``; the gate's extend it. A sizing line's dict (kept in
+    report.json under student.sizing) keeps its keys, in order."""
+    from edgekd.gate import GateLine
+    from edgekd.results import Line
+
+    assert issubclass(GateLine, Line)
+    line = iot_search.chosen.line("params")
+    assert type(line) is Line and line.passed
+    assert list(line.to_dict()) == ["name", "value", "limit", "unit", "kind", "passed"]
+    assert Line("model_size_kb", 130.0, 100.0, " KB", "estimate").describe() == (
+        "model_size_kb 130 KB > 100 KB (estimate)"
+    )
 
 
 def test_int8_columns_are_the_file_distill_writes(iot_search, digits, tmp_path) -> None:

@@ -34,7 +34,7 @@ def size(
     from rich.console import Console
     from rich.table import Table
 
-    from edgekd.sizing import TABLE_COLUMNS, sizing_rows
+    from edgekd.report.sizing_table import TABLE_COLUMNS, sizing_rows
 
     table = Table(
         title=f"student sizes for {result.target}, checked at {result.precision} "

@@ -31,7 +31,7 @@ from edgekd.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_OK
 from edgekd.gate.checks import Verdict, check_absolute
 from edgekd.gate.compare import check_ratio, compare_processes
 from edgekd.report.markdown import short_provider
-from edgekd.results import BudgetLine, ModelResult, Report
+from edgekd.results import BudgetLine, Line, ModelResult, Report
 from edgekd.targets import TargetProfile
 
 DEFAULT_THRESHOLD = 0.10
@@ -55,24 +55,28 @@ LINE_NAMES = (
 )
 
 
-@dataclass(frozen=True)
-class GateLine:
-    """One checked line. ``kind``: absolute, relative, estimate or regression."""
+@dataclass(frozen=True, kw_only=True)
+class GateLine(Line):
+    """One checked line of one model: a ``Line`` with the gate's verdict and why.
+    ``kind``: absolute, relative, estimate or regression."""
 
-    name: str
     model: str
     verdict: Verdict
-    value: float | None
-    limit: float
-    unit: str = ""
     kind: str = "absolute"
     detail: str = ""  # what was measured, and where
     reason: str = ""  # why this verdict
 
+    @property
+    def passed(self) -> bool | None:
+        """The verdict's answer, not ``value <= limit``: relative and regression lines compare
+        other figures, and a missing or unsteady figure is INCONCLUSIVE (None)."""
+        return {Verdict.PASS: True, Verdict.FAIL: False}.get(self.verdict)
+
     def to_budget_line(self) -> BudgetLine:
-        passed = {Verdict.PASS: True, Verdict.FAIL: False}.get(self.verdict)
         detail = f"{self.detail}; {self.verdict}: {self.reason}" if self.reason else self.detail
-        return BudgetLine(self.name, self.limit, self.value, passed, self.unit, self.model, detail)
+        return BudgetLine(
+            self.name, self.limit, self.value, self.passed, self.unit, self.model, detail
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,7 +141,17 @@ def _line(name: str, m: ModelResult, limit: float, unit: str, kind: str, detail:
 
     def make(verdict: Verdict, value: float | None, reason: str) -> GateLine:
         value = None if value is None else float(value)
-        return GateLine(name, m.name, verdict, value, float(limit), unit, kind, detail, reason)
+        return GateLine(
+            name=name,
+            model=m.name,
+            verdict=verdict,
+            value=value,
+            limit=float(limit),
+            unit=unit,
+            kind=kind,
+            detail=detail,
+            reason=reason,
+        )
 
     return make
 

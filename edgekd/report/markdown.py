@@ -118,7 +118,7 @@ def to_markdown(report: Report) -> str:
         overall = report.gate.get("verdict") or ("PASS" if report.passed else "FAIL")
         lines += ["", f"**Overall: {overall}**", ""]
     if report.student.get("sizing"):
-        from edgekd.sizing import sizing_markdown
+        from edgekd.report.sizing_table import sizing_markdown
 
         lines += ["## Student sizing", "", sizing_markdown(report.student["sizing"]), ""]
     if report.charts:

@@ -108,5 +108,15 @@ def default_teacher(
     return model, TeacherInfo("default (trained now)", str(path), _params(model), acc, seconds)
 
 
+def default_teacher_params(data: DataBundle) -> int | None:
+    """Parameters of the default teacher ``distill`` would train for this data (built, not
+    trained); None where there is no default teacher. Sizing bounds the student by it."""
+    if data.input_kind not in DEFAULT_TEACHERS or len(data.input_names) != 1:
+        return None
+    family, width, depth = DEFAULT_TEACHERS[data.input_kind]
+    shape = data.sample_shapes[data.input_names[0]]
+    return _params(build_student(family, shape, data.num_classes, width, depth))
+
+
 def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
