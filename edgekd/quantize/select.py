@@ -122,7 +122,9 @@ class QuantSearch:
             raise BadInputError(f"allowed_drop must be in [0, 1], got {self.allowed_drop}")
 
 
-def candidate_configs(target: TargetProfile, search: QuantSearch = QuantSearch()) -> list:
+def candidate_configs(
+    target: TargetProfile, search: QuantSearch = QuantSearch()
+) -> list[QuantConfig]:
     """Every config the search asks for that the target's precisions allow: each config type's
     own grid, in the order the types registered their handlers."""
     return [
@@ -139,7 +141,9 @@ def _latency(runs: list[LatencySamples]) -> dict:
 
 
 class VariantMeter:
-    """Runs a model file on the evaluation split and at the target's batch size."""
+    """Measures model files: accuracy and agreement with fp32 on the evaluation split as each
+    variant is built (:meth:`variant`), latency at the target's batch size for all of them
+    together at the end (:meth:`time`)."""
 
     def __init__(
         self,
