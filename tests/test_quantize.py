@@ -3,9 +3,9 @@ the accuracy budget, and node exclusion rescues a model built to be quantization
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
-import typing
 
 import numpy as np
 import onnx
@@ -25,17 +25,16 @@ from edgekd.quantize import (
     Int8DynamicConfig,
     Int8StaticConfig,
     QuantConfig,
+    config_from_dict,
     preprocess,
     quantize,
 )
-from edgekd.quantize.select import (
-    QuantSearch,
+from edgekd.quantize.select import MODES, QuantSearch, candidate_configs, select_quantization
+from edgekd.quantize.variants import (
     QuantSelection,
     Variant,
-    candidate_configs,
-    choose_variant,
+    choose_quantized_variant,
     format_variants,
-    select_quantization,
     selection_warnings,
 )
 from edgekd.targets import load_target
@@ -66,13 +65,49 @@ def mlp(tmp_path_factory):
     return path, x, y
 
 
+def _config_types(base: type = QuantConfig) -> set[type]:
+    return {t for sub in base.__subclasses__() for t in (sub, *_config_types(sub))}
+
+
 def test_every_config_type_has_a_handler():
-    assert set(typing.get_args(QuantConfig)) == set(HANDLERS)
+    assert _config_types() == set(HANDLERS)
 
 
 # Every mode's own examples (``examples()`` on each config type): a new mode is its config type and
 # handler in edgekd.quantize, and this list grows by itself.
 CONFIGS = [config for config_type in HANDLERS for config in config_type.examples()]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_every_example_round_trips_through_report_json(config):
+    """report.json's ``export.quantization.*.config`` is ``to_dict()``; it makes the same config."""
+    with_nodes = dataclasses.replace(config, nodes_to_exclude=("/fc1/Gemm", "/fc2/Gemm"))
+    for c in (config, with_nodes):
+        again = config_from_dict(json.loads(json.dumps(c.to_dict())))
+        assert again == c and type(again) is type(c) and again.name == c.name
+
+
+def test_config_from_dict_rejects_what_it_cannot_make():
+    with pytest.raises(BadInputError, match="type 'Int4Config' unknown"):
+        config_from_dict({"type": "Int4Config"})
+    with pytest.raises(BadInputError, match="no field"):
+        config_from_dict({"type": "Int8DynamicConfig", "calibration": "minmax"})
+    with pytest.raises(BadInputError, match="calibration 'mse' unknown"):
+        config_from_dict({"type": "Int8StaticConfig", "calibration": "mse"})
+
+
+def test_each_mode_is_named_by_one_config_type_and_searched_through_its_grid():
+    assert MODES == ("dynamic", "qdq", "qoperator", "fp16")
+    owners = [mode for config_type in HANDLERS for mode in config_type.modes]
+    assert len(set(owners)) == len(owners)  # no mode claimed by two config types
+    everything = QuantSearch()
+    for config_type in HANDLERS:
+        grid = config_type.grid(everything)
+        assert grid and all(type(c) is config_type for c in grid)
+        only_others = QuantSearch(modes=tuple(m for m in MODES if m not in config_type.modes))
+        assert config_type.grid(only_others) == ()
+
+
 INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "QGemm", "QLinearMatMul", "MatMulInteger"}
 
 
@@ -258,7 +293,7 @@ def test_warnings_say_when_int8_is_slower_and_why_fp32_won():
     fp32 = _variant("fp32", "fp32", 0.0070)
     slow = _variant("int8-dynamic", "int8", 0.0095)
     tie = _variant("int8-qdq", "int8", 0.0071)
-    chosen, reason = choose_variant(fp32, [slow, tie], 0.02)
+    chosen, reason = choose_quantized_variant(fp32, [slow, tie], 0.02)
     assert (
         chosen is fp32 and "fp32 (7.0 us p50) is faster" in reason and "int8-qdq 7.1 us" in reason
     )
@@ -269,5 +304,5 @@ def test_warnings_say_when_int8_is_slower_and_why_fp32_won():
     assert lines[0].startswith("CPU int8 support on this host: AVX512-VNNI")
     # 784-1200-1200-10: 130 us fp32, 44 us int8 -> int8 chosen, no speed warning.
     fast = _variant("int8-qdq", "int8", 0.044)
-    chosen, reason = choose_variant(_variant("fp32", "fp32", 0.130), [fast], 0.02)
+    chosen, reason = choose_quantized_variant(_variant("fp32", "fp32", 0.130), [fast], 0.02)
     assert chosen is fast and "2.95x" in reason

@@ -10,6 +10,13 @@ Modes:
                        per-tensor weights, MinMax / Entropy / Percentile calibration
     Fp16Config         weights and compute in float16 (GPU targets), inputs and outputs kept fp32
 
+Every config type subclasses :class:`QuantConfig` and lists its own search grid
+(:meth:`QuantConfig.grid`), as torchao's configs subclass ``AOBaseConfig``; ``@handles`` registers
+its handler. A new mode is one config class and one handler: the search
+(:mod:`edgekd.quantize.select`) and the tests find it through :data:`HANDLERS`.
+:func:`config_from_dict` reads back what :meth:`QuantConfig.to_dict` wrote (report.json's
+``export.quantization.*.config``).
+
 Every mode takes ``nodes_to_exclude``: nodes (by name in the pre-processed graph) left in fp32.
 The model is pre-processed with ONNX Runtime's ``quant_pre_process`` (shape inference + graph
 optimisation) before quantizing; :func:`preprocess` is public so that a caller quantizing many
@@ -19,13 +26,15 @@ variants does it once and names nodes in the graph the handlers see.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -36,18 +45,72 @@ CALIBRATIONS = ("minmax", "entropy", "percentile")
 QUANT_FORMATS = ("qdq", "qoperator")
 
 
+class SearchSpace(Protocol):
+    """What a config type's grid reads from the search (``select.QuantSearch``; a protocol here
+    so that the configs do not import the search that uses them). Read-only, as QuantSearch is
+    frozen."""
+
+    @property
+    def modes(self) -> tuple[str, ...]: ...
+
+    @property
+    def granularities(self) -> tuple[str, ...]: ...
+
+    @property
+    def calibrations(self) -> tuple[str, ...]: ...
+
+    @property
+    def num_samples(self) -> int: ...
+
+
 def _check_nodes(nodes: tuple[str, ...]) -> None:
     if not all(isinstance(n, str) and n for n in nodes):
         raise BadInputError(f"nodes_to_exclude must be non-empty node names, got {nodes!r}")
 
 
-def _suffix(config: Int8DynamicConfig | Int8StaticConfig | Fp16Config) -> str:
-    n = len(config.nodes_to_exclude)
-    return f"-excl{n}" if n else ""
+@dataclass(frozen=True)
+class QuantConfig:
+    """One quantization mode's settings; subclass it, once per mode, as a frozen dataclass.
+
+    A subclass declares a ``nodes_to_exclude: tuple[str, ...] = ()`` field (checked here), sets
+    ``precision`` and ``modes`` (its names in ``QuantSearch.modes``), names each variant
+    (``name``) and lists the variants the search tries (``grid``) and the tests run
+    (``examples``). Its handler is registered with ``@handles(SubClass)``.
+    """
+
+    precision: ClassVar[str] = ""  # "int8" | "fp16": matched against the target's precisions
+    needs_calibration: ClassVar[bool] = False
+    modes: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        _check_nodes(self.nodes_to_exclude)
+
+    @property
+    def name(self) -> str:
+        """The variant's label: file names, report rows and the chosen variant use it."""
+        raise NotImplementedError
+
+    def _suffix(self) -> str:
+        n = len(self.nodes_to_exclude)
+        return f"-excl{n}" if n else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"type": <class name>, <field>: <value>, ...}``; :func:`config_from_dict` reads it."""
+        return {"type": type(self).__name__, **dataclasses.asdict(self)}
+
+    @classmethod
+    def grid(cls, search: SearchSpace) -> tuple[QuantConfig, ...]:
+        """The variants of this mode that ``search`` asks for (none unless a mode is named)."""
+        return ()
+
+    @classmethod
+    def examples(cls) -> tuple[QuantConfig, ...]:
+        """One config per variant of this mode, for the tests (each runs on a small model)."""
+        return (cls(),)
 
 
 @dataclass(frozen=True)
-class Int8DynamicConfig:
+class Int8DynamicConfig(QuantConfig):
     """Weights int8 ahead of time, activations quantized per call (no calibration data)."""
 
     per_channel: bool = False
@@ -55,23 +118,25 @@ class Int8DynamicConfig:
     nodes_to_exclude: tuple[str, ...] = ()
 
     precision = "int8"
-    needs_calibration = False
-
-    def __post_init__(self) -> None:
-        _check_nodes(self.nodes_to_exclude)
+    modes = ("dynamic",)
 
     @property
     def name(self) -> str:
-        return "int8-dynamic" + ("-perchannel" if self.per_channel else "") + _suffix(self)
+        return "int8-dynamic" + ("-perchannel" if self.per_channel else "") + self._suffix()
+
+    @classmethod
+    def grid(cls, search: SearchSpace) -> tuple[Int8DynamicConfig, ...]:
+        if "dynamic" not in search.modes:
+            return ()
+        return tuple(cls(per_channel=g == "per-channel") for g in search.granularities)
 
     @classmethod
     def examples(cls) -> tuple[Int8DynamicConfig, ...]:
-        """One config per variant of this mode, for the tests (each runs on a small model)."""
         return (cls(), cls(per_channel=True))
 
 
 @dataclass(frozen=True)
-class Int8StaticConfig:
+class Int8StaticConfig(QuantConfig):
     """Weights and activations int8, activation ranges from calibration on real inputs."""
 
     per_channel: bool = True
@@ -83,6 +148,7 @@ class Int8StaticConfig:
 
     precision = "int8"
     needs_calibration = True
+    modes = QUANT_FORMATS  # the search names static modes by their format
 
     def __post_init__(self) -> None:
         if self.calibration not in CALIBRATIONS:
@@ -96,16 +162,32 @@ class Int8StaticConfig:
             )
         if self.num_samples < 1:
             raise BadInputError(f"num_samples must be >= 1, got {self.num_samples}")
-        _check_nodes(self.nodes_to_exclude)
+        super().__post_init__()
 
     @property
     def name(self) -> str:
         granularity = "perchannel" if self.per_channel else "pertensor"
-        return f"int8-{self.quant_format}-{granularity}-{self.calibration}" + _suffix(self)
+        return f"int8-{self.quant_format}-{granularity}-{self.calibration}" + self._suffix()
+
+    @classmethod
+    def grid(cls, search: SearchSpace) -> tuple[Int8StaticConfig, ...]:
+        """Format x granularity x calibration, in that order (the order variants are reported)."""
+        return tuple(
+            cls(
+                per_channel=granularity == "per-channel",
+                calibration=calibration,
+                num_samples=search.num_samples,
+                quant_format=fmt,
+            )
+            for fmt in QUANT_FORMATS
+            if fmt in search.modes
+            for granularity in search.granularities
+            for calibration in search.calibrations
+        )
 
     @classmethod
     def examples(cls) -> tuple[Int8StaticConfig, ...]:
-        """One config per variant of this mode, for the tests (64 calibration samples: quick)."""
+        """64 calibration samples: quick."""
         return (
             *(cls(calibration=c, num_samples=64) for c in CALIBRATIONS),
             cls(per_channel=False, num_samples=64),
@@ -115,7 +197,7 @@ class Int8StaticConfig:
 
 
 @dataclass(frozen=True)
-class Fp16Config:
+class Fp16Config(QuantConfig):
     """Weights and arithmetic in float16; graph inputs and outputs stay float32."""
 
     keep_io_types: bool = True
@@ -123,32 +205,55 @@ class Fp16Config:
     op_block_list: tuple[str, ...] = field(default=())  # () = ONNX Runtime's default block list
 
     precision = "fp16"
-    needs_calibration = False
-
-    def __post_init__(self) -> None:
-        _check_nodes(self.nodes_to_exclude)
+    modes = ("fp16",)
 
     @property
     def name(self) -> str:
-        return "fp16" + _suffix(self)
+        return "fp16" + self._suffix()
 
     @classmethod
-    def examples(cls) -> tuple[Fp16Config, ...]:
-        """One config per variant of this mode, for the tests."""
-        return (cls(),)
+    def grid(cls, search: SearchSpace) -> tuple[Fp16Config, ...]:
+        return (cls(),) if "fp16" in search.modes else ()
 
 
-QuantConfig = Int8DynamicConfig | Int8StaticConfig | Fp16Config
 Handler = Callable[[QuantConfig, Path, Path, "dict[str, np.ndarray] | None"], None]
-HANDLERS: dict[type, Handler] = {}
+HANDLERS: dict[type[QuantConfig], Handler] = {}
 
 
-def handles(config_type: type):
+def handles(config_type: type[QuantConfig]) -> Callable[[Handler], Handler]:
+    """Register the handler that quantizes with ``config_type`` (one per type, as torchao's
+    ``register_quantize_module_handler``)."""
+    if not issubclass(config_type, QuantConfig):
+        raise TypeError(f"{config_type.__name__} is not a QuantConfig")
+
     def wrap(fn: Handler) -> Handler:
         HANDLERS[config_type] = fn
         return fn
 
     return wrap
+
+
+def config_from_dict(d: Mapping[str, Any]) -> QuantConfig:
+    """The config that :meth:`QuantConfig.to_dict` wrote, e.g. report.json's
+    ``export.quantization.variants[i].config``, so that a chosen variant can be made again.
+
+    >>> config_from_dict({"type": "Int8DynamicConfig", "per_channel": True}).name
+    'int8-dynamic-perchannel'
+    """
+    known = {t.__name__: t for t in HANDLERS}
+    values = dict(d)
+    type_name = values.pop("type", None)
+    config_type = known.get(type_name)
+    if config_type is None:
+        raise BadInputError(
+            f"quantization config type {type_name!r} unknown (known: {', '.join(known)})"
+        )
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise BadInputError(f"{type_name} has no field(s) {', '.join(unknown)}")
+    # JSON has no tuples: tuple fields (node names, op lists) come back as lists.
+    return config_type(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 class _Reader:

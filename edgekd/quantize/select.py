@@ -1,4 +1,4 @@
-"""Accuracy-aware choice of a quantized variant, with honest warnings.
+"""The quantization search: every variant the target allows, measured, then the choice.
 
 Quantize the fp32 model in every mode the target allows, measure each variant's size, latency
 (p50/p95 at the target's batch size and threads), accuracy and agreement with the fp32 model, and
@@ -9,6 +9,9 @@ CPUs without VNNI or dot-product instructions) fp32 wins and the reason says so.
 If no int8 variant fits: try the other calibration methods (percentile, entropy), then keep the
 most quantization-sensitive nodes in fp32 (:mod:`edgekd.quantize.sensitivity`) until one fits,
 and report which nodes stayed fp32.
+
+The stages live here (:class:`QuantSearchRun` builds variants, :class:`VariantMeter` measures them);
+the variants, the choice and its words live in :mod:`edgekd.quantize.variants`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +32,47 @@ from edgekd.errors import BadInputError, EdgekdError
 from edgekd.hostinfo import host_info, host_threads
 from edgekd.quantize import (
     CALIBRATIONS,
-    Fp16Config,
-    Int8DynamicConfig,
+    HANDLERS,
     Int8StaticConfig,
     QuantConfig,
     preprocess,
     quantize,
 )
 from edgekd.quantize.sensitivity import Damage, Sensitivity, exclude_until_fits, rank_sensitivity
+from edgekd.quantize.variants import (
+    TIE,
+    QuantSelection,
+    Variant,
+    choose_quantized_variant,
+    format_variants,
+    most_accurate,
+    selection_warnings,
+)
 from edgekd.runtimes import get_runtime
 from edgekd.targets import TargetProfile
 
-MODES = ("dynamic", "qdq", "qoperator", "fp16")
+# The variant types and their words moved to variants.py; these names stay importable from here,
+# where the pipeline, the CLI and the benchmarks import them.
+__all__ = [
+    "GRANULARITIES",
+    "MODES",
+    "TIE",
+    "QuantSearch",
+    "QuantSearchRun",
+    "QuantSelection",
+    "Variant",
+    "VariantMeter",
+    "candidate_configs",
+    "choose_quantized_variant",
+    "format_variants",
+    "quantize_for_target",
+    "select_quantization",
+    "selection_warnings",
+]
+
+# Every config type's names for itself in QuantSearch.modes: dynamic, qdq, qoperator, fp16.
+MODES = tuple(mode for config_type in HANDLERS for mode in config_type.modes)
 GRANULARITIES = ("per-channel", "per-tensor")
-TIE = 0.05  # p50s within 5% are called a tie on a shared machine
 
 
 @dataclass(frozen=True)
@@ -83,7 +113,8 @@ class QuantSearch:
                     f"quantization {what}: unknown {', '.join(map(repr, bad))} "
                     f"(expected from {', '.join(known)})"
                 )
-        if not self.calibrations and {"qdq", "qoperator"} & set(self.modes):
+        calibrated = {m for t in HANDLERS if t.needs_calibration for m in t.modes}
+        if not self.calibrations and calibrated & set(self.modes):
             raise BadInputError("quantization calibrations: static modes need at least one")
         if self.num_samples < 1 or self.max_groups < 1 or (self.threads or 1) < 1:
             raise BadInputError("num_samples, max_groups and threads must be >= 1")
@@ -91,84 +122,17 @@ class QuantSearch:
             raise BadInputError(f"allowed_drop must be in [0, 1], got {self.allowed_drop}")
 
 
-def candidate_configs(target: TargetProfile, search: QuantSearch = QuantSearch()) -> list:
-    """Every config the search asks for that the target's precisions allow."""
-    configs: list[QuantConfig] = []
-    if "int8" in target.precisions:
-        if "dynamic" in search.modes:
-            configs += [
-                Int8DynamicConfig(per_channel=g == "per-channel") for g in search.granularities
-            ]
-        for fmt in ("qdq", "qoperator"):
-            if fmt not in search.modes:
-                continue
-            for granularity in search.granularities:
-                for calibration in search.calibrations:
-                    configs.append(
-                        Int8StaticConfig(
-                            per_channel=granularity == "per-channel",
-                            calibration=calibration,
-                            num_samples=search.num_samples,
-                            quant_format=fmt,
-                        )
-                    )
-    if "fp16" in target.precisions and "fp16" in search.modes:
-        configs.append(Fp16Config())
-    return configs
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One measured model: fp32 or a quantized variant."""
-
-    name: str
-    precision: str
-    path: str
-    size_bytes: int
-    latency_ms: dict
-    accuracy: float | None
-    accuracy_drop: float
-    agreement_with_fp32: float
-    fits: bool
-    stage: str = "grid"  # "fp32" | "grid" | "calibration" | "exclusion"
-    excluded_nodes: tuple[str, ...] = ()
-    config: dict = field(default_factory=dict)
-    error: str | None = None
-
-    @property
-    def p50_us(self) -> float:
-        return self.latency_ms.get("p50", float("nan")) * 1e3
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class QuantSelection:
-    fp32: Variant
-    variants: tuple[Variant, ...]
-    chosen: str
-    reason: str
-    allowed_drop: float
-    accuracy_basis: str  # "labels" or "agreement with fp32"
-    int8_support: str
-    threads: int
-    batch_size: int
-    sensitivity: tuple[Sensitivity, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def chosen_variant(self) -> Variant:
-        return next(v for v in (self.fp32, *self.variants) if v.name == self.chosen)
-
-    @property
-    def excluded_nodes(self) -> tuple[str, ...]:
-        return self.chosen_variant.excluded_nodes
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["sensitivity"] = [s.to_dict() for s in self.sensitivity]
-        return d
+def candidate_configs(
+    target: TargetProfile, search: QuantSearch = QuantSearch()
+) -> list[QuantConfig]:
+    """Every config the search asks for that the target's precisions allow: each config type's
+    own grid, in the order the types registered their handlers."""
+    return [
+        config
+        for config_type in HANDLERS
+        if config_type.precision in target.precisions
+        for config in config_type.grid(search)
+    ]
 
 
 def _latency(runs: list[LatencySamples]) -> dict:
@@ -176,12 +140,10 @@ def _latency(runs: list[LatencySamples]) -> dict:
     return pooled(runs).summary().short_dict()
 
 
-def _config_dict(config: QuantConfig) -> dict:
-    return {"type": type(config).__name__, **dataclasses.asdict(config)}
-
-
-class _Measure:
-    """Runs a model file on the evaluation split and at the target's batch size."""
+class VariantMeter:
+    """Measures model files: accuracy and agreement with fp32 on the evaluation split as each
+    variant is built (:meth:`variant`), latency at the target's batch size for all of them
+    together at the end (:meth:`time`)."""
 
     def __init__(
         self,
@@ -237,7 +199,7 @@ class _Measure:
             fits=drop <= self.allowed + 1e-9,
             stage=stage,
             excluded_nodes=tuple(config.nodes_to_exclude) if config is not None else (),
-            config=_config_dict(config) if config is not None else {},
+            config=config.to_dict() if config is not None else {},
         )
 
     def time(self, variants: list[Variant], rounds: int = 3) -> list[Variant]:
@@ -278,17 +240,17 @@ class _Measure:
             agreement_with_fp32=0.0,
             fits=False,
             stage=stage,
-            config=_config_dict(config),
+            config=config.to_dict(),
             error=error,
         )
 
 
-class _Stages:
+class QuantSearchRun:
     """The search's stages over one pre-processed graph: grid, recalibration, node exclusion."""
 
     def __init__(
         self,
-        measure: _Measure,
+        measure: VariantMeter,
         pre: Path,
         work: Path,
         calibration: dict[str, np.ndarray] | None,
@@ -336,7 +298,7 @@ class _Stages:
         static = self.int8(Int8StaticConfig)
         if not static:
             return
-        best = self.configs[_most_accurate(static).name]
+        best = self.configs[most_accurate(static).name]
         for calibration in calibrations:
             config = dataclasses.replace(best, calibration=calibration)
             if config.name not in self.configs:
@@ -344,7 +306,7 @@ class _Stages:
 
     def exclude_sensitive_nodes(self, max_groups: int) -> None:
         """Rank nodes by sensitivity on the most accurate int8 variant; exclude until it fits."""
-        base = self.configs[_most_accurate(self.int8()).name]
+        base = self.configs[most_accurate(self.int8()).name]
         m = self.measure
         self.sensitivity = rank_sensitivity(
             self.pre, base, self.calibration, m.damage, self.work, max_groups
@@ -380,7 +342,7 @@ def select_quantization(
         raise BadInputError(f"{fp32_path}: ONNX model not found")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    measure = _Measure(target, eval_split, np.zeros(0), search)
+    measure = VariantMeter(target, eval_split, np.zeros(0), search)
     fp32_logits = measure.logits(fp32_path)
     if reference_logits is not None and reference_logits.shape != fp32_logits.shape:
         raise BadInputError(
@@ -395,7 +357,7 @@ def select_quantization(
     fp32 = measure.variant("fp32", "fp32", fp32_path, "fp32")
     with tempfile.TemporaryDirectory() as tmp:
         pre = preprocess(fp32_path, Path(tmp) / "pre.onnx")
-        stages = _Stages(measure, pre, Path(tmp), calibration, out_dir, fp32_path.stem)
+        stages = QuantSearchRun(measure, pre, Path(tmp), calibration, out_dir, fp32_path.stem)
         for config in candidate_configs(target, search):
             stages.build(config, "grid")
         if not stages.int8_fits():
@@ -404,7 +366,7 @@ def select_quantization(
             stages.exclude_sensitive_nodes(search.max_groups)
     variants, sensitivity = stages.variants, stages.sensitivity
     fp32, *variants = measure.time([fp32, *variants])
-    chosen, reason = choose_variant(fp32, variants, measure.allowed)
+    chosen, reason = choose_quantized_variant(fp32, variants, measure.allowed)
     selection = QuantSelection(
         fp32=fp32,
         variants=tuple(variants),
@@ -418,125 +380,6 @@ def select_quantization(
         sensitivity=tuple(sensitivity),
     )
     return dataclasses.replace(selection, warnings=tuple(selection_warnings(selection)))
-
-
-def _most_accurate(variants: list[Variant]) -> Variant:
-    """Highest accuracy (smallest drop), then the smaller file."""
-    return min(variants, key=lambda v: (v.accuracy_drop, v.size_bytes))
-
-
-def choose_variant(fp32: Variant, variants: list[Variant], allowed: float) -> tuple[Variant, str]:
-    """The fastest p50 among fp32 and the variants within ``allowed``, and why, in words."""
-    ok = [fp32] + [v for v in variants if v.fits and v.error is None]
-    ranked = sorted(ok, key=lambda v: v.latency_ms["p50"])
-    best = ranked[0]
-    quantized = [v for v in variants if v.error is None]
-    if not variants:
-        return fp32, "the target allows no quantized precision; fp32 kept"
-    if best is fp32:
-        fitting = [v for v in ok if v is not fp32]
-        if not fitting:
-            closest = _most_accurate(quantized) if quantized else None
-            detail = (
-                f" (closest: {closest.name}, accuracy drop {closest.accuracy_drop:.3f})"
-                if closest
-                else ""
-            )
-            return fp32, (
-                f"no quantized variant stays within the allowed accuracy drop of {allowed:g}"
-                f"{detail}; fp32 kept"
-            )
-        fastest: dict[str, Variant] = {}
-        for v in ranked[1:]:  # sorted by p50, so the first of each precision is its fastest
-            fastest.setdefault(v.precision, v)
-        others = ", ".join(f"{v.name} {v.p50_us:.1f} us" for v in fastest.values())
-        return fp32, (
-            f"fp32 ({fp32.p50_us:.1f} us p50) is faster than every quantized variant within the "
-            f"allowed accuracy drop (fastest: {others})" + _tie(best, ranked[1])
-        )
-    reason = (
-        f"fastest p50 ({best.p50_us:.1f} us, {fp32.p50_us / best.p50_us:.2f}x fp32's "
-        f"{fp32.p50_us:.1f} us) of the {len(ok)} variants within the allowed accuracy drop of "
-        f"{allowed:g} (its drop: {best.accuracy_drop:+.3f}, agreement with fp32 "
-        f"{best.agreement_with_fp32:.3f})"
-    )
-    if best.excluded_nodes:
-        reason += f"; {len(best.excluded_nodes)} sensitive node(s) kept in fp32"
-    return best, reason + (_tie(best, ranked[1]) if len(ranked) > 1 else "")
-
-
-def _tie(best: Variant, runner: Variant) -> str:
-    if runner.latency_ms["p50"] <= best.latency_ms["p50"] * (1 + TIE):
-        return f"; {runner.name} is within {TIE:.0%}, a tie on this machine"
-    return ""
-
-
-def _speed_warning(v: Variant, fp32: Variant) -> str | None:
-    """'slower' beyond the tie margin, 'no faster' within it, nothing when clearly faster."""
-    ratio = v.latency_ms["p50"] / fp32.latency_ms["p50"]
-    if ratio < 1 - TIE or v.precision not in ("int8", "fp16"):
-        return None
-    times = f"{v.p50_us:.1f} us vs {fp32.p50_us:.1f} us p50"
-    verdict = f"is slower than fp32 here ({times})"
-    if ratio <= 1 + TIE:
-        verdict = f"is no faster than fp32 here ({times}, within {TIE:.0%})"
-    if v.precision == "fp16":
-        return f"{v.name}: fp16 {verdict}; fp16 pays off on GPUs with fp16 units, not on this CPU"
-    return f"{v.name}: int8 {verdict}"
-
-
-def selection_warnings(sel: QuantSelection) -> list[str]:
-    """The lines a user needs before trusting the chosen variant."""
-    out = [
-        f"CPU int8 support on this host: {sel.int8_support} (detected from the CPU flags; "
-        "latencies are this host's, the target device may differ)"
-    ]
-    if sel.int8_support.startswith("AVX2 only"):
-        out.append(
-            "u8s8 int8 kernels on AVX2 without VNNI can saturate; if int8 accuracy suffers, try "
-            "reduce_range=True"
-        )
-    fp32 = sel.fp32
-    for v in sel.variants:
-        if v.error is not None:
-            out.append(f"{v.name}: quantization failed ({v.error})")
-            continue
-        slow = _speed_warning(v, fp32)
-        if slow:
-            out.append(slow)
-        if v.stage == "exclusion":
-            out.append(
-                f"{v.name}: {len(v.excluded_nodes)} quantization-sensitive node(s) kept in fp32 "
-                f"to meet the accuracy budget: {', '.join(v.excluded_nodes)}"
-            )
-    if not any(v.fits for v in sel.variants if v.precision == "int8"):
-        if any(v.precision == "int8" for v in sel.variants):
-            out.append(
-                f"no int8 variant stays within the allowed accuracy drop of {sel.allowed_drop:g}"
-            )
-    out.append(f"chosen: {sel.chosen}: {sel.reason}")
-    return out
-
-
-def format_variants(sel: QuantSelection) -> str:
-    """A fixed-width table of every variant, the chosen one marked with '*'."""
-    head = (
-        f"  {'variant':40s} {'prec':>4s} {'size KB':>8s} {'p50 us':>8s} {'p95 us':>8s} "
-        f"{'accuracy':>8s} {'drop':>7s} {'agree':>6s} {'fits':>4s}"
-    )
-    lines = [head]
-    for v in (sel.fp32, *sel.variants):
-        mark = "*" if v.name == sel.chosen else " "
-        if v.error is not None:
-            lines.append(f"{mark} {v.name:40s} {v.precision:>4s}  failed: {v.error[:60]}")
-            continue
-        acc = "-" if v.accuracy is None else f"{v.accuracy:.4f}"
-        lines.append(
-            f"{mark} {v.name:40s} {v.precision:>4s} {v.size_bytes / 1024:8.1f} {v.p50_us:8.1f} "
-            f"{v.latency_ms['p95'] * 1e3:8.1f} {acc:>8s} {v.accuracy_drop:+7.3f} "
-            f"{v.agreement_with_fp32:6.3f} {'yes' if v.fits else 'no':>4s}"
-        )
-    return "\n".join(lines)
 
 
 def quantize_for_target(
