@@ -28,10 +28,10 @@ from torch import nn
 
 from edgekd.bench.runner import BenchSettings, ModelRef, bench_model_in_process, measure_models
 from edgekd.bench.suite import thread_settings
-from edgekd.data import DataBundle, Split, load_data
+from edgekd.data import DataBundle, load_data
 from edgekd.data.augment import LEVELS
 from edgekd.data.inputs import describe
-from edgekd.distill.job import make_job, repeat_seeds, train_offline, uses_default_path
+from edgekd.distill.job import make_job, repeat_seeds
 from edgekd.distill.methods import get_method
 from edgekd.distill.strategies import DistillJob, StrategyResult, resolve_strategy, run_strategy
 from edgekd.errors import BadInputError, EdgekdError, Interrupted
@@ -46,7 +46,6 @@ from edgekd.report.markdown import to_markdown
 from edgekd.report.plots import write_charts
 from edgekd.results import ModelResult, Report
 from edgekd.rundir import (
-    CHECKPOINT_FILE,
     CONFIG_FILE,
     STAGES_DIR,
     find_interrupted_run,
@@ -61,7 +60,6 @@ from edgekd.targets import TargetProfile, load_target
 from edgekd.teacher.blackbox import blackbox_teacher_report
 from edgekd.teacher.prepare import TASKS, Teaching, prepare_teaching
 from edgekd.train.distributed import DistContext, on_main, resumes_after_restart, run_stamp
-from edgekd.train.resume import remove_stale_temporaries
 
 # Value checks shared by the constructor and configuration files: (test, what it must be).
 _RULES = {
@@ -268,12 +266,6 @@ class PreparedRun:
     def data(self) -> DataBundle:
         return self.teaching.data
 
-    @property
-    def train_split(self) -> Split:
-        """What the student trains on (embeddings: the inputs only, no labels)."""
-        train = self.data.train
-        return train if self.config.task == "classification" else Split(train.inputs)
-
     def new_student(self) -> nn.Module:
         """The sized student, initialised from the current torch seed."""
         return build_candidate(self.sizing.chosen, self.sized_data)
@@ -420,8 +412,8 @@ class Training:
 
 
 def _train(run: PreparedRun, folder: RunFolder) -> Training:
-    """Distil the sized student: one stage with its checkpoint in ``OUT.partial/checkpoint.pt``
-    (logit methods, frozen teacher), or the strategy's stages with a checkpoint each in
+    """Distil the sized student with the run's strategy: the offline strategy's one stage keeps
+    its checkpoint in ``OUT.partial/checkpoint.pt``, the other strategies' stages one each in
     ``OUT.partial/stages``; then the other seeds (``--seeds``). Ctrl-C/SIGTERM end in
     :class:`Interrupted` with the resume command."""
     config, dist, candidate = run.config, run.dist, run.sizing.chosen
@@ -431,22 +423,10 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
         f"{run.teaching.params:,}), est. {candidate.latency_estimate_ms:.3f} ms on "
         f"{run.target.device.name} (estimate)"
     )
-    checkpoint = folder.work / CHECKPOINT_FILE
-    if folder.resume and folder.main:
-        remove_stale_temporaries(checkpoint)
-    on_file = checkpoint.is_file
-    resume_training = folder.resume and (on_file() if dist is None else dist.from_main(on_file))
     job, augment_why = make_job(config, run.teaching, student, run.strategy, run.method, dist)
+    stages = dataclasses.replace(job, checkpoints=folder.work / STAGES_DIR, resume=folder.resume)
     try:
-        if uses_default_path(job, run.strategy, run.teaching):
-            trained = train_offline(
-                job, run.teaching, run.train_split, config.task, checkpoint, resume_training
-            )
-        else:
-            stages = dataclasses.replace(
-                job, checkpoints=folder.work / STAGES_DIR, resume=folder.resume
-            )
-            trained = run_strategy(run.strategy, stages)
+        trained = run_strategy(run.strategy, stages)
     except (Interrupted, KeyboardInterrupt) as exc:
         raise Interrupted(
             f"{exc or 'aborted'}; resume with: edgekd distill --resume {folder.out}"
@@ -454,10 +434,7 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
     trained.info["augment_level"] = augment_why
     seeds = None
     if config.seeds > 1:
-        seeds = repeat_seeds(
-            config, job, run.teaching, run.train_split, run.strategy, run.new_student,
-            trained.student,
-        )  # fmt: skip
+        seeds = repeat_seeds(config, job, run.strategy, run.new_student, trained.student)
     return Training(job, trained, init_summary, seeds)
 
 

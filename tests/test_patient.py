@@ -419,7 +419,7 @@ def test_epochs_follow_the_augmentation_unless_given(toy, kind, augment, epochs,
     from edgekd.pipeline import DistillConfig
 
     teaching = SimpleNamespace(
-        model=nn.Identity(), params=10**4, data=replace(toy, input_kind=kind)
+        model=nn.Identity(), params=10**4, data=replace(toy, input_kind=kind), outputs=None
     )
     config = DistillConfig(epochs=epochs, augment=augment)
     job, _ = make_job(config, teaching, tiny_student("mlp"), "offline", "kd")
