@@ -45,7 +45,8 @@ import torch  # noqa: E402
 from edgekd.config import DistillConfig  # noqa: E402
 from edgekd.data import load_data  # noqa: E402
 from edgekd.data.augment import make_augmenter  # noqa: E402
-from edgekd.distill.job import default_epochs, make_job, train_offline  # noqa: E402
+from edgekd.distill.job import default_epochs, make_job  # noqa: E402
+from edgekd.distill.strategies import run_strategy  # noqa: E402
 from edgekd.distill.views import resolve_augment  # noqa: E402
 from edgekd.students import build_student, count_params  # noqa: E402
 from edgekd.teacher.prepare import prepare_teaching  # noqa: E402
@@ -95,7 +96,7 @@ def run_one(task: tuple) -> tuple[tuple, float, float]:
         augment = "none" if row == "plain KD" else None  # None: distill's default
         config = DistillConfig(data=name, epochs=epochs, seed=seed, augment=augment)
         job, _ = make_job(config, teaching, student, "offline", "kd")
-        student = train_offline(job, teaching, data.train).student
+        student = run_strategy("offline", job).student
     seconds = time.perf_counter() - start
     return task, accuracy(predict_logits(student, data.test), data.test.y), seconds
 

@@ -28,9 +28,9 @@ from torch import nn
 from edgekd.bench.runner import BenchSettings, ModelRef, bench_model_in_process, measure_models
 from edgekd.bench.suite import thread_settings
 from edgekd.config import UNKNOWN_TEACHER_PARAMS, DistillConfig
-from edgekd.data import DataBundle, Split, load_data
+from edgekd.data import DataBundle, load_data
 from edgekd.data.inputs import describe
-from edgekd.distill.job import make_job, repeat_seeds, train_offline, uses_default_path
+from edgekd.distill.job import make_job, repeat_seeds
 from edgekd.distill.methods import get_method
 from edgekd.distill.strategies import DistillJob, StrategyResult, resolve_strategy, run_strategy
 from edgekd.errors import BadInputError, EdgekdError, Interrupted
@@ -45,7 +45,6 @@ from edgekd.report.markdown import to_markdown
 from edgekd.report.plots import write_charts
 from edgekd.results import ModelResult, Report
 from edgekd.rundir import (
-    CHECKPOINT_FILE,
     CONFIG_FILE,
     STAGES_DIR,
     partial_dir,
@@ -59,7 +58,6 @@ from edgekd.targets import TargetProfile, load_target
 from edgekd.teacher.blackbox import blackbox_teacher_report
 from edgekd.teacher.prepare import Teaching, prepare_teaching
 from edgekd.train.distributed import DistContext, on_main, resumes_after_restart, run_stamp
-from edgekd.train.resume import remove_stale_temporaries
 
 
 def default_out_dir(target: str, dist: DistContext | None = None) -> Path:
@@ -172,12 +170,6 @@ class PreparedRun:
     @property
     def data(self) -> DataBundle:
         return self.teaching.data
-
-    @property
-    def train_split(self) -> Split:
-        """What the student trains on (embeddings: the inputs only, no labels)."""
-        train = self.data.train
-        return train if self.config.task == "classification" else Split(train.inputs)
 
     def new_student(self) -> nn.Module:
         """The sized student, initialised from the current torch seed."""
@@ -325,8 +317,8 @@ class Training:
 
 
 def _train(run: PreparedRun, folder: RunFolder) -> Training:
-    """Distil the sized student: one stage with its checkpoint in ``OUT.partial/checkpoint.pt``
-    (logit methods, frozen teacher), or the strategy's stages with a checkpoint each in
+    """Distil the sized student with the run's strategy: the offline strategy's one stage keeps
+    its checkpoint in ``OUT.partial/checkpoint.pt``, the other strategies' stages one each in
     ``OUT.partial/stages``; then the other seeds (``--seeds``). Ctrl-C/SIGTERM end in
     :class:`Interrupted` with the resume command."""
     config, dist, candidate = run.config, run.dist, run.sizing.chosen
@@ -336,22 +328,10 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
         f"{run.teaching.params:,}), est. {candidate.latency_estimate_ms:.3f} ms on "
         f"{run.target.device.name} (estimate)"
     )
-    checkpoint = folder.work / CHECKPOINT_FILE
-    if folder.resume and folder.main:
-        remove_stale_temporaries(checkpoint)
-    on_file = checkpoint.is_file
-    resume_training = folder.resume and (on_file() if dist is None else dist.from_main(on_file))
     job, augment_why = make_job(config, run.teaching, student, run.strategy, run.method, dist)
+    stages = dataclasses.replace(job, checkpoints=folder.work / STAGES_DIR, resume=folder.resume)
     try:
-        if uses_default_path(job, run.strategy, run.teaching):
-            trained = train_offline(
-                job, run.teaching, run.train_split, config.task, checkpoint, resume_training
-            )
-        else:
-            stages = dataclasses.replace(
-                job, checkpoints=folder.work / STAGES_DIR, resume=folder.resume
-            )
-            trained = run_strategy(run.strategy, stages)
+        trained = run_strategy(run.strategy, stages)
     except (Interrupted, KeyboardInterrupt) as exc:
         raise Interrupted(
             f"{exc or 'aborted'}; resume with: edgekd distill --resume {folder.out}"
@@ -359,10 +339,7 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
     trained.info["augment_level"] = augment_why
     seeds = None
     if config.seeds > 1:
-        seeds = repeat_seeds(
-            config, job, run.teaching, run.train_split, run.strategy, run.new_student,
-            trained.student,
-        )  # fmt: skip
+        seeds = repeat_seeds(config, job, run.strategy, run.new_student, trained.student)
     return Training(job, trained, init_summary, seeds)
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from toydata import FAST, test_accuracy, tiny_student, toy_bundle, toy_teacher
@@ -20,12 +18,12 @@ from typer.testing import CliRunner
 import edgekd.losses as losses
 from edgekd.cli import app
 from edgekd.distill import DEFAULT_TEMPERATURE, MethodOptions
-from edgekd.distill.job import uses_default_path
 from edgekd.distill.methods import DistillBatch, Method, all_methods, get_method, make_method
 from edgekd.distill.pairing import LayerPair, align_spatial, parse_pair, parse_pairs, pooled
 from edgekd.distill.strategies import DistillJob, run_strategy
 from edgekd.errors import BadInputError
-from edgekd.train.loop import TrainConfig
+from edgekd.teacher.outputs import TeacherOutputs
+from edgekd.train.loop import TrainConfig, predict_logits
 from edgekd.train.taps import capture
 
 METHODS = sorted(all_methods())
@@ -186,12 +184,16 @@ def built(monkeypatch):
 
 
 @pytest.mark.parametrize("name", METHODS)
-def test_choosing_the_training_path_builds_no_method(name, built):
-    job = DistillJob(None, tiny_student(), None, FAST, name)
-    cached = SimpleNamespace(train_outputs=np.zeros((1, 1)))
-    assert uses_default_path(job, "offline", cached) is not get_method(name).needs_layers
-    assert not uses_default_path(job, "online", cached)
-    assert built == []
+def test_offline_teaches_from_the_prepared_outputs_unless_the_method_taps_layers(
+    name, toy, teacher, built
+):
+    outputs = TeacherOutputs(predict_logits(teacher, toy.train), predict_logits(teacher, toy.val))
+    cfg = replace(FAST, epochs=1, alpha=get_method(name).default_alpha)
+    job = DistillJob(teacher, tiny_student(), toy, cfg, name, outputs=outputs)
+    signal = run_strategy("offline", job).info["teacher_signal"]
+    cached = signal == "teacher outputs computed once (cached)"
+    assert cached is not get_method(name).needs_layers, signal
+    assert len(built) == 1  # one method object for the one student, whichever signal
 
 
 def test_one_method_object_per_student(toy, teacher, built):

@@ -80,6 +80,38 @@ def test_the_strategy_path_teaches_on_the_augmented_view(toy, teacher) -> None:
     assert result.info["best_epoch_by"] == "validation agreement with the teacher"
 
 
+def test_offline_notes_an_early_stop_and_reports_every_epoch(toy, teacher, monkeypatch) -> None:
+    """What tune and the report read from the one offline path: ``on_epoch`` after every epoch,
+    and the note when --patience ended training early."""
+    from edgekd.distill.strategies import _common
+
+    scores = iter([0.5, 0.6, 0.6, 0.55])  # best at epoch 2; epochs 3 and 4 bring nothing
+    scripted = (lambda student: next(scores), None)
+    monkeypatch.setattr(_common, "best_epoch_score", lambda *args: scripted)
+    seen = []
+    config = replace(FAST, epochs=10, patience=2)
+    job = DistillJob(teacher, tiny_student(), toy, config, "kd", on_epoch=seen.append)
+    result = run_strategy("offline", job)
+    assert len(seen) == 4 and all(s is result.student for s in seen)
+    assert result.info["stopped_early"] == (
+        "after epoch 4 of 10: no better validation score for 2 epochs; kept epoch 2"
+    )
+
+
+def test_offline_picks_embeddings_best_epoch_by_cosine(toy, teacher) -> None:
+    from edgekd.teacher.outputs import TeacherOutputs
+    from edgekd.train.loop import predict_logits
+
+    outputs = TeacherOutputs(predict_logits(teacher, toy.train), predict_logits(teacher, toy.val))
+    job = DistillJob(
+        teacher, tiny_student(), toy, FAST, "embed", task="embedding", outputs=outputs
+    )
+    result = run_strategy("offline", job)
+    assert result.info["teacher_signal"] == "teacher outputs computed once (cached)"
+    assert result.info["best_epoch_by"] == "validation cosine similarity to the teacher"
+    assert result.info["val_accuracy"] is None  # no accuracy for vectors
+
+
 def test_cached_logits_refuse_augmented_views(toy) -> None:
     from edgekd.train.loop import cached_teacher
 
@@ -419,7 +451,7 @@ def test_epochs_follow_the_augmentation_unless_given(toy, kind, augment, epochs,
     from edgekd.distill.job import make_job
 
     teaching = SimpleNamespace(
-        model=nn.Identity(), params=10**4, data=replace(toy, input_kind=kind)
+        model=nn.Identity(), params=10**4, data=replace(toy, input_kind=kind), outputs=None
     )
     config = DistillConfig(epochs=epochs, augment=augment)
     job, _ = make_job(config, teaching, tiny_student("mlp"), "offline", "kd")

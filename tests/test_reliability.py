@@ -311,6 +311,52 @@ def test_a_multi_stage_strategy_resumes_each_stage_exactly(tmp_path, monkeypatch
     assert _same_weights(run_strategy("assistant", fresh).student, reference)
 
 
+@pytest.mark.parametrize("method", ["kd", "fitnet"])  # cached outputs, live teacher taps
+def test_offline_keeps_its_checkpoint_where_older_runs_left_it(tmp_path, monkeypatch, method):
+    """The offline strategy trains in one stage: its checkpoint is the run folder's checkpoint.pt
+    (beside stages/, which holds the fine-tune stage's), so an interrupted run of an older edgekd
+    resumes; stopped by SIGINT and resumed, it ends with the weights of an unbroken run."""
+    from toydata import FAST, tiny_student, toy_bundle, toy_teacher
+
+    from edgekd.distill.strategies import DistillJob, StrategyOptions, run_strategy
+    from edgekd.teacher.outputs import TeacherOutputs
+    from edgekd.train import loop as trainer
+
+    toy = toy_bundle()
+    teacher = toy_teacher(toy)
+    outputs = TeacherOutputs(
+        trainer.predict_logits(teacher, toy.train), trainer.predict_logits(teacher, toy.val)
+    )
+
+    def job(folder=None, resume=False) -> DistillJob:
+        options = StrategyOptions(finetune_epochs=1)
+        return DistillJob(
+            teacher, tiny_student(), toy, FAST, method, {}, options, None, folder, resume,
+            outputs=outputs,
+        )  # fmt: skip
+
+    reference = run_strategy("offline", job()).student
+    steps = -(-toy.train.n // FAST.batch_size)  # per epoch
+    real_loss, calls = trainer._loss, [0]
+
+    def stopping_loss(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == steps + 3:  # epoch 2, step 3
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_loss", stopping_loss)
+    folder = tmp_path / "stages"
+    with pytest.raises(Interrupted, match="distill: stopped by SIGINT at epoch 2"):
+        run_strategy("offline", job(folder))
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # not stages/distill.pt
+    monkeypatch.setattr(trainer, "_loss", real_loss)
+    resumed = run_strategy("offline", job(folder, resume=True))
+    assert _same_weights(resumed.student, reference)
+    assert load_training_state(tmp_path / "checkpoint.pt")["epoch"] == FAST.epochs
+    assert sorted(p.name for p in folder.iterdir()) == ["fine-tune.pt"]
+
+
 def test_online_resumes_the_student_and_its_peer_exactly(tmp_path, monkeypatch) -> None:
     """Deep mutual learning stopped mid-run: the peer's weights, optimizer and schedule come back
     with the student's, so both end as in a run that was never stopped."""

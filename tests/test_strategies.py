@@ -20,11 +20,11 @@ from edgekd.distill.strategies import (
     resolve_strategy,
     run_strategy,
 )
-from edgekd.distill.strategies._common import cached_teacher_logits, weights_hash
 from edgekd.distill.strategies.assistant import size_assistant
 from edgekd.errors import BadInputError
 from edgekd.students import count_params
 from edgekd.teacher.blackbox import CommandTeacher, OutputMode, query, teacher_targets
+from edgekd.teacher.outputs import module_outputs, weights_hash
 
 TOY_TEACHER = Path(__file__).parent / "fixtures" / "toy_teacher.py"
 
@@ -117,12 +117,12 @@ def test_assistant_is_sized_between_student_and_teacher(toy, teacher):
 
 
 def test_offline_caches_teacher_logits_on_disk(toy, teacher):
-    logits, status = cached_teacher_logits(teacher, toy.train)
+    logits, status = module_outputs(teacher, toy.train)
     assert status in ("cache hit", "cache miss")
-    again, status = cached_teacher_logits(teacher, toy.train)
+    again, status = module_outputs(teacher, toy.train)
     assert status == "cache hit" and np.array_equal(again, logits)
-    assert list(cache_dir().glob("teacher-logits-*.npy"))
-    assert cached_teacher_logits(teacher, toy.train, use_cache=False)[1] == "no cache"
+    assert list(cache_dir().glob("outputs-*.npy"))
+    assert module_outputs(teacher, toy.train, use_cache=False)[1] == "no cache"
     _, _, result = run("offline", toy, teacher)
     assert result.info["teacher_signal"] == "cached logits (cache hit)"
 

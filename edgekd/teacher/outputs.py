@@ -1,22 +1,27 @@
-"""Offline teacher outputs: computed once per split, in batches, with a progress bar, and cached.
+"""The teacher-output cache: a frozen teacher's outputs, computed once per split and kept on disk.
 
 A large pretrained teacher then costs one inference pass over the data (memory: the teacher plus
-one batch) instead of one per epoch, and a second run on the same data reuses the file. The cache
-key covers the teacher's weights (or file), the chosen output and the data itself. On several
-workers (``dist``) each computes a contiguous part of the split and all get the whole (all-gather);
-rank 0 writes the cache entry.
+one batch) instead of one per epoch, and a second run on the same data reuses the file. This is
+the one cache of teacher outputs: :func:`outputs_key` builds every key from the teacher's
+fingerprint (a user's teacher file, or :func:`weights_hash` of a module) and the data's, so a
+retrained teacher or other data never reuses stale outputs. On several workers (``dist``) each
+computes a contiguous part of the split and all get the whole (all-gather); rank 0 writes the
+cache entry. :class:`TeacherOutputs` carries the outputs prepared with the teacher into training.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgekd.cache import cache_dir
+from edgekd.cache import cache_dir, cache_key
 from edgekd.data import Split
 from edgekd.errors import DivergedError
 from edgekd.fileio import atomic_path
@@ -29,6 +34,52 @@ if TYPE_CHECKING:
 BATCH_SIZE = 64
 
 
+@dataclass(frozen=True)
+class TeacherOutputs:
+    """A frozen teacher's outputs over the training and validation splits, computed once with the
+    teacher (``edgekd.teacher.prepare``); the offline strategy teaches from them."""
+
+    train: np.ndarray  # one row per training sample, in the split's order
+    val: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.train.shape[1:] != self.val.shape[1:]:
+            raise ValueError(
+                f"teacher outputs of different widths: {self.train.shape[1:]} for the training "
+                f"split, {self.val.shape[1:]} for validation"
+            )
+
+
+def weights_hash(model: nn.Module) -> str:
+    """Hash of a model's architecture record, parameter/buffer names, dtypes, shapes and values."""
+    h = hashlib.sha256(type(model).__name__.encode())
+    h.update(json.dumps(getattr(model, "edgekd_arch", None), sort_keys=True).encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def outputs_key(teacher: str, split: Split) -> str:
+    """The cache key of the outputs of the teacher with fingerprint ``teacher`` over ``split``."""
+    return cache_key(teacher=teacher, data=split.fingerprint(), v=1)
+
+
+def module_outputs(
+    teacher: nn.Module,
+    split: Split,
+    use_cache: bool = True,
+    dist: DistContext | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> tuple[np.ndarray, str]:
+    """A frozen module's outputs over ``split``, keyed by its :func:`weights_hash`, and where they
+    came from: "cache hit", "cache miss" or "no cache" (``use_cache=False``)."""
+    key = outputs_key(weights_hash(teacher), split) if use_cache else None
+    out, hit = _cached_outputs(teacher, split, key, "teacher outputs", batch_size, dist)
+    return out, "no cache" if key is None else "cache hit" if hit else "cache miss"
+
+
 def teacher_outputs(
     teacher: nn.Module,
     split: Split,
@@ -38,13 +89,26 @@ def teacher_outputs(
     dist: DistContext | None = None,
 ) -> np.ndarray:
     """The teacher's outputs for every sample of ``split`` (float32), from the cache when ``key``
-    names an entry there. Raises DivergedError for NaN or infinite outputs.
+    (see :func:`outputs_key`) names an entry there. Raises DivergedError for NaN or infinite
+    outputs.
     """
+    return _cached_outputs(teacher, split, key, description, batch_size, dist)[0]
+
+
+def _cached_outputs(
+    teacher: nn.Module,
+    split: Split,
+    key: str | None,
+    description: str,
+    batch_size: int,
+    dist: DistContext | None,
+) -> tuple[np.ndarray, bool]:
+    """:func:`teacher_outputs`, and whether they came from the cache."""
     path = cache_dir() / f"outputs-{key}.npy" if key else None
     cached = _read_cache(path, split.n)
     # (dist) the cache is used only when every worker has the entry, else all compute their part
     if cached is not None if dist is None else dist.all(cached is not None):
-        return cached
+        return cached, True
 
     def compute(part: Split) -> np.ndarray:
         return _outputs(teacher, part, description, batch_size)
@@ -59,7 +123,7 @@ def teacher_outputs(
     if path is not None and (dist is None or dist.is_main):
         with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, out)
-    return out
+    return out, False
 
 
 def _outputs(teacher: nn.Module, split: Split, description: str, batch_size: int) -> np.ndarray:

@@ -2,24 +2,23 @@
 
 :func:`prepare_teaching` loads the teacher, fits the data to its inputs (shapes and dtypes checked
 before any training), checks its output on two samples, and computes its outputs on every split
-once (offline distillation; cached for user teachers, see ``edgekd.teacher.outputs``).
+once (offline distillation; cached for user teachers, see ``edgekd.teacher.outputs``), which
+:attr:`Teaching.outputs` hands to training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from edgekd.cache import cache_key
 from edgekd.data import DataBundle, Split
 from edgekd.data.inputs import check_inputs, spec_from_arrays
 from edgekd.errors import BadInputError
-from edgekd.teacher.outputs import teacher_outputs
+from edgekd.teacher.outputs import TeacherOutputs, outputs_key, teacher_outputs
 from edgekd.train.loop import predict_logits
 
 TASKS = ("classification", "embedding")
@@ -37,6 +36,13 @@ class Teaching:
     test_outputs: np.ndarray | None = None  # user teachers (the default's come from its bench)
     loaded: Any = None  # edgekd.teacher.user.LoadedTeacher for a user's teacher
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> TeacherOutputs | None:
+        """The outputs the offline strategy teaches from (None: a black box, queried instead)."""
+        if self.train_outputs is None:
+            return None
+        return TeacherOutputs(self.train_outputs, self.val_outputs)
 
 
 def conform(data: DataBundle, spec, sources: dict[str, str]) -> DataBundle:
@@ -108,9 +114,12 @@ def _user_teaching(config, data: DataBundle, sources: dict[str, str], dist=None)
     outputs = {}
     for name in ("train", "val", "test"):
         split: Split = getattr(data, name)
-        key = cache_key(teacher=loaded.fingerprint, data=split.fingerprint(), v=1)
         outputs[name] = teacher_outputs(
-            loaded.module, split, key, description=f"teacher outputs ({name})", dist=dist
+            loaded.module,
+            split,
+            outputs_key(loaded.fingerprint, split),
+            description=f"teacher outputs ({name})",
+            dist=dist,
         )
     info = {
         **loaded.to_dict(),
@@ -147,23 +156,3 @@ def _accuracy(outputs: np.ndarray, y: np.ndarray | None, task: str) -> float | N
     if task != "classification" or y is None:
         return None
     return float((outputs.argmax(-1) == y).mean())
-
-
-def val_score_for(task: str, val: Split, val_outputs: np.ndarray) -> Callable | None:
-    """How the trainer picks the best epoch: accuracy when validation labels exist (None: the
-    trainer's default), else agreement with the teacher, or mean cosine for embeddings.
-    """
-    if task == "classification" and val.y is not None:
-        return None
-    teacher_top1 = val_outputs.argmax(-1)
-    unit_t = val_outputs / np.maximum(np.linalg.norm(val_outputs, axis=-1, keepdims=True), 1e-12)
-
-    def agreement(student: nn.Module) -> float:
-        return float((predict_logits(student, val).argmax(-1) == teacher_top1).mean())
-
-    def cosine(student: nn.Module) -> float:
-        s = predict_logits(student, val)
-        s = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-12)
-        return float((s * unit_t).sum(-1).mean())
-
-    return cosine if task == "embedding" else agreement

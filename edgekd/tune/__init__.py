@@ -342,7 +342,8 @@ class TrialRunner:
     def evaluate(self, params: dict[str, Any], on_epoch: Callable[[float], None]) -> float:
         """Train the student as ``distill`` would with ``params``; its validation score."""
         from edgekd.config import DistillConfig
-        from edgekd.distill.job import make_job, train_offline
+        from edgekd.distill.job import make_job
+        from edgekd.distill.strategies import run_strategy
         from edgekd.train.loop import predict_logits
 
         run = self.run
@@ -354,7 +355,5 @@ class TrialRunner:
         def score(model) -> float:
             return float((predict_logits(model, val).argmax(-1) == self.reference).mean())
 
-        trained = train_offline(
-            job, run.teaching, run.data.train, on_epoch=lambda m: on_epoch(score(m))
-        )
-        return score(trained.student)
+        job = dataclasses.replace(job, on_epoch=lambda m: on_epoch(score(m)))
+        return score(run_strategy(run.strategy, job).student)

@@ -1,27 +1,35 @@
-"""Pieces the strategies share: preparing a method, the frozen teacher's signal (with its on-disk
-logit cache), fresh copies of an architecture, and the hard-label fine-tune stage."""
+"""Pieces the strategies share: preparing a method, the frozen-teacher stage (every strategy that
+learns from a frozen module: offline, self, assistant), fresh copies of an architecture, and the
+hard-label fine-tune stage.
+
+The frozen-teacher stage decides the teacher's signal: its outputs computed once (prepared with
+the teacher, or from the one output cache, ``edgekd.teacher.outputs``) for logit methods without
+augmentation; the teacher run live, without gradients, for methods that tap its layers and for
+augmented views (consistent teaching, ``edgekd.distill.views``).
+"""
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgekd.cache import cache_dir, cache_key
 from edgekd.data import Split
+from edgekd.data.augment import Augmenter
 from edgekd.distill.methods import Method
 from edgekd.distill.strategies._job import DistillJob, StrategyResult
-from edgekd.distill.views import consistent_teaching
+from edgekd.distill.views import agreement_score, consistent_teaching
 from edgekd.errors import BadInputError
-from edgekd.fileio import atomic_path
 from edgekd.students import build_student
+from edgekd.teacher.outputs import TeacherOutputs, module_outputs
 from edgekd.train.loop import (
     TeacherSignal,
+    TrainConfig,
     TrainHistory,
     accuracy,
     cached_teacher,
@@ -46,69 +54,96 @@ def prepare_method(job: DistillJob, student: nn.Module, teacher: nn.Module | Non
     return method
 
 
-def weights_hash(model: nn.Module) -> str:
-    """Hash of a model's architecture record, parameter/buffer names, dtypes, shapes and values."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    h.update(json.dumps(getattr(model, "edgekd_arch", None), sort_keys=True).encode())
-    for name, tensor in model.state_dict().items():
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def cached_teacher_logits(
-    teacher: nn.Module, split: Split, use_cache: bool = True, dist=None
-) -> tuple[np.ndarray, str]:
-    """The frozen teacher's logits over ``split``: computed once, then read from the cache.
-
-    Keyed by the teacher's weights hash and the data fingerprint, so a retrained teacher or other
-    data never reuses stale outputs. Returns the logits and "cache hit" / "cache miss" / "no cache".
-    On several workers (``dist``) each computes its part of the split; rank 0 writes the entry.
-    """
-
-    def compute() -> np.ndarray:
-        return (
-            predict_logits(teacher, split)
-            if dist is None
-            else dist.gather_rows(lambda part: predict_logits(teacher, part), split)
-        )
-
-    if not use_cache:
-        return compute(), "no cache"
-    key = cache_key(kind="teacher-logits", teacher=weights_hash(teacher), data=split.fingerprint())
-    path = cache_dir() / f"teacher-logits-{key}.npy"
-    logits = None
-    if path.is_file():
-        try:
-            logits = np.load(path, allow_pickle=False)
-        except (OSError, ValueError):
-            logits = None  # a damaged entry is recomputed below
-        if logits is not None and not (logits.ndim == 2 and len(logits) == split.n):
-            logits = None
-    if logits is not None if dist is None else dist.all(logits is not None):
-        return logits, "cache hit"
-    logits = compute()
-    if dist is None or dist.is_main:
-        with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, logits, allow_pickle=False)
-    return logits, "cache miss"
-
-
 def frozen_teacher_signal(
-    teacher: nn.Module, method: Method, split: Split, use_cache: bool = True, dist=None
+    teacher: nn.Module,
+    method: Method,
+    split: Split,
+    use_cache: bool = True,
+    dist=None,
+    outputs: np.ndarray | None = None,
 ) -> tuple[TeacherSignal, str]:
-    """Cached logits when the method needs only logits; a live, no-grad teacher when it taps
-    teacher layers (caching every feature map would cost more disk than recomputing them)."""
+    """The teacher's outputs over ``split`` when the method needs only logits: ``outputs`` when
+    they were computed with the teacher, else from the output cache; a live, no-grad teacher when
+    it taps teacher layers (caching every feature map would cost more disk than recomputing them).
+    """
     if method.teacher_taps:
         taps = ", ".join(method.teacher_taps)
         return live_teacher(teacher, method.teacher_taps), f"live teacher, no grad (taps {taps})"
-    logits, status = cached_teacher_logits(teacher, split, use_cache, dist)
+    if outputs is not None:
+        return cached_teacher(outputs), "teacher outputs computed once (cached)"
+    logits, status = module_outputs(teacher, split, use_cache, dist)
     return cached_teacher(logits), f"cached logits ({status})"
 
 
 def val_accuracy(model: nn.Module, split: Split) -> float | None:
     return None if split.y is None else accuracy(predict_logits(model, split), split.y)
+
+
+@dataclass(frozen=True)
+class _FrozenTeaching:
+    """What the trainer needs from a frozen teacher for one stage, and what the report says."""
+
+    signal: TeacherSignal
+    augment: Augmenter | None  # consistent teaching: the view teacher and student both see
+    val_score: Callable[[nn.Module], float] | None  # the best epoch's criterion (None: accuracy)
+    info: dict[str, Any]
+
+
+def _frozen_teaching(
+    teacher: nn.Module,
+    method: Method,
+    job: DistillJob,
+    use_cache: bool = True,
+    outputs: TeacherOutputs | None = None,
+) -> _FrozenTeaching:
+    """The teacher's signal for a stage of ``job``: see the module docstring. ``outputs``: the
+    teacher's outputs computed with it (None: computed here, cached unless ``use_cache=False``)."""
+    val, augmented = job.data.val, job.options.augment != "none"
+    val_outputs = None if outputs is None else outputs.val
+    if val_outputs is None and (augmented or job.task != "classification" or val.y is None):
+        val_outputs = predict_logits(teacher, val)  # the best epoch is chosen against them
+    if augmented:
+        plan = consistent_teaching(
+            teacher, job.data.input_kind, job.options.augment, val, val_outputs,
+            method.teacher_taps,
+        )  # fmt: skip
+        signal, augment, info = plan.signal, plan.augment, plan.info
+    else:
+        train = None if outputs is None else outputs.train
+        signal, how = frozen_teacher_signal(
+            teacher, method, job.data.train, use_cache, job.dist, train
+        )
+        augment, info = None, {"teacher_signal": how}
+    val_score, by = best_epoch_score(job.task, val, val_outputs, augmented)
+    if by is not None:
+        info = {**info, "best_epoch_by": by}
+    return _FrozenTeaching(signal, augment, val_score, info)
+
+
+def best_epoch_score(
+    task: str, val: Split, val_outputs: np.ndarray | None, augmented: bool = False
+) -> tuple[Callable[[nn.Module], float] | None, str | None]:
+    """How the trainer picks the best epoch, and how the report says it (None: validation
+    accuracy, the trainer's default): cosine similarity to the teacher's vectors for embeddings;
+    agreement with the teacher on augmented views (what function matching optimises) and where
+    the validation split has no labels."""
+    if task == "embedding":
+        return cosine_score(val, val_outputs), "validation cosine similarity to the teacher"
+    if augmented or val.y is None:
+        return agreement_score(val, val_outputs), "validation agreement with the teacher"
+    return None, None
+
+
+def cosine_score(val: Split, val_outputs: np.ndarray) -> Callable[[nn.Module], float]:
+    """``score(student)``: the mean cosine similarity of its vectors to the teacher's."""
+    unit_t = val_outputs / np.maximum(np.linalg.norm(val_outputs, axis=-1, keepdims=True), 1e-12)
+
+    def cosine(student: nn.Module) -> float:
+        s = predict_logits(student, val)
+        s = s / np.maximum(np.linalg.norm(s, axis=-1, keepdims=True), 1e-12)
+        return float((s * unit_t).sum(-1).mean())
+
+    return cosine
 
 
 def distill_from(
@@ -117,36 +152,62 @@ def distill_from(
     job: DistillJob,
     description: str,
     use_cache: bool | None = None,
+    outputs: TeacherOutputs | None = None,
+    checkpoint: dict[str, Any] | None = None,
 ) -> tuple[TrainHistory, dict]:
-    """One offline stage: ``student`` (trained in place) learns from the frozen ``teacher``;
-    with ``job.options.augment`` other than none, on the same augmented views (function matching,
-    ``edgekd.distill.views``)."""
+    """One frozen-teacher stage: ``student`` (trained in place) learns from ``teacher``, whose
+    signal :func:`_frozen_teaching` chooses. ``checkpoint``: ``train_student``'s checkpoint
+    arguments (default: ``job.stage(description)``). ``job.on_epoch(student)`` runs after every
+    epoch."""
     method = prepare_method(job, student, teacher)
-    if job.options.augment != "none":
-        plan = consistent_teaching(
-            teacher, job.data.input_kind, job.options.augment, job.data.val,
-            teacher_taps=method.teacher_taps,
-        )  # fmt: skip
-        history = train_student(
-            student, job.data.train, job.data.val, job.train, method, plan.signal, description,
-            val_score=plan.val_score, augment=plan.augment, **job.stage(description),
-        )  # fmt: skip
-        return history, {
-            **plan.info,
-            "method": method.describe(),
-            "val_accuracy": val_accuracy(student, job.data.val),
-        }
     cache = job.options.use_cache if use_cache is None else use_cache
-    signal, how = frozen_teacher_signal(teacher, method, job.data.train, cache, job.dist)
+    plan = _frozen_teaching(teacher, method, job, cache, outputs)
+    val_score = plan.val_score
+    if job.on_epoch is not None:
+        val_score = _reporting(val_score, job.data.val, job.on_epoch)
     history = train_student(
-        student, job.data.train, job.data.val, job.train, method, signal, description,
-        dist=job.dist, **job.stage(description),
+        student, train_split(job), job.data.val, job.train, method, plan.signal, description,
+        val_score=val_score, augment=plan.augment, dist=job.dist,
+        **(job.stage(description) if checkpoint is None else checkpoint),
     )  # fmt: skip
+    classes = job.task == "classification"
     return history, {
-        "teacher_signal": how,
+        **plan.info,
+        **stopped_early_note(history, job.train),
         "method": method.describe(),
-        "val_accuracy": val_accuracy(student, job.data.val),
+        "val_accuracy": val_accuracy(student, job.data.val) if classes else None,
     }
+
+
+def train_split(job: DistillJob) -> Split:
+    """What the student trains on (embeddings: the inputs only, no labels)."""
+    train = job.data.train
+    return train if job.task == "classification" else Split(train.inputs)
+
+
+def stopped_early_note(history: TrainHistory, config: TrainConfig) -> dict[str, str]:
+    """The report's note when ``--patience`` ended the stage before its last epoch."""
+    if len(history.loss) >= config.epochs:
+        return {}
+    return {
+        "stopped_early": f"after epoch {len(history.loss)} of {config.epochs}: no better "
+        f"validation score for {config.patience} epochs; kept epoch {history.best_epoch + 1}"
+    }
+
+
+def _reporting(score, val: Split, on_epoch: Callable[[nn.Module], None]):
+    """The trainer's best-epoch score (validation accuracy when ``score`` is None), calling
+    ``on_epoch(student)`` first."""
+    if score is None:
+
+        def score(student: nn.Module) -> float:
+            return accuracy(predict_logits(student, val), val.y)
+
+    def reported(student: nn.Module) -> float:
+        on_epoch(student)
+        return score(student)
+
+    return reported
 
 
 def fresh_like(model: nn.Module, seed: int) -> nn.Module:

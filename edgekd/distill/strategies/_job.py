@@ -8,6 +8,7 @@ Kept apart from the package's ``__init__`` (the registry) so that the strategies
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from edgekd.data.augment import LEVELS
 from edgekd.distill import MethodOptions
 from edgekd.distill.methods import Method, make_method
 from edgekd.errors import BadInputError
+from edgekd.rundir import CHECKPOINT_FILE
+from edgekd.teacher.outputs import TeacherOutputs
 from edgekd.train.loop import TrainConfig, TrainHistory
 
 PEERS = ("teacher", "student")
@@ -66,6 +69,9 @@ class DistillJob:
     dist: Any = None  # edgekd.train.distributed.DistContext on several workers; None: one process
     checkpoints: Path | None = None  # a folder: one training checkpoint per stage; None: none
     resume: bool = False  # continue each stage from its checkpoint where there is one
+    task: str = "classification"  # embedding: the student learns the teacher's vectors, no labels
+    outputs: TeacherOutputs | None = None  # offline: the teacher's outputs, computed with it
+    on_epoch: Callable[[nn.Module], None] | None = None  # after each epoch with a frozen teacher
 
     def __post_init__(self) -> None:
         if isinstance(self.method_options, dict):  # callers that predate MethodOptions
@@ -81,9 +87,20 @@ class DistillJob:
         resumed run passes through it without training and goes on to the next one."""
         if self.checkpoints is None:
             return {}
+        name = re.sub(r"[^a-z0-9]+", "-", name.lower())
+        return self._checkpoint(Path(self.checkpoints) / f"{name}.pt")
+
+    def single_stage(self) -> dict[str, Any]:
+        """:meth:`stage` for a strategy that trains in one stage (offline): the run folder's
+        ``checkpoint.pt`` beside ``checkpoints`` (``edgekd.rundir``), where edgekd has always
+        kept a logit method's offline checkpoint, so that older interrupted runs resume."""
+        if self.checkpoints is None:
+            return {}
+        return self._checkpoint(Path(self.checkpoints).parent / CHECKPOINT_FILE)
+
+    def _checkpoint(self, path: Path) -> dict[str, Any]:
         from edgekd.train.resume import remove_stale_temporaries
 
-        path = Path(self.checkpoints) / (re.sub(r"[^a-z0-9]+", "-", name.lower()) + ".pt")
         main = self.dist is None or self.dist.is_main
         if main:
             path.parent.mkdir(parents=True, exist_ok=True)
