@@ -216,7 +216,8 @@ def test_cli_ctrl_c_exits_130_and_resume_finishes_the_run(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "edgekd", "distill", "--epochs", "8", "--teacher-epochs", "2"]
-    cmd += ["--bench-seconds", "0.02", "--out", str(out)]
+    # a checkpoint half a second into training (the default 30 s outlasts this short run)
+    cmd += ["--bench-seconds", "0.02", "--checkpoint-every", "0.5", "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
