@@ -147,10 +147,8 @@ def train_student(
     ``config.checkpoint_every`` seconds (at the first step boundary after; 0: at every epoch's
     end) and when training ends, and SIGINT/SIGTERM stop the loop at the next step boundary: the
     state is saved and :class:`Interrupted` raised. ``resume=True`` continues from that file and
-    ends with the same weights as an uninterrupted run.
-
-    The torch thread count is chosen first (:mod:`edgekd.train.threads`: an override, or measured
-    once per process on a copy of ``student``).
+    ends with the same weights as an uninterrupted run. Torch's thread count is set first
+    (:mod:`edgekd.train.threads`: an override, or measured once per process on a copy).
 
     ``dist`` (see :mod:`edgekd.train.distributed`; None: one process) trains on several workers:
     each takes its shard of every global batch, DDP averages the gradients, only rank 0 writes the
@@ -162,15 +160,8 @@ def train_student(
     if augment is not None and getattr(teacher, "by_index", False):
         raise ValueError("cached teacher logits cannot teach augmented views; use live_teacher")
     fit_training_threads(lambda: _trial_step(student, train, config, augment), dist is not None)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    params = list(student.parameters()) + (list(method.parameters()) if method else [])
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(train.n / config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
-    )
-    run = _RunState(student, method, opt, sched, rng, config, teacher)
+    run = _start(student, method, teacher, config, steps_per_epoch)
     if resume:
         run.restore(
             load_training_state(checkpoint)
@@ -199,7 +190,7 @@ def train_student(
                 break
             student.train()
             if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
-                run.order, run.step, run.total, run.count = rng.permutation(train.n), 0, 0.0, 0
+                run.order, run.step, run.total, run.count = run.rng.permutation(train.n), 0, 0.0, 0
             while run.step < steps_per_epoch:
                 if stopping(stop):
                     saver.save(run.state(epoch))
@@ -229,6 +220,19 @@ def train_student(
         student.load_state_dict(run.best_state)
     student.eval()
     return history
+
+
+def _start(student, method, teacher, config: TrainConfig, steps_per_epoch: int) -> _RunState:
+    """A fresh run: seeded generators, AdamW over the student's (and method's) parameters and
+    the one-cycle schedule over every step."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    params = list(student.parameters()) + (list(method.parameters()) if method else [])
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+    )
+    return _RunState(student, method, opt, sched, rng, config, teacher)
 
 
 def _out_of_patience(history: TrainHistory, patience: int) -> bool:

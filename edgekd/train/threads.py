@@ -42,6 +42,9 @@ ENV = "EDGEKD_TRAIN_THREADS"
 MARGIN = 0.10
 TRIAL_SECONDS = 0.25  # time the rounds until this much has passed (and at least MIN_ROUNDS)
 MIN_ROUNDS, MAX_ROUNDS = 2, 5
+# First steps this many times slower than at the other count settle it without more rounds: on
+# a loaded 2-core host one step at 2 threads took 1.2 s against 15 ms at 1.
+DECISIVE = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,13 @@ def request_train_threads(threads: int | None) -> None:
     if threads is not None and threads < 1:
         raise BadInputError(f"train_threads must be >= 1, got {threads}")
     _requested = threads
+
+
+def forget_measurement() -> None:
+    """Measure again before the next training (benchmarks; a process's load rarely changes
+    enough to be worth the trial twice)."""
+    global _measured
+    _measured = None
 
 
 def current_choice() -> ThreadChoice | None:
@@ -138,12 +148,19 @@ def model_step_trial(model: nn.Module, batches: Sequence[Sequence[torch.Tensor]]
 def time_steps(step: Callable[[], None], counts: Sequence[int]) -> tuple[dict[int, float], float]:
     """Median milliseconds per ``step`` at each thread count, interleaved round by round (a
     machine whose load changes meanwhile affects every count alike), after one warm-up step
-    each; and the seconds it all took."""
+    each; and the seconds it all took. When one count's warm-up is ``DECISIVE`` times slower
+    than another's, the warm-ups are the answer (each further step there would cost as much)."""
     start = time.perf_counter()
     times: dict[int, list[float]] = {n: [] for n in counts}
     for n in counts:  # warm-up: first-call allocations and kernel selection
         torch.set_num_threads(n)
+        t0 = time.perf_counter()
         step()
+        times[n].append(1e3 * (time.perf_counter() - t0))
+    first = [t[0] for t in times.values()]
+    if max(first) > DECISIVE * min(first):
+        return {n: t[0] for n, t in times.items()}, time.perf_counter() - start
+    times = {n: [] for n in counts}
     for rounds in range(1, MAX_ROUNDS + 1):
         for n in counts:
             torch.set_num_threads(n)
