@@ -187,3 +187,31 @@ def test_a_measured_run_trains_exactly_as_one_told_the_same_count(monkeypatch) -
     threads.request_train_threads(choice.intra_op)
     told = run()
     assert all(torch.equal(measured[k], told[k]) for k in measured)
+
+
+def test_a_resumed_training_keeps_the_thread_count_it_started_with(tmp_path, monkeypatch) -> None:
+    """Float reductions split by thread count: the resumed run goes on with the checkpoint's."""
+    from edgekd.errors import Interrupted
+    from edgekd.train import loop
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    ckpt = tmp_path / "checkpoint.pt"
+    config = TrainConfig(epochs=2, lr=1e-2, batch_size=16)
+    real_step, calls = loop._step, [0]
+
+    def stopping_step(*args):
+        calls[0] += 1
+        if calls[0] == 3:
+            os.kill(os.getpid(), 2)  # SIGINT: checkpoint at the next step boundary
+        return real_step(*args)
+
+    monkeypatch.setattr(loop, "_step", stopping_step)
+    threads.request_train_threads(1)
+    with pytest.raises(Interrupted):
+        train_student(_Noisy(), _data(), None, config, checkpoint=ckpt)
+    monkeypatch.setattr(loop, "_step", real_step)
+    threads.request_train_threads(2)
+    train_student(_Noisy(), _data(), None, config, checkpoint=ckpt, resume=True)
+    choice = threads.current_choice()
+    assert (choice.source, choice.intra_op, torch.get_num_threads()) == ("resumed", 1, 1)
+    assert "not 2 (train_threads)" in choice.why

@@ -26,7 +26,7 @@ from edgekd.progress import progress_bar
 from edgekd.train.interrupt import stop_on_signals
 from edgekd.train.resume import CheckpointClock, load_training_state
 from edgekd.train.taps import capture
-from edgekd.train.threads import fit_training_threads, model_step_trial
+from edgekd.train.threads import fit_training_threads, model_step_trial, resume_threads
 
 if TYPE_CHECKING:
     from edgekd.train.distributed import DistContext
@@ -282,6 +282,7 @@ class _RunState:
             "history": self.history.to_dict(),
             "best_state": self.best_state,
             "best_score": float(self.best_score),
+            "intra_op_threads": torch.get_num_threads(),  # a resumed run keeps it (threads.py)
         }
 
     def restore(self, state: dict) -> None:
@@ -309,6 +310,8 @@ class _RunState:
         self.epoch, self.step = state["epoch"], state["step"]
         self.total, self.count = state["total"], state["count"]
         self.order = None if state["order"] is None else state["order"].numpy()
+        if state.get("intra_op_threads"):  # absent from checkpoints written before issue 15
+            resume_threads(int(state["intra_op_threads"]))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ or train a peer of its own, and calling it would change what it holds.
 Overrides, the first one set wins, each capped at the usable cores: a run's ``train_threads``
 (``request_train_threads``, from ``DistillConfig.train_threads``), ``$EDGEKD_TRAIN_THREADS``,
 ``$OMP_NUM_THREADS`` (a person who set it has chosen). Under torchrun the workers keep the count
-torchrun gave them (it sets ``OMP_NUM_THREADS=1`` per worker) unless overridden.
+torchrun gave them (it sets ``OMP_NUM_THREADS=1`` per worker) unless overridden. A resumed
+training goes on with the count in its checkpoint (``resume_threads``): float reductions are
+split by thread count, and the resumed run must end bit-identical.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class ThreadChoice:
     intra_op: int  # torch.get_num_threads() once chosen
     inter_op: int  # torch.get_num_interop_threads() once chosen
     usable_cores: int
-    source: str  # measured | train_threads | EDGEKD_TRAIN_THREADS | OMP_NUM_THREADS | ...
+    source: str  # measured | train_threads | EDGEKD_TRAIN_THREADS | OMP_NUM_THREADS | resumed ...
     why: str
     trial_ms_per_step: dict[int, float] = field(default_factory=dict)  # median, by thread count
     trial_seconds: float = 0.0
@@ -126,6 +128,19 @@ def fit_training_threads(
             _measured = _measure(trial, cores)
         threads, timings, seconds, why = _measured
         _current = _apply(threads, cores, "measured", why, timings, seconds)
+    return _current
+
+
+def resume_threads(threads: int) -> ThreadChoice | None:
+    """Go on with the intra-op count an interrupted training ran with, whatever was chosen now:
+    torch splits float reductions by thread count, so another count would not end bit-identical
+    to the run that was never stopped."""
+    global _current
+    if torch.get_num_threads() == threads:
+        return _current
+    was = f"{_current.intra_op} ({_current.source})" if _current else str(torch.get_num_threads())
+    why = f"resumed: the interrupted run's {threads}, not {was}, so that it ends bit-identical"
+    _current = _apply(threads, usable_cores(), "resumed", why)
     return _current
 
 
