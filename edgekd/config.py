@@ -228,6 +228,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "augment": _one_of("edgekd.data.augment", "LEVELS"),
     "patience": (lambda v: v >= 0, "must be >= 0"),
     "seeds": (lambda v: v >= 1, "must be >= 1"),
+    "train_threads": (lambda v: v >= 1, "must be >= 1"),
+    "checkpoint_every": (lambda v: v > 0, "must be > 0"),
 }
 
 # A black-box command does not tell its size: then only the target's budget bounds the student.
@@ -284,6 +286,11 @@ class DistillConfig:
     augment: str | None = None
     patience: int = 0
     seeds: int = 1
+    # How training runs, not what it learns: torch threads (edgekd.train.threads; None: the
+    # faster of 1 and the usable cores, measured) and seconds between training checkpoints
+    # (edgekd.train.resume; a kill -9 loses at most that much work).
+    train_threads: int | None = None
+    checkpoint_every: float = 30.0
 
     # Old names still read from run files and config.json (with a note on stderr).
     renamed_keys: ClassVar[dict[str, str]] = {

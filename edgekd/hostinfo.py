@@ -1,9 +1,12 @@
 """The host a measurement runs on: metadata recorded with every report (a number without its
-machine is not a result), the thread count a run may use, and the GPU memory this process holds.
+machine is not a result), the cores this process may really use (CPU affinity and the cgroup CPU
+quota, not ``os.cpu_count()``), the thread count a run may use, and the GPU memory this process
+holds.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -79,6 +82,7 @@ def host_info() -> dict:
         "cpu_flags": [f for f in INT8_FLAGS if f in flags],
         "int8_support": int8_support(flags),
         "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "frequency_governor": governor,
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
@@ -93,8 +97,100 @@ def host_info() -> dict:
 
 
 def host_threads(requested: int) -> int:
-    """The target's thread count, capped at the host's cores (oversubscription only adds noise)."""
-    return max(1, min(requested, os.cpu_count() or 1))
+    """The target's thread count, capped at the cores this process may use (oversubscription only
+    adds noise)."""
+    return max(1, min(requested, usable_cores()))
+
+
+# Where the cgroup file systems are mounted; tests point ``usable_cores`` at a fake tree.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+SELF_CGROUP = Path("/proc/self/cgroup")
+
+
+def usable_cores(
+    cgroup_root: str | os.PathLike[str] = CGROUP_ROOT,
+    self_cgroup: str | os.PathLike[str] = SELF_CGROUP,
+) -> int:
+    """The cores this process may really use: its CPU affinity, capped by the cgroup CPU quota
+    (a container given 1.5 CPUs of a 64-core host gets 1); at least 1.
+
+    >>> usable_cores() >= 1
+    True
+    """
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:  # macOS, Windows: no affinity call; the machine's count is all there is to know
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root, self_cgroup)
+    if quota is not None:
+        # Rounded down: threads beyond the quota are throttled in every period, which costs more
+        # than the fraction of a core they would add.
+        cores = min(cores, math.floor(quota))
+    return max(1, cores)
+
+
+def cgroup_cpu_quota(
+    cgroup_root: str | os.PathLike[str] = CGROUP_ROOT,
+    self_cgroup: str | os.PathLike[str] = SELF_CGROUP,
+) -> float | None:
+    """CPUs per period the cgroup quota gives this process (the tightest along its cgroup path,
+    cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``); None: no quota."""
+    root = Path(cgroup_root)
+    paths = _own_cgroup_paths(Path(self_cgroup))
+    limits = []
+    # v2 (unified) files at the root, or under "unified" on a hybrid v1/v2 host
+    for base in (root, root / "unified"):
+        limits += _along(base, paths.get("", "/"), _cpu_max)
+    for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):  # v1: the cpu controller's mount
+        limits += _along(root / name, paths.get("cpu", "/"), _cfs_quota)
+    return min(limits) if limits else None
+
+
+def _own_cgroup_paths(self_cgroup: Path) -> dict[str, str]:
+    """This process's cgroup path per controller ("" for v2) from ``/proc/self/cgroup``."""
+    try:
+        text = self_cgroup.read_text()
+    except OSError:
+        return {}
+    paths = {}
+    for line in text.splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    return paths
+
+
+def _along(base: Path, own: str, read) -> list[float]:
+    """Limits found in ``base``/``own`` and each folder above it up to ``base`` (nested quotas
+    all apply). Inside a container the path is often not there: then ``base`` alone."""
+    limits = []
+    folder = base / own.strip("/")
+    while True:
+        limit = read(folder)
+        if limit is not None:
+            limits.append(limit)
+        if folder == base or base not in folder.parents:
+            return limits
+        folder = folder.parent
+
+
+def _cpu_max(folder: Path) -> float | None:
+    """cgroup v2 ``cpu.max``: "QUOTA PERIOD" or "max PERIOD"."""
+    try:
+        quota, _, period = (folder / "cpu.max").read_text().strip().partition(" ")
+        return None if quota == "max" else int(quota) / int(period or 100000)
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _cfs_quota(folder: Path) -> float | None:
+    """cgroup v1 ``cpu.cfs_quota_us`` (-1: none) over ``cpu.cfs_period_us``."""
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
 
 
 def process_gpu_memory_mb() -> float | None:

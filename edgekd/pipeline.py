@@ -58,6 +58,7 @@ from edgekd.targets import TargetProfile, load_target
 from edgekd.teacher.blackbox import blackbox_teacher_report
 from edgekd.teacher.prepare import Teaching, prepare_teaching
 from edgekd.train.distributed import DistContext, on_main, resumes_after_restart, run_stamp
+from edgekd.train.threads import current_choice, request_train_threads
 
 
 def default_out_dir(target: str, dist: DistContext | None = None) -> Path:
@@ -206,6 +207,7 @@ def prepare_run(
     'cnn width 2 depth 2'
     """
     inputs = inputs or read_inputs(config)
+    request_train_threads(config.train_threads)  # before the default teacher trains
     lap = lap or (lambda name: None)
     blackbox_result = None
     if config.teacher_onnx or config.teacher_cmd:
@@ -313,7 +315,19 @@ class Training:
             "history": history.to_dict(),
             "trust_checkpoint": config.trust_checkpoint,
             "resumed": resumed,
+            **_how_it_trained(config),
         }
+
+
+def _how_it_trained(config: DistillConfig) -> dict[str, Any]:
+    """The training's real torch threads and why (``edgekd.train.threads``) and the checkpoint
+    interval: how the run trained, beside what it learnt."""
+    choice = current_choice()
+    return {
+        "train_threads": config.train_threads,
+        "threads": None if choice is None else choice.to_dict(),
+        "checkpoint_every": config.checkpoint_every,
+    }
 
 
 def _train(run: PreparedRun, folder: RunFolder) -> Training:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 os.environ.setdefault("EDGEKD_NO_PROGRESS", "1")
+os.environ.setdefault("EDGEKD_TRAIN_THREADS", "1")  # training too (edgekd.train.threads)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -35,8 +35,9 @@ def _data():
     return Split({"x": x}, y), Split({"x": x[:32]}, y[:32]), rng.normal(size=(96, 2))
 
 
-def _train(checkpoint=None, resume=False, seed=0, on_step=None, method=None, epochs=3):
-    """Train a tiny MLP by KD; ``on_step(n)`` runs inside the n-th teacher call (n from 1)."""
+def _train(checkpoint=None, resume=False, seed=0, on_step=None, method=None, epochs=3, every=0.0):
+    """Train a tiny MLP by KD; ``on_step(n)`` runs inside the n-th teacher call (n from 1);
+    ``every``: seconds between checkpoints (0: every epoch)."""
     train, val, logits = _data()
     torch.manual_seed(seed)
     student = build_student("mlp", (6,), 2, width=0.25, depth=1)
@@ -50,7 +51,7 @@ def _train(checkpoint=None, resume=False, seed=0, on_step=None, method=None, epo
             out = on_step(calls[0], out) or out
         return out
 
-    config = TrainConfig(epochs=epochs, lr=1e-2, batch_size=16, seed=seed)
+    config = TrainConfig(epochs=epochs, lr=1e-2, batch_size=16, seed=seed, checkpoint_every=every)
     history = train_student(
         student,
         train,
@@ -216,7 +217,8 @@ def test_cli_ctrl_c_exits_130_and_resume_finishes_the_run(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "edgekd", "distill", "--epochs", "8", "--teacher-epochs", "2"]
-    cmd += ["--bench-seconds", "0.02", "--out", str(out)]
+    # a checkpoint half a second into training (the default 30 s outlasts this short run)
+    cmd += ["--bench-seconds", "0.02", "--checkpoint-every", "0.5", "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -389,3 +391,67 @@ def test_online_resumes_the_student_and_its_peer_exactly(tmp_path, monkeypatch) 
     assert _same_weights(resumed.student, reference.student)
     assert resumed.info["peer_val_accuracy"] == reference.info["peer_val_accuracy"]
     assert resumed.history.to_dict() == reference.history.to_dict()
+
+
+@pytest.fixture
+def step_clock(monkeypatch):
+    """A fake clock for the checkpoint interval: one second passes per reading."""
+    from edgekd.train.resume import CheckpointClock
+
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    monkeypatch.setattr(CheckpointClock, "clock", staticmethod(clock))
+    return now
+
+
+def test_checkpoints_on_a_clock_are_step_level_and_resume_exactly(
+    uninterrupted, tmp_path, step_clock
+) -> None:
+    """Saved every 4 clock seconds, mid-epoch; killed (a crash) in epoch 3; resumed: the same
+    weights and history as the run that saved after every epoch and was never stopped."""
+    ckpt = tmp_path / "checkpoint.pt"
+    saved = []
+
+    def crash(n, _out):
+        if ckpt.is_file():
+            state = load_training_state(ckpt)
+            saved.append((state["epoch"], state["step"]))
+        if n == 2 * STEPS_PER_EPOCH + 4:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        _train(ckpt, on_step=crash, every=4.0)
+    assert any(step > 0 for _, step in saved)  # some were written mid-epoch
+    state = load_training_state(ckpt)
+    assert state["epoch"] == 2 and state["order"] is not None and state["step"] < 4
+    student, history = _train(ckpt, resume=True, every=4.0)
+    reference, ref_history = uninterrupted
+    assert _same_weights(student, reference)
+    assert history.to_dict() == ref_history.to_dict()
+
+
+def test_a_long_interval_still_saves_at_a_signal_and_at_the_end(uninterrupted, tmp_path) -> None:
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def crash(n, _out):
+        if n == 2 * STEPS_PER_EPOCH + 1:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):
+        _train(ckpt, on_step=crash, every=3600.0)
+    assert not ckpt.exists()  # nothing due yet: a kill loses at most the interval
+
+    def send(n, _out):
+        if n == STEPS_PER_EPOCH + 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Interrupted):
+        _train(ckpt, on_step=send, every=3600.0)
+    assert (load_training_state(ckpt)["epoch"], load_training_state(ckpt)["step"]) == (1, 2)
+    student, _ = _train(ckpt, resume=True, every=3600.0)  # another interval is fine too
+    assert _same_weights(student, uninterrupted[0])
+    assert load_training_state(ckpt)["epoch"] == 3  # written at the end

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from edgekd.bench.runner import BenchSettings, ModelRef, check_runtime, measure_models
 from edgekd.bench.sources import ModelSource, resolve_model
 from edgekd.errors import BadInputError
-from edgekd.hostinfo import host_info, host_threads
+from edgekd.hostinfo import host_info, host_threads, usable_cores
 from edgekd.results import Report
 from edgekd.runtimes import get_runtime
 from edgekd.targets import TargetProfile, load_target
@@ -57,15 +57,17 @@ def _runtimes_for(source: ModelSource, requested: Sequence[str] | None) -> tuple
 
 
 def thread_settings(threads: int) -> dict:
-    """The thread counts that shape a CPU figure, as this run set them."""
+    """The thread counts that shape a benchmark figure, as this run set them (training's torch
+    threads are another matter: the report's ``training.threads``)."""
     env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "target_threads": threads,
         "threads_used": host_threads(threads),
-        "cpus_usable": usable,
+        "cpus_usable": usable_cores(),  # affinity capped by the cgroup CPU quota
         "ort_intra_op_threads": host_threads(threads),
         "ort_inter_op_threads": 1,
+        # Kept for old readers: the count a torch-eager benchmark would use, the same as ONNX
+        # Runtime's intra-op count above; not the threads training ran with.
         "torch_threads": host_threads(threads),
         **{k.lower(): v for k, v in env.items()},
     }

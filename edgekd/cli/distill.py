@@ -140,6 +140,20 @@ Patience = Annotated[
 Seeds = Annotated[
     int, typer.Option(help="Train N seeds; report mean +- std (artifacts of the first).")
 ]
+TrainThreads = Annotated[
+    int | None,
+    typer.Option(
+        help="torch threads for training (default: the faster of 1 and the usable cores, "
+        "timed over a few steps; $EDGEKD_TRAIN_THREADS for library use)."
+    ),
+]
+CheckpointEvery = Annotated[
+    float,
+    typer.Option(
+        help="Seconds between training checkpoints (also written at Ctrl-C and at the end); "
+        "a kill -9 loses at most this much training."
+    ),
+]
 Resume = Annotated[
     str | None,
     typer.Option(help="Continue the interrupted run in this folder (OUT or OUT.partial)."),
@@ -209,6 +223,8 @@ def distill(
     augment: Augment = D["augment"],
     patience: Patience = D["patience"],
     seeds: Seeds = D["seeds"],
+    train_threads: TrainThreads = D["train_threads"],
+    checkpoint_every: CheckpointEvery = D["checkpoint_every"],
     as_json: Json = False,
     nproc: Nproc = 1,
     max_restarts: MaxRestarts = 0,

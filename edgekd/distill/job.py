@@ -65,6 +65,7 @@ def make_job(
         alpha=alpha,
         seed=config.seed,
         patience=config.patience,
+        checkpoint_every=config.checkpoint_every,
     )
     method_options = MethodOptions(
         temperature=config.temperature,

@@ -24,8 +24,9 @@ from edgekd.distill.methods import DistillBatch, Method
 from edgekd.errors import BadInputError, DivergedError, Interrupted
 from edgekd.progress import progress_bar
 from edgekd.train.interrupt import stop_on_signals
-from edgekd.train.resume import load_training_state, save_training_state
+from edgekd.train.resume import CheckpointClock, load_training_state
 from edgekd.train.taps import capture
+from edgekd.train.threads import fit_training_threads, model_step_trial, resume_threads
 
 if TYPE_CHECKING:
     from edgekd.train.distributed import DistContext
@@ -40,6 +41,10 @@ class TrainConfig:
     alpha: float = 0.1  # weight of the hard-label CE; (1 - alpha) weights the distillation loss
     seed: int = 0
     patience: int = 0  # stop after this many epochs without a better validation score; 0: never
+    # Seconds between training checkpoints (at the first step boundary after); 0: at every
+    # epoch's end. It does not change what is trained: left out of equality, of the repr (the
+    # default teacher's cache key is built from it) and of the settings a resume must match.
+    checkpoint_every: float = dataclasses.field(default=0.0, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -50,6 +55,14 @@ class TrainConfig:
             raise ValueError("lr must be > 0 and batch_size >= 1")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if not self.checkpoint_every >= 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+    def settings(self) -> dict:
+        """What a checkpoint must have been written with to resume under this config."""
+        out = dataclasses.asdict(self)
+        del out["checkpoint_every"]
+        return out
 
 
 @dataclass
@@ -130,10 +143,12 @@ def train_student(
     output. ``val_score(student)`` (higher is better) replaces validation accuracy, e.g. for
     embeddings or unlabelled data.
 
-    With ``checkpoint`` (a file path) the training state is saved there after every epoch, and
-    SIGINT/SIGTERM stop the loop at the next step boundary: the state is saved and
-    :class:`Interrupted` raised. ``resume=True`` continues from that file and ends with the same
-    weights as an uninterrupted run.
+    With ``checkpoint`` (a file path) the training state is saved there every
+    ``config.checkpoint_every`` seconds (at the first step boundary after; 0: at every epoch's
+    end) and when training ends, and SIGINT/SIGTERM stop the loop at the next step boundary: the
+    state is saved and :class:`Interrupted` raised. ``resume=True`` continues from that file and
+    ends with the same weights as an uninterrupted run. Torch's thread count is set first
+    (:mod:`edgekd.train.threads`: an override, or measured once per process on a copy).
 
     ``dist`` (see :mod:`edgekd.train.distributed`; None: one process) trains on several workers:
     each takes its shard of every global batch, DDP averages the gradients, only rank 0 writes the
@@ -144,15 +159,9 @@ def train_student(
     """
     if augment is not None and getattr(teacher, "by_index", False):
         raise ValueError("cached teacher logits cannot teach augmented views; use live_teacher")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    params = list(student.parameters()) + (list(method.parameters()) if method else [])
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    fit_training_threads(lambda: _trial_step(student, train, config, augment), dist is not None)
     steps_per_epoch = math.ceil(train.n / config.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
-    )
-    run = _RunState(student, method, opt, sched, rng, config, teacher)
+    run = _start(student, method, teacher, config, steps_per_epoch)
     if resume:
         run.restore(
             load_training_state(checkpoint)
@@ -169,6 +178,8 @@ def train_student(
 
     history = run.history
     parts = _StepParts(model, loss_fn, teacher, train, augment, dist, description)
+    # (dist) only rank 0 writes; the clock starts now, so a resumed run saves after the interval
+    saver = CheckpointClock(checkpoint if writes else None, config.checkpoint_every)
     with (
         progress_bar(description, config.epochs) as bar,
         stop_on_signals(enabled=checkpoint is not None) as stop,
@@ -179,21 +190,27 @@ def train_student(
                 break
             student.train()
             if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
-                run.order, run.step, run.total, run.count = rng.permutation(train.n), 0, 0.0, 0
+                run.order, run.step, run.total, run.count = run.rng.permutation(train.n), 0, 0.0, 0
             while run.step < steps_per_epoch:
                 if stopping(stop):
-                    if writes:
-                        save_training_state(checkpoint, run.state(epoch))
+                    saver.save(run.state(epoch))
                     raise Interrupted(
                         f"{description}: stopped by {stop.name} at epoch {epoch + 1}, step "
                         f"{run.step + 1} of {steps_per_epoch}; checkpoint written to {checkpoint}"
                     )
                 _step(run, parts, epoch)
-            _end_epoch(run, epoch, val, val_score, checkpoint if writes else None)
+                saver.advanced()
+                if saver.due() and run.step < steps_per_epoch:  # mid-epoch: the step-level state
+                    saver.save(run.state(epoch))
+            _end_epoch(run, epoch, val, val_score)
+            if saver.due(epoch_end=True):
+                saver.save(run.state(run.epoch))
             bar.advance(
                 info=f"loss {history.loss[-1]:.4f}"
                 + (f"  val {history.val_accuracy[-1]:.3f}" if history.val_accuracy else "")
             )
+        if saver.unsaved:  # training ended (last epoch or out of patience): always saved
+            saver.save(run.state(run.epoch))
         if stopping(stop):  # the signal came after the last step: training is complete and saved
             raise Interrupted(
                 f"{description}: stopped by {stop.name} after the last epoch; checkpoint written "
@@ -203,6 +220,19 @@ def train_student(
         student.load_state_dict(run.best_state)
     student.eval()
     return history
+
+
+def _start(student, method, teacher, config: TrainConfig, steps_per_epoch: int) -> _RunState:
+    """A fresh run: seeded generators, AdamW over the student's (and method's) parameters and
+    the one-cycle schedule over every step."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    params = list(student.parameters()) + (list(method.parameters()) if method else [])
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+    )
+    return _RunState(student, method, opt, sched, rng, config, teacher)
 
 
 def _out_of_patience(history: TrainHistory, patience: int) -> bool:
@@ -236,7 +266,7 @@ class _RunState:
 
     def state(self, epoch: int) -> dict:
         return {
-            "config": dataclasses.asdict(self.config),
+            "config": self.config.settings(),
             "epoch": epoch,
             "step": self.step if self.order is not None else 0,
             "order": None if self.order is None else torch.from_numpy(self.order.copy()),
@@ -252,12 +282,14 @@ class _RunState:
             "history": self.history.to_dict(),
             "best_state": self.best_state,
             "best_score": float(self.best_score),
+            "intra_op_threads": torch.get_num_threads(),  # a resumed run keeps it (threads.py)
         }
 
     def restore(self, state: dict) -> None:
-        saved = state["config"]
-        if saved != dataclasses.asdict(self.config):
-            diff = {k: (v, saved.get(k)) for k, v in dataclasses.asdict(self.config).items()}
+        saved, now = state["config"], self.config.settings()
+        saved.pop("checkpoint_every", None)  # not a training setting (see TrainConfig)
+        if saved != now:
+            diff = {k: (v, saved.get(k)) for k, v in now.items()}
             diff = {k: v for k, v in diff.items() if v[0] != v[1]}
             raise BadInputError(
                 "the checkpoint was written with other training settings "
@@ -278,6 +310,8 @@ class _RunState:
         self.epoch, self.step = state["epoch"], state["step"]
         self.total, self.count = state["total"], state["count"]
         self.order = None if state["order"] is None else state["order"].numpy()
+        if state.get("intra_op_threads"):  # absent from checkpoints written before issue 15
+            resume_threads(int(state["intra_op_threads"]))
 
 
 @dataclass(frozen=True)
@@ -326,20 +360,30 @@ def _end_epoch(
     epoch: int,
     val: Split | None,
     val_score: Callable[[nn.Module], float] | None,
-    checkpoint: str | Path | None,
 ) -> None:
-    """The epoch's mean loss, validation, the best weights so far, and the checkpoint (if any)."""
+    """The epoch's mean loss, validation and the best weights so far; ``run`` is at the start of
+    the next epoch (what an epoch-end checkpoint holds)."""
     history = run.history
     history.loss.append(run.total / run.count)
-    run.order = None
+    run.order, run.epoch = None, epoch + 1
     score = _validate(run.student, val, val_score)
     if score is not None:
         history.val_accuracy.append(score)
         if score > run.best_score:  # a NaN score is never the best
             run.best_score, history.best_epoch = score, epoch
             run.best_state = copy.deepcopy(run.student.state_dict())
-    if checkpoint is not None:
-        save_training_state(checkpoint, run.state(epoch + 1))
+
+
+def _trial_step(student: nn.Module, train: Split, config: TrainConfig, augment: Augment | None):
+    """A training step of a copy of ``student`` on a few real batches (augmented as training
+    will), for timing thread counts; its own generator, so the training's is untouched."""
+    rng = np.random.default_rng(0x7E57)
+    index = rng.permutation(train.n)
+    batches = []
+    for i in range(min(3, math.ceil(train.n / config.batch_size))):
+        batch = train.take(index[i * config.batch_size : (i + 1) * config.batch_size])
+        batches.append(to_tensors(augment(batch, rng) if augment is not None else batch))
+    return model_step_trial(student, batches)
 
 
 def _loss(logits, labels, index, batch, method, teacher, s_feats, config, epoch) -> torch.Tensor:

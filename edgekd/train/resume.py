@@ -1,4 +1,5 @@
-"""The training state, saved after every epoch (and when stopped) so that a run can resume exactly.
+"""The training state, saved on a clock (and when stopped, and at the end) so that a run can
+resume exactly; and the clock that says when.
 
 One file holds everything the next step depends on: student (and method adapter) weights, the
 optimizer and scheduler states, both random generators, the position in the epoch (with that
@@ -9,11 +10,17 @@ Written with ``torch.save`` to a temporary file, fsynced and renamed over the pr
 (``edgekd.fileio.atomic_path``): a crash or ``kill -9`` mid-write leaves the previous checkpoint
 whole. Read back with ``torch.load(weights_only=True)``: tensors and plain containers only, never
 pickled code.
+
+Saving costs ``torch.save`` and two fsyncs (0.13 s of a 0.7 s epoch on the default student), so
+it happens every ``TrainConfig.checkpoint_every`` seconds, at the first step boundary after (the
+state is step-level: the epoch's order and position are in it), instead of after every epoch: a
+``kill -9`` loses at most that interval plus one step. 0 saves at every epoch's end.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,33 @@ def save_training_state(path: str | os.PathLike[str], state: dict[str, Any]) -> 
     with atomic_path(path, suffix=TEMP_SUFFIX) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
     return path
+
+
+class CheckpointClock:
+    """When the training state is due: every ``every`` seconds since the last save (0: at epoch
+    ends), and at the end whatever was trained since. ``path`` None: never (not the writer)."""
+
+    clock = staticmethod(time.monotonic)  # tests swap in a fake clock
+
+    def __init__(self, path: str | os.PathLike[str] | None, every: float) -> None:
+        self.path, self.every = path, every
+        self.last = self.clock()
+        self.unsaved = False  # trained since the last save (a resumed run starts saved)
+
+    def advanced(self) -> None:
+        self.unsaved = True
+
+    def due(self, epoch_end: bool = False) -> bool:
+        if self.path is None or not self.unsaved:
+            return False
+        if self.every == 0:
+            return epoch_end
+        return self.clock() - self.last >= self.every
+
+    def save(self, state: dict[str, Any]) -> None:
+        if self.path is not None:
+            save_training_state(self.path, state)
+            self.last, self.unsaved = self.clock(), False
 
 
 def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
