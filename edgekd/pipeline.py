@@ -58,6 +58,13 @@ from edgekd.students.checkpoint import save_model
 from edgekd.targets import TargetProfile, load_target
 from edgekd.teacher.blackbox import blackbox_teacher_report
 from edgekd.teacher.prepare import Teaching, prepare_teaching
+from edgekd.train.device import (
+    describe_device,
+    reset_peak_memory,
+    resolve_device,
+    resolve_precision,
+    training_device,
+)
 from edgekd.train.distributed import DistContext, on_main, resumes_after_restart, run_stamp
 from edgekd.train.resume import remove_stale_temporaries
 
@@ -151,6 +158,7 @@ def read_inputs(config: DistillConfig) -> RunInputs:
             f"method {method!r} distils {' or '.join(tasks)} outputs, not --task {config.task}"
         )
     blackbox = bool(config.teacher_onnx or config.teacher_cmd)
+    resolve_precision(config.precision, resolve_device(config.device))  # refused here, not later
     return RunInputs(target, data, method, resolve_strategy(config.strategy, blackbox))
 
 
@@ -295,6 +303,7 @@ class Training:
     result: StrategyResult  # the trained student, its history, the strategy's notes
     init_summary: dict[str, Any] | None  # --init-from-teacher: which weights were copied
     seeds: dict[str, Any] | None  # --seeds N: every seed's test score
+    device: dict[str, Any] | None = None  # where it ran (edgekd.train.device.describe_device)
 
     @property
     def student(self) -> nn.Module:
@@ -321,6 +330,7 @@ class Training:
             "history": history.to_dict(),
             "trust_checkpoint": config.trust_checkpoint,
             "resumed": resumed,
+            **(self.device or {}),  # device, device_type, device_name, precision, peak memory
         }
 
 
@@ -342,6 +352,8 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
     on_file = checkpoint.is_file
     resume_training = folder.resume and (on_file() if dist is None else dist.from_main(on_file))
     job, augment_why = make_job(config, run.teaching, student, run.strategy, run.method, dist)
+    device = training_device(config.device, dist)
+    reset_peak_memory(device)
     try:
         if uses_default_path(job, run.strategy, run.teaching):
             trained = train_offline(
@@ -363,7 +375,8 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
             config, job, run.teaching, run.train_split, run.strategy, run.new_student,
             trained.student,
         )  # fmt: skip
-    return Training(job, trained, init_summary, seeds)
+    used = describe_device(device, resolve_precision(config.precision, device))
+    return Training(job, trained, init_summary, seeds, used)
 
 
 @dataclass(frozen=True)

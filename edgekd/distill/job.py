@@ -80,6 +80,8 @@ def make_job(
         alpha=alpha,
         seed=config.seed,
         patience=config.patience,
+        device=config.device,
+        precision=config.precision,
     )
     method_options = MethodOptions(
         temperature=config.temperature,

@@ -80,7 +80,9 @@ def _default_teaching(config, data: DataBundle, dist=None) -> Teaching:
         data,
         data.num_classes,
         info.params,
-        teacher_outputs(model, data.train, description="teacher outputs (train)", dist=dist),
+        teacher_outputs(
+            model, data.train, None, "teacher outputs (train)", dist=dist, device=config.device
+        ),
         predict_logits(model, data.val),
     )
 
@@ -110,7 +112,7 @@ def _user_teaching(config, data: DataBundle, sources: dict[str, str], dist=None)
         split: Split = getattr(data, name)
         key = cache_key(teacher=loaded.fingerprint, data=split.fingerprint(), v=1)
         outputs[name] = teacher_outputs(
-            loaded.module, split, key, description=f"teacher outputs ({name})", dist=dist
+            loaded.module, split, key, f"teacher outputs ({name})", dist=dist, device=config.device
         )
     info = {
         **loaded.to_dict(),

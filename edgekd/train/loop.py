@@ -23,6 +23,16 @@ from edgekd.data import Split
 from edgekd.distill.methods import DistillBatch, Method
 from edgekd.errors import BadInputError, DivergedError, Interrupted
 from edgekd.progress import progress_bar
+from edgekd.train.device import (
+    PRECISIONS,
+    OnDevice,
+    autocast,
+    gradient_scaler,
+    module_device,
+    resolve_precision,
+    training_device,
+    valid_device_spec,
+)
 from edgekd.train.interrupt import stop_on_signals
 from edgekd.train.resume import load_training_state, save_training_state
 from edgekd.train.taps import capture
@@ -40,8 +50,14 @@ class TrainConfig:
     alpha: float = 0.1  # weight of the hard-label CE; (1 - alpha) weights the distillation loss
     seed: int = 0
     patience: int = 0  # stop after this many epochs without a better validation score; 0: never
+    # Where and in what precision the arithmetic runs (edgekd.train.device), not what is trained:
+    # a checkpoint resumes under other values (see _RunState.restore).
+    device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if not valid_device_spec(self.device) or self.precision not in PRECISIONS:
+            raise ValueError(f"unknown device {self.device!r} or precision {self.precision!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -88,20 +104,25 @@ def live_teacher(teacher: nn.Module, taps: tuple[str, ...] = ()) -> TeacherSigna
 
     def signal(_index: np.ndarray, batch: Split):
         with torch.no_grad(), capture(teacher, taps) as feats:
-            logits = teacher(*to_tensors(batch))
+            logits = teacher(*to_tensors(batch, module_device(teacher)))
         return logits, dict(feats)
 
+    signal.module = teacher  # train_student runs it on the training device
     return signal
 
 
-def to_tensors(split: Split) -> list[torch.Tensor]:
-    return [torch.from_numpy(np.ascontiguousarray(a)) for a in split.inputs.values()]
+def to_tensors(split: Split, device: torch.device | None = None) -> list[torch.Tensor]:
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in split.inputs.values()]
+    return tensors if device is None else [t.to(device) for t in tensors]
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
     model.eval()
-    outs = [model(*to_tensors(b)).float().numpy() for _, b in split.batches(batch_size)]
+    device = module_device(model)
+    outs = [
+        model(*to_tensors(b, device)).float().cpu().numpy() for _, b in split.batches(batch_size)
+    ]
     return np.concatenate(outs)
 
 
@@ -141,9 +162,13 @@ def train_student(
     ``augment`` is applied once per batch, before both the student and the teacher signal see it
     (consistent teaching); a view without labels (mixup) is taught by the teacher alone.
     ``config.patience`` stops training after that many epochs without a better validation score.
+    ``config.device``/``precision``: see :mod:`edgekd.train.device` (modules go back at the end).
     """
     if augment is not None and getattr(teacher, "by_index", False):
         raise ValueError("cached teacher logits cannot teach augmented views; use live_teacher")
+    device = training_device(config.device, dist)
+    precision = resolve_precision(config.precision, device)
+    placed = OnDevice(device, student, method, getattr(teacher, "module", None))
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     params = list(student.parameters()) + (list(method.parameters()) if method else [])
@@ -152,7 +177,7 @@ def train_student(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )
-    run = _RunState(student, method, opt, sched, rng, config, teacher)
+    run = _RunState(student, method, opt, sched, rng, config, teacher, device, precision)
     if resume:
         run.restore(
             load_training_state(checkpoint)
@@ -168,8 +193,9 @@ def train_student(
         return stop.requested if dist is None or checkpoint is None else dist.any(stop.requested)
 
     history = run.history
-    parts = _StepParts(model, loss_fn, teacher, train, augment, dist, description)
+    parts = _StepParts(model, loss_fn, teacher, train, augment, dist, description, precision)
     with (
+        placed,  # the modules go back where they were when the loop ends, also on an error
         progress_bar(description, config.epochs) as bar,
         stop_on_signals(enabled=checkpoint is not None) as stop,
     ):
@@ -224,7 +250,10 @@ def _validate(
 class _RunState:
     """Everything a training step depends on, to and from a checkpoint."""
 
-    def __init__(self, student, method, opt, sched, rng, config: TrainConfig, signal=None) -> None:
+    def __init__(
+        self, student, method, opt, sched, rng, config: TrainConfig, signal=None, device=None,
+        precision: str = "fp32",
+    ) -> None:  # fmt: skip
         self.student, self.method, self.opt, self.sched, self.rng = student, method, opt, sched, rng
         self.config = config
         self.signal = signal if hasattr(signal, "state_dict") else None  # it trains: keep its state
@@ -233,6 +262,8 @@ class _RunState:
         self.best_score = -math.inf
         self.epoch, self.step, self.total, self.count = 0, 0, 0.0, 0
         self.order: np.ndarray | None = None
+        self.device = device or torch.device("cpu")
+        self.scaler = gradient_scaler(self.device, precision)  # fp16 only, else None
 
     def state(self, epoch: int) -> dict:
         return {
@@ -252,12 +283,16 @@ class _RunState:
             "history": self.history.to_dict(),
             "best_state": self.best_state,
             "best_score": float(self.best_score),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "cuda_rng": (
+                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            ),
         }
 
     def restore(self, state: dict) -> None:
-        saved = state["config"]
-        if saved != dataclasses.asdict(self.config):
-            diff = {k: (v, saved.get(k)) for k, v in dataclasses.asdict(self.config).items()}
+        saved, now = _trained_settings(state["config"]), _trained_settings(self.config)
+        if saved != now:
+            diff = {k: (v, saved.get(k)) for k, v in now.items()}
             diff = {k: v for k, v in diff.items() if v[0] != v[1]}
             raise BadInputError(
                 "the checkpoint was written with other training settings "
@@ -278,6 +313,18 @@ class _RunState:
         self.epoch, self.step = state["epoch"], state["step"]
         self.total, self.count = state["total"], state["count"]
         self.order = None if state["order"] is None else state["order"].numpy()
+        # (device) a checkpoint from another device or precision resumes without these
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+
+def _trained_settings(config: TrainConfig | dict) -> dict:
+    """The training settings a checkpoint must share with the run that resumes it: all but where
+    and in what precision the arithmetic runs (a run started on a GPU resumes on a CPU)."""
+    values = dataclasses.asdict(config) if isinstance(config, TrainConfig) else dict(config)
+    return {k: v for k, v in values.items() if k not in ("device", "precision")}
 
 
 @dataclass(frozen=True)
@@ -291,6 +338,7 @@ class _StepParts:
     augment: Augment | None
     dist: DistContext | None
     description: str
+    precision: str = "fp32"  # resolved (edgekd.train.device); the device is the run state's
 
 
 def _step(run: _RunState, parts: _StepParts, epoch: int) -> None:
@@ -302,10 +350,13 @@ def _step(run: _RunState, parts: _StepParts, epoch: int) -> None:
     if parts.augment is not None:
         batch = parts.augment(batch, run.rng)
     s_taps = run.method.student_taps if run.method else ()
-    with capture(run.student, s_taps) as s_feats:
-        logits = parts.model(*to_tensors(batch))
-    labels = None if batch.y is None else torch.from_numpy(batch.y)
-    loss = _loss(logits, labels, local, batch, parts.loss_fn, parts.teacher, s_feats, config, epoch)
+    labels = None if batch.y is None else torch.from_numpy(batch.y).to(run.device)
+    with autocast(run.device, parts.precision):  # forward passes and loss; weights stay fp32
+        with capture(run.student, s_taps) as s_feats:
+            logits = parts.model(*to_tensors(batch, run.device))
+        loss = _loss(
+            logits, labels, local, batch, parts.loss_fn, parts.teacher, s_feats, config, epoch
+        )
     seen = loss.item() * batch.n if dist is None else dist.batch_sum(loss)  # (dist)
     if not math.isfinite(seen):
         raise DivergedError(
@@ -313,8 +364,13 @@ def _step(run: _RunState, parts: _StepParts, epoch: int) -> None:
             "lower --lr or check the teacher's outputs (no checkpoint written from it)"
         )
     run.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    run.opt.step()
+    if run.scaler is None:
+        loss.backward()
+        run.opt.step()
+    else:  # fp16: scaled so that small gradients do not underflow; steps with inf are skipped
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
     run.sched.step()
     run.total += seen
     run.count += len(index)
@@ -349,6 +405,9 @@ def _loss(logits, labels, index, batch, method, teacher, s_feats, config, epoch)
             raise ValueError("training without a teacher needs labels")
         return ce
     t_logits, t_feats = teacher(index, batch)
+    # (device) cached logits and an ONNX or command teacher answer on the CPU
+    t_logits = t_logits.to(logits.device)
+    t_feats = {k: v.to(logits.device) if torch.is_tensor(v) else v for k, v in t_feats.items()}
     if not torch.isfinite(t_logits).all():
         raise DivergedError("teacher produced NaN or infinite outputs; check the teacher and data")
     kd_loss = method.loss(
