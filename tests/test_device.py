@@ -255,3 +255,18 @@ def test_teacher_outputs_and_a_live_teacher_on_the_gpu_match_the_cpu() -> None:
     logits, _ = live_teacher(teacher)(np.arange(8), train.take(np.arange(8)))
     assert logits.device.type == "cuda"
     teacher.to("cpu")
+
+
+def test_the_report_records_where_training_ran() -> None:
+    from types import SimpleNamespace
+
+    from edgekd.pipeline import Training
+    from edgekd.train.loop import TrainHistory
+
+    job = SimpleNamespace(train=TrainConfig(), options=SimpleNamespace(augment="none"))
+    result = SimpleNamespace(history=TrainHistory(), info={})
+    used = dev.describe_device(CPU, "fp32")
+    run = SimpleNamespace(config=DistillConfig(), method="kd", strategy="offline")
+    section = Training(job, result, None, None, used).report_section(run, resumed=False)
+    assert {k: section[k] for k in used} == used  # new keys; the old ones keep their meaning
+    assert section["precision"] == "fp32" and section["peak_device_memory_bytes"] is None
