@@ -2,7 +2,8 @@
 # One prepared check of edgekd's GPU paths, for a Linux machine with an NVIDIA GPU: training on
 # CUDA (--device cuda, mixed precision), benchmarking on ONNX Runtime's CUDA and TensorRT
 # providers and on torch-on-CUDA, and the `gpu`-marked tests. Meant to finish in under 8 minutes
-# (each step has its own time limit below); prints a summary of what ran on which provider.
+# once the wheels are downloaded; each step also has a time limit (a ceiling for a step that hangs,
+# not an estimate). Prints a summary of what ran on which provider, with each step's time.
 #
 # NOT YET RUN ON A GPU: it was written on a machine without one (no GPU machine was available to
 # the session that wrote it), so every figure it prints is yours, measured on your machine; none is
@@ -66,16 +67,19 @@ EOF
 }
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
-    step install 300 install || { echo "install failed: see $OUT/install.log"; exit 1; }
+    step install 240 install || { echo "install failed: see $OUT/install.log"; exit 1; }
     if [ "$WITH_TENSORRT" = 1 ]; then
-        step tensorrt 120 install_tensorrt || echo "TensorRT libraries not installed"
+        step tensorrt 90 install_tensorrt || echo "TensorRT libraries not installed"
     fi
 fi
-# ORT's TensorRT provider finds libnvinfer through the loader path.
+# ORT's CUDA and TensorRT providers find cuDNN, cuBLAS and libnvinfer through the loader path:
+# the ones torch's CUDA wheels brought (nvidia-*), and TensorRT's.
+NV_LIBS=$("$PY" -c 'import glob, os, site; print(":".join(sorted(p for d in site.getsitepackages()
+    for p in glob.glob(os.path.join(d, "nvidia", "*", "lib")))))' 2>/dev/null)
 TRT_LIBS=$(grep -h '/tensorrt_libs' "$OUT/tensorrt.log" 2>/dev/null | tail -n 1)
-[ -n "$TRT_LIBS" ] && export LD_LIBRARY_PATH="$TRT_LIBS:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="${TRT_LIBS:+$TRT_LIBS:}${NV_LIBS:+$NV_LIBS:}${LD_LIBRARY_PATH:-}"
 
-step environment 60 "$PY" - <<'EOF'
+step environment 30 "$PY" - <<'EOF'
 import onnxruntime as ort
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
@@ -86,16 +90,17 @@ EOF
 
 # A short distillation on the GPU: the car target (Jetson Orin-class, allows fp16), 5 epochs.
 RUN="$OUT/run"
-step distill 180 "$EDGEKD" distill --target car --device cuda --epochs 5 --teacher-epochs 5 \
+step distill 120 "$EDGEKD" distill --target car --device cuda --epochs 5 --teacher-epochs 5 \
     --bench-seconds 0.3 --bench-processes 1 --out "$RUN" --overwrite --json
 # The student on each GPU runtime, and on the CPU for comparison (same run, same data).
-step bench_onnx 150 "$EDGEKD" bench "$RUN/student.onnx" --target car --data digits \
-    --runtime ort_cpu --runtime ort_cuda --runtime ort_tensorrt --processes 2 --min-time 0.25 \
+# One process per runtime: TensorRT builds its engine in each (seconds to tens of seconds).
+step bench_onnx 90 "$EDGEKD" bench "$RUN/student.onnx" --target car --data digits \
+    --runtime ort_cpu --runtime ort_cuda --runtime ort_tensorrt --processes 1 --min-time 0.25 \
     --out "$OUT/bench-onnx.json"
-step bench_torch 90 "$EDGEKD" bench "$RUN/student.safetensors" --target car --data digits \
-    --runtime torch_cpu --runtime torch_cuda --processes 2 --min-time 0.25 \
+step bench_torch 45 "$EDGEKD" bench "$RUN/student.safetensors" --target car --data digits \
+    --runtime torch_cpu --runtime torch_cuda --processes 1 --min-time 0.25 \
     --out "$OUT/bench-torch.json"
-step gpu_tests 150 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
+step gpu_tests 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
 
 "$PY" - "$OUT" "$(($(date +%s) - START))" <<'EOF' | tee "$OUT/summary.txt"
 import json, sys
