@@ -230,6 +230,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "seeds": (lambda v: v >= 1, "must be >= 1"),
     "train_threads": (lambda v: v >= 1, "must be >= 1"),
     "checkpoint_every": (lambda v: v > 0, "must be > 0"),
+    "device": (
+        lambda v: importlib.import_module("edgekd.train.device").valid_device_spec(v),
+        "must be auto, cpu, cuda or cuda:N",
+    ),
+    "precision": _one_of("edgekd.train.device", "PRECISIONS"),
 }
 
 # A black-box command does not tell its size: then only the target's budget bounds the student.
@@ -291,6 +296,10 @@ class DistillConfig:
     # (edgekd.train.resume; a kill -9 loses at most that much work).
     train_threads: int | None = None
     checkpoint_every: float = 30.0
+    # Where training runs and in what precision (edgekd.train.device): auto is CUDA when
+    # available, else the CPU; auto precision is fp32 on the CPU, bf16 (or fp16) on CUDA.
+    device: str = "auto"
+    precision: str = "auto"
 
     # Old names still read from run files and config.json (with a note on stderr).
     renamed_keys: ClassVar[dict[str, str]] = {

@@ -57,6 +57,13 @@ from edgekd.students.checkpoint import save_model
 from edgekd.targets import TargetProfile, load_target
 from edgekd.teacher.blackbox import blackbox_teacher_report
 from edgekd.teacher.prepare import Teaching, prepare_teaching
+from edgekd.train.device import (
+    describe_device,
+    reset_peak_memory,
+    resolve_device,
+    resolve_precision,
+    training_device,
+)
 from edgekd.train.distributed import DistContext, on_main, resumes_after_restart, run_stamp
 from edgekd.train.threads import current_choice, request_train_threads
 
@@ -150,6 +157,7 @@ def read_inputs(config: DistillConfig) -> RunInputs:
             f"method {method!r} distils {' or '.join(tasks)} outputs, not --task {config.task}"
         )
     blackbox = bool(config.teacher_onnx or config.teacher_cmd)
+    resolve_precision(config.precision, resolve_device(config.device))  # refused here, not later
     return RunInputs(target, data, method, resolve_strategy(config.strategy, blackbox))
 
 
@@ -289,6 +297,7 @@ class Training:
     result: StrategyResult  # the trained student, its history, the strategy's notes
     init_summary: dict[str, Any] | None  # --init-from-teacher: which weights were copied
     seeds: dict[str, Any] | None  # --seeds N: every seed's test score
+    device: dict[str, Any] | None = None  # where it ran (edgekd.train.device.describe_device)
 
     @property
     def student(self) -> nn.Module:
@@ -316,6 +325,7 @@ class Training:
             "trust_checkpoint": config.trust_checkpoint,
             "resumed": resumed,
             **_how_it_trained(config),
+            **(self.device or {}),  # device, device_type, device_name, precision, peak memory
         }
 
 
@@ -344,6 +354,8 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
     )
     job, augment_why = make_job(config, run.teaching, student, run.strategy, run.method, dist)
     stages = dataclasses.replace(job, checkpoints=folder.work / STAGES_DIR, resume=folder.resume)
+    device = training_device(config.device, dist)
+    reset_peak_memory(device)
     try:
         trained = run_strategy(run.strategy, stages)
     except (Interrupted, KeyboardInterrupt) as exc:
@@ -354,7 +366,8 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
     seeds = None
     if config.seeds > 1:
         seeds = repeat_seeds(config, job, run.strategy, run.new_student, trained.student)
-    return Training(job, trained, init_summary, seeds)
+    used = describe_device(device, resolve_precision(config.precision, device))
+    return Training(job, trained, init_summary, seeds, used)
 
 
 @dataclass(frozen=True)

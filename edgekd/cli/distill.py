@@ -154,6 +154,20 @@ CheckpointEvery = Annotated[
         "a kill -9 loses at most this much training."
     ),
 ]
+Device = Annotated[
+    str,
+    typer.Option(
+        help="Where to train: auto (CUDA when available, else the CPU), cpu, cuda or cuda:N "
+        "(with --nproc: one GPU per worker)."
+    ),
+]
+Precision = Annotated[
+    str,
+    typer.Option(
+        help="Training arithmetic: auto (fp32 on the CPU; bf16 autocast on CUDA where the GPU "
+        "supports it, else fp16 with a gradient scaler), fp32, bf16 or fp16 (CUDA only)."
+    ),
+]
 Resume = Annotated[
     str | None,
     typer.Option(help="Continue the interrupted run in this folder (OUT or OUT.partial)."),
@@ -225,6 +239,8 @@ def distill(
     seeds: Seeds = D["seeds"],
     train_threads: TrainThreads = D["train_threads"],
     checkpoint_every: CheckpointEvery = D["checkpoint_every"],
+    device: Device = D["device"],
+    precision: Precision = D["precision"],
     as_json: Json = False,
     nproc: Nproc = 1,
     max_restarts: MaxRestarts = 0,
@@ -269,8 +285,16 @@ def _launch_workers_or_run(
             raise BadInputError("--nproc re-runs the command line: `edgekd distill ... --nproc N`")
         launch_workers(nproc, args, max_restarts)
         return None
-    with distributed_session(dist_timeout) as dist:  # None outside torchrun
+    with distributed_session(dist_timeout, device=_worker_device(settings)) as dist:
         return run_distill(settings, resume=resume, dist=dist)
+
+
+def _worker_device(settings: DistillConfig) -> str:
+    """The device type workers communicate on: NCCL between GPUs, gloo between CPUs (each
+    worker then takes the GPU of its local rank)."""
+    from edgekd.train.device import resolve_device
+
+    return resolve_device(settings.device).type
 
 
 def _print(report: Report, as_json: bool) -> None:

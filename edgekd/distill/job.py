@@ -66,6 +66,8 @@ def make_job(
         seed=config.seed,
         patience=config.patience,
         checkpoint_every=config.checkpoint_every,
+        device=config.device,
+        precision=config.precision,
     )
     method_options = MethodOptions(
         temperature=config.temperature,

@@ -26,6 +26,7 @@ from edgekd.data import Split
 from edgekd.errors import DivergedError
 from edgekd.fileio import atomic_path
 from edgekd.progress import progress_bar
+from edgekd.train.device import OnDevice, module_device, training_device
 from edgekd.train.loop import to_tensors
 
 if TYPE_CHECKING:
@@ -87,12 +88,17 @@ def teacher_outputs(
     description: str = "teacher outputs",
     batch_size: int = BATCH_SIZE,
     dist: DistContext | None = None,
+    device: str = "cpu",
 ) -> np.ndarray:
     """The teacher's outputs for every sample of ``split`` (float32), from the cache when ``key``
     (see :func:`outputs_key`) names an entry there. Raises DivergedError for NaN or infinite
     outputs.
+
+    ``device`` (``--device``: auto, cpu, cuda, cuda:N): a torch teacher computes there, batch by
+    batch, and goes back where it was; GPU outputs differ from CPU ones in the last bits, so they
+    are cached under their own name.
     """
-    return _cached_outputs(teacher, split, key, description, batch_size, dist)[0]
+    return _cached_outputs(teacher, split, key, description, batch_size, dist, device)[0]
 
 
 def _cached_outputs(
@@ -102,16 +108,20 @@ def _cached_outputs(
     description: str,
     batch_size: int,
     dist: DistContext | None,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, bool]:
     """:func:`teacher_outputs`, and whether they came from the cache."""
-    path = cache_dir() / f"outputs-{key}.npy" if key else None
+    where = training_device(device, dist)  # (dist) on CUDA: each worker's own GPU
+    suffix = "" if where.type == "cpu" else f"-{where.type}"
+    path = cache_dir() / f"outputs-{key}{suffix}.npy" if key else None
     cached = _read_cache(path, split.n)
     # (dist) the cache is used only when every worker has the entry, else all compute their part
     if cached is not None if dist is None else dist.all(cached is not None):
         return cached, True
 
     def compute(part: Split) -> np.ndarray:
-        return _outputs(teacher, part, description, batch_size)
+        with OnDevice(where, teacher):
+            return _outputs(teacher, part, description, batch_size)
 
     out = compute(split) if dist is None else dist.gather_rows(compute, split)
     bad = int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())
@@ -132,7 +142,8 @@ def _outputs(teacher: nn.Module, split: Split, description: str, batch_size: int
     outs = []
     with torch.inference_mode(), progress_bar(description, math.ceil(split.n / batch_size)) as bar:
         for _, batch in split.batches(batch_size):
-            outs.append(teacher(*to_tensors(batch)).float().cpu().numpy())
+            inputs = to_tensors(batch, module_device(teacher))
+            outs.append(teacher(*inputs).float().cpu().numpy())
             bar.advance()
     return np.concatenate(outs).astype(np.float32, copy=False)
 

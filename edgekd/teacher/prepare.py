@@ -86,7 +86,9 @@ def _default_teaching(config, data: DataBundle, dist=None) -> Teaching:
         data,
         data.num_classes,
         info.params,
-        teacher_outputs(model, data.train, description="teacher outputs (train)", dist=dist),
+        teacher_outputs(
+            model, data.train, None, "teacher outputs (train)", dist=dist, device=config.device
+        ),
         predict_logits(model, data.val),
     )
 
@@ -120,6 +122,7 @@ def _user_teaching(config, data: DataBundle, sources: dict[str, str], dist=None)
             outputs_key(loaded.fingerprint, split),
             description=f"teacher outputs ({name})",
             dist=dist,
+            device=config.device,
         )
     info = {
         **loaded.to_dict(),

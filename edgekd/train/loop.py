@@ -23,6 +23,16 @@ from edgekd.data import Split
 from edgekd.distill.methods import DistillBatch, Method
 from edgekd.errors import BadInputError, DivergedError, Interrupted
 from edgekd.progress import progress_bar
+from edgekd.train.device import (
+    PRECISIONS,
+    OnDevice,
+    autocast,
+    gradient_scaler,
+    module_device,
+    resolve_precision,
+    training_device,
+    valid_device_spec,
+)
 from edgekd.train.interrupt import stop_on_signals
 from edgekd.train.resume import CheckpointClock, load_training_state
 from edgekd.train.taps import capture
@@ -45,8 +55,14 @@ class TrainConfig:
     # epoch's end. It does not change what is trained: left out of equality, of the repr (the
     # default teacher's cache key is built from it) and of the settings a resume must match.
     checkpoint_every: float = dataclasses.field(default=0.0, compare=False, repr=False)
+    # Where and in what precision the arithmetic runs (edgekd.train.device), not what is trained:
+    # a checkpoint resumes under other values (see _RunState.restore).
+    device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if not valid_device_spec(self.device) or self.precision not in PRECISIONS:
+            raise ValueError(f"unknown device {self.device!r} or precision {self.precision!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -101,20 +117,25 @@ def live_teacher(teacher: nn.Module, taps: tuple[str, ...] = ()) -> TeacherSigna
 
     def signal(_index: np.ndarray, batch: Split):
         with torch.no_grad(), capture(teacher, taps) as feats:
-            logits = teacher(*to_tensors(batch))
+            logits = teacher(*to_tensors(batch, module_device(teacher)))
         return logits, dict(feats)
 
+    signal.module = teacher  # train_student runs it on the training device
     return signal
 
 
-def to_tensors(split: Split) -> list[torch.Tensor]:
-    return [torch.from_numpy(np.ascontiguousarray(a)) for a in split.inputs.values()]
+def to_tensors(split: Split, device: torch.device | None = None) -> list[torch.Tensor]:
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in split.inputs.values()]
+    return tensors if device is None else [t.to(device) for t in tensors]
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, split: Split, batch_size: int = 512) -> np.ndarray:
     model.eval()
-    outs = [model(*to_tensors(b)).float().numpy() for _, b in split.batches(batch_size)]
+    device = module_device(model)
+    outs = [
+        model(*to_tensors(b, device)).float().cpu().numpy() for _, b in split.batches(batch_size)
+    ]
     return np.concatenate(outs)
 
 
@@ -156,18 +177,17 @@ def train_student(
     ``augment`` is applied once per batch, before both the student and the teacher signal see it
     (consistent teaching); a view without labels (mixup) is taught by the teacher alone.
     ``config.patience`` stops training after that many epochs without a better validation score.
+    ``config.device``/``precision``: see :mod:`edgekd.train.device` (modules go back at the end).
     """
     if augment is not None and getattr(teacher, "by_index", False):
         raise ValueError("cached teacher logits cannot teach augmented views; use live_teacher")
     fit_training_threads(lambda: _trial_step(student, train, config, augment), dist is not None)
     steps_per_epoch = math.ceil(train.n / config.batch_size)
-    run = _start(student, method, teacher, config, steps_per_epoch)
-    if resume:
-        run.restore(
-            load_training_state(checkpoint)
-            if dist is None
-            else dist.from_main(load_training_state, checkpoint)
-        )
+    run = _start(student, method, teacher, config, steps_per_epoch, dist)
+    placed = OnDevice(run.device, student, method, getattr(teacher, "module", None))
+    if resume:  # (dist) rank 0 reads the file for every worker
+        load = load_training_state
+        run.restore(load(checkpoint) if dist is None else dist.from_main(load, checkpoint))
     # -- distributed: DDP wrappers; the plain student and method keep the state dicts (dist) --
     model = student if dist is None else dist.wrap(student)
     loss_fn = method if dist is None or method is None else dist.wrap_method(method)
@@ -177,10 +197,11 @@ def train_student(
         return stop.requested if dist is None or checkpoint is None else dist.any(stop.requested)
 
     history = run.history
-    parts = _StepParts(model, loss_fn, teacher, train, augment, dist, description)
+    parts = _StepParts(model, loss_fn, teacher, train, augment, dist, description, run.precision)
     # (dist) only rank 0 writes; the clock starts now, so a resumed run saves after the interval
     saver = CheckpointClock(checkpoint if writes else None, config.checkpoint_every)
     with (
+        placed,  # the modules go back where they were when the loop ends, also on an error
         progress_bar(description, config.epochs) as bar,
         stop_on_signals(enabled=checkpoint is not None) as stop,
     ):
@@ -222,9 +243,13 @@ def train_student(
     return history
 
 
-def _start(student, method, teacher, config: TrainConfig, steps_per_epoch: int) -> _RunState:
+def _start(
+    student, method, teacher, config: TrainConfig, steps_per_epoch: int, dist=None
+) -> _RunState:
     """A fresh run: seeded generators, AdamW over the student's (and method's) parameters and
-    the one-cycle schedule over every step."""
+    the one-cycle schedule over every step, on the device and in the precision it trains with."""
+    device = training_device(config.device, dist)
+    precision = resolve_precision(config.precision, device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     params = list(student.parameters()) + (list(method.parameters()) if method else [])
@@ -232,7 +257,7 @@ def _start(student, method, teacher, config: TrainConfig, steps_per_epoch: int) 
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
     )
-    return _RunState(student, method, opt, sched, rng, config, teacher)
+    return _RunState(student, method, opt, sched, rng, config, teacher, device, precision)
 
 
 def _out_of_patience(history: TrainHistory, patience: int) -> bool:
@@ -254,7 +279,10 @@ def _validate(
 class _RunState:
     """Everything a training step depends on, to and from a checkpoint."""
 
-    def __init__(self, student, method, opt, sched, rng, config: TrainConfig, signal=None) -> None:
+    def __init__(
+        self, student, method, opt, sched, rng, config: TrainConfig, signal=None, device=None,
+        precision: str = "fp32",
+    ) -> None:  # fmt: skip
         self.student, self.method, self.opt, self.sched, self.rng = student, method, opt, sched, rng
         self.config = config
         self.signal = signal if hasattr(signal, "state_dict") else None  # it trains: keep its state
@@ -263,6 +291,8 @@ class _RunState:
         self.best_score = -math.inf
         self.epoch, self.step, self.total, self.count = 0, 0, 0.0, 0
         self.order: np.ndarray | None = None
+        self.device, self.precision = device or torch.device("cpu"), precision
+        self.scaler = gradient_scaler(self.device, precision)  # fp16 only, else None
 
     def state(self, epoch: int) -> dict:
         return {
@@ -283,11 +313,14 @@ class _RunState:
             "best_state": self.best_state,
             "best_score": float(self.best_score),
             "intra_op_threads": torch.get_num_threads(),  # a resumed run keeps it (threads.py)
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "cuda_rng": (
+                torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+            ),
         }
 
     def restore(self, state: dict) -> None:
-        saved, now = state["config"], self.config.settings()
-        saved.pop("checkpoint_every", None)  # not a training setting (see TrainConfig)
+        saved, now = _trained_settings(state["config"]), _trained_settings(self.config.settings())
         if saved != now:
             diff = {k: (v, saved.get(k)) for k, v in now.items()}
             diff = {k: v for k, v in diff.items() if v[0] != v[1]}
@@ -312,6 +345,19 @@ class _RunState:
         self.order = None if state["order"] is None else state["order"].numpy()
         if state.get("intra_op_threads"):  # absent from checkpoints written before issue 15
             resume_threads(int(state["intra_op_threads"]))
+        # (device) a checkpoint from another device or precision resumes without these
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+
+def _trained_settings(settings: dict) -> dict:
+    """The training settings a checkpoint must share with the run that resumes it: all but where
+    and in what precision the arithmetic runs (a run started on a GPU resumes on a CPU) and how
+    often it is saved (``TrainConfig.settings`` leaves that out; older checkpoints may have it)."""
+    skip = ("device", "precision", "checkpoint_every")
+    return {k: v for k, v in settings.items() if k not in skip}
 
 
 @dataclass(frozen=True)
@@ -325,6 +371,7 @@ class _StepParts:
     augment: Augment | None
     dist: DistContext | None
     description: str
+    precision: str = "fp32"  # resolved (edgekd.train.device); the device is the run state's
 
 
 def _step(run: _RunState, parts: _StepParts, epoch: int) -> None:
@@ -336,10 +383,13 @@ def _step(run: _RunState, parts: _StepParts, epoch: int) -> None:
     if parts.augment is not None:
         batch = parts.augment(batch, run.rng)
     s_taps = run.method.student_taps if run.method else ()
-    with capture(run.student, s_taps) as s_feats:
-        logits = parts.model(*to_tensors(batch))
-    labels = None if batch.y is None else torch.from_numpy(batch.y)
-    loss = _loss(logits, labels, local, batch, parts.loss_fn, parts.teacher, s_feats, config, epoch)
+    labels = None if batch.y is None else torch.from_numpy(batch.y).to(run.device)
+    with autocast(run.device, parts.precision):  # forward passes and loss; weights stay fp32
+        with capture(run.student, s_taps) as s_feats:
+            logits = parts.model(*to_tensors(batch, run.device))
+        loss = _loss(
+            logits, labels, local, batch, parts.loss_fn, parts.teacher, s_feats, config, epoch
+        )
     seen = loss.item() * batch.n if dist is None else dist.batch_sum(loss)  # (dist)
     if not math.isfinite(seen):
         raise DivergedError(
@@ -347,8 +397,13 @@ def _step(run: _RunState, parts: _StepParts, epoch: int) -> None:
             "lower --lr or check the teacher's outputs (no checkpoint written from it)"
         )
     run.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    run.opt.step()
+    if run.scaler is None:
+        loss.backward()
+        run.opt.step()
+    else:  # fp16: scaled so that small gradients do not underflow; steps with inf are skipped
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.opt)
+        run.scaler.update()
     run.sched.step()
     run.total += seen
     run.count += len(index)
@@ -393,6 +448,9 @@ def _loss(logits, labels, index, batch, method, teacher, s_feats, config, epoch)
             raise ValueError("training without a teacher needs labels")
         return ce
     t_logits, t_feats = teacher(index, batch)
+    # (device) cached logits and an ONNX or command teacher answer on the CPU
+    t_logits = t_logits.to(logits.device)
+    t_feats = {k: v.to(logits.device) if torch.is_tensor(v) else v for k, v in t_feats.items()}
     if not torch.isfinite(t_logits).all():
         raise DivergedError("teacher produced NaN or infinite outputs; check the teacher and data")
     kd_loss = method.loss(

@@ -3,8 +3,13 @@ resume exactly; and the clock that says when.
 
 One file holds everything the next step depends on: student (and method adapter) weights, the
 optimizer and scheduler states, both random generators, the position in the epoch (with that
-epoch's shuffled order), the history so far and the best weights so far. Resuming from it gives
-bit-identical final weights to a run that was never stopped (same seed, CPU).
+epoch's shuffled order), the history so far and the best weights so far, and with fp16 the gradient
+scaler's state. Resuming from it gives bit-identical final weights to a run that was never stopped
+(same seed, CPU).
+
+Device-independent: tensors are read onto the CPU (``map_location``) and the trainer moves them to
+its own device, so a run started on a GPU resumes on a CPU and the reverse (the device and the
+precision are not settings a checkpoint must match; see ``edgekd.train.loop``).
 
 Written with ``torch.save`` to a temporary file, fsynced and renamed over the previous one
 (``edgekd.fileio.atomic_path``): a crash or ``kill -9`` mid-write leaves the previous checkpoint
@@ -68,12 +73,15 @@ class CheckpointClock:
             self.last, self.unsaved = self.clock(), False
 
 
-def load_training_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_training_state(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """The state saved at ``path``, its tensors on ``map_location`` (whatever device wrote it)."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no training checkpoint to resume from")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise BadInputError(
             f"{path}: not a readable training checkpoint ({one_line(exc)})"

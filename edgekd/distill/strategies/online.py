@@ -23,6 +23,7 @@ from edgekd.distill.methods import DistillBatch
 from edgekd.distill.strategies import DistillJob, StrategyResult, register_strategy
 from edgekd.distill.strategies._common import fresh_like, prepare_method, val_accuracy
 from edgekd.errors import BadInputError, DivergedError
+from edgekd.train.device import training_device
 from edgekd.train.loop import to_tensors, train_student
 from edgekd.train.taps import capture
 
@@ -45,6 +46,9 @@ def online(job: DistillJob) -> StrategyResult:
     student = job.student
     to_student = prepare_method(job, student, peer)  # the student learns from the peer
     to_peer = prepare_method(job, peer, student)  # and the peer from the student
+    device = training_device(cfg.device, job.dist)  # the student's (train_student moves it there)
+    peer.to(device)  # before its optimizer and DDP see it
+    to_peer.to(device)
     params = list(peer.parameters()) + list(to_peer.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(train.n / cfg.batch_size)
@@ -65,8 +69,8 @@ def online(job: DistillJob) -> StrategyResult:
             raise RuntimeError("online: the student's output for this batch was not captured")
         peer.train()
         with capture(peer, peer_taps) as p_feats:
-            p_logits = peer_model(*to_tensors(batch))
-        labels = None if batch.y is None else torch.from_numpy(batch.y)
+            p_logits = peer_model(*to_tensors(batch, device))
+        labels = None if batch.y is None else torch.from_numpy(batch.y).to(device)
         kd = peer_loss.loss(
             DistillBatch(
                 p_logits,
