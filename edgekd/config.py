@@ -227,6 +227,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "task": _one_of("edgekd.teacher.prepare", "TASKS"),
     "augment": _one_of("edgekd.data.augment", "LEVELS"),
     "patience": (lambda v: v >= 0, "must be >= 0"),
+    "time_budget": (lambda v: v > 0, "must be > 0 seconds"),
     "seeds": (lambda v: v >= 1, "must be >= 1"),
     "train_threads": (lambda v: v >= 1, "must be >= 1"),
     "checkpoint_every": (lambda v: v > 0, "must be > 0"),
@@ -264,8 +265,9 @@ class DistillConfig:
     teacher_onnx: str | None = None  # black-box teacher: an ONNX file ...
     teacher_cmd: str | None = None  # ... or a command (edgekd.teacher.blackbox)
     blackbox_output: str = "probs"  # black box answers: probs | topk:K | labels
-    # None: PATIENT_EPOCHS (300) with augmented views, PLAIN_EPOCHS (100) without
-    # (edgekd.distill.job.default_epochs; measured in benchmarks/patient.py)
+    # None: a budget of optimizer steps in whole epochs, at most PATIENT_EPOCHS (300) with
+    # augmented views, PLAIN_EPOCHS (100) without (edgekd.distill.job.default_epochs; measured
+    # in benchmarks/patient.py)
     epochs: int | None = None
     teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
     lr: float = 1e-2  # peak of the one-cycle schedule; jittered views tolerate a high one
@@ -290,6 +292,9 @@ class DistillConfig:
     # default for the input kind), early stopping, and repeated seeds (mean +- std reported).
     augment: str | None = None
     patience: int = 0
+    # Seconds of training (edgekd.train.resume.TimeBudget): stop at the first epoch end after
+    # them, keeping the best epoch so far; None: no limit.
+    time_budget: float | None = None
     seeds: int = 1
     # How training runs, not what it learns: torch threads (edgekd.train.threads; None: the
     # faster of 1 and the usable cores, measured) and seconds between training checkpoints

@@ -30,7 +30,7 @@ from edgekd.bench.suite import thread_settings
 from edgekd.config import UNKNOWN_TEACHER_PARAMS, DistillConfig
 from edgekd.data import DataBundle, load_data
 from edgekd.data.inputs import describe
-from edgekd.distill.job import make_job, repeat_seeds
+from edgekd.distill.job import epochs_choice, make_job, repeat_seeds
 from edgekd.distill.methods import get_method
 from edgekd.distill.strategies import DistillJob, StrategyResult, resolve_strategy, run_strategy
 from edgekd.errors import BadInputError, EdgekdError, Interrupted
@@ -311,6 +311,7 @@ class Training:
             "temperature": config.temperature,
             "alpha": self.job.train.alpha,
             "epochs": self.job.train.epochs,
+            **epochs_choice(config, self.job.options.augment),  # epochs_from, step_budget
             "lr": config.lr,
             "batch_size": config.batch_size,
             "seed": config.seed,
@@ -319,6 +320,8 @@ class Training:
             "augment": self.job.options.augment,
             "patience": config.patience,
             "epochs_run": len(history.loss),
+            "time_budget": config.time_budget,
+            "time_budget_stop": history.stopped,  # None, or when and why it stopped
             "seeds": self.seeds,
             "finetune_epochs": config.finetune_epochs,
             "history": history.to_dict(),

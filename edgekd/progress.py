@@ -1,7 +1,8 @@
 """Rich progress bars on stderr for anything slower than a second or two.
 
 Silenced with ``EDGEKD_NO_PROGRESS=1`` (tests, CI logs); when stderr is not a terminal rich draws
-no animation, only the final state, and no colour codes.
+no animation, only the final state, and no colour codes. Each bar shows the time elapsed and an
+estimate of the time left (``eta``), at the mean pace of the steps done so far.
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ import os
 from collections.abc import Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 _console = Console(stderr=True)
 
@@ -25,8 +35,28 @@ class _Bar:
             self._progress.update(self._task, advance=n, **fields)
 
 
+class TimeLeft(ProgressColumn):
+    """The time left at the mean pace since the bar started; rich's own column averages only
+    the last 30 s, which shows nothing when one step (an epoch) takes longer. Steps done before
+    the bar started (a resumed run's epochs, ``done``) do not count towards the pace."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"eta {time_left(task)}", style="progress.remaining")
+
+
+def time_left(task: Task) -> str:
+    done = task.completed - task.fields.get("done_before", 0)
+    if task.finished:
+        return "0:00:00"
+    if task.total is None or done <= 0 or not task.elapsed:
+        return "-:--:--"
+    left = int((task.total - task.completed) * task.elapsed / done)
+    return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+
 @contextlib.contextmanager
-def progress_bar(description: str, total: int) -> Iterator[_Bar]:
+def progress_bar(description: str, total: int, done: int = 0) -> Iterator[_Bar]:
+    """A bar of ``total`` steps on stderr, ``done`` of them already done (a resumed run)."""
     if os.environ.get("EDGEKD_NO_PROGRESS"):
         yield _Bar(None, None)
         return
@@ -36,9 +66,12 @@ def progress_bar(description: str, total: int) -> Iterator[_Bar]:
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
+        TimeLeft(),
     )
     with Progress(*columns, console=_console, transient=False) as progress:
-        task = progress.add_task(description, total=total, info="")
+        task = progress.add_task(
+            description, total=total, completed=done, info="", done_before=done
+        )
         yield _Bar(progress, task)
 
 

@@ -137,6 +137,13 @@ Augment = Annotated[
 Patience = Annotated[
     int, typer.Option(help="Stop after N epochs without a better validation score (0: off).")
 ]
+TimeBudget = Annotated[
+    float | None,
+    typer.Option(
+        help="Seconds of training: stop at the first epoch end after them and keep the best "
+        "epoch so far (each training stage of a strategy gets them)."
+    ),
+]
 Seeds = Annotated[
     int, typer.Option(help="Train N seeds; report mean +- std (artifacts of the first).")
 ]
@@ -236,6 +243,7 @@ def distill(
     bench_processes: BenchProcesses = D["bench_processes"],
     augment: Augment = D["augment"],
     patience: Patience = D["patience"],
+    time_budget: TimeBudget = D["time_budget"],
     seeds: Seeds = D["seeds"],
     train_threads: TrainThreads = D["train_threads"],
     checkpoint_every: CheckpointEvery = D["checkpoint_every"],

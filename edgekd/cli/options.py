@@ -42,7 +42,10 @@ Student = Annotated[
 ]
 Epochs = Annotated[
     int | None,
-    typer.Option(help="Student training epochs (default: 300 with augmented views, else 100)."),
+    typer.Option(
+        help="Student training epochs (default: a budget of optimizer steps, at most 300 with "
+        "augmented views, else 100)."
+    ),
 ]
 Seed = Annotated[
     int, typer.Option(help="Seed for everything random: data split, initialisation, shuffling.")

@@ -9,6 +9,7 @@ https://arxiv.org/abs/2106.05237.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,14 +28,49 @@ from edgekd.train.loop import TrainConfig, accuracy, predict_logits
 # Patient schedules (Beyer et al.): with augmented views the student keeps learning for a long
 # time. On MNIST-1D (benchmarks/patient.py) a 15k-parameter MLP taught with mixup views reached
 # about 80% test accuracy after 100 epochs and 88.7% after 300 (3 seeds); without augmentation
-# longer runs gain nothing (the best epoch is kept either way).
+# longer runs gain nothing (the best epoch is kept either way). These are the most epochs a
+# default schedule runs.
 PATIENT_EPOCHS = 300
 PLAIN_EPOCHS = 100
+# Without --epochs the schedule is a budget of optimizer steps, so that a large set does not run
+# those epochs for hours: the budget is those epochs over MNIST-1D, the larger shipped set, at the
+# default batch (3,601 training samples / 64 = 57 steps an epoch): 300 x 57 = 17,100 steps with
+# augmented views, 100 x 57 = 5,700 without. Every set up to 57 batches an epoch (digits: 20)
+# keeps the epochs above; a 60,000-sample set (938 steps) gets 19 and 7. At least MIN_EPOCHS:
+# every sample is seen twice and the kept best epoch is a choice.
+REFERENCE_STEPS_PER_EPOCH = 57
+PATIENT_STEP_BUDGET = PATIENT_EPOCHS * REFERENCE_STEPS_PER_EPOCH
+PLAIN_STEP_BUDGET = PLAIN_EPOCHS * REFERENCE_STEPS_PER_EPOCH
+MIN_EPOCHS = 2
 
 
-def default_epochs(augment: str) -> int:
-    """Training epochs when ``--epochs`` is not given, for the resolved augmentation level."""
-    return PLAIN_EPOCHS if augment == "none" else PATIENT_EPOCHS
+def default_epochs(augment: str, train_n: int | None = None, batch_size: int = 64) -> int:
+    """Training epochs when ``--epochs`` is not given, for the resolved augmentation level and
+    ``train_n`` training samples in batches of ``batch_size``: the level's step budget in whole
+    epochs, between ``MIN_EPOCHS`` and the level's epochs (``train_n`` None: those epochs).
+
+    >>> default_epochs("strong", 3_601), default_epochs("none", 1_258)
+    (300, 100)
+    >>> default_epochs("strong", 60_000), default_epochs("none", 60_000)
+    (19, 7)
+    """
+    most = PLAIN_EPOCHS if augment == "none" else PATIENT_EPOCHS
+    if train_n is None:
+        return most
+    steps_per_epoch = math.ceil(train_n / batch_size)
+    return min(most, max(MIN_EPOCHS, math.ceil(step_budget(augment) / steps_per_epoch)))
+
+
+def step_budget(augment: str) -> int:
+    """The optimizer steps a default schedule aims at for this augmentation level."""
+    return PLAIN_STEP_BUDGET if augment == "none" else PATIENT_STEP_BUDGET
+
+
+def epochs_choice(config: Any, augment: str) -> dict[str, Any]:
+    """How a run's epochs were chosen, for the report's training section."""
+    if config.epochs is not None:
+        return {"epochs_from": "--epochs", "step_budget": None}
+    return {"epochs_from": "step budget", "step_budget": step_budget(augment)}
 
 
 def make_job(
@@ -59,12 +95,17 @@ def make_job(
         method.needs_labels,
     )
     train = TrainConfig(
-        epochs=default_epochs(augment) if config.epochs is None else config.epochs,
+        epochs=(
+            default_epochs(augment, teaching.data.train.n, config.batch_size)
+            if config.epochs is None
+            else config.epochs
+        ),
         lr=config.lr,
         batch_size=config.batch_size,
         alpha=alpha,
         seed=config.seed,
         patience=config.patience,
+        time_budget=config.time_budget,
         checkpoint_every=config.checkpoint_every,
         device=config.device,
         precision=config.precision,

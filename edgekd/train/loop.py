@@ -22,7 +22,7 @@ from torch import nn
 from edgekd.data import Split
 from edgekd.distill.methods import DistillBatch, Method
 from edgekd.errors import BadInputError, DivergedError, Interrupted
-from edgekd.progress import progress_bar
+from edgekd.progress import progress_bar, status
 from edgekd.train.device import (
     PRECISIONS,
     OnDevice,
@@ -34,7 +34,7 @@ from edgekd.train.device import (
     valid_device_spec,
 )
 from edgekd.train.interrupt import stop_on_signals
-from edgekd.train.resume import CheckpointClock, load_training_state
+from edgekd.train.resume import CheckpointClock, TimeBudget, load_training_state
 from edgekd.train.taps import capture
 from edgekd.train.threads import fit_training_threads, model_step_trial, resume_threads
 
@@ -59,6 +59,9 @@ class TrainConfig:
     # a checkpoint resumes under other values (see _RunState.restore).
     device: str = "cpu"
     precision: str = "fp32"
+    # Seconds of training (--time-budget; None: no limit): stop at the first epoch end after
+    # them. Out of the repr (the default teacher's cache key) and of what a resume must match.
+    time_budget: float | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not valid_device_spec(self.device) or self.precision not in PRECISIONS:
@@ -73,11 +76,13 @@ class TrainConfig:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
         if not self.checkpoint_every >= 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
 
     def settings(self) -> dict:
         """What a checkpoint must have been written with to resume under this config."""
         out = dataclasses.asdict(self)
-        del out["checkpoint_every"]
+        del out["checkpoint_every"], out["time_budget"]
         return out
 
 
@@ -86,6 +91,7 @@ class TrainHistory:
     loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = -1
+    stopped: str | None = None  # why training ended before its last epoch (the time budget)
 
     def to_dict(self) -> dict:
         return {"loss": self.loss, "val_accuracy": self.val_accuracy, "best_epoch": self.best_epoch}
@@ -176,7 +182,8 @@ def train_student(
     checkpoint, and rank 0 reads it on resume for every worker (any worker count).
     ``augment`` is applied once per batch, before both the student and the teacher signal see it
     (consistent teaching); a view without labels (mixup) is taught by the teacher alone.
-    ``config.patience`` stops training after that many epochs without a better validation score.
+    ``config.patience`` stops training after that many epochs without a better validation score;
+    ``config.time_budget`` at the first epoch end after that many seconds (``history.stopped``).
     ``config.device``/``precision``: see :mod:`edgekd.train.device` (modules go back at the end).
     """
     if augment is not None and getattr(teacher, "by_index", False):
@@ -202,12 +209,12 @@ def train_student(
     saver = CheckpointClock(checkpoint if writes else None, config.checkpoint_every)
     with (
         placed,  # the modules go back where they were when the loop ends, also on an error
-        progress_bar(description, config.epochs) as bar,
+        progress_bar(description, config.epochs, done=run.epoch) as bar,
         stop_on_signals(enabled=checkpoint is not None) as stop,
     ):
-        bar.advance(run.epoch, info="resumed" if run.epoch else "")
+        bar.advance(0, info="resumed" if run.epoch else "")
         for epoch in range(run.epoch, config.epochs):
-            if _out_of_patience(history, config.patience):
+            if _out_of_patience(history, config.patience) or _out_of_time(run, parts):
                 break
             student.train()
             if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
@@ -266,6 +273,26 @@ def _out_of_patience(history: TrainHistory, patience: int) -> bool:
     return bool(patience) and seen > 0 and seen - 1 - history.best_epoch >= patience
 
 
+def _out_of_time(run: _RunState, parts: _StepParts) -> bool:
+    """``config.time_budget`` spent: checked where an epoch starts (the previous one's end),
+    never before the first, from the seconds the checkpoint holds, so a resumed run stops alike
+    (with the same clock); (dist) every worker stops when one has spent it."""
+    if run.order is not None or run.epoch == 0 or run.budget.seconds is None:
+        return False
+    spent = run.budget.exhausted()
+    if parts.dist is not None:
+        spent = parts.dist.any(spent)
+    if spent:
+        best = run.history.best_epoch
+        run.history.stopped = (
+            f"time budget of {run.budget.seconds:g} s spent after epoch {run.epoch} of "
+            f"{run.config.epochs}; kept "
+            + (f"the best epoch ({best + 1})" if best >= 0 else "the last epoch")
+        )
+        status(f"{parts.description}: {run.history.stopped}")
+    return spent
+
+
 def _validate(
     student: nn.Module, val: Split | None, val_score: Callable[[nn.Module], float] | None
 ) -> float | None:
@@ -293,6 +320,7 @@ class _RunState:
         self.order: np.ndarray | None = None
         self.device, self.precision = device or torch.device("cpu"), precision
         self.scaler = gradient_scaler(self.device, precision)  # fp16 only, else None
+        self.budget = TimeBudget(config.time_budget)  # counts from the start of training
 
     def state(self, epoch: int) -> dict:
         return {
@@ -312,6 +340,7 @@ class _RunState:
             "history": self.history.to_dict(),
             "best_state": self.best_state,
             "best_score": float(self.best_score),
+            "spent_s": self.budget.spent(),  # a resumed run's time budget goes on from here
             "intra_op_threads": torch.get_num_threads(),  # a resumed run keeps it (threads.py)
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "cuda_rng": (
@@ -342,6 +371,7 @@ class _RunState:
         self.best_state, self.best_score = state["best_state"], state["best_score"]
         self.epoch, self.step = state["epoch"], state["step"]
         self.total, self.count = state["total"], state["count"]
+        self.budget.resume(float(state.get("spent_s", 0.0)))  # absent before --time-budget
         self.order = None if state["order"] is None else state["order"].numpy()
         if state.get("intra_op_threads"):  # absent from checkpoints written before issue 15
             resume_threads(int(state["intra_op_threads"]))
@@ -355,8 +385,9 @@ class _RunState:
 def _trained_settings(settings: dict) -> dict:
     """The training settings a checkpoint must share with the run that resumes it: all but where
     and in what precision the arithmetic runs (a run started on a GPU resumes on a CPU) and how
-    often it is saved (``TrainConfig.settings`` leaves that out; older checkpoints may have it)."""
-    skip = ("device", "precision", "checkpoint_every")
+    often it is saved or how long it may train (``TrainConfig.settings`` leaves those out; older
+    checkpoints may have ``checkpoint_every``)."""
+    skip = ("device", "precision", "checkpoint_every", "time_budget")
     return {k: v for k, v in settings.items() if k not in skip}
 
 

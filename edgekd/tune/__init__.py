@@ -150,11 +150,9 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
     out = Path(out) if out else Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.iterdir()):
         raise BadInputError(f"{out}: exists and is not empty; pick another --out")
-    if config.epochs is None:  # every trial runs the same (patient) schedule
-        from edgekd.distill.job import PATIENT_EPOCHS
-
-        config = dataclasses.replace(config, epochs=PATIENT_EPOCHS)
     runner = TrialRunner.prepare(config)
+    if config.epochs is None:  # every trial runs the same (patient) schedule
+        config = runner.patient_schedule()
     setup_s = time.monotonic() - start
     space = runner.space(settings.methods)
     warmup = settings.warmup_epochs
@@ -285,6 +283,17 @@ class TrialRunner:
 
         check_tunable(config)
         return cls(prepare_run(config))
+
+    def patient_schedule(self):
+        """The run's configuration with the patient schedule's epochs for its data (the step
+        budget of augmented views, ``edgekd.distill.job.default_epochs``), which every trial
+        runs and run.toml keeps."""
+        from edgekd.distill.job import default_epochs
+
+        config = self.run.config
+        epochs = default_epochs("strong", self.run.data.train.n, config.batch_size)
+        self.run = dataclasses.replace(self.run, config=dataclasses.replace(config, epochs=epochs))
+        return self.run.config
 
     @property
     def defaults(self) -> dict[str, Any]:

@@ -1,0 +1,164 @@
+"""A schedule sized to the data: the default step budget (more epochs for small sets, fewer for
+large ones, today's epochs for the shipped sets), ``--time-budget`` (a deterministic stop for a
+given clock, resumed exactly) and the progress bar's time left."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.config import DistillConfig
+from edgekd.data import Split, load_data
+from edgekd.distill.job import (
+    MIN_EPOCHS,
+    PATIENT_EPOCHS,
+    PLAIN_EPOCHS,
+    default_epochs,
+    epochs_choice,
+    step_budget,
+)
+from edgekd.distill.methods import make_method
+from edgekd.distill.views import resolve_augment
+from edgekd.errors import BadInputError, Interrupted
+from edgekd.students import build_student
+from edgekd.train.loop import TrainConfig, cached_teacher, train_student
+from edgekd.train.resume import TimeBudget, load_training_state
+
+BATCH = DistillConfig().batch_size
+STEPS_PER_EPOCH = 6  # 96 samples, batches of 16
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "digits"])
+def test_the_shipped_sets_keep_their_epochs_in_every_mode(name) -> None:
+    data = load_data(name, seed=0)
+    default = resolve_augment(None, data.input_kind)
+    expected = PLAIN_EPOCHS if default == "none" else PATIENT_EPOCHS
+    assert default_epochs(default, data.train.n, BATCH) == expected == default_epochs(default)
+    for level in ("none", "light", "strong"):
+        assert default_epochs(level, data.train.n, BATCH) == default_epochs(level)
+
+
+@pytest.mark.parametrize("level", ["none", "strong"])
+def test_the_step_budget_gives_small_sets_more_epochs_than_large_ones(level) -> None:
+    small, large, huge = 500, 60_000, 10_000_000
+    assert default_epochs(level, small, BATCH) == default_epochs(level)  # the most
+    assert default_epochs(level, large, BATCH) < default_epochs(level, small, BATCH)
+    assert default_epochs(level, large, BATCH) == math.ceil(
+        step_budget(level) / math.ceil(large / BATCH)
+    )
+    assert (default_epochs("strong", large, BATCH), default_epochs("none", large, BATCH)) == (19, 7)
+    assert default_epochs(level, huge, BATCH) == MIN_EPOCHS
+    # a larger batch takes fewer steps an epoch: as many epochs or more
+    assert default_epochs(level, large, 4 * BATCH) >= default_epochs(level, large, BATCH)
+
+
+def test_the_report_says_how_the_epochs_were_chosen() -> None:
+    assert epochs_choice(DistillConfig(), "strong") == {
+        "epochs_from": "step budget",
+        "step_budget": step_budget("strong"),
+    }
+    assert epochs_choice(DistillConfig(epochs=5), "none") == {
+        "epochs_from": "--epochs",
+        "step_budget": None,
+    }
+
+
+def test_a_time_budget_must_be_positive() -> None:
+    with pytest.raises(BadInputError, match="time_budget must be > 0"):
+        DistillConfig(time_budget=0)
+    with pytest.raises(ValueError, match="time_budget"):
+        TrainConfig(time_budget=-1.0)
+    assert DistillConfig(time_budget=600).time_budget == 600
+    # not a setting a checkpoint must match, nor part of the default teacher's cache key
+    assert "time_budget" not in TrainConfig(time_budget=5.0).settings()
+    assert repr(TrainConfig(time_budget=5.0)) == repr(TrainConfig())
+
+
+@pytest.fixture
+def step_seconds(monkeypatch):
+    """A fake clock for the time budget: one second passes per training step."""
+    now = [0.0]
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(lambda: now[0]))
+    return now
+
+
+def _train(now, budget, checkpoint=None, resume=False, on_step=None, epochs=5):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 6)).astype(np.float32)
+    train = Split({"x": x}, (x[:, 0] > 0).astype(np.int64))
+    val = Split({"x": x[:32]}, train.y[:32])
+    cached = cached_teacher(rng.normal(size=(96, 2)))
+    torch.manual_seed(0)
+    student = build_student("mlp", (6,), 2, width=0.25, depth=1)
+    calls = [0]
+
+    def teacher(index, batch):
+        now[0] += 1.0
+        calls[0] += 1
+        if on_step is not None:
+            on_step(calls[0])
+        return cached(index, batch)
+
+    config = TrainConfig(epochs=epochs, lr=1e-2, batch_size=16, time_budget=budget)
+    history = train_student(
+        student, train, val, config, make_method("kd"), teacher, checkpoint=checkpoint,
+        resume=resume,
+    )  # fmt: skip
+    return student, history
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_the_time_budget_stops_at_the_first_epoch_end_after_it(step_seconds, capsys) -> None:
+    # 6 seconds an epoch: 15 s are spent during the third epoch, which is finished
+    student, history = _train(step_seconds, 15.0)
+    assert len(history.loss) == 3
+    best = history.best_epoch + 1
+    assert history.stopped == (
+        f"time budget of 15 s spent after epoch 3 of 5; kept the best epoch ({best})"
+    )
+    assert len(_train(step_seconds, 1e-3)[1].loss) == 1  # at least one epoch is trained
+    unlimited = _train(step_seconds, None)[1]
+    assert len(unlimited.loss) == 5 and unlimited.stopped is None
+    again, _ = _train(step_seconds, 15.0)
+    assert _same_weights(student, again)  # deterministic for a given clock
+
+
+def test_a_resumed_run_counts_the_seconds_spent_before(step_seconds, tmp_path) -> None:
+    reference, ref_history = _train(step_seconds, 15.0)
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def send(n):
+        if n == STEPS_PER_EPOCH + 2:  # epoch 2, second step
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted):
+        _train(step_seconds, 15.0, ckpt, on_step=send)
+    assert load_training_state(ckpt)["spent_s"] == STEPS_PER_EPOCH + 2
+    step_seconds[0] += 1000.0  # time while the run was stopped does not count
+    student, history = _train(step_seconds, 15.0, ckpt, resume=True)
+    assert _same_weights(student, reference)
+    assert history.to_dict() == ref_history.to_dict() and len(history.loss) == 3
+    assert history.stopped == ref_history.stopped
+
+
+def test_the_bar_shows_the_time_left_at_the_pace_since_it_started() -> None:
+    from rich.progress import Progress
+
+    from edgekd.progress import time_left
+
+    progress = Progress()
+    task_id = progress.add_task("distill", total=10, completed=4, done_before=4)
+    task = progress.tasks[0]
+    assert time_left(task) == "-:--:--"  # nothing done yet in this process
+    progress.update(task_id, advance=2)
+    task.start_time = task.get_time() - 60.0  # two epochs in a minute: four more in two
+    assert time_left(task) == "0:02:00"
