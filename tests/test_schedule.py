@@ -125,6 +125,7 @@ def test_the_time_budget_stops_at_the_first_epoch_end_after_it(step_seconds, cap
     assert history.stopped == (
         f"time budget of 15 s spent after epoch 3 of 5; kept the best epoch ({best})"
     )
+    assert capsys.readouterr().err.strip().endswith(f"distill: {history.stopped}")  # one line
     assert len(_train(step_seconds, 1e-3)[1].loss) == 1  # at least one epoch is trained
     unlimited = _train(step_seconds, None)[1]
     assert len(unlimited.loss) == 5 and unlimited.stopped is None

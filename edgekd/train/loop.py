@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch import nn
 from edgekd.data import Split
 from edgekd.distill.methods import DistillBatch, Method
 from edgekd.errors import BadInputError, DivergedError, Interrupted
-from edgekd.progress import progress_bar, status
+from edgekd.progress import progress_bar
 from edgekd.train.device import (
     PRECISIONS,
     OnDevice,
@@ -289,7 +290,8 @@ def _out_of_time(run: _RunState, parts: _StepParts) -> bool:
             f"{run.config.epochs}; kept "
             + (f"the best epoch ({best + 1})" if best >= 0 else "the last epoch")
         )
-        status(f"{parts.description}: {run.history.stopped}")
+        if parts.dist is None or parts.dist.is_main:  # one line, also with the bars silenced
+            print(f"edgekd: note: {parts.description}: {run.history.stopped}", file=sys.stderr)
     return spent
 
 
