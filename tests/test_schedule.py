@@ -163,3 +163,21 @@ def test_the_bar_shows_the_time_left_at_the_pace_since_it_started() -> None:
     progress.update(task_id, advance=2)
     task.start_time = task.get_time() - 60.0  # two epochs in a minute: four more in two
     assert time_left(task) == "0:02:00"
+
+
+def test_tune_runs_every_trial_on_the_patient_schedule_for_its_data() -> None:
+    import dataclasses
+    from types import SimpleNamespace
+
+    from edgekd.tune import TrialRunner
+
+    @dataclasses.dataclass(frozen=True)
+    class Run:  # the two parts of a PreparedRun the schedule reads
+        config: DistillConfig
+        data: SimpleNamespace
+
+    for n in (3_601, 60_000):
+        runner = TrialRunner.__new__(TrialRunner)
+        runner.run = Run(DistillConfig(), SimpleNamespace(train=SimpleNamespace(n=n)))
+        config = runner.patient_schedule()
+        assert config.epochs == runner.run.config.epochs == default_epochs("strong", n, BATCH)
