@@ -81,12 +81,13 @@ def split_bundle(
     """
     fractions, names = SPLIT_FRACTIONS[(val is not None, test is not None)]
     if len(fractions) == 1:
-        parts = [np.arange(full.n)]
-    elif full.y is not None:
-        parts = stratified_split(full.y, fractions, seed)
+        splits = {"train": full}  # all of it, in its order: nothing to copy
     else:
-        parts = random_split(full.n, fractions, seed)
-    splits = dict(zip(names, (full.take(p) for p in parts), strict=True))
+        if full.y is not None:
+            parts = stratified_split(full.y, fractions, seed)
+        else:
+            parts = random_split(full.n, fractions, seed)
+        splits = dict(zip(names, (full.part(p) for p in parts), strict=True))
     given = [n for n, s in (("val", val), ("test", test)) if s is not None]
     how = "stratified" if full.y is not None else "random (no labels)"
     shares = "/".join(str(round(f * 100)) for f in fractions)

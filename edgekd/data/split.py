@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekd.data.mapped import row_chunks, take_rows
 from edgekd.errors import DataError
 
 INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
@@ -44,6 +45,14 @@ class Split:
             None if self.y is None else self.y[index],
         )
 
+    def part(self, index: np.ndarray) -> Split:
+        """``take(index)`` for a split that lasts (train/val/test): rows of a memory-mapped input
+        stay on disk (``edgekd.data.mapped.take_rows``) instead of being copied into memory."""
+        return Split(
+            {k: take_rows(v, index) for k, v in self.inputs.items()},
+            None if self.y is None else self.y[index],
+        )
+
     def batches(
         self, batch_size: int, rng: np.random.Generator | None = None
     ) -> Iterator[tuple[np.ndarray, Split]]:
@@ -56,8 +65,10 @@ class Split:
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for name in sorted(self.inputs):
-            a = np.ascontiguousarray(self.inputs[name])
-            h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+            a = self.inputs[name]
+            h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode())
+            for part in row_chunks(a):  # the same bytes as a.tobytes(), never all in memory
+                h.update(np.ascontiguousarray(part).tobytes())
         if self.y is not None:
             h.update(np.ascontiguousarray(self.y).tobytes())
         return h.hexdigest()[:16]

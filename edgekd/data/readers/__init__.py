@@ -1,4 +1,5 @@
-"""Readers for users' data: ``.npz``, ``.csv``, image folders, and ``pkg.module:factory``.
+"""Readers for users' data: ``.npz``, ``.npy`` files and folders, ``.csv``, image folders, and
+``pkg.module:factory``.
 
 Each reader returns a :class:`Source`: named input arrays (in the dtype they were stored with),
 labels when the data has them, and class names when labels were names (CSV text labels, image
@@ -27,6 +28,11 @@ def read_data(spec: str, label_column: str | None = None, classes: tuple[str, ..
     path = Path(spec)
     if not path.exists():
         raise DataError(f"{path}: data file not found")
+    if path.is_dir() or path.suffix.lower() == ".npy":
+        from edgekd.data.readers.npz import is_npy_folder, read_npy
+
+        if not path.is_dir() or is_npy_folder(path):
+            return read_npy(path, label_column or "y")
     if path.is_dir():
         from edgekd.data.readers.image_folder import read_image_folder
 
@@ -41,6 +47,6 @@ def read_data(spec: str, label_column: str | None = None, classes: tuple[str, ..
 
         return read_csv(path, label_column, classes)
     raise DataError(
-        f"{path}: unknown data format (expected .npz, .csv, a folder of class sub-folders, "
-        "or pkg.module:factory)"
+        f"{path}: unknown data format (expected .npz, .npy, .csv, a folder of .npy files or of "
+        "class sub-folders, or pkg.module:factory)"
     )
