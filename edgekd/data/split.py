@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgekd.data.mapped import row_chunks, take_rows
+from edgekd.data.mapped import batch_rows, row_chunks, take_rows
 from edgekd.errors import DataError
 
 INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
@@ -40,8 +40,9 @@ class Split:
         return len(next(iter(self.inputs.values())))
 
     def take(self, index: np.ndarray) -> Split:
+        """The rows ``index`` in memory (a batch; see :meth:`part` for a split that lasts)."""
         return Split(
-            {k: v[index] for k, v in self.inputs.items()},
+            {k: batch_rows(v, index) for k, v in self.inputs.items()},
             None if self.y is None else self.y[index],
         )
 
@@ -68,7 +69,7 @@ class Split:
             a = self.inputs[name]
             h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode())
             for part in row_chunks(a):  # the same bytes as a.tobytes(), never all in memory
-                h.update(np.ascontiguousarray(part).tobytes())
+                h.update(memoryview(np.ascontiguousarray(part)))
         if self.y is not None:
             h.update(np.ascontiguousarray(self.y).tobytes())
         return h.hexdigest()[:16]

@@ -17,8 +17,16 @@ from edgekd.errors import DataError
 __all__ = ["Source", "read_data"]
 
 
-def read_data(spec: str, label_column: str | None = None, classes: tuple[str, ...] = ()) -> Source:
-    """Read ``spec`` (a file, a folder or a factory) into a :class:`Source`."""
+def read_data(
+    spec: str,
+    label_column: str | None = None,
+    classes: tuple[str, ...] = (),
+    image_size: int | None = None,
+) -> Source:
+    """Read ``spec`` (a file, a folder or a factory) into a :class:`Source`. ``image_size``
+    (``--image-size``): images of a folder resized and centre-cropped to that square."""
+    if image_size is not None and not _is_image_folder(spec):
+        raise DataError(f"{spec}: --image-size applies to a folder of images only")
     from edgekd.usercode import parse_factory
 
     if parse_factory(spec) is not None and not Path(spec).exists():
@@ -36,7 +44,7 @@ def read_data(spec: str, label_column: str | None = None, classes: tuple[str, ..
     if path.is_dir():
         from edgekd.data.readers.image_folder import read_image_folder
 
-        return read_image_folder(path, classes)
+        return read_image_folder(path, classes, image_size)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         from edgekd.data.readers.npz import read_npz
@@ -50,3 +58,10 @@ def read_data(spec: str, label_column: str | None = None, classes: tuple[str, ..
         f"{path}: unknown data format (expected .npz, .npy, .csv, a folder of .npy files or of "
         "class sub-folders, or pkg.module:factory)"
     )
+
+
+def _is_image_folder(spec: str) -> bool:
+    from edgekd.data.readers.npz import is_npy_folder
+
+    path = Path(spec)
+    return path.is_dir() and not is_npy_folder(path)
