@@ -1,8 +1,10 @@
 """The teacher-output cache: a frozen teacher's outputs, computed once per split and kept on disk.
 
 A large pretrained teacher then costs one inference pass over the data (memory: the teacher plus
-one batch) instead of one per epoch, and a second run on the same data reuses the file. This is
-the one cache of teacher outputs: :func:`outputs_key` builds every key from the teacher's
+one batch) instead of one per epoch, and a second run on the same data reuses the file. The file
+is written batch by batch and read back memory-mapped, so outputs over data larger than memory
+are never all in memory (training reads each batch's rows: ``edgekd.train.loop.cached_teacher``).
+This is the one cache of teacher outputs: :func:`outputs_key` builds every key from the teacher's
 fingerprint (a user's teacher file, or :func:`weights_hash` of a module) and the data's, so a
 retrained teacher or other data never reuses stale outputs. On several workers (``dist``) each
 computes a contiguous part of the split and all get the whole (all-gather); rank 0 writes the
