@@ -182,12 +182,14 @@ def _outputs(
 
 
 def _read_cache(path: Path | None, n: int) -> np.ndarray | None:
-    """The cached outputs memory-mapped (read-only: pages come from the file as rows are used,
-    never all in memory), or None when there is no usable entry."""
+    """The cached outputs memory-mapped (pages come from the file as rows are used, never all in
+    memory), or None when there is no usable entry. Copy-on-write (``mmap_mode="c"``): callers
+    may hand the array to ``torch.from_numpy`` as they did an in-memory one, and a write never
+    reaches the cache file."""
     if path is None or not path.is_file():
         return None
     try:
-        cached = np.load(path, mmap_mode="r", allow_pickle=False)
+        cached = np.load(path, mmap_mode="c", allow_pickle=False)
     except (OSError, ValueError):
         return None  # a damaged cache entry is recomputed, not trusted
     return cached if len(cached) == n else None
