@@ -30,6 +30,7 @@ from edgekd.bench.suite import thread_settings
 from edgekd.config import UNKNOWN_TEACHER_PARAMS, DistillConfig
 from edgekd.data import DataBundle, load_data
 from edgekd.data.inputs import describe
+from edgekd.data.readers.image_folder import describe_transform
 from edgekd.distill.job import epochs_choice, make_job, repeat_seeds
 from edgekd.distill.methods import get_method
 from edgekd.distill.strategies import DistillJob, StrategyResult, resolve_strategy, run_strategy
@@ -149,6 +150,7 @@ def read_inputs(config: DistillConfig) -> RunInputs:
         test_data=config.test_data,
         val_data=config.val_data,
         label_column=config.label_column,
+        image_size=config.image_size,
     )
     method = config.method or {"classification": "kd", "embedding": "embed"}[config.task]
     tasks = get_method(method).tasks
@@ -587,6 +589,7 @@ def _data_section(run: PreparedRun) -> dict[str, Any]:
         },
         "labels": data.train.y is not None,
         "sources": {"train": config.data, "val": config.val_data, "test": config.test_data},
+        "image_transform": describe_transform(config.image_size),
     }
 
 

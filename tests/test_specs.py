@@ -437,3 +437,41 @@ def test_hugging_face_folder_loads_safetensors_only_and_no_remote_code(tmp_path,
     fitted = check_inputs(teacher.inputs, data)
     teacher.bind(tuple(fitted.inputs))
     assert probe_teacher(teacher, fitted, "embedding") == 8
+
+
+def _mixed_size_images(root) -> None:
+    """Two classes of PNGs of different sizes: dark left and right edges, a bright centre."""
+    import matplotlib.image
+
+    for c, cls in enumerate(("dim", "lit")):
+        (root / cls).mkdir(parents=True)
+        for i, (h, w) in enumerate([(8, 8), (10, 16), (12, 9)] * 4):
+            img = np.zeros((h, w))
+            img[:, (w - min(h, w)) // 2 : (w + min(h, w)) // 2] = 0.5 + 0.4 * c + 0.01 * i
+            matplotlib.image.imsave(root / cls / f"{i}.png", img, cmap="gray", vmin=0, vmax=1)
+
+
+def test_image_size_resizes_and_crops_mixed_sizes(tmp_path) -> None:
+    _mixed_size_images(tmp_path / "imgs")
+    with pytest.raises(DataError, match=r"image is 16x10 .* pass --image-size N"):
+        load_data(str(tmp_path / "imgs"))
+    data = load_data(str(tmp_path / "imgs"), image_size=6)
+    assert data.sample_shapes == {"x": (3, 6, 6)} and data.train.n + data.val.n + data.test.n == 24
+    # the centre square of each image is kept: no dark edge survives the crop
+    assert min(s.inputs["x"].min() for s in (data.train, data.val, data.test)) > 0.45
+    with pytest.raises(DataError, match="--image-size applies to a folder of images only"):
+        load_data(str(tmp_path / "none.npz"), image_size=6)
+
+
+def test_distill_trains_on_mixed_sizes_with_image_size(tmp_path) -> None:
+    _mixed_size_images(tmp_path / "imgs")
+    common = ["distill", "--data", str(tmp_path / "imgs"), "--epochs", "1", "--teacher-epochs",
+              "1", "--bench-seconds", "0.02", "--bench-processes", "1", "--json"]  # fmt: skip
+    refused = runner.invoke(app, [*common, "--out", str(tmp_path / "no")])
+    assert refused.exit_code == 2 and "pass --image-size N" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    result = runner.invoke(app, [*common, "--image-size", "8", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["data"]["inputs"]["x"] == "float32[N,3,8,8]"
+    assert report["data"]["image_transform"].startswith("short side resized to 8 px")

@@ -43,6 +43,13 @@ ValData = Annotated[str | None, typer.Option(help="Held-out validation data, sam
 LabelColumn = Annotated[
     str | None, typer.Option(help="CSV label column (default 'label'; .npz: 'y').")
 ]
+ImageSize = Annotated[
+    int | None,
+    typer.Option(
+        help="Image folders: resize each image's short side to N and crop the centre N x N "
+        "(default: images must all have one size).",
+    ),
+]
 TeacherOutput = Annotated[
     str | None,
     typer.Option(help="Which output to distil when the teacher returns a tuple or dict."),
@@ -210,6 +217,7 @@ def distill(
     test_data: TestData = D["test_data"],
     val_data: ValData = D["val_data"],
     label_column: LabelColumn = D["label_column"],
+    image_size: ImageSize = D["image_size"],
     teacher: Teacher = D["teacher"],
     teacher_weights: TeacherWeights = D["teacher_weights"],
     teacher_output: TeacherOutput = D["teacher_output"],

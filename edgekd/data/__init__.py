@@ -81,12 +81,13 @@ def split_bundle(
     """
     fractions, names = SPLIT_FRACTIONS[(val is not None, test is not None)]
     if len(fractions) == 1:
-        parts = [np.arange(full.n)]
-    elif full.y is not None:
-        parts = stratified_split(full.y, fractions, seed)
+        splits = {"train": full}  # all of it, in its order: nothing to copy
     else:
-        parts = random_split(full.n, fractions, seed)
-    splits = dict(zip(names, (full.take(p) for p in parts), strict=True))
+        if full.y is not None:
+            parts = stratified_split(full.y, fractions, seed)
+        else:
+            parts = random_split(full.n, fractions, seed)
+        splits = dict(zip(names, (full.part(p) for p in parts), strict=True))
     given = [n for n, s in (("val", val), ("test", test)) if s is not None]
     how = "stratified" if full.y is not None else "random (no labels)"
     shares = "/".join(str(round(f * 100)) for f in fractions)
@@ -186,6 +187,7 @@ def load_data(
     test_data: str | None = None,
     val_data: str | None = None,
     label_column: str | None = None,
+    image_size: int | None = None,
 ) -> DataBundle:
     """Resolve ``--data``: None or ``digits`` (default), ``mnist1d``, or a user's data set.
 
@@ -194,19 +196,26 @@ def load_data(
     ``pkg.module:factory`` / ``file.py:factory``. ``test_data`` and ``val_data`` name held-out data
     in the same format; what is not given is split off the training data (seeded). Labels are
     optional: a transfer set without them is distilled from the teacher's outputs alone.
+    ``image_size`` (``--image-size``): images of a folder resized and centre-cropped to it.
 
     >>> bundle = load_data("train.npz", seed=0, test_data="test.npz")  # doctest: +SKIP
     """
     if spec in (None, "", *BUILT_IN):
-        if test_data or val_data:
-            raise DataError("--test-data and --val-data go with a --data file or factory")
+        if test_data or val_data or image_size:
+            raise DataError(
+                "--test-data, --val-data and --image-size go with a --data file, folder or factory"
+            )
         return load_mnist1d(seed) if spec == "mnist1d" else load_digits_default(seed)
     from edgekd.data.readers import read_data
 
-    source = read_data(spec, label_column)
+    source = read_data(spec, label_column, image_size=image_size)
     classes = source.class_names
-    val = read_data(val_data, label_column, classes).train if val_data else source.val
-    test = read_data(test_data, label_column, classes).train if test_data else source.test
+
+    def held_out(path: str) -> Split:  # read with the training data's class names
+        return read_data(path, label_column, classes, image_size).train
+
+    val = held_out(val_data) if val_data else source.val
+    test = held_out(test_data) if test_data else source.test
     return split_bundle(source.name, source.train, seed, val, test, classes)
 
 

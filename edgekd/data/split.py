@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgekd.data.mapped import batch_rows, row_chunks, take_rows
 from edgekd.errors import DataError
 
 INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
@@ -39,8 +40,17 @@ class Split:
         return len(next(iter(self.inputs.values())))
 
     def take(self, index: np.ndarray) -> Split:
+        """The rows ``index`` in memory (a batch; see :meth:`part` for a split that lasts)."""
         return Split(
-            {k: v[index] for k, v in self.inputs.items()},
+            {k: batch_rows(v, index) for k, v in self.inputs.items()},
+            None if self.y is None else self.y[index],
+        )
+
+    def part(self, index: np.ndarray) -> Split:
+        """``take(index)`` for a split that lasts (train/val/test): rows of a memory-mapped input
+        stay on disk (``edgekd.data.mapped.take_rows``) instead of being copied into memory."""
+        return Split(
+            {k: take_rows(v, index) for k, v in self.inputs.items()},
             None if self.y is None else self.y[index],
         )
 
@@ -56,8 +66,10 @@ class Split:
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for name in sorted(self.inputs):
-            a = np.ascontiguousarray(self.inputs[name])
-            h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode() + a.tobytes())
+            a = self.inputs[name]
+            h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode())
+            for part in row_chunks(a):  # the same bytes as a.tobytes(), never all in memory
+                h.update(memoryview(np.ascontiguousarray(part)))
         if self.y is not None:
             h.update(np.ascontiguousarray(self.y).tobytes())
         return h.hexdigest()[:16]

@@ -1,8 +1,10 @@
 """The teacher-output cache: a frozen teacher's outputs, computed once per split and kept on disk.
 
 A large pretrained teacher then costs one inference pass over the data (memory: the teacher plus
-one batch) instead of one per epoch, and a second run on the same data reuses the file. This is
-the one cache of teacher outputs: :func:`outputs_key` builds every key from the teacher's
+one batch) instead of one per epoch, and a second run on the same data reuses the file. The file
+is written batch by batch and read back memory-mapped, so outputs over data larger than memory
+are never all in memory (training reads each batch's rows: ``edgekd.train.loop.cached_teacher``).
+This is the one cache of teacher outputs: :func:`outputs_key` builds every key from the teacher's
 fingerprint (a user's teacher file, or :func:`weights_hash` of a module) and the data's, so a
 retrained teacher or other data never reuses stale outputs. On several workers (``dist``) each
 computes a contiguous part of the split and all get the whole (all-gather); rank 0 writes the
@@ -15,6 +17,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -123,36 +126,70 @@ def _cached_outputs(
         with OnDevice(where, teacher):
             return _outputs(teacher, part, description, batch_size)
 
+    if path is not None and dist is None:
+        # written batch by batch into the cache file: never a second full copy in memory
+        with atomic_path(path, suffix=".npy") as tmp, OnDevice(where, teacher):
+            written = _outputs(teacher, split, description, batch_size, into=tmp)
+            _check_finite(written, split.n, description)
+            del written  # unmapped before the file is renamed into place
+        return _read_cache(path, split.n), False
     out = compute(split) if dist is None else dist.gather_rows(compute, split)
-    bad = int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())
-    if bad:
-        raise DivergedError(
-            f"{description}: the teacher produced NaN or infinite outputs for {bad} of "
-            f"{split.n} samples; check the teacher and the data (nothing was trained)"
-        )
-    if path is not None and (dist is None or dist.is_main):
+    _check_finite(out, split.n, description)
+    if path is not None and dist.is_main:
         with atomic_path(path, suffix=".npy") as tmp, open(tmp, "wb") as fh:
             np.save(fh, out)
     return out, False
 
 
-def _outputs(teacher: nn.Module, split: Split, description: str, batch_size: int) -> np.ndarray:
+def _check_finite(out: np.ndarray, n: int, description: str, chunk: int = 4096) -> None:
+    """Raises DivergedError for NaN or infinite outputs; ``chunk`` rows at a time, so that a
+    memory-mapped ``out`` is never all in memory."""
+    bad = 0
+    for start in range(0, len(out), chunk):
+        part = np.asarray(out[start : start + chunk])
+        bad += int((~np.isfinite(part)).any(axis=tuple(range(1, part.ndim))).sum())
+    if bad:
+        raise DivergedError(
+            f"{description}: the teacher produced NaN or infinite outputs for {bad} of "
+            f"{n} samples; check the teacher and the data (nothing was trained)"
+        )
+
+
+def _outputs(
+    teacher: nn.Module, split: Split, description: str, batch_size: int, into: Path | None = None
+) -> np.ndarray:
+    """The outputs over ``split`` (float32), in memory, or written batch by batch into a new
+    ``.npy`` file ``into`` and returned memory-mapped."""
     if hasattr(teacher, "eval"):
         teacher.eval()
-    outs = []
+    outs, out = [], None
     with torch.inference_mode(), progress_bar(description, math.ceil(split.n / batch_size)) as bar:
-        for _, batch in split.batches(batch_size):
+        for index, batch in split.batches(batch_size):
             inputs = to_tensors(batch, module_device(teacher))
-            outs.append(teacher(*inputs).float().cpu().numpy())
+            rows = teacher(*inputs).float().cpu().numpy()
+            if into is None:
+                outs.append(rows)
+            else:
+                if out is None:
+                    shape = (split.n, *rows.shape[1:])
+                    out = np.lib.format.open_memmap(into, "w+", np.float32, shape)
+                out[index[0] : index[-1] + 1] = rows  # unshuffled: contiguous rows
             bar.advance()
+    if out is not None:
+        out.flush()
+        return out
     return np.concatenate(outs).astype(np.float32, copy=False)
 
 
-def _read_cache(path, n: int) -> np.ndarray | None:
+def _read_cache(path: Path | None, n: int) -> np.ndarray | None:
+    """The cached outputs memory-mapped (pages come from the file as rows are used, never all in
+    memory), or None when there is no usable entry. Copy-on-write (``mmap_mode="c"``): callers
+    may hand the array to ``torch.from_numpy`` as they did an in-memory one, and a write never
+    reaches the cache file."""
     if path is None or not path.is_file():
         return None
     try:
-        cached = np.load(path, allow_pickle=False)
+        cached = np.load(path, mmap_mode="c", allow_pickle=False)
     except (OSError, ValueError):
         return None  # a damaged cache entry is recomputed, not trusted
     return cached if len(cached) == n else None

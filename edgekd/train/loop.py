@@ -108,11 +108,11 @@ Augment = Callable[[Split, np.random.Generator], Split]
 
 
 def cached_teacher(logits: np.ndarray) -> TeacherSignal:
-    """A frozen teacher whose logits over the training split were computed once."""
-    table = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    """A frozen teacher whose logits over the training split were computed once. ``logits`` may
+    be memory-mapped (``edgekd.teacher.outputs``' cache): only each batch's rows are read."""
 
     def signal(index: np.ndarray, _batch: Split):
-        return table[torch.from_numpy(index)], {}
+        return torch.from_numpy(np.asarray(logits[index], dtype=np.float32)), {}
 
     signal.by_index = True  # answers for the stored samples, not for an augmented view
     return signal
