@@ -27,6 +27,7 @@ import dataclasses
 import difflib
 import importlib
 import json
+import math
 import os
 import re
 import sys
@@ -237,7 +238,22 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
         "must be auto, cpu, cuda or cuda:N",
     ),
     "precision": _one_of("edgekd.train.device", "PRECISIONS"),
+    "blackbox_output": (
+        lambda v: v in ("probs", "labels") or re.fullmatch(r"topk:[1-9]\d*", v) is not None,
+        "must be probs, topk:K (K >= 1) or labels",
+    ),
+    "out": (lambda v: v.strip() != "", "must name a folder"),
 }
+
+
+def _not_finite(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every number a run takes is finite: ``--lr inf`` or ``--temperature nan`` would pass the
+    range checks (or fail them with a confusing message) and end in a diverged run."""
+    return [
+        (k, f"must be a finite number, got {v!r}")
+        for k, v in values.items()
+        if isinstance(v, float) and not math.isfinite(v)
+    ]
 
 # A black-box command does not tell its size: then only the target's budget bounds the student.
 UNKNOWN_TEACHER_PARAMS = 10**12
@@ -324,12 +340,15 @@ class DistillConfig:
 
     @classmethod
     def field_problems(cls, values: dict) -> list[tuple[str, str]]:
-        out = [
+        out = _not_finite(values)
+        out += [
             (k, f"{what() if callable(what) else what}, got {values[k]!r}")
             for k, (ok, what) in _RULES.items()
-            if values.get(k) is not None and not ok(values[k])
+            if values.get(k) is not None and k not in dict(out) and not ok(values[k])
         ]
-        out += MethodOptions.field_problems(values)  # temperature(_end): checked there, once
+        said = dict(out)
+        # temperature(_end): checked there, once (after finiteness, said here for every field)
+        out += [p for p in MethodOptions.field_problems(values) if p[0] not in said]
         for k in ("teacher_weights", "teacher_output"):
             if values.get(k) and not values.get("teacher"):
                 out.append((k, "needs a teacher (--teacher)"))

@@ -6,7 +6,8 @@ internal error (exit 1) and prints a traceback only under ``--debug``.
 Exit codes (a contract, documented in README.md):
     0  success / gate passed
     1  internal error (a bug: please report it)
-    2  bad input or usage (unknown target, missing or malformed file, wrong shape)
+    2  bad input or usage (unknown target, missing or malformed file, wrong shape), an output
+       path that cannot be written (read-only, impossible, the disk full)
     3  a budget line or a regression check failed (``edgekd gate``)
     4  inconclusive gate verdict (too few or too noisy samples to decide)
     5  training diverged (NaN or infinite loss or teacher output)
@@ -16,6 +17,9 @@ Exit codes (a contract, documented in README.md):
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -50,6 +54,26 @@ class DataError(BadInputError):
 
 class UnsafeInputError(BadInputError):
     """A file asks for something we refuse to do (unpickle code, read outside its folder)."""
+
+
+class OutputError(BadInputError):
+    """An output path cannot be written: read-only, not a folder, no such parent, ..."""
+
+    @classmethod
+    def of(cls, exc: OSError, path: str | os.PathLike[str] | None = None) -> OutputError:
+        """The one line for ``exc`` raised while writing ``path`` (or the file it names)."""
+        where = path if path is not None else (exc.filename or "output")
+        if exc.errno in DISK_FULL_ERRNOS:
+            return DiskFullError(f"disk full: cannot write {where} ({exc.strerror})")
+        return cls(f"cannot write {where}: {exc.strerror or type(exc).__name__}")
+
+
+class DiskFullError(OutputError):
+    """The disk (or the user's quota) is full; what was written before is kept."""
+
+
+# ENOSPC, and the quota's EDQUOT where the platform has one.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
 
 
 class ExportError(EdgekdError):

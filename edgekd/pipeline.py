@@ -66,6 +66,7 @@ from edgekd.train.device import (
     training_device,
 )
 from edgekd.train.distributed import DistContext, on_main, resumes_after_restart, run_stamp
+from edgekd.train.interrupt import raise_on_signals
 from edgekd.train.threads import current_choice, request_train_threads
 
 
@@ -97,8 +98,10 @@ def distill(
     out = Path(config.out) if config.out else default_out_dir(inputs.target.name, dist)
     resume = resume or resumes_after_restart(partial_dir(out), dist)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(raise_on_signals(enabled=dist is None))  # SIGTERM as Ctrl-C
         # The folder exists before the teacher is prepared: a run stopped from here on can resume.
         folder = _open_run_folder(config, out, resume, dist, stack)
+        stack.enter_context(_resume_hint_on_stop(folder))
         run = prepare_run(config, dist, inputs, lap=laps)
         training = _train(run, folder)
         laps("distill")
@@ -289,6 +292,20 @@ def _open_run_folder(
     if not resume and main:
         write_json_atomic(work / CONFIG_FILE, {**dataclasses.asdict(config), "out": str(out)})
     return RunFolder(out, work, resume, main)
+
+
+@contextlib.contextmanager
+def _resume_hint_on_stop(folder: RunFolder):
+    """A run stopped at any stage (Ctrl-C, SIGTERM) ends in :class:`Interrupted` with the resume
+    command: the folder is kept, and ``--resume`` goes on from its last checkpoint."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if not folder.main or (isinstance(exc, Interrupted) and "--resume" in str(exc)):
+            raise
+        raise Interrupted(
+            f"distill: {exc or 'aborted'}; resume with: edgekd distill --resume {folder.out}"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,14 @@ A profile is a TOML file (``targets/*.toml`` ships ``mobile``/``phone``, ``iot``
 bring their own by path). It is read into frozen dataclasses; an unknown key, a missing field, a
 wrong type or a negative budget is refused with one line naming the file and the field (every
 problem at once, with its line: the validator of run files, ``edgekd.config.check_table``).
+Sizes are bounded too (``batch_size``, ``threads``) and device figures finite, so that a typo
+is refused before anything is allocated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +27,19 @@ TARGETS_DIR = Path(
 )
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# An edge device's benchmark runs a few samples at a time on a few cores: a batch of 1e8 samples
+# would ask for tens of GiB before anything is measured.
+MAX_BATCH_SIZE = 65_536
+MAX_THREADS = 1_024
+
+
+def _not_finite(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """TOML reads ``inf`` and ``nan``: no device figure is either."""
+    return [
+        (name, f"must be a finite number, got {v}")
+        for name, v in values.items()
+        if isinstance(v, float) and not math.isfinite(v)
+    ]
 
 
 def _not_negative(values: dict[str, Any]) -> list[tuple[str, str]]:
@@ -58,7 +74,7 @@ class DeviceSpec:
 
     @classmethod
     def field_problems(cls, values: dict[str, Any]) -> list[tuple[str, str]]:
-        return _not_negative(values)
+        return _not_finite(values) + _not_negative(values)
 
 
 @dataclass(frozen=True)
@@ -103,10 +119,12 @@ class TargetProfile:
 
     def __post_init__(self) -> None:
         where = self.path or self.name
-        if self.threads < 1:
-            raise TargetError(f"{where}: field 'threads' must be >= 1, got {self.threads}")
-        if self.batch_size < 1:
-            raise TargetError(f"{where}: field 'batch_size' must be >= 1, got {self.batch_size}")
+        for name, most in (("threads", MAX_THREADS), ("batch_size", MAX_BATCH_SIZE)):
+            value = getattr(self, name)
+            if not 1 <= value <= most:
+                raise TargetError(
+                    f"{where}: field {name!r} must be between 1 and {most:,}, got {value:,}"
+                )
         if not 7 <= self.opset <= 23:
             raise TargetError(f"{where}: field 'opset' must be between 7 and 23, got {self.opset}")
         for p in self.precisions:

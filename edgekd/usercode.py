@@ -4,6 +4,9 @@
 A factory is Python the user points at on purpose, so it is imported and run; a file someone
 downloaded is data, read through ``edgekd.safety`` (see ``edgekd.teacher.user``). Importing this
 module is cheap (no torch), so data loading and ``--help`` stay light.
+
+User code that calls ``sys.exit()`` (on import or in the factory) does not end the run with its
+exit code, 0 included: it is bad input like any other exception the factory raises (exit 2).
 """
 
 from __future__ import annotations
@@ -62,10 +65,17 @@ def call_factory(spec: str, what: str) -> Any:
         return fn()
     except EdgekdError:
         raise
+    except SystemExit as exc:
+        raise BadInputError(f"{spec}: the {what} factory {called_exit(exc)}") from None
     except Exception as exc:
         raise BadInputError(
             f"{spec}: the {what} factory raised {type(exc).__name__}: {one_line(exc)}"
         ) from None
+
+
+def called_exit(exc: SystemExit) -> str:
+    """``called sys.exit(0)``: what user code did that would have ended edgekd."""
+    return f"called sys.exit({exc.code!r}) instead of returning"
 
 
 def _import_module(name: str):
@@ -78,6 +88,8 @@ def _import_module(name: str):
         return importlib.import_module(name)
     except ImportError as exc:
         raise BadInputError(f"cannot import module {name!r} ({one_line(exc)})") from None
+    except SystemExit as exc:
+        raise BadInputError(f"importing module {name!r}: it {called_exit(exc)}") from None
     except Exception as exc:
         raise BadInputError(
             f"importing module {name!r} failed: {type(exc).__name__}: {one_line(exc)}"
@@ -100,6 +112,9 @@ def _import_file(path: Path):
     sys.path.insert(0, str(resolved.parent))  # so the file can import its neighbours
     try:
         spec.loader.exec_module(module)
+    except SystemExit as exc:
+        del sys.modules[name]
+        raise BadInputError(f"{path}: importing it: it {called_exit(exc)}") from None
     except Exception as exc:
         del sys.modules[name]
         raise BadInputError(

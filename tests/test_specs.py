@@ -237,7 +237,8 @@ def test_onnx_teacher_is_a_black_box_with_known_inputs(tmp_path) -> None:
 def test_cli_refuses_data_that_does_not_fit_the_teacher_before_training(tmp_path) -> None:
     _export_image_teacher(tmp_path / "t.onnx")
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "flat.npz", x=rng.random((40, 64)), y=np.arange(40) % 10)
+    # 100 samples: every class keeps a sample in each of train/val/test (checked first)
+    np.savez(tmp_path / "flat.npz", x=rng.random((100, 64)), y=np.arange(100) % 10)
     out = tmp_path / "run"
     result = runner.invoke(app, ["distill", "--teacher", str(tmp_path / "t.onnx"), "--data",
                                  str(tmp_path / "flat.npz"), "--out", str(out)])  # fmt: skip
@@ -382,7 +383,7 @@ def test_declared_inputs_of_a_factory_teacher_are_checked_before_training(tmp_pa
     """)
     )
     teacher = load_teacher(f"{tmp_path / 'declared.py'}:make")
-    np.savez(tmp_path / "flat.npz", x=np.zeros((30, 64)), y=np.arange(30) % 10)
+    np.savez(tmp_path / "flat.npz", x=np.zeros((100, 64)), y=np.arange(100) % 10)
     data = load_data(str(tmp_path / "flat.npz"))
     with pytest.raises(DataError) as err:
         conform(data, teacher.inputs, {"train": "flat.npz", "val": "flat.npz", "test": "flat.npz"})

@@ -206,17 +206,24 @@ def load_data(
                 "--test-data, --val-data and --image-size go with a --data file, folder or factory"
             )
         return load_mnist1d(seed) if spec == "mnist1d" else load_digits_default(seed)
+    from edgekd.data.inputs import check_bundle, check_loaded
     from edgekd.data.readers import read_data
 
+    label = label_column or "y"
     source = read_data(spec, label_column, image_size=image_size)
+    check_loaded(spec, source.train, label)
     classes = source.class_names
 
     def held_out(path: str) -> Split:  # read with the training data's class names
-        return read_data(path, label_column, classes, image_size).train
+        split = read_data(path, label_column, classes, image_size).train
+        check_loaded(path, split, label)
+        return split
 
     val = held_out(val_data) if val_data else source.val
     test = held_out(test_data) if test_data else source.test
-    return split_bundle(source.name, source.train, seed, val, test, classes)
+    bundle = split_bundle(source.name, source.train, seed, val, test, classes)
+    check_bundle(spec, bundle)
+    return bundle
 
 
 def load_eval_data(spec: str, label_column: str | None = None) -> Split:
@@ -227,9 +234,12 @@ def load_eval_data(spec: str, label_column: str | None = None) -> Split:
     """
     if spec in BUILT_IN:
         return (load_mnist1d() if spec == "mnist1d" else load_digits_default()).test
+    from edgekd.data.inputs import check_loaded
     from edgekd.data.readers import read_data
 
     source = read_data(spec, label_column)
+    split = source.train
     if source.val is not None or source.test is not None:
-        return source.test or source.val  # a factory's held-out split
-    return source.train
+        split = source.test or source.val  # a factory's held-out split
+    check_loaded(spec, split, label_column or "y")
+    return split

@@ -12,6 +12,11 @@ Casts that are made: float to the expected float width (float64 data for a float
 another int width when every value fits, bool or int to float. Float to int is refused: it would
 silently truncate. Without a known dtype, float data becomes float32 (PyTorch's default) and
 integer data stays integer (token ids must stay ids).
+
+Before any model is involved, :func:`check_loaded` and :func:`check_bundle` hold data as loaded to
+what every stage assumes, naming the file, the array and the first bad index: samples in every
+split, real numbers with a feature axis (``[N, features...]``), finite values, labels that are
+class indices below :data:`MAX_CLASSES`, and at least two classes to tell apart.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgekd.data import Split
+from edgekd.data.mapped import row_chunks
+from edgekd.data.split import DataBundle, Split
 from edgekd.errors import DataError
+
+# The student's head has one output per class, sized from the largest label: a label of 2**40
+# would ask for terabytes. A data set with more classes than this is not an edge model's job.
+MAX_CLASSES = 100_000
 
 
 @dataclass(frozen=True)
@@ -142,3 +152,66 @@ def _target_dtype(expected: str | None, got: np.dtype) -> np.dtype | None:
     if want == np.bool_:
         return None  # 0/1 ints could be masks, but guessing is worse than saying so
     return None
+
+
+# --- data as loaded ------------------------------------------------------------------------------
+
+
+def check_loaded(where: str, split: Split, label: str = "y") -> None:
+    """Refuse a split read from ``where`` that no stage could use, naming array and index."""
+    if split.n == 0:
+        raise DataError(f"{where}: no samples")
+    for name, a in split.inputs.items():
+        _check_array(where, name, a)
+    if split.y is not None and split.y.size:
+        bad = np.flatnonzero(split.y >= MAX_CLASSES)
+        if bad.size:
+            raise DataError(
+                f"{where}: array {label!r}: label {split.y[bad[0]]} at index {bad[0]} is not a "
+                f"class index (labels are 0..K-1 with K <= {MAX_CLASSES:,} classes)"
+            )
+
+
+def _check_array(where: str, name: str, a: np.ndarray) -> None:
+    shape = list(a.shape)
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise DataError(
+            f"{where}: array {name!r} is {a.dtype}{shape}; inputs must be real numbers"
+        )
+    if a.ndim < 2:
+        raise DataError(
+            f"{where}: array {name!r} is {a.dtype}{shape}: inputs need a feature axis, samples "
+            f"first (e.g. [{shape[0] if shape else 'N'}, 1] for one feature per sample)"
+        )
+    if not np.issubdtype(a.dtype, np.floating):
+        return  # integers and booleans are always finite
+    start = 0
+    for chunk in row_chunks(a):  # a memory-mapped array is read a block at a time
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            index = np.unravel_index(int(np.argmax(bad)), chunk.shape)
+            index = (start + int(index[0]), *(int(i) for i in index[1:]))
+            value = chunk[(index[0] - start, *index[1:])]
+            raise DataError(
+                f"{where}: array {name!r} holds {value} at index {list(index)} (sample "
+                f"{index[0]}); inputs must be finite"
+            )
+        start += len(chunk)
+
+
+def check_bundle(where: str, bundle: DataBundle) -> None:
+    """Refuse a split data set with an empty split or a single class (nothing to tell apart)."""
+    sizes = {"train": bundle.train.n, "val": bundle.val.n, "test": bundle.test.n}
+    # Each split is drawn per class (stratified): with few samples a class's share rounds to none.
+    empty = [name for name, n in sizes.items() if n == 0]
+    if empty:
+        raise DataError(
+            f"{where}: too few samples to split ({', '.join(f'{k} {n}' for k, n in sizes.items())}"
+            f"): every split needs at least one; give more samples, or --val-data and --test-data"
+        )
+    y = bundle.train.y
+    if y is not None and y.size and len(classes := np.unique(y)) < 2:
+        raise DataError(
+            f"{where}: every training label is class {classes[0]}; a classifier needs at least "
+            "two classes"
+        )

@@ -2,11 +2,16 @@
 
 A checkpoint written here can be rebuilt anywhere (a fresh benchmark process, ``edgekd export``)
 from the student family registry and the recorded knobs, without executing code from the file.
+
+The same weights give the same bytes: safetensors writes its metadata in hash order (different
+from one process to the next), so the header is written again with its keys sorted, and a
+checksum in CI sees a change only when the weights or the architecture changed.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from torch import nn
@@ -17,16 +22,28 @@ from edgekd.fileio import atomic_path
 
 def save_model(model: nn.Module, path: str | Path, extra: dict[str, str] | None = None) -> Path:
     """Write weights + ``edgekd_arch`` metadata atomically to a ``.safetensors`` file."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     arch = getattr(model, "edgekd_arch", None)
     meta = {"format": "pt", **(extra or {})}
     if arch is not None:
         meta["edgekd_arch"] = json.dumps(arch)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    data = canonical_header(save(state, metadata=meta))
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        tmp.write_bytes(data)
     return Path(path)
+
+
+def canonical_header(data: bytes) -> bytes:
+    """A safetensors file's bytes with its JSON header's keys sorted (the tensor data is laid out
+    in a fixed order already). Format: u64 little-endian header length, the header (JSON, padded
+    with spaces to a multiple of 8 bytes), the data."""
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data[8 + n :]
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

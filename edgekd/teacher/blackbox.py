@@ -65,7 +65,7 @@ class OutputMode:
         if head == "topk" and k.isdigit() and int(k) >= 1:
             return cls("topk", int(k))
         raise BadInputError(
-            f"--teacher-output {text!r}: expected 'probs', 'topk:K' (K >= 1) or 'labels'"
+            f"--blackbox-output {text!r}: expected 'probs', 'topk:K' (K >= 1) or 'labels'"
         )
 
     def __str__(self) -> str:
