@@ -151,6 +151,8 @@ def _open_work(out: Path, overwrite: bool, resume: bool) -> tuple[Path, int | No
         return work, _take_lock(work)
     work = partial_dir(out)
     _check_parent(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"cannot write {out}: it is a file, not a folder")
     if out.exists() and not overwrite:
         raise BadInputError(f"output folder {out} already exists (pass --overwrite to replace it)")
     if work.exists():

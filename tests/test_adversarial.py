@@ -141,6 +141,11 @@ def out_under_a_file(tmp: Path) -> list[str]:
     return ["--out", str(tmp / "file.txt" / "run")]
 
 
+def out_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "file.txt").write_text("not a folder")
+    return ["--out", str(tmp / "file.txt"), "--overwrite"]
+
+
 def read_only_parent(tmp: Path) -> list[str]:
     (tmp / "ro").mkdir()
     (tmp / "ro").chmod(0o500)
@@ -253,6 +258,7 @@ CASES = [
     ),
     # output paths: one line with the path and the reason
     Case("out-under-a-file", out_under_a_file, 2, "file.txt is a file, not a folder"),
+    Case("out-is-a-file", out_is_a_file, 2, "file.txt: it is a file, not a folder"),
     Case("out-read-only", read_only_parent, 2, "Permission denied", skip=AS_ROOT),
     Case(
         "out-impossible",
@@ -301,7 +307,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(case: Case, tmp_path: Path) ->
     assert result.exit_code == case.code, result.output
     assert_one_error_line(result.stderr, case.culprit.format(tmp=tmp_path))
     assert_nothing_left(tmp_path, out)
-    assert not (tmp_path / "file.txt" / "run").exists()
+    if (tmp_path / "file.txt").exists():  # the --out cases: the file in the way is untouched
+        assert (tmp_path / "file.txt").read_text() == "not a folder"
 
 
 def test_a_full_disk_is_said_plainly_and_leaves_nothing(tmp_path, monkeypatch) -> None:

@@ -455,3 +455,78 @@ def test_a_long_interval_still_saves_at_a_signal_and_at_the_end(uninterrupted, t
     student, _ = _train(ckpt, resume=True, every=3600.0)  # another interval is fine too
     assert _same_weights(student, uninterrupted[0])
     assert load_training_state(ckpt)["epoch"] == 3  # written at the end
+
+
+# --- the run folder's lock, a full disk, fixed bytes ---------------------------------------------
+
+
+def test_a_locked_run_folder_refuses_a_second_writer_and_moves_without_its_lock(tmp_path) -> None:
+    """flock is per open file: a second run_dir in this very process is a second writer too."""
+    from edgekd.errors import BadInputError
+    from edgekd.rundir import LOCK_FILE, lock_holder, run_dir
+
+    out = tmp_path / "run"
+    with run_dir(out) as work:
+        (work / "config.json").write_text("{}")
+        assert lock_holder(work) == os.getpid()
+        in_use = f"in use by another edgekd run \\(PID {os.getpid()}\\)"
+        for kwargs in ({}, {"overwrite": True}, {"resume": True}):
+            with pytest.raises(BadInputError, match=in_use), run_dir(out, **kwargs):
+                pass
+        assert (work / "config.json").is_file()  # the refused writers touched nothing
+    assert (out / "config.json").is_file() and not (out / LOCK_FILE).exists()
+    assert lock_holder(out) is None and not work.exists()
+
+
+def test_a_run_stopped_before_its_config_leaves_nothing_after_it_keeps_the_folder(tmp_path) -> None:
+    from edgekd.rundir import lock_holder, run_dir
+
+    with pytest.raises(KeyboardInterrupt), run_dir(tmp_path / "a"):
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(KeyboardInterrupt), run_dir(tmp_path / "b") as work:
+        (work / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+    assert (work / "config.json").is_file() and lock_holder(work) is None
+
+
+def test_a_full_disk_keeps_the_previous_file_and_says_so(tmp_path, monkeypatch) -> None:
+    import errno
+
+    import edgekd.fileio as fileio
+    from edgekd.errors import DiskFullError
+    from edgekd.rundir import run_dir
+
+    path = tmp_path / "checkpoint.pt"
+    fileio.write_bytes_atomic(path, b"epoch 1")
+    with pytest.raises(DiskFullError, match="^disk full: cannot write .*checkpoint.pt"):
+        with fileio.atomic_path(path) as tmp:
+            tmp.write_bytes(b"epoch 2, half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    # torch's zip writer hides the errno ("file write failed"): the free space tells
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 0)
+    with pytest.raises(DiskFullError, match="previous file is kept"):
+        with fileio.atomic_path(path) as tmp:
+            raise RuntimeError("[enforce fail at inline_container.cc] file write failed")
+    assert path.read_bytes() == b"epoch 1" and [p.name for p in tmp_path.iterdir()] == [path.name]
+    # in a run with a checkpoint: the folder is kept, and the line says how to go on
+    out = tmp_path / "run"
+    hint = f"free some space, then resume with: .*--resume {out}$"
+    with pytest.raises(DiskFullError, match=hint):
+        with run_dir(out) as work:
+            (work / "config.json").write_text("{}")
+            fileio.write_bytes_atomic(work / "checkpoint.pt", b"epoch 1")
+            with fileio.atomic_path(work / "checkpoint.pt"):
+                raise RuntimeError("file write failed")
+    assert (work / "checkpoint.pt").read_bytes() == b"epoch 1"
+
+
+def test_identical_weights_give_identical_safetensors_bytes(tmp_path) -> None:
+    """safetensors writes its metadata in hash order; save_model sorts the header."""
+    from edgekd.students.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    student = build_student("mlp", (6,), 2, width=0.25, depth=1)
+    files = [save_model(student, tmp_path / f"s{i}.safetensors", {"run": "a"}) for i in range(8)]
+    assert len({f.read_bytes() for f in files}) == 1
+    assert _same_weights(load_model(files[0]), student)

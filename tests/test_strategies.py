@@ -200,7 +200,7 @@ def test_output_mode_parsing():
     assert OutputMode.parse("topk:5") == OutputMode("topk", 5)
     assert str(OutputMode.parse("labels")) == "labels"
     for bad in ("topk", "topk:0", "top5", "soft"):
-        with pytest.raises(BadInputError, match="--teacher-output"):
+        with pytest.raises(BadInputError, match="--blackbox-output"):
             OutputMode.parse(bad)
 
 

@@ -211,7 +211,9 @@ def load_data(
 
     label = label_column or "y"
     source = read_data(spec, label_column, image_size=image_size)
-    check_loaded(spec, source.train, label)
+    for split in (source.train, source.val, source.test):  # a factory may hand over all three
+        if split is not None:
+            check_loaded(spec, split, label)
     classes = source.class_names
 
     def held_out(path: str) -> Split:  # read with the training data's class names
