@@ -13,6 +13,7 @@ underneath) are here at the command line so that they stay held.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import pickle
@@ -382,3 +383,43 @@ def test_a_second_writer_is_refused_and_sigterm_in_the_bench_exits_130(tmp_path)
     assert finished.exit_code == 0, finished.output
     assert (out / "report.json").is_file() and not work.exists()
     assert not (out / ".lock").exists()
+
+
+def _sigterm_self(*_args, **_kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # delivered at the next bytecode, in this frame
+    raise AssertionError("SIGTERM did not stop the command")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_in_any_command_is_130_and_one_line(monkeypatch, signum) -> None:
+    import edgekd.targets
+
+    monkeypatch.setattr(edgekd.targets, "list_targets", lambda: os.kill(os.getpid(), signum))
+    before = signal.getsignal(signal.SIGTERM)
+    result = runner.invoke(app, ["targets"])
+    assert result.exit_code == 130, result.output
+    assert_one_error_line(result.stderr, f"stopped by {signal.Signals(signum).name}")
+    assert signal.getsignal(signal.SIGTERM) == before  # the command gave the handlers back
+
+
+def test_sigterm_after_training_keeps_the_folder_for_resume(tmp_path, monkeypatch) -> None:
+    """SIGTERM in the export stage, in this process (the slow test above stops a real process in
+    the benchmark): exit 130, the resume command, and OUT.partial with its config and final
+    checkpoint, unlocked."""
+    import edgekd.pipeline
+
+    # sized from estimates only (the host measurements are sizing's tests' business)
+    quick = {"widths": (0.25, 0.5), "measure_host": False, "baseline_mb": 56.0}
+    sized = functools.partial(edgekd.pipeline.size_student_to_budget, **quick)
+    monkeypatch.setattr(edgekd.pipeline, "size_student_to_budget", sized)
+    monkeypatch.setattr(edgekd.pipeline, "_export", _sigterm_self)
+    x, y = _xy(90)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    out, work = tmp_path / "run", partial_dir(tmp_path / "run")
+    argv = ["distill", "--data", str(tmp_path / "data.npz"), "--out", str(out)]
+    result = runner.invoke(app, [*argv, "--epochs", "2", "--teacher-epochs", "1"])
+    assert result.exit_code == 130, result.output
+    line = assert_one_error_line(result.stderr, "distill: stopped by SIGTERM; ")
+    assert line.endswith(f"resume with: edgekd distill --resume {out}")
+    assert (work / "config.json").is_file() and (work / "checkpoint.pt").is_file()
+    assert not out.exists() and lock_holder(work) is None
