@@ -29,7 +29,7 @@ from edgekd.bench.runner import BenchSettings, ModelRef, bench_model_in_process,
 from edgekd.bench.suite import thread_settings
 from edgekd.config import UNKNOWN_TEACHER_PARAMS, DistillConfig
 from edgekd.data import DataBundle, load_data
-from edgekd.data.inputs import describe
+from edgekd.data.inputs import check_bundle, describe
 from edgekd.data.readers.image_folder import describe_transform
 from edgekd.distill.job import epochs_choice, make_job, repeat_seeds
 from edgekd.distill.methods import get_method
@@ -155,6 +155,7 @@ def read_inputs(config: DistillConfig) -> RunInputs:
         label_column=config.label_column,
         image_size=config.image_size,
     )
+    check_bundle(config.data or data.name, data)  # enough to split, two classes: for training
     method = config.method or {"classification": "kd", "embedding": "embed"}[config.task]
     tasks = get_method(method).tasks
     if config.task not in tasks:
@@ -304,7 +305,8 @@ def _resume_hint_on_stop(folder: RunFolder):
         if not folder.main or (isinstance(exc, Interrupted) and "--resume" in str(exc)):
             raise
         raise Interrupted(
-            f"distill: {exc or 'aborted'}; resume with: edgekd distill --resume {folder.out}"
+            f"distill: {str(exc) or 'interrupted'}; resume with: edgekd distill --resume "
+            f"{folder.out}"
         ) from None
 
 
@@ -382,7 +384,7 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
         trained = run_strategy(run.strategy, stages)
     except (Interrupted, KeyboardInterrupt) as exc:
         raise Interrupted(
-            f"{exc or 'aborted'}; resume with: edgekd distill --resume {folder.out}"
+            f"{str(exc) or 'interrupted'}; resume with: edgekd distill --resume {folder.out}"
         ) from None
     trained.info["augment_level"] = augment_why
     seeds = None

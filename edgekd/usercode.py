@@ -66,7 +66,9 @@ def call_factory(spec: str, what: str) -> Any:
     except EdgekdError:
         raise
     except SystemExit as exc:
-        raise BadInputError(f"{spec}: the {what} factory {called_exit(exc)}") from None
+        raise BadInputError(
+            f"{spec}: the {what} factory {called_exit(exc)} instead of returning"
+        ) from None
     except Exception as exc:
         raise BadInputError(
             f"{spec}: the {what} factory raised {type(exc).__name__}: {one_line(exc)}"
@@ -75,7 +77,7 @@ def call_factory(spec: str, what: str) -> Any:
 
 def called_exit(exc: SystemExit) -> str:
     """``called sys.exit(0)``: what user code did that would have ended edgekd."""
-    return f"called sys.exit({exc.code!r}) instead of returning"
+    return f"called sys.exit({exc.code!r})"
 
 
 def _import_module(name: str):
@@ -89,7 +91,7 @@ def _import_module(name: str):
     except ImportError as exc:
         raise BadInputError(f"cannot import module {name!r} ({one_line(exc)})") from None
     except SystemExit as exc:
-        raise BadInputError(f"importing module {name!r}: it {called_exit(exc)}") from None
+        raise BadInputError(f"importing module {name!r} {called_exit(exc)}") from None
     except Exception as exc:
         raise BadInputError(
             f"importing module {name!r} failed: {type(exc).__name__}: {one_line(exc)}"
@@ -114,7 +116,7 @@ def _import_file(path: Path):
         spec.loader.exec_module(module)
     except SystemExit as exc:
         del sys.modules[name]
-        raise BadInputError(f"{path}: importing it: it {called_exit(exc)}") from None
+        raise BadInputError(f"{path}: importing it {called_exit(exc)}") from None
     except Exception as exc:
         del sys.modules[name]
         raise BadInputError(

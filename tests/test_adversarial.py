@@ -255,7 +255,7 @@ CASES = [
         "data-sys-exit-on-import",
         python_file("d.py", EXITS_ON_IMPORT, "--data"),
         2,
-        "d.py: importing it: it called sys.exit(3)",
+        "d.py: importing it called sys.exit(3)",
     ),
     # output paths: one line with the path and the reason
     Case("out-under-a-file", out_under_a_file, 2, "file.txt is a file, not a folder"),

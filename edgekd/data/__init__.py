@@ -206,7 +206,7 @@ def load_data(
                 "--test-data, --val-data and --image-size go with a --data file, folder or factory"
             )
         return load_mnist1d(seed) if spec == "mnist1d" else load_digits_default(seed)
-    from edgekd.data.inputs import check_bundle, check_loaded
+    from edgekd.data.inputs import check_loaded
     from edgekd.data.readers import read_data
 
     label = label_column or "y"
@@ -223,9 +223,7 @@ def load_data(
 
     val = held_out(val_data) if val_data else source.val
     test = held_out(test_data) if test_data else source.test
-    bundle = split_bundle(source.name, source.train, seed, val, test, classes)
-    check_bundle(spec, bundle)
-    return bundle
+    return split_bundle(source.name, source.train, seed, val, test, classes)
 
 
 def load_eval_data(spec: str, label_column: str | None = None) -> Split:

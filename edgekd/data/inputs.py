@@ -13,10 +13,11 @@ another int width when every value fits, bool or int to float. Float to int is r
 silently truncate. Without a known dtype, float data becomes float32 (PyTorch's default) and
 integer data stays integer (token ids must stay ids).
 
-Before any model is involved, :func:`check_loaded` and :func:`check_bundle` hold data as loaded to
-what every stage assumes, naming the file, the array and the first bad index: samples in every
-split, real numbers with a feature axis (``[N, features...]``), finite values, labels that are
-class indices below :data:`MAX_CLASSES`, and at least two classes to tell apart.
+Before any model is involved, :func:`check_loaded` holds every file as read to what every stage
+assumes, naming the file, the array and the first bad index: samples, real numbers with a feature
+axis (``[N, features...]``), finite values, labels that are class indices below
+:data:`MAX_CLASSES`. :func:`check_bundle` adds what training needs: a sample in each of
+train/val/test, and at least two classes to tell apart.
 """
 
 from __future__ import annotations
