@@ -352,14 +352,23 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 300) -> None:
 
 @pytest.mark.slow
 def test_a_second_writer_is_refused_and_sigterm_in_the_bench_exits_130(tmp_path) -> None:
-    """Run A holds OUT.partial: a fresh start, --resume and --overwrite on the same --out are
-    refused naming A's PID (A's files untouched). SIGTERM while A benchmarks: exit 130, one line
-    with the resume command, the folder kept and unlocked; the resume then finishes the run."""
+    """Two runs started together on one --out: one takes OUT.partial, the other exits 2 naming
+    its PID. While it runs, a fresh start, --resume and --overwrite on the same --out are refused
+    the same way (its files untouched). SIGTERM while it benchmarks: exit 130, one line with the
+    resume command, the folder kept and unlocked; the resume then finishes the run."""
     x, y = _xy(300)
     np.savez(tmp_path / "data.npz", x=x, y=y)
     out, work = tmp_path / "run", partial_dir(tmp_path / "run")
-    proc = _start(out, tmp_path / "data.npz", "--epochs", "3", "--bench-seconds", "0.2")
+    racers = [_start(out, tmp_path / "data.npz", "--epochs", "3", "--bench-seconds", "0.2")]
+    racers.append(_start(out, tmp_path / "data.npz", "--epochs", "3", "--bench-seconds", "0.2"))
     try:
+        while all(r.poll() is None for r in racers):
+            time.sleep(0.05)
+        loser = next(r for r in racers if r.poll() is not None)
+        proc = next(r for r in racers if r is not loser)
+        _, stderr = loser.communicate()
+        assert loser.returncode == 2, stderr
+        assert_one_error_line(stderr, f"in use by another edgekd run (PID {proc.pid})")
         _wait_for(work / "config.json", proc)
         for extra in ([], ["--overwrite"]):
             second = runner.invoke(app, ["distill", "--out", str(out), "--epochs", "1", *extra])
@@ -373,7 +382,8 @@ def test_a_second_writer_is_refused_and_sigterm_in_the_bench_exits_130(tmp_path)
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
     finally:
-        proc.kill()
+        for racer in racers:
+            racer.kill()
     assert proc.returncode == 130, stderr
     line = assert_one_error_line(stderr, "stopped by SIGTERM")
     assert line.endswith(f"resume with: edgekd distill --resume {out}")
