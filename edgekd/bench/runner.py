@@ -25,6 +25,7 @@ import numpy as np
 
 from edgekd.bench.accuracy import classification_metrics, embedding_metrics, predict
 from edgekd.bench.contention import MIN_CPU_SHARE, CleanRuns, clean_runs
+from edgekd.bench.digest import file_sha256
 from edgekd.bench.feeds import fixed_batch, map_data, random_inputs, take_batch
 from edgekd.bench.harness import measure_latency, throughput_row
 from edgekd.bench.memory import peak_rss_mb
@@ -131,6 +132,7 @@ class _Job:
     large: str | None
     large_batch: int
     predict: dict | None
+    sha256: str | None = None  # of the model file, checked by every worker before it opens it
     runs: list[dict] = field(default_factory=list)
     first: dict = field(default_factory=dict)
 
@@ -150,13 +152,17 @@ def _prepare(
     i: int, ref: ModelRef, test: Split | None, batch: int, s: BenchSettings, folder: Path
 ) -> _Job:
     inputs = ref.inputs
-    if not inputs and ref.format == "onnx":
+    # Workers open the file only if its bytes still hash to this (a file swapped between this
+    # hash and the check below is the race edgekd.safety names as its limit).
+    sha256 = file_sha256(ref.path)
+    if ref.format == "onnx":
         import onnx
 
         from edgekd.safety import check_onnx_file
 
-        check_onnx_file(ref.path)
-        inputs = onnx_input_specs(onnx.load(ref.path, load_external_data=False))
+        check_onnx_file(ref.path)  # once here, so that no worker needs the onnx package
+        if not inputs:
+            inputs = onnx_input_specs(onnx.load(ref.path, load_external_data=False))
     fixed = fixed_batch(inputs)
     if fixed is not None and fixed != batch:
         raise DataError(
@@ -179,7 +185,8 @@ def _prepare(
     large = None
     if large_batch and fixed is None:
         large = _save(folder, f"large{i}", take_batch(samples, large_batch))
-    return _Job(ref, inputs, _save(folder, f"feed{i}", feed), large, large_batch, predict)
+    feed_path = _save(folder, f"feed{i}", feed)
+    return _Job(ref, inputs, feed_path, large, large_batch, predict, sha256)
 
 
 def _run_worker(spec: dict, folder: Path, tag: str) -> dict:
@@ -219,6 +226,7 @@ def _spec(
         "harness": s.harness(),
         "process": process,
         "out": str(folder / f"out-{tag}.json"),
+        "sha256": job.sha256,
         "sys_path": [p for p in sys.path if p],
         "metadata": {"model": job.ref.name, "runtime": job.ref.runtime, "threads": threads},
     }
@@ -346,6 +354,7 @@ def _result(
             {**r.to_dict(), "samples_ms": [_g6(v) for v in r.samples_ms]} for r in runs
         ],
         throughput=throughput,
+        sha256=job.sha256,
     )
 
 
