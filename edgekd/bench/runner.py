@@ -11,6 +11,7 @@ budget check (a p95 upper bound at 95% needs 72 samples, hence ``min_samples``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -86,8 +87,16 @@ class BenchSettings:
                 "bench settings: processes and min_samples must be >= 1; warmup, large_batch and "
                 "extra_processes >= 0"
             )
-        if not (self.seconds_per_process >= 0 and self.max_time_s > 0 and self.sample_min_s > 0):
-            raise BadInputError("bench settings: times must be >= 0 (seconds_per_process) or > 0")
+        for name, value, least in (
+            ("seconds_per_process (bench --min-time)", self.seconds_per_process, ">= 0"),
+            ("max_time_s", self.max_time_s, "> 0"),
+            ("sample_min_s", self.sample_min_s, "> 0"),
+        ):
+            if not (math.isfinite(value) and (value >= 0 if least == ">= 0" else value > 0)):
+                raise BadInputError(
+                    f"bench settings: {name} must be a finite number of seconds {least}, "
+                    f"got {value}"
+                )
 
     def harness(self) -> dict[str, Any]:
         return {
@@ -306,6 +315,48 @@ def measure_models(
         for j in jobs
     ]
     return results, logits
+
+
+class ExtraProcesses:
+    """More fresh processes of one model, latency only, one per call: how the gate measures a
+    regression until it is decided (``edgekd.gate.remeasure``).
+
+    Each call runs the same worker as ``measure_models`` (same harness settings, threads and
+    batch) and returns its ``LatencySamples``. Inputs are random, of the model's input shapes:
+    the latency of the models edgekd benchmarks does not depend on the values. Close it (or use
+    it in a ``with``) to remove its temporary folder.
+
+    >>> ref = ModelRef("s", "s.onnx", "ort_cpu")
+    >>> with ExtraProcesses(ref, 1, 1, BenchSettings()) as more:  # doctest: +SKIP
+    ...     runs = [more(), more()]
+    """
+
+    def __init__(self, ref: ModelRef, threads: int, batch_size: int, settings: BenchSettings):
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgekd-more-")
+        self._folder = Path(self._tmp.name)
+        self._settings = dataclasses.replace(settings, large_batch=0)
+        self._threads = threads
+        try:
+            self._job = _prepare(0, ref, None, batch_size, self._settings, self._folder)
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+        self.processes = 0
+
+    def __call__(self) -> LatencySamples:
+        self.processes += 1  # process numbers >= 1 measure latency only
+        spec, tag = _spec(self._job, self._threads, self._settings, self._folder, self.processes)
+        out = _run_worker(spec, self._folder, tag)
+        return LatencySamples.from_dict(out["samples"])
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> ExtraProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _result(
