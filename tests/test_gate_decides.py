@@ -102,7 +102,8 @@ def test_a_slower_model_is_measured_until_it_fails(target_path):
     base, current = _pair(t, UNSURE_BASE, [m * 1.5 for m in UNSURE_CURRENT][:1] + [1.0, 1.3])
     clock = FakeClock()
     more, calls = fake_more(clock, ratio=1.5)
-    result = gate(current, t, baseline=base, only=["latency_regression"], more=more, clock=clock)
+    result = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=60,
+                  more=more, clock=clock)  # fmt: skip
     assert result.lines[0].verdict == Verdict.FAIL and calls
     assert result.exit_code == 3
 
@@ -122,6 +123,18 @@ def test_measuring_stops_at_max_seconds(target_path):
     assert len(calls) == 10 and clock.now == 10
 
 
+def test_the_latency_budget_line_is_measured_until_decided(target_path):
+    t = target_path(latency_ms=2.0)
+    # One stored process of 40 samples: too few to bound a p95 (72 needed).
+    rep = report(t, model("s", processes([1.0]), accuracy=None))
+    assert verdicts(gate(rep, t))["latency_ms"] == "INCONCLUSIVE"
+    clock = FakeClock()
+    more, calls = fake_more(clock, ratio=1.0)
+    line = gate(rep, t, max_seconds=60, more=more, clock=clock).lines[0]
+    assert line.name == "latency_ms" and line.verdict == Verdict.PASS
+    assert calls and set(calls) == {"current"} and "decided after" in line.reason
+
+
 def test_max_seconds_zero_never_measures(target_path):
     t = target_path()
     base, current = _pair(t, UNSURE_BASE, UNSURE_CURRENT)
@@ -133,7 +146,7 @@ def test_max_seconds_zero_never_measures(target_path):
 def test_a_model_file_that_is_gone_is_not_measured_again(target_path):
     t = target_path()
     base, current = _pair(t, UNSURE_BASE, UNSURE_CURRENT)  # their paths name no file here
-    line = gate(current, t, baseline=base, only=["latency_regression"]).lines[0]
+    line = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=60).lines[0]
     assert line.verdict == Verdict.INCONCLUSIVE and "not measured again" in line.reason
 
 

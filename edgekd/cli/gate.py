@@ -46,7 +46,7 @@ def gate(
         float,
         typer.Option(
             min=0,
-            help="Seconds to spend measuring more processes when a regression is undecided "
+            help="Seconds to spend measuring more processes when a latency line is undecided "
             "(0: never).",
         ),
     ] = 60.0,
@@ -61,8 +61,8 @@ def gate(
     """Check a report against the target's budget; exit 0 pass, 3 fail, 4 inconclusive.
 
     A line the benchmark did not measure (no teacher, no labels) is shown as NOT MEASURED and
-    does not count unless given to --require. An undecided regression is measured again, in
-    more fresh processes of the model and the baseline's, for up to --max-seconds.
+    does not count unless given to --require. An undecided latency line is measured again, in
+    more fresh processes of the model (and the baseline's), for up to --max-seconds.
     """
     import json
 

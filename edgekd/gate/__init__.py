@@ -185,30 +185,43 @@ def _require(lines: list[GateLine], require: Sequence[str]) -> list[GateLine]:
 
 
 class _Settler:
-    """Settles a latency regression with more processes (``edgekd.gate.remeasure``) within
-    ``max_seconds`` for the whole gate, and removes what it prepared when closed."""
+    """Settles undecided latency lines with more processes (``edgekd.gate.remeasure``), within
+    ``max_seconds`` for the whole gate. A model's side is kept across its lines, so processes
+    added for its budget line also count for its regression; ``close`` removes what was made."""
 
-    def __init__(self, report, report_name, baseline, baseline_name, max_seconds, more, clock):
-        self.sides = (report, report_name), (baseline, baseline_name)
+    def __init__(self, reports, max_seconds, more, clock):
+        self.reports = reports  # {"current": (report, name), "baseline": (report, name) or None}
         self.max_seconds, self.more, self.clock = max_seconds, more, clock
-        self.opened: list[Side] = []
+        self.sides: dict[tuple[str, str], Side] = {}
 
-    def __call__(self, decide, m: ModelResult, old: ModelResult) -> GateLine:
-        (rep, rep_name), (base, base_name) = self.sides
-        if self.more is not None:  # an injected measurement (tests, benchmarks)
-            cur = Side(latency_runs(m), lambda: self.more(m, "current"))
-            ref = Side(latency_runs(old), lambda: self.more(old, "baseline"))
-        else:
-            cur = side_of(m, rep, rep_name, latency_runs(m))
-            ref = side_of(old, base, base_name, latency_runs(old))
-        self.opened += [cur, ref]
+    def side(self, m: ModelResult, which: str) -> Side:
+        key = (which, m.name)
+        if key not in self.sides:
+            if self.more is not None:  # an injected measurement (tests, benchmarks)
+                self.sides[key] = Side(latency_runs(m), lambda: self.more(m, which))
+            else:
+                report, name = self.reports[which]
+                self.sides[key] = side_of(m, report, name, latency_runs(m))
+        return self.sides[key]
+
+    def _settle(self, decide, current: Side, baseline: Side) -> GateLine:
         began = self.clock()
-        line = measure_until_decided(decide, cur, ref, self.max_seconds, self.clock)
-        self.max_seconds -= self.clock() - began  # one budget for every model gated
+        line = measure_until_decided(decide, current, baseline, self.max_seconds, self.clock)
+        self.max_seconds = max(0.0, self.max_seconds - (self.clock() - began))  # one budget
         return line
 
+    def absolute(self, decide, m: ModelResult) -> GateLine:
+        if self.max_seconds <= 0:  # nothing to add: not even a file to hash
+            return decide(latency_runs(m))
+        return self._settle(lambda runs, _: decide(runs), self.side(m, "current"), Side([]))
+
+    def __call__(self, decide, m: ModelResult, old: ModelResult) -> GateLine:
+        if self.max_seconds <= 0 and not self.sides:
+            return decide(latency_runs(m), latency_runs(old))
+        return self._settle(decide, self.side(m, "current"), self.side(old, "baseline"))
+
     def close(self) -> None:
-        for side in self.opened:
+        for side in self.sides.values():
             close_side(side)
 
 
@@ -223,7 +236,7 @@ def gate(
     any_host: bool = False,
     only: Sequence[str] | None = None,
     require: Sequence[str] | None = None,
-    max_seconds: float = DEFAULT_MAX_SECONDS,
+    max_seconds: float = 0.0,
     more: Callable[[ModelResult, str], LatencySamples] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> GateResult:
@@ -237,9 +250,10 @@ def gate(
     ``only`` keeps just the named lines (e.g. ``["latency_ms", "latency_regression"]``); the others
     are listed in the notes as not checked. ``require`` names lines that must be measured: NOT
     MEASURED turns INCONCLUSIVE for them.
-    A latency regression left INCONCLUSIVE by the stored processes is measured again, a process
-    a side per round, within ``max_seconds`` in all (0: never); ``more(model, side)`` replaces
-    the real measurement (``side`` "current" or "baseline") and ``clock`` the time, for tests.
+    A latency line (the budget's, a regression) left INCONCLUSIVE by the stored processes is
+    measured again, a process a side per round, within ``max_seconds`` in all (the default 0:
+    never; ``edgekd gate`` gives ``DEFAULT_MAX_SECONDS``); ``more(model, side)`` replaces the real
+    measurement (``side`` "current" or "baseline") and ``clock`` the time, for tests.
 
     >>> result = gate("runs/mobile/report.json", "mobile")  # doctest: +SKIP
     >>> result.verdict, result.exit_code  # doctest: +SKIP
@@ -256,15 +270,13 @@ def gate(
     gated = _gated_models(rep, rep_name, models)
     if require:
         _require([], require)  # unknown names fail before anything is measured
-    settler = None
-    if base is not None:
-        settler = _Settler(rep, rep_name, base, base_name, max_seconds, more, clock)
+    reports = {"current": (rep, rep_name), "baseline": (base, base_name)}
+    settler = _Settler(reports, max_seconds, more, clock)
     try:
         lines = _lines(rep, prof, base, gated, notes, threshold, alpha, accuracy_tolerance,
                        any_host, settler)  # fmt: skip
     finally:
-        if settler is not None:
-            settler.close()
+        settler.close()
     if only:
         lines = _keep_only(lines, only, notes)
     if require:
@@ -292,7 +304,7 @@ def _lines(rep, prof, base, gated, notes, threshold, alpha, tolerance, any_host,
             if m.batch_size != prof.batch_size
             else ""
         )
-        lines += model_budget_lines(m, rep, prof, mismatch or batch_mismatch)
+        lines += model_budget_lines(m, rep, prof, mismatch or batch_mismatch, settle.absolute)
         if base is not None:
             got = regression_lines(m, rep, base, threshold, alpha, tolerance, any_host, settle)
             if not got:

@@ -138,6 +138,17 @@ class GateResult:
 
 _Maker = Callable[[Verdict, "float | None", str], GateLine]
 
+# How the latency budget line is settled: ``decide(runs)`` once, or again with more processes
+# of the model; given the model.
+SettleOne = Callable[[Callable[[list[LatencySamples]], GateLine], ModelResult], GateLine]
+
+# How a latency regression is settled: ``decide(current_runs, baseline_runs)`` once, or again
+# with more processes (``edgekd.gate.remeasure``); given the model and the baseline's model.
+Settle = Callable[
+    [Callable[[list[LatencySamples], list[LatencySamples]], GateLine], ModelResult, ModelResult],
+    GateLine,
+]
+
 
 def _line(name: str, m: ModelResult, limit: float, unit: str, kind: str, detail: str) -> _Maker:
     """A maker of one line's GateLine, given its verdict, value and reason."""
@@ -186,9 +197,11 @@ def _where(m: ModelResult) -> str:
     return f"{provider} on {m.device.upper()}, batch {m.batch_size}, {m.threads} threads"
 
 
-def _latency_line(m: ModelResult, target: TargetProfile, mismatch: str) -> GateLine:
+def _latency_line(
+    m: ModelResult, target: TargetProfile, mismatch: str, runs: list[LatencySamples] | None = None
+) -> GateLine:
     limit = target.budget.latency_ms
-    runs = latency_runs(m)
+    runs = latency_runs(m) if runs is None else runs
     n = sum(len(r.samples_ms) for r in runs)
     detail = f"p95 on this host ({_where(m)}), {n} samples from {len(runs)} process(es)"
     make = _line("latency_ms", m, limit, "ms", "absolute", detail)
@@ -253,11 +266,20 @@ def _relative_line(
 
 
 def model_budget_lines(
-    m: ModelResult, report: Report, target: TargetProfile, mismatch: str
+    m: ModelResult,
+    report: Report,
+    target: TargetProfile,
+    mismatch: str,
+    settle: SettleOne | None = None,
 ) -> list[GateLine]:
+    """The model's budget lines; ``settle`` decides the latency line (default: once, on the
+    stored processes; it is never asked where the figures were measured differently)."""
     b = target.budget
     teacher = _teacher_for(m, [t for t in report.models if t.role == "teacher" and t is not m])
-    lines = [_latency_line(m, target, mismatch)]
+    if settle is not None and not mismatch and latency_runs(m):
+        lines = [settle(lambda runs: _latency_line(m, target, "", runs), m)]
+    else:
+        lines = [_latency_line(m, target, mismatch)]
     lines += [x for x in (_estimate_line(m, target), _relative_line(m, teacher, target)) if x]
     memory = _line("peak_memory_mb", m, b.peak_memory_mb, "MB", "absolute",
                    "peak RSS of a fresh process that loaded and ran the model")  # fmt: skip
@@ -295,14 +317,6 @@ def _measured_differently(m: ModelResult, old: ModelResult, report, baseline, an
     if cpu != old_cpu and not any_host:
         differs.append(f"CPU {cpu!r} vs the baseline's {old_cpu!r} (gate --any-host to compare)")
     return "measured differently: " + "; ".join(differs) if differs else ""
-
-
-# How a latency regression is settled: ``decide(current_runs, baseline_runs)`` once, or again
-# with more processes (``edgekd.gate.remeasure``); given the model and the baseline's model.
-Settle = Callable[
-    [Callable[[list[LatencySamples], list[LatencySamples]], GateLine], ModelResult, ModelResult],
-    GateLine,
-]
 
 
 def _latency_regression(

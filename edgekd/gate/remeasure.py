@@ -35,15 +35,18 @@ Decide = Callable[[list[LatencySamples], list[LatencySamples]], GateLine]
 OneMore = Callable[[], LatencySamples]
 
 
-@dataclass
+@dataclass(eq=False)
 class Side:
-    """One side of a comparison: its processes so far, and how to run one more (None: cannot)."""
+    """One side of a comparison: its processes so far, and how to run one more (None: cannot).
+    An empty side (no runs, no way to add any) is false: an absolute line has no baseline."""
 
     runs: list[LatencySamples]
     more: OneMore | None = None
     why_not: str = ""
-    added: int = 0
     _closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.runs) or self.more is not None
 
 
 def measure_until_decided(
@@ -53,40 +56,41 @@ def measure_until_decided(
     max_seconds: float,
     clock: Callable[[], float] = time.monotonic,
 ) -> GateLine:
-    """``decide(current.runs, baseline.runs)``, adding a process a side per round while the
-    verdict is INCONCLUSIVE and ``max_seconds`` allows; the reason says what was added.
+    """``decide(current.runs, baseline.runs)``, adding a process to each side that can take one,
+    a round at a time, while the verdict is INCONCLUSIVE and ``max_seconds`` allows; the reason
+    says what was added. (An absolute line passes an empty baseline that cannot take any.)
 
     >>> cur, base = Side(cur_runs, more_cur), Side(base_runs, more_base)  # doctest: +SKIP
     >>> measure_until_decided(decide, cur, base, max_seconds=60).verdict  # doctest: +SKIP
     <Verdict.PASS: 'PASS'>
     """
     line = decide(current.runs, baseline.runs)
-    sides = [s for s in (baseline, current) if s.more is not None]
+    named = [(s, who) for s, who in ((baseline, "the baseline's"), (current, "the model's")) if s]
+    sides = [s for s, _ in named if s.more is not None]
     if line.verdict != Verdict.INCONCLUSIVE or max_seconds <= 0:
         return line
     if not sides:
-        why = "; ".join(s.why_not for s in (current, baseline) if s.why_not)
+        why = "; ".join(s.why_not for s, _ in named if s.why_not)
         return replace(line, reason=f"{line.reason} (not measured again: {why})")
-    start, last, rounds = clock(), 0.0, 0
+    start, last, rounds, added = clock(), 0.0, 0, dict.fromkeys(map(id, sides), 0)
     while rounds < MAX_ROUNDS and clock() - start + last <= max_seconds:
         began = clock()
         # ABBA order: neither side always runs first, after the machine has been idle
         for side in sides if rounds % 2 == 0 else reversed(sides):
             side.runs.append(side.more())
-            side.added += 1
+            added[id(side)] += 1
         last, rounds = clock() - began, rounds + 1
         line = decide(current.runs, baseline.runs)
         if line.verdict != Verdict.INCONCLUSIVE:
             break
-    added = (
-        f"{current.added} more process(es) of the current model and {baseline.added} of the "
-        f"baseline's in {clock() - start:.0f} s"
-    )
+    what = " and ".join(f"{added[id(s)]} more process(es) of {who}" for s, who in named
+                        if id(s) in added)  # fmt: skip
+    what += f" in {clock() - start:.0f} s"
     if line.verdict == Verdict.INCONCLUSIVE:
-        note = f"still undecided after {added} (gate --max-seconds {max_seconds:g})"
+        note = f"still undecided after {what} (gate --max-seconds {max_seconds:g})"
     else:
-        note = f"decided after {added}"
-    missing = [s.why_not for s in (current, baseline) if s.more is None and s.why_not]
+        note = f"decided after {what}"
+    missing = [s.why_not for s, _ in named if s.more is None and s.why_not]
     return replace(line, reason=f"{line.reason} ({'; '.join([note, *missing])})")
 
 
