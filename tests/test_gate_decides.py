@@ -201,3 +201,35 @@ def test_require_names_a_known_line(no_teacher):
     t, path = no_teacher
     result = runner.invoke(app, ["gate", str(path), "--target", t, "--require", "speed"])
     assert result.exit_code == 2 and "unknown gate line 'speed'" in result.output
+
+
+# --------------------------------------------------------------------- the rank interval
+
+
+def test_rank_interval_matches_a_hand_count():
+    """Logs 1..8 against 11..18 (a shift of 10): the 64 differences are 10 + (i - j), so by
+    hand the 98% bounds (C = floor(32 - 2.326 sqrt(64 * 17 / 12)) = 9) are D(9) = 6 and
+    D(56) = 14, and the estimate is 10."""
+    import math
+
+    from edgekd.gate.compare import _hodges_lehmann
+
+    b = np.exp(np.arange(1.0, 9.0))
+    ratio, lo, hi, p = _hodges_lehmann(b, b * math.exp(10.0), 0.98)
+    assert [round(math.log(v), 9) for v in (ratio, lo, hi)] == [10.0, 6.0, 14.0]
+    assert p < 1e-3  # every one of the 64 pairs has the current side slower
+
+
+def test_a_few_slow_processes_do_not_hide_an_unchanged_model():
+    """On a busy host a quarter of processes ran 1.5x slower, on both sides alike: from 12
+    processes a side the rank interval rules a 10% regression out, where a t interval on the
+    same medians still reaches past it."""
+    from edgekd.bench.stats import process_medians
+    from edgekd.gate.compare import _welch, compare_processes
+
+    steady = [1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0]
+    base = processes([m * (1.5 if i % 4 == 0 else 1.0) for i, m in enumerate(steady)])
+    cur = processes([m * (1.5 if i % 4 == 1 else 1.0) for i, m in enumerate(reversed(steady))])
+    c = compare_processes(base, cur, threshold=0.10)
+    assert c.verdict == Verdict.PASS and "from ranks" in c.reason and c.ci_high <= 1.1
+    assert _welch(process_medians(base), process_medians(cur), 0.98)[2] > 1.1
