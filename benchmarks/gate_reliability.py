@@ -21,7 +21,8 @@
     PYTHONPATH=. python benchmarks/gate_reliability.py [--rounds 10] [--max-seconds 60]
         [--busy 2] [--threads 1] [--skip-overhead] [--skip-startup]
 
-About 10 minutes on two busy cores with the defaults; --rounds 5 halves it.
+About 10 minutes on two busy cores with the defaults (19 minutes at load 11-15, where undecided
+rounds spend their --max-seconds); --rounds 5 halves it.
 """
 
 from __future__ import annotations
