@@ -186,6 +186,12 @@ def test_an_unmeasured_line_does_not_make_the_gate_inconclusive(no_teacher):
     result = runner.invoke(app, ["gate", str(path), "--target", t])
     assert result.exit_code == 0, result.output
     assert "NOT MEASURED" in result.output and "gate: PASS" in result.output
+    # JUnit: skipped, with why; Markdown: counted apart.
+    from edgekd.gate import to_junit, to_markdown
+
+    res = gate(path, t)
+    assert 'message="NOT MEASURED: needs labelled --data' in to_junit(res)
+    assert "not measured" in to_markdown(res)
 
 
 def test_require_makes_an_unmeasured_line_count(no_teacher):

@@ -26,6 +26,7 @@ from pathlib import Path
 from edgekd.bench.stats import LatencySamples
 from edgekd.gate.checks import Verdict
 from edgekd.gate.lines import GateLine
+from edgekd.progress import status
 from edgekd.results import ModelResult, Report
 
 DEFAULT_MAX_SECONDS = 60.0
@@ -75,6 +76,10 @@ def measure_until_decided(
     start, last, rounds, added = clock(), 0.0, 0, dict.fromkeys(map(id, sides), 0)
     while rounds < MAX_ROUNDS and clock() - start + last <= max_seconds:
         began = clock()
+        status(
+            f"gate: {line.name} ({line.model}) undecided; measuring round {rounds + 1} "
+            f"({began - start:.0f} of at most {max_seconds:g} s)"
+        )
         # ABBA order: neither side always runs first, after the machine has been idle
         for side in sides if rounds % 2 == 0 else reversed(sides):
             side.runs.append(side.more())
