@@ -6,7 +6,7 @@ INCONCLUSIVE if any could not be decided, else PASS, and maps to the exit code (
 is never PASS for want of evidence: too few samples or too much noise make it INCONCLUSIVE. A
 figure the benchmark never took (no teacher, no labels) makes its line NOT MEASURED, shown with
 why, which does not count unless the line is required (``require``: then it is INCONCLUSIVE). A
-regression that the stored processes leave open is measured until decided (``remeasure``).
+latency line that the stored processes leave open is measured until decided (``remeasure``).
 
 The package's rooms: ``inputs`` (report files and limits, checked), ``checks`` (the statistical
 verdicts on samples), ``compare`` (across processes), ``remeasure`` (more processes until

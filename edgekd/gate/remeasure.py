@@ -1,4 +1,4 @@
-"""Measuring until decided: more processes for a regression that the stored ones leave open.
+"""Measuring until decided: more processes for a latency line that the stored ones leave open.
 
 pyperf's remedy for a noisy comparison is more processes, not longer ones. When a
 ``latency_regression`` line is INCONCLUSIVE (the ratio's interval straddles the threshold, or too
@@ -6,7 +6,10 @@ few processes ran clean), the gate runs more fresh processes of the current mode
 baseline's, interleaved (ABBA), through bench's own worker (``edgekd.bench.runner.ExtraProcesses``),
 and decides again after each round, until the interval settles the question or ``max_seconds``
 is spent (a round is not started when the last one's length would overrun it). Only then is the
-answer INCONCLUSIVE. The stored processes are kept: new ones are added to each side.
+answer INCONCLUSIVE. The stored processes are kept: new ones are added to each side. The
+``latency_ms`` budget line is settled the same way with the model's processes alone (too few
+clean samples to bound a p95, a limit inside the interval), and what it adds counts for the
+model's regression line too.
 
 A stored model is measured again only where that is safe and true to the report: an ONNX file
 (a report never makes the gate run code, so factories and checkpoints are not re-run), on a
