@@ -90,6 +90,7 @@ CASES = [
     ("bench {model} --min-time inf", 2, "(bench --min-time) must be a finite number", True),
     ("bench {model} --out .", 2, "--out '.': a folder", True),
     ("bench {model} --out nowhere/r.json", 2, "folder nowhere does not exist", True),
+    ("bench {model} --out=", 2, "--out is empty", True),
     ("bench {model} --processes 0", 2, "--processes", False),
     ("distill --bench-processes 0", 2, "--bench-processes", False),
 ]

@@ -60,8 +60,10 @@ def _runtimes_for(source: ModelSource, requested: Sequence[str] | None) -> tuple
 def check_out_path(out: str | os.PathLike[str]) -> None:
     """Refuse an ``--out`` that cannot take the report, before anything is measured: a folder,
     a file in a folder that does not exist, or one this user cannot write."""
+    if str(out).strip() == "":
+        raise BadInputError("--out is empty: give a file name for the report")
     path = Path(out)
-    if str(out) == "" or path.is_dir():
+    if path.is_dir():
         raise BadInputError(f"--out {str(out)!r}: a folder, not a file name for the report")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
