@@ -48,6 +48,8 @@ class ModelResult:
     cosine_to_teacher: float | None = None
     # Roofline estimate on the target device (edgekd.sizing.roofline): a model, never a measurement.
     latency_estimate_ms: float | None = None
+    # SHA-256 of the model file measured: the gate re-measures a stored model only while it holds.
+    sha256: str | None = None
 
 
 def short_number(v: float) -> str:

@@ -7,7 +7,10 @@ Measurements use few processes and short sampling to keep the file quick on a bu
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -331,3 +334,55 @@ def test_contended_processes_are_measured_again(files, monkeypatch):
     calls.clear()
     measure_models([ModelRef("s", files["student"], "ort_cpu")], None, 1, 1, capped)
     assert len(calls) == 4
+
+
+# ------------------------------------------------------------------------- a fast start
+
+
+def test_an_onnx_only_bench_imports_neither_torch_nor_scipy(files, tmp_path):
+    """The parent of an ONNX-only bench (with data and a teacher) never imports torch; nor
+    scipy, whose import alone was most of a small benchmark's start."""
+    script = (
+        "import sys\n"
+        "from edgekd.cli import main\n"
+        f"sys.argv = ['edgekd', 'bench', {files['student']!r}, '--data', {files['data']!r}, "
+        f"'--teacher', {files['teacher']!r}, '--processes', '1', '--min-time', '0.01', "
+        f"'--out', {str(tmp_path / 'r.json')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('LOADED', sorted(m for m in ('torch', 'scipy') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "LOADED []" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_worker_for_an_onnx_model_imports_neither_torch_nor_onnx(files, tmp_path):
+    """The worker opens the file the parent checked (its SHA-256 verified) without the onnx
+    package, and runs latency, throughput and predictions in one process."""
+    from edgekd.bench.runner import _prepare, _spec
+    from edgekd.data import Split
+
+    rng = np.random.default_rng(0)
+    test = Split({"x": rng.standard_normal((20, 16)).astype(np.float32)}, rng.integers(0, 10, 20))
+    ref = ModelRef("s", files["student"], "ort_cpu")
+    job = _prepare(0, ref, test, 1, SETTINGS, tmp_path)
+    spec, _ = _spec(job, 1, SETTINGS, tmp_path, 0)
+    assert spec["sha256"] and spec["predict"] and spec["throughput"]
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    script = (
+        "import json, sys\n"
+        "from edgekd.bench._worker import main\n"
+        f"out = main(json.load(open({str(tmp_path / 'spec.json')!r})))\n"
+        "print('LOADED', sorted(m for m in ('torch', 'onnx', 'scipy') if m in sys.modules),"
+        " len(out['throughput']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "LOADED [] 1" in proc.stdout, proc.stdout + proc.stderr
+    assert Path(spec["predict"]["out"]).is_file()
+
+
+def test_a_worker_refuses_a_file_changed_since_the_check(files, tmp_path):
+    from edgekd.bench._worker import _model
+    from edgekd.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="changed while it was being benchmarked"):
+        _model({"model": files["student"], "sha256": "0" * 64})

@@ -339,3 +339,16 @@ def test_pooled_runs_and_the_short_summary():
     # the keys a quantized variant has always kept in report.json
     short = pooled(runs).summary().short_dict()
     assert short == {"p50": 3.0, "p95": 4.8, "p99": 4.96, "mean": 3.0, "n": 5}
+
+
+def test_binomial_tails_match_hand_counts():
+    """Binomial(10, 1/2) by hand: P(B <= 1) = (1 + 10) / 1024, P(B > 8) = (10 + 1) / 1024, and
+    Binomial(72, 0.95): P(B > 71) = 0.95^72 (the reason a p95 bound needs 72 samples)."""
+    from edgekd.bench.stats import _binomial_tails
+
+    cdf, sf = _binomial_tails(10, 0.5)
+    assert cdf[1] == pytest.approx(11 / 1024, rel=1e-12)
+    assert sf[8] == pytest.approx(11 / 1024, rel=1e-12)
+    assert cdf[10] == pytest.approx(1.0) and sf[10] == 0.0
+    _, sf = _binomial_tails(72, 0.95)
+    assert sf[71] == pytest.approx(0.95**72, rel=1e-9)

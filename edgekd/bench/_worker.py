@@ -12,7 +12,9 @@ one model's allocations out of another's memory figure. Order inside the process
 4. only in the first process of each model: throughput at a larger batch, then logits over the test
    split (written as .npy) for accuracy and fidelity.
 
-torch is imported only for torch models, so an ONNX model's memory figure does not include it.
+torch is imported only for torch models, so an ONNX model's memory figure does not include it;
+nor is the ``onnx`` package (a second of start-up): the parent checked the file's safety and sends
+its SHA-256, which the worker checks before it opens the same bytes (``_model``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,21 @@ def _predict(session, inputs: dict[str, np.ndarray], batch: int, fixed: bool) ->
     return np.concatenate(outs).astype(np.float64)
 
 
+def _model(spec: dict):
+    """The model to open: an ONNX file the parent checked is opened as ``CheckedOnnx`` once its
+    bytes prove unchanged; anything else as given (the runtime checks it)."""
+    model, sha256 = spec["model"], spec.get("sha256")
+    if not sha256 or not model.lower().endswith(".onnx"):
+        return model
+    from edgekd.bench.digest import file_sha256
+    from edgekd.errors import BadInputError
+    from edgekd.runtimes.ort_cpu import CheckedOnnx
+
+    if file_sha256(model) != sha256:
+        raise BadInputError(f"{model}: the file changed while it was being benchmarked")
+    return CheckedOnnx(model)
+
+
 def main(spec: dict) -> dict:
     for entry in reversed(spec.get("sys_path", [])):
         if entry not in sys.path:
@@ -54,8 +71,9 @@ def main(spec: dict) -> dict:
     from edgekd.runtimes import open_model
 
     feed = _load(spec["feed"])
+    model = _model(spec)
     try:
-        session = open_model(spec["runtime"], spec["model"], spec["threads"])
+        session = open_model(spec["runtime"], model, spec["threads"])
         session.run(feed)
     except EdgekdError:
         raise

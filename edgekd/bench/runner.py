@@ -11,6 +11,7 @@ budget check (a p95 upper bound at 95% needs 72 samples, hence ``min_samples``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import numpy as np
 
 from edgekd.bench.accuracy import classification_metrics, embedding_metrics, predict
 from edgekd.bench.contention import MIN_CPU_SHARE, CleanRuns, clean_runs
+from edgekd.bench.digest import file_sha256
 from edgekd.bench.feeds import fixed_batch, map_data, random_inputs, take_batch
 from edgekd.bench.harness import measure_latency, throughput_row
 from edgekd.bench.memory import peak_rss_mb
@@ -85,8 +87,16 @@ class BenchSettings:
                 "bench settings: processes and min_samples must be >= 1; warmup, large_batch and "
                 "extra_processes >= 0"
             )
-        if not (self.seconds_per_process >= 0 and self.max_time_s > 0 and self.sample_min_s > 0):
-            raise BadInputError("bench settings: times must be >= 0 (seconds_per_process) or > 0")
+        for name, value, least in (
+            ("seconds_per_process (bench --min-time)", self.seconds_per_process, ">= 0"),
+            ("max_time_s", self.max_time_s, "> 0"),
+            ("sample_min_s", self.sample_min_s, "> 0"),
+        ):
+            if not (math.isfinite(value) and (value >= 0 if least == ">= 0" else value > 0)):
+                raise BadInputError(
+                    f"bench settings: {name} must be a finite number of seconds {least}, "
+                    f"got {value}"
+                )
 
     def harness(self) -> dict[str, Any]:
         return {
@@ -131,6 +141,7 @@ class _Job:
     large: str | None
     large_batch: int
     predict: dict | None
+    sha256: str | None = None  # of the model file, checked by every worker before it opens it
     runs: list[dict] = field(default_factory=list)
     first: dict = field(default_factory=dict)
 
@@ -150,13 +161,17 @@ def _prepare(
     i: int, ref: ModelRef, test: Split | None, batch: int, s: BenchSettings, folder: Path
 ) -> _Job:
     inputs = ref.inputs
-    if not inputs and ref.format == "onnx":
+    # Workers open the file only if its bytes still hash to this (a file swapped between this
+    # hash and the check below is the race edgekd.safety names as its limit).
+    sha256 = file_sha256(ref.path)
+    if ref.format == "onnx":
         import onnx
 
         from edgekd.safety import check_onnx_file
 
-        check_onnx_file(ref.path)
-        inputs = onnx_input_specs(onnx.load(ref.path, load_external_data=False))
+        check_onnx_file(ref.path)  # once here, so that no worker needs the onnx package
+        if not inputs:
+            inputs = onnx_input_specs(onnx.load(ref.path, load_external_data=False))
     fixed = fixed_batch(inputs)
     if fixed is not None and fixed != batch:
         raise DataError(
@@ -179,7 +194,8 @@ def _prepare(
     large = None
     if large_batch and fixed is None:
         large = _save(folder, f"large{i}", take_batch(samples, large_batch))
-    return _Job(ref, inputs, _save(folder, f"feed{i}", feed), large, large_batch, predict)
+    feed_path = _save(folder, f"feed{i}", feed)
+    return _Job(ref, inputs, feed_path, large, large_batch, predict, sha256)
 
 
 def _run_worker(spec: dict, folder: Path, tag: str) -> dict:
@@ -219,6 +235,7 @@ def _spec(
         "harness": s.harness(),
         "process": process,
         "out": str(folder / f"out-{tag}.json"),
+        "sha256": job.sha256,
         "sys_path": [p for p in sys.path if p],
         "metadata": {"model": job.ref.name, "runtime": job.ref.runtime, "threads": threads},
     }
@@ -300,6 +317,48 @@ def measure_models(
     return results, logits
 
 
+class ExtraProcesses:
+    """More fresh processes of one model, latency only, one per call: how the gate measures a
+    regression until it is decided (``edgekd.gate.remeasure``).
+
+    Each call runs the same worker as ``measure_models`` (same harness settings, threads and
+    batch) and returns its ``LatencySamples``. Inputs are random, of the model's input shapes:
+    the latency of the models edgekd benchmarks does not depend on the values. Close it (or use
+    it in a ``with``) to remove its temporary folder.
+
+    >>> ref = ModelRef("s", "s.onnx", "ort_cpu")
+    >>> with ExtraProcesses(ref, 1, 1, BenchSettings()) as more:  # doctest: +SKIP
+    ...     runs = [more(), more()]
+    """
+
+    def __init__(self, ref: ModelRef, threads: int, batch_size: int, settings: BenchSettings):
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgekd-more-")
+        self._folder = Path(self._tmp.name)
+        self._settings = dataclasses.replace(settings, large_batch=0)
+        self._threads = threads
+        try:
+            self._job = _prepare(0, ref, None, batch_size, self._settings, self._folder)
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+        self.processes = 0
+
+    def __call__(self) -> LatencySamples:
+        self.processes += 1  # process numbers >= 1 measure latency only
+        spec, tag = _spec(self._job, self._threads, self._settings, self._folder, self.processes)
+        out = _run_worker(spec, self._folder, tag)
+        return LatencySamples.from_dict(out["samples"])
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> ExtraProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _result(
     job: _Job,
     test: Split | None,
@@ -346,6 +405,7 @@ def _result(
             {**r.to_dict(), "samples_ms": [_g6(v) for v in r.samples_ms]} for r in runs
         ],
         throughput=throughput,
+        sha256=job.sha256,
     )
 
 

@@ -72,14 +72,10 @@ def quantile_ci_ranks(n: int, q: float, confidence: float) -> tuple[int | None, 
     >>> quantile_ci_ranks(10, 0.5, 0.95)  # X_(2) and X_(9): coverage 1 - 2 * 11/1024 = 97.9%
     (1, 8)
     """
-    from scipy.stats import binom
-
     if n < 1 or not 0.0 < q < 1.0 or not 0.0 < confidence < 1.0:
         raise BadInputError(f"quantile CI needs n >= 1, 0 < q < 1, 0 < confidence < 1 (n={n})")
     tail = (1.0 - confidence) / 2.0
-    k = np.arange(n + 1)
-    cdf = binom.cdf(k, n, q)  # cdf[j] = P(B <= j)
-    sf = binom.sf(k, n, q)  # sf[j] = P(B > j) = P(B >= j + 1)
+    cdf, sf = _binomial_tails(n, q)  # cdf[j] = P(B <= j), sf[j] = P(B > j) = P(B >= j + 1)
     # lower: rank l (1-based) with P(B <= l - 1) <= tail, largest such l; its 0-based index is l - 1
     ok_low = np.flatnonzero(cdf[:n] <= tail)
     low = int(ok_low[-1]) if ok_low.size else None
@@ -87,6 +83,19 @@ def quantile_ci_ranks(n: int, q: float, confidence: float) -> tuple[int | None, 
     ok_high = np.flatnonzero(sf[:n] <= tail)
     high = int(ok_high[0]) if ok_high.size else None
     return low, high
+
+
+def _binomial_tails(n: int, q: float) -> tuple[np.ndarray, np.ndarray]:
+    """P(B <= j) and P(B > j) for j = 0..n, B ~ Binomial(n, q), from the log-pmf summed from
+    each end (each tail summed on its own side keeps its small values exact). Written out so that
+    measuring never imports scipy (0.8 s of every ``edgekd bench`` start)."""
+    k = np.arange(n + 1)
+    log_choose = math.lgamma(n + 1) - np.array([math.lgamma(j + 1) + math.lgamma(n - j + 1)
+                                                for j in range(n + 1)])  # fmt: skip
+    pmf = np.exp(log_choose + k * math.log(q) + (n - k) * math.log1p(-q))
+    cdf = np.minimum(np.cumsum(pmf), 1.0)
+    sf = np.append(np.cumsum(pmf[::-1])[::-1][1:], 0.0)
+    return cdf, np.minimum(sf, 1.0)
 
 
 def samples_needed(q: float, confidence: float = DEFAULT_CONFIDENCE) -> int:

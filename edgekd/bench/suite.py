@@ -13,6 +13,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from edgekd.bench.runner import BenchSettings, ModelRef, check_runtime, measure_models
 from edgekd.bench.sources import ModelSource, resolve_model
@@ -54,6 +55,21 @@ def _runtimes_for(source: ModelSource, requested: Sequence[str] | None) -> tuple
         f"{source.name}: none of the requested runtimes ({', '.join(requested)}) runs "
         f"{source.format} models; measured on {fallback}"
     )
+
+
+def check_out_path(out: str | os.PathLike[str]) -> None:
+    """Refuse an ``--out`` that cannot take the report, before anything is measured: a folder,
+    a file in a folder that does not exist, or one this user cannot write."""
+    if str(out).strip() == "":
+        raise BadInputError("--out is empty: give a file name for the report")
+    path = Path(out)
+    if path.is_dir():
+        raise BadInputError(f"--out {str(out)!r}: a folder, not a file name for the report")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInputError(f"--out {out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise BadInputError(f"--out {out}: not writable here (permission denied)")
 
 
 def thread_settings(threads: int) -> dict:

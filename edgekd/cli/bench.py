@@ -29,7 +29,7 @@ def bench(
         typer.Option(help="Runtime(s): ort_cpu, ort_cuda, ort_tensorrt, torch_cpu, torch_cuda."),
     ] = None,
     processes: Annotated[
-        int, typer.Option(help="Fresh processes per model (>= 2 lets the gate see drift).")
+        int, typer.Option(min=1, help="Fresh processes per model (>= 2 lets the gate see drift).")
     ] = 3,
     min_time: Annotated[float, typer.Option(help="Timed seconds per model per process.")] = 0.25,
     out: Annotated[str | None, typer.Option(help="Write the report here (JSON).")] = None,
@@ -37,10 +37,12 @@ def bench(
 ) -> None:
     """Benchmark models on this host: latency (several fresh processes), memory, accuracy."""
     from edgekd.bench.runner import BenchSettings
-    from edgekd.bench.suite import benchmark
+    from edgekd.bench.suite import benchmark, check_out_path
     from edgekd.fileio import write_json_atomic
     from edgekd.report.tables import print_bench
 
+    if out is not None:
+        check_out_path(out)  # before the benchmark, not after it
     report = benchmark(
         models,
         target,

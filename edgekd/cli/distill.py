@@ -132,7 +132,7 @@ BenchSeconds = Annotated[
     float, typer.Option(help="Minimum timed seconds per model in the benchmark.")
 ]
 BenchProcesses = Annotated[
-    int, typer.Option(help="Fresh processes per model in the benchmark (pyperf-style).")
+    int, typer.Option(min=1, help="Fresh processes per model in the benchmark (pyperf-style).")
 ]
 Augment = Annotated[
     str | None,

@@ -35,6 +35,21 @@ def gate(
             help="Check only these lines (e.g. latency_ms); the rest are listed as skipped."
         ),
     ] = None,
+    require: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Lines that must be measured: NOT MEASURED counts as INCONCLUSIVE for them "
+            "(e.g. accuracy_drop)."
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds to spend measuring more processes when a latency line is undecided "
+            "(0: never).",
+        ),
+    ] = 60.0,
     markdown: Annotated[
         str | None, typer.Option(help="Write a Markdown summary (a pull-request comment) here.")
     ] = None,
@@ -43,7 +58,12 @@ def gate(
     ] = None,
     as_json: Json = False,
 ) -> None:
-    """Check a report against the target's budget; exit 0 pass, 3 fail, 4 inconclusive."""
+    """Check a report against the target's budget; exit 0 pass, 3 fail, 4 inconclusive.
+
+    A line the benchmark did not measure (no teacher, no labels) is shown as NOT MEASURED and
+    does not count unless given to --require. An undecided latency line is measured again, in
+    more fresh processes of the model (and the baseline's), for up to --max-seconds.
+    """
     import json
 
     from edgekd.fileio import write_text_atomic
@@ -58,6 +78,8 @@ def gate(
         models=model,
         any_host=any_host,
         only=only,
+        require=require,
+        max_seconds=max_seconds,
     )
     if markdown:
         write_text_atomic(markdown, to_markdown(result))

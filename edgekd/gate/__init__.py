@@ -1,25 +1,31 @@
 """``gate``: every budget line of a target, and regressions against a baseline, as verdicts.
 
 The library verb behind ``edgekd gate`` (and the end of ``edgekd distill``). Each line answers
-PASS, FAIL or INCONCLUSIVE; the overall verdict is FAIL if any line failed, else INCONCLUSIVE if any
-could not be decided, else PASS, and maps to the exit code (0 / 3 / 4). A line is never PASS for
-want of evidence: too few samples, too much noise, a missing teacher or missing labels make it
-INCONCLUSIVE.
+PASS, FAIL, INCONCLUSIVE or NOT MEASURED; the overall verdict is FAIL if any line failed, else
+INCONCLUSIVE if any could not be decided, else PASS, and maps to the exit code (0 / 3 / 4). A line
+is never PASS for want of evidence: too few samples or too much noise make it INCONCLUSIVE. A
+figure the benchmark never took (no teacher, no labels) makes its line NOT MEASURED, shown with
+why, which does not count unless the line is required (``require``: then it is INCONCLUSIVE). A
+latency line that the stored processes leave open is measured until decided (``remeasure``).
 
-The package's rooms: ``checks`` (the statistical verdicts on samples), ``compare`` (across
-processes), ``lines`` (one ``GateLine`` per budget or regression line, listed there) and ``output``
+The package's rooms: ``inputs`` (report files and limits, checked), ``checks`` (the statistical
+verdicts on samples), ``compare`` (across processes), ``remeasure`` (more processes until
+decided), ``lines`` (one ``GateLine`` per budget or regression line, listed there) and ``output``
 (Markdown, JUnit, terminal). This module picks the report's models and target and runs the lines.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from edgekd.bench.stats import LatencySamples
 from edgekd.errors import BadInputError, TargetError
 from edgekd.gate.checks import Verdict
+from edgekd.gate.inputs import check_limits, load_report
 from edgekd.gate.lines import (
     DEFAULT_THRESHOLD,
     EXIT_CODES,
@@ -31,11 +37,19 @@ from edgekd.gate.lines import (
     regression_lines,
 )
 from edgekd.gate.output import print_result, to_junit, to_markdown
+from edgekd.gate.remeasure import (
+    DEFAULT_MAX_SECONDS,
+    Side,
+    close_side,
+    measure_until_decided,
+    side_of,
+)
 from edgekd.results import BudgetLine, ModelResult, Report
 from edgekd.targets import TargetProfile, load_target
 
 __all__ = [
     "DEFAULT_ACCURACY_TOLERANCE",
+    "DEFAULT_MAX_SECONDS",
     "DEFAULT_THRESHOLD",
     "EXIT_CODES",
     "LINE_NAMES",
@@ -56,11 +70,11 @@ DEFAULT_ACCURACY_TOLERANCE = 0.01  # one point of accuracy on the same test spli
 def _as_report(report: Report | str | Path) -> tuple[Report, str]:
     if isinstance(report, Report):
         return report, report.out_dir or "(in memory)"
-    return Report.load(report), str(report)
+    return load_report(report), str(report)
 
 
 def _target_of(
-    report: Report, target: TargetProfile | str | None, notes: list[str]
+    report: Report, target: TargetProfile | str | None, notes: list[str], where: str
 ) -> TargetProfile:
     """The profile to gate by: the one given, else the one stored in the report (stored whole).
 
@@ -70,6 +84,7 @@ def _target_of(
     stored = _stored_profile(report)
     if target is not None:
         profile = target if isinstance(target, TargetProfile) else load_target(target)
+        check_limits(profile, profile.path or profile.name)
         if stored is not None and profile != stored:
             notes.append(
                 f"target {profile.name} was given: it overrides the profile stored in the report "
@@ -77,6 +92,7 @@ def _target_of(
             )
         return profile
     if stored is not None:
+        check_limits(stored, where, prefix="target.budget.")
         on_disk = _profile_on_disk(report)
         if on_disk is not None and on_disk != stored:
             notes.append(
@@ -89,7 +105,9 @@ def _target_of(
     if not name:
         raise BadInputError("the report names no target: give --target")
     path = report.target.get("path", "")
-    return load_target(path if path and Path(path).is_file() else name)
+    profile = load_target(path if path and Path(path).is_file() else name)
+    check_limits(profile, profile.path or profile.name)
+    return profile
 
 
 def _stored_profile(report: Report) -> TargetProfile | None:
@@ -153,6 +171,60 @@ def _keep_only(lines: list[GateLine], only: Sequence[str], notes: list[str]) -> 
     return [g for g in lines if g.name in only]
 
 
+def _require(lines: list[GateLine], require: Sequence[str]) -> list[GateLine]:
+    """``gate --require``: the named lines count even when not measured (as INCONCLUSIVE)."""
+    unknown = sorted(set(require) - set(LINE_NAMES))
+    if unknown:
+        raise BadInputError(f"unknown gate line {unknown[0]!r} (lines: {', '.join(LINE_NAMES)})")
+    return [
+        replace(g, verdict=Verdict.INCONCLUSIVE, reason=f"required (--require) but {g.reason}")
+        if g.verdict == Verdict.NOT_MEASURED and g.name in require
+        else g
+        for g in lines
+    ]
+
+
+class _Settler:
+    """Settles undecided latency lines with more processes (``edgekd.gate.remeasure``), within
+    ``max_seconds`` for the whole gate. A model's side is kept across its lines, so processes
+    added for its budget line also count for its regression; ``close`` removes what was made."""
+
+    def __init__(self, reports, max_seconds, more, clock):
+        self.reports = reports  # {"current": (report, name), "baseline": (report, name) or None}
+        self.max_seconds, self.more, self.clock = max_seconds, more, clock
+        self.sides: dict[tuple[str, str], Side] = {}
+
+    def side(self, m: ModelResult, which: str) -> Side:
+        key = (which, m.name)
+        if key not in self.sides:
+            if self.more is not None:  # an injected measurement (tests, benchmarks)
+                self.sides[key] = Side(latency_runs(m), lambda: self.more(m, which))
+            else:
+                report, name = self.reports[which]
+                self.sides[key] = side_of(m, report, name, latency_runs(m))
+        return self.sides[key]
+
+    def _settle(self, decide, current: Side, baseline: Side) -> GateLine:
+        began = self.clock()
+        line = measure_until_decided(decide, current, baseline, self.max_seconds, self.clock)
+        self.max_seconds = max(0.0, self.max_seconds - (self.clock() - began))  # one budget
+        return line
+
+    def absolute(self, decide, m: ModelResult) -> GateLine:
+        if self.max_seconds <= 0:  # nothing to add: not even a file to hash
+            return decide(latency_runs(m))
+        return self._settle(lambda runs, _: decide(runs), self.side(m, "current"), Side([]))
+
+    def __call__(self, decide, m: ModelResult, old: ModelResult) -> GateLine:
+        if self.max_seconds <= 0 and not self.sides:
+            return decide(latency_runs(m), latency_runs(old))
+        return self._settle(decide, self.side(m, "current"), self.side(old, "baseline"))
+
+    def close(self) -> None:
+        for side in self.sides.values():
+            close_side(side)
+
+
 def gate(
     report: Report | str | Path,
     target: TargetProfile | str | None = None,
@@ -163,6 +235,10 @@ def gate(
     accuracy_tolerance: float = DEFAULT_ACCURACY_TOLERANCE,
     any_host: bool = False,
     only: Sequence[str] | None = None,
+    require: Sequence[str] | None = None,
+    max_seconds: float = 0.0,
+    more: Callable[[ModelResult, str], LatencySamples] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> GateResult:
     """Check ``report`` against ``target``'s budget (and ``baseline``, if given).
 
@@ -172,7 +248,12 @@ def gate(
     ``threshold`` is the latency regression threshold (0.10 = 10% slower), ``accuracy_tolerance``
     the accuracy one (0.01 = one point).
     ``only`` keeps just the named lines (e.g. ``["latency_ms", "latency_regression"]``); the others
-    are listed in the notes as not checked.
+    are listed in the notes as not checked. ``require`` names lines that must be measured: NOT
+    MEASURED turns INCONCLUSIVE for them.
+    A latency line (the budget's, a regression) left INCONCLUSIVE by the stored processes is
+    measured again, a process a side per round, within ``max_seconds`` in all (the default 0:
+    never; ``edgekd gate`` gives ``DEFAULT_MAX_SECONDS``); ``more(model, side)`` replaces the real
+    measurement (``side`` "current" or "baseline") and ``clock`` the time, for tests.
 
     >>> result = gate("runs/mobile/report.json", "mobile")  # doctest: +SKIP
     >>> result.verdict, result.exit_code  # doctest: +SKIP
@@ -180,12 +261,31 @@ def gate(
     """
     if not (threshold >= 0 and math.isfinite(threshold)) or not 0 < alpha < 1:
         raise BadInputError("gate needs a threshold >= 0 and 0 < alpha < 1")
+    if not (max_seconds >= 0 and math.isfinite(max_seconds)):
+        raise BadInputError(f"gate --max-seconds must be a finite number >= 0, got {max_seconds}")
     rep, rep_name = _as_report(report)
     notes: list[str] = []
-    prof = _target_of(rep, target, notes)
+    prof = _target_of(rep, target, notes, rep_name)
     base, base_name = _as_report(baseline) if baseline is not None else (None, None)
     gated = _gated_models(rep, rep_name, models)
+    if require:
+        _require([], require)  # unknown names fail before anything is measured
+    reports = {"current": (rep, rep_name), "baseline": (base, base_name)}
+    settler = _Settler(reports, max_seconds, more, clock)
+    try:
+        lines = _lines(rep, prof, base, gated, notes, threshold, alpha, accuracy_tolerance,
+                       any_host, settler)  # fmt: skip
+    finally:
+        settler.close()
+    if only:
+        lines = _keep_only(lines, only, notes)
+    if require:
+        lines = _require(lines, require)
+    return GateResult(prof.name, tuple(lines), tuple(notes), base_name, threshold, rep_name)
 
+
+def _lines(rep, prof, base, gated, notes, threshold, alpha, tolerance, any_host, settle):
+    """Every line of the gated models: the budget's, and the regressions against ``base``."""
     measured_for = rep.target.get("name")
     mismatch = ""
     if rep.target.get("threads", prof.threads) != prof.threads:
@@ -204,15 +304,13 @@ def gate(
             if m.batch_size != prof.batch_size
             else ""
         )
-        lines += model_budget_lines(m, rep, prof, mismatch or batch_mismatch)
+        lines += model_budget_lines(m, rep, prof, mismatch or batch_mismatch, settle.absolute)
         if base is not None:
-            got = regression_lines(m, rep, base, threshold, alpha, accuracy_tolerance, any_host)
+            got = regression_lines(m, rep, base, threshold, alpha, tolerance, any_host, settle)
             if not got:
                 notes.append(f"{m.name}: not in the baseline report; no regression check")
             lines += got
-    if only:
-        lines = _keep_only(lines, only, notes)
-    return GateResult(prof.name, tuple(lines), tuple(notes), base_name, threshold, rep_name)
+    return lines
 
 
 def budget_lines(

@@ -29,11 +29,17 @@ from edgekd.errors import BadInputError
 
 
 class Verdict(enum.StrEnum):
-    """A gate verdict; a ``str`` so it compares equal to "PASS" and serialises as itself."""
+    """A gate verdict; a ``str`` so it compares equal to "PASS" and serialises as itself.
+
+    NOT_MEASURED is a budget line whose figure the benchmark never took (no teacher, no labels, no
+    memory probe): it is shown with why, and leaves the overall verdict alone unless the line is
+    required (``gate --require``), where it counts as INCONCLUSIVE.
+    """
 
     PASS = "PASS"
     FAIL = "FAIL"
     INCONCLUSIVE = "INCONCLUSIVE"
+    NOT_MEASURED = "NOT MEASURED"
 
 
 def _parse_statistic(statistic: str) -> float:

@@ -14,6 +14,14 @@ With 3 processes a side, a rank test cannot reach p < 0.01 (its smallest one-sid
 1/20), which is why the t test on logs is used here: process medians are positive and their
 log-spread is roughly symmetric, which is what it assumes.
 
+With many processes a side (``RANK_PROCESSES``, reached when the gate measures until decided), the
+interval and p-value come instead from ranks: the Hodges-Lehmann estimate of the shift in log
+medians and its distribution-free interval from the Mann-Whitney statistic (Hodges & Lehmann 1963,
+"Estimates of location based on rank tests", Ann. Math. Statist. 34; the interval as in Hollander
+& Wolfe, "Nonparametric Statistical Methods", section 4.3, normal approximation). On a busy host
+process medians are often bimodal (a process that shares its core with a neighbour runs 1.5x
+slower); those outliers widen a t interval on every side alike, but barely move a rank interval.
+
 ``spread`` is the largest ``max/min - 1`` of the process medians within one side: how far the
 machine moved the same model between processes. When it exceeds the threshold, or a side's pooled
 samples are untrustworthy (``LatencySummary.trustworthy``), a change of the threshold's size could
@@ -40,6 +48,7 @@ from edgekd.errors import BadInputError
 from edgekd.gate.checks import Verdict, compare_latency
 
 MIN_PROCESSES = 2
+RANK_PROCESSES = 8  # from here on, both sides: the rank interval (its normal approximation holds)
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,32 @@ def _welch(
     half = float(student_t.ppf(0.5 + confidence / 2, df)) * se
     p = float(student_t.sf(diff / se, df))
     return math.exp(diff), math.exp(diff - half), math.exp(diff + half), p
+
+
+def _hodges_lehmann(
+    base: np.ndarray, cur: np.ndarray, confidence: float
+) -> tuple[float, float, float, float]:
+    """(ratio, ci_low, ci_high, one-sided p) from ranks: the Hodges-Lehmann shift of the log
+    medians, its interval [D(C), D(N + 1 - C)] over the N = k m sorted differences with
+    C = floor(N / 2 - z sqrt(k m (k + m + 1) / 12)), and the Mann-Whitney p for "current slower".
+
+    >>> b = np.exp(np.arange(1.0, 9.0)); c = b * np.exp(10.0)  # a shift of exactly 10 in logs
+    >>> [round(math.log(v), 6) for v in _hodges_lehmann(b, c, 0.98)[:3]]  # by hand: D(9), D(56)
+    [10.0, 6.0, 14.0]
+    """
+    from statistics import NormalDist
+
+    lb, lc = np.log(base), np.log(cur)
+    k, m = len(lb), len(lc)
+    diffs = np.sort((lc[:, None] - lb[None, :]).ravel())
+    n = diffs.size
+    sd = math.sqrt(k * m * (k + m + 1) / 12.0)
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    c = max(1, math.floor(n / 2.0 - z * sd))  # 1-based rank of the lower bound
+    shift = float(np.median(diffs))
+    u = float((diffs > 0).sum() + 0.5 * (diffs == 0).sum())  # pairs where current is slower
+    p = 1.0 - NormalDist().cdf((u - n / 2.0 - 0.5) / sd)  # with a continuity correction
+    return math.exp(shift), math.exp(diffs[c - 1]), math.exp(diffs[n - c]), p
 
 
 def _sample_ratio_ci(
@@ -166,10 +201,13 @@ def compare_processes(
         )
     if min(samples.baseline_n, samples.current_n) < min_samples:
         return verdict(Verdict.INCONCLUSIVE, samples.ratio, 0.0, math.inf, 1.0, samples.reason)
-    r, lo, hi, p = welch = _welch(b_med, c_med, 1.0 - 2.0 * alpha)
+    by_ranks = min(k, m) >= RANK_PROCESSES
+    interval = _hodges_lehmann if by_ranks else _welch
+    r, lo, hi, p = welch = interval(b_med, c_med, 1.0 - 2.0 * alpha)
     head = (
         f"current is {r:.3f}x baseline (process medians {_list(c_med)} vs {_list(b_med)} ms; "
-        f"{1 - 2 * alpha:.0%} CI [{lo:.3f}, {hi:.3f}])"
+        f"{1 - 2 * alpha:.0%} CI [{lo:.3f}, {hi:.3f}]"
+        + (f", from ranks over {k} and {m} processes)" if by_ranks else ")")
     )
     noise = _noise(baseline, current, spread, threshold)
     v, reason = _explain_regression(head, welch, samples.p_value, noise, threshold, alpha)

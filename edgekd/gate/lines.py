@@ -16,7 +16,8 @@ Lines, per gated model (the report's chosen student, or every student):
 - ``accuracy_regression`` (regression): baseline accuracy - current accuracy, same test split.
 
 ``GateResult`` collects the lines; its verdict is FAIL if any line failed, else INCONCLUSIVE if any
-could not be decided, else PASS.
+could not be decided, else PASS. A line whose figure the benchmark never took (no teacher, no
+labels, no memory figure) is NOT MEASURED, with why, and does not count unless it is required.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ class GateResult:
 
     @property
     def verdict(self) -> Verdict:
-        verdicts = {line.verdict for line in self.lines}
+        # NOT MEASURED lines do not count (a required one was made INCONCLUSIVE by the gate);
+        # with nothing measured at all there is nothing to pass.
+        verdicts = {line.verdict for line in self.lines} - {Verdict.NOT_MEASURED}
         if Verdict.FAIL in verdicts:
             return Verdict.FAIL
         if Verdict.INCONCLUSIVE in verdicts or not verdicts:
@@ -135,6 +138,17 @@ class GateResult:
 
 _Maker = Callable[[Verdict, "float | None", str], GateLine]
 
+# How the latency budget line is settled: ``decide(runs)`` once, or again with more processes
+# of the model; given the model.
+SettleOne = Callable[[Callable[[list[LatencySamples]], GateLine], ModelResult], GateLine]
+
+# How a latency regression is settled: ``decide(current_runs, baseline_runs)`` once, or again
+# with more processes (``edgekd.gate.remeasure``); given the model and the baseline's model.
+Settle = Callable[
+    [Callable[[list[LatencySamples], list[LatencySamples]], GateLine], ModelResult, ModelResult],
+    GateLine,
+]
+
 
 def _line(name: str, m: ModelResult, limit: float, unit: str, kind: str, detail: str) -> _Maker:
     """A maker of one line's GateLine, given its verdict, value and reason."""
@@ -157,9 +171,10 @@ def _line(name: str, m: ModelResult, limit: float, unit: str, kind: str, detail:
 
 
 def _at_most(make: _Maker, value: float | None, limit: float, unit: str, missing: str) -> GateLine:
-    """A deterministic figure (size, parameters, memory, accuracy) against its limit."""
+    """A deterministic figure (size, parameters, memory, accuracy) against its limit; NOT
+    MEASURED, with ``missing`` as the reason, when the report has no such figure."""
     if value is None:
-        return make(Verdict.INCONCLUSIVE, None, missing)
+        return make(Verdict.NOT_MEASURED, None, missing)
     ok = value <= limit
     return make(
         Verdict.PASS if ok else Verdict.FAIL,
@@ -182,9 +197,11 @@ def _where(m: ModelResult) -> str:
     return f"{provider} on {m.device.upper()}, batch {m.batch_size}, {m.threads} threads"
 
 
-def _latency_line(m: ModelResult, target: TargetProfile, mismatch: str) -> GateLine:
+def _latency_line(
+    m: ModelResult, target: TargetProfile, mismatch: str, runs: list[LatencySamples] | None = None
+) -> GateLine:
     limit = target.budget.latency_ms
-    runs = latency_runs(m)
+    runs = latency_runs(m) if runs is None else runs
     n = sum(len(r.samples_ms) for r in runs)
     detail = f"p95 on this host ({_where(m)}), {n} samples from {len(runs)} process(es)"
     make = _line("latency_ms", m, limit, "ms", "absolute", detail)
@@ -232,7 +249,7 @@ def _relative_line(
     detail = f"p50 ratio to {who}, measured in the same run ({_where(m)})"
     make = _line("latency_vs_teacher", m, limit, "x", "relative", detail)
     if teacher is None:
-        return make(Verdict.INCONCLUSIVE, None, "no teacher in this report (bench --teacher)")
+        return make(Verdict.NOT_MEASURED, None, "no teacher in this report (bench --teacher)")
     if teacher.device != m.device:
         return make(
             Verdict.INCONCLUSIVE,
@@ -249,11 +266,20 @@ def _relative_line(
 
 
 def model_budget_lines(
-    m: ModelResult, report: Report, target: TargetProfile, mismatch: str
+    m: ModelResult,
+    report: Report,
+    target: TargetProfile,
+    mismatch: str,
+    settle: SettleOne | None = None,
 ) -> list[GateLine]:
+    """The model's budget lines; ``settle`` decides the latency line (default: once, on the
+    stored processes; it is never asked where the figures were measured differently)."""
     b = target.budget
     teacher = _teacher_for(m, [t for t in report.models if t.role == "teacher" and t is not m])
-    lines = [_latency_line(m, target, mismatch)]
+    if settle is not None and not mismatch and latency_runs(m):
+        lines = [settle(lambda runs: _latency_line(m, target, "", runs), m)]
+    else:
+        lines = [_latency_line(m, target, mismatch)]
     lines += [x for x in (_estimate_line(m, target), _relative_line(m, teacher, target)) if x]
     memory = _line("peak_memory_mb", m, b.peak_memory_mb, "MB", "absolute",
                    "peak RSS of a fresh process that loaded and ran the model")  # fmt: skip
@@ -293,6 +319,23 @@ def _measured_differently(m: ModelResult, old: ModelResult, report, baseline, an
     return "measured differently: " + "; ".join(differs) if differs else ""
 
 
+def _latency_regression(
+    make: _Maker,
+    current: list[LatencySamples],
+    baseline: list[LatencySamples],
+    threshold: float,
+    alpha: float,
+) -> GateLine:
+    cur, ref = clean_runs(current), clean_runs(baseline)
+    if cur.processes >= 2 and ref.processes >= 2 and min(len(cur.runs), len(ref.runs)) < 2:
+        side = "current" if len(cur.runs) < 2 else "baseline"
+        note = (cur if side == "current" else ref).note()
+        return make(Verdict.INCONCLUSIVE, None, f"{_SATURATED} ({side} run: {note}).")
+    c = compare_processes(ref.runs, cur.runs, threshold, alpha)
+    aside = set_aside(current=cur, baseline=ref)
+    return make(c.verdict, c.ratio, f"{c.reason} {aside}".strip())
+
+
 def regression_lines(
     m: ModelResult,
     report: Report,
@@ -301,7 +344,10 @@ def regression_lines(
     alpha: float,
     accuracy_tolerance: float,
     any_host: bool,
+    settle: Settle | None = None,
 ) -> list[GateLine]:
+    """The model's regression lines against ``baseline``; ``settle`` decides the latency line
+    (default: once, on the stored processes)."""
     try:
         old = baseline.model(m.name)
     except KeyError:
@@ -312,21 +358,22 @@ def regression_lines(
     differs = _measured_differently(m, old, report, baseline, any_host)
     if differs or not cur.samples or not ref.samples:
         lines = [make(Verdict.INCONCLUSIVE, None, differs or _NO_SAMPLES)]
-    elif cur.processes >= 2 and ref.processes >= 2 and min(len(cur.runs), len(ref.runs)) < 2:
-        side = "current" if len(cur.runs) < 2 else "baseline"
-        note = (cur if side == "current" else ref).note()
-        lines = [make(Verdict.INCONCLUSIVE, None, f"{_SATURATED} ({side} run: {note}).")]
     else:
-        c = compare_processes(ref.runs, cur.runs, threshold, alpha)
-        aside = set_aside(current=cur, baseline=ref)
-        lines = [make(c.verdict, c.ratio, f"{c.reason} {aside}".strip())]
+
+        def decide(current: list[LatencySamples], base: list[LatencySamples]) -> GateLine:
+            return _latency_regression(make, current, base, threshold, alpha)
+
+        if settle is None:
+            lines = [decide(latency_runs(m), latency_runs(old))]
+        else:
+            lines = [settle(decide, m, old)]
     if old.accuracy is None and m.accuracy is None:
         return lines
     make = _line("accuracy_regression", m, accuracy_tolerance, "", "regression",
                  "baseline accuracy - current accuracy")  # fmt: skip
     fingerprints = {r.data.get("test_fingerprint") for r in (report, baseline)} - {None}
     if old.accuracy is None or m.accuracy is None:
-        lines.append(make(Verdict.INCONCLUSIVE, None, "only one report has an accuracy"))
+        lines.append(make(Verdict.NOT_MEASURED, None, "only one report has an accuracy"))
     elif len(fingerprints) > 1:
         lines.append(make(Verdict.INCONCLUSIVE, None, "the reports used different test data"))
     else:

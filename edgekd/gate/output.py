@@ -15,6 +15,7 @@ def to_markdown(result: GateResult) -> str:
         f"### edgekd gate: **{result.verdict}** (target `{result.target}`)",
         "",
         f"{counts['PASS']} passed, {counts['FAIL']} failed, {counts['INCONCLUSIVE']} inconclusive"
+        + (f", {counts['NOT MEASURED']} not measured" if counts["NOT MEASURED"] else "")
         + (
             f"; baseline `{result.baseline}`, threshold {result.threshold:.0%}"
             if result.baseline
@@ -40,13 +41,14 @@ def to_markdown(result: GateResult) -> str:
 
 
 def to_junit(result: GateResult) -> str:
-    """JUnit XML: one testcase per line; FAIL a <failure>, INCONCLUSIVE <skipped>."""
+    """JUnit XML: one testcase per line; FAIL a <failure>, INCONCLUSIVE and NOT MEASURED
+    <skipped>."""
     counts = result.counts()
     attrs = {
         "tests": str(len(result.lines)),
         "failures": str(counts["FAIL"]),
         "errors": "0",
-        "skipped": str(counts["INCONCLUSIVE"]),
+        "skipped": str(counts["INCONCLUSIVE"] + counts["NOT MEASURED"]),
         "time": "0",
     }
     root = ET.Element("testsuites", {"name": "edgekd gate", **attrs})
@@ -63,8 +65,8 @@ def to_junit(result: GateResult) -> str:
             ET.SubElement(
                 case, "failure", {"message": g.reason, "type": "FAIL"}
             ).text = f"{measured}: {g.detail}. {g.reason}"
-        elif g.verdict == Verdict.INCONCLUSIVE:
-            ET.SubElement(case, "skipped", {"message": f"INCONCLUSIVE: {g.reason}"})
+        elif g.verdict in (Verdict.INCONCLUSIVE, Verdict.NOT_MEASURED):
+            ET.SubElement(case, "skipped", {"message": f"{g.verdict}: {g.reason}"})
         ET.SubElement(case, "system-out").text = f"{measured}: {g.detail}. {g.reason}"
     ET.indent(root)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
@@ -81,7 +83,7 @@ def print_result(result: GateResult) -> None:
     for col in ("line", "model", "kind", "measured", "limit", "verdict"):
         table.add_column(col, justify="right" if col in ("measured", "limit") else "left")
     for g in result.lines:
-        style = {"PASS": "green", "FAIL": "red"}.get(g.verdict, "yellow")
+        style = {"PASS": "green", "FAIL": "red", "NOT MEASURED": "dim"}.get(g.verdict, "yellow")
         table.add_row(
             g.name,
             g.model,

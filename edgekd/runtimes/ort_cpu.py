@@ -46,7 +46,11 @@ def open_session(
     if threads is not None:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    # ONNX Runtime's own log (its red "[E:onnxruntime:...]" lines) would precede edgekd's one-line
+    # error for the same failure: fatal only. The default logger too, which speaks before a
+    # session's own options apply (while a model is being loaded or allocated).
+    opts.log_severity_level = 4
+    ort.set_default_logger_severity(4)
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     with warnings.catch_warnings():
@@ -60,9 +64,16 @@ def open_session(
         )
 
 
+class CheckedOnnx(str):
+    """A path to an ONNX file that this run already safety-checked (``edgekd.safety``), and whose
+    bytes the caller has since verified unchanged (``edgekd.bench.digest``): ``OrtSession`` opens
+    it without checking again. The check parses the protobuf with the ``onnx`` package, whose
+    import alone costs a benchmark worker about a second; the parent checks once instead."""
+
+
 class OrtSession:
     def __init__(self, model: str | Path | bytes, threads: int, providers: list[str]) -> None:
-        if not isinstance(model, bytes):
+        if not isinstance(model, bytes | CheckedOnnx):
             from edgekd.safety import check_onnx_for_ort
 
             # ONNX Runtime opens external-data files itself: check them before it does.

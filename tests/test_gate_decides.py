@@ -1,0 +1,241 @@
+"""A gate that decides: NOT MEASURED lines, ``--require``, and measuring a regression until decided.
+
+The loop that adds processes is tested with an injected measurement and a fake clock, so these
+tests are deterministic and take no real time; one test runs a real extra process of a tiny ONNX
+model, to prove the file checks and the worker behind the loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_gate import TARGET, model, report, runs, verdicts
+from typer.testing import CliRunner
+
+from edgekd.bench.digest import file_sha256
+from edgekd.bench.stats import LatencySamples
+from edgekd.cli import app
+from edgekd.gate import gate
+from edgekd.gate.checks import Verdict
+from edgekd.gate.remeasure import close_side, side_of
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def target_path(tmp_path):
+    def make(latency_ms: float = 2.0, vs_teacher: float = 0.5) -> str:
+        path = tmp_path / f"gatetest-{latency_ms}-{vs_teacher}.toml"
+        path.write_text(TARGET.format(latency_ms=latency_ms, vs_teacher=vs_teacher))
+        return str(path)
+
+    return make
+
+
+class FakeClock:
+    """Time that moves only when a process is "measured": one second a process."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def process(median: float, n: int = 40) -> LatencySamples:
+    """One process's samples: tightly around ``median`` (each process is steady in itself)."""
+    return LatencySamples(tuple(median * (1 + 0.002 * np.linspace(-1, 1, n))))
+
+
+def processes(medians) -> list[LatencySamples]:
+    return [process(m) for m in medians]
+
+
+def fake_more(clock: FakeClock, ratio: float, spread: float = 0.08, seed: int = 0):
+    """``more(model, side)``: a new process whose median is drawn around 1 ms (baseline) or
+    ``ratio`` ms (current), log-normal with ``spread``; each costs a second of fake time."""
+    rng = np.random.default_rng(seed)
+    calls: list[str] = []
+
+    def more(m, side: str) -> LatencySamples:
+        calls.append(side)
+        clock.now += 1.0
+        centre = ratio if side == "current" else 1.0
+        return process(float(centre * np.exp(rng.normal(0.0, spread))))
+
+    return more, calls
+
+
+# Three stored processes a side, too far apart to decide a 10% threshold either way.
+UNSURE_BASE = [1.0, 1.25, 0.9]
+UNSURE_CURRENT = [1.2, 0.95, 1.05]
+
+
+def _pair(t, base_medians, current_medians):
+    base = report(t, model("s", processes(base_medians), accuracy=None))
+    current = report(t, model("s", processes(current_medians), accuracy=None))
+    return base, current
+
+
+def test_the_stored_processes_alone_leave_it_undecided(target_path):
+    t = target_path()
+    base, current = _pair(t, UNSURE_BASE, UNSURE_CURRENT)
+    result = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=0)
+    assert verdicts(result) == {"latency_regression": "INCONCLUSIVE"}
+
+
+def test_an_unchanged_model_is_measured_until_it_passes(target_path):
+    t = target_path()
+    base, current = _pair(t, UNSURE_BASE, UNSURE_CURRENT)
+    clock = FakeClock()
+    more, calls = fake_more(clock, ratio=1.0)
+    result = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=60,
+                  more=more, clock=clock)  # fmt: skip
+    line = result.lines[0]
+    assert line.verdict == Verdict.PASS and "decided after" in line.reason
+    assert calls and calls.count("current") == calls.count("baseline")  # a process a side a round
+    assert clock.now <= 60
+
+
+def test_a_slower_model_is_measured_until_it_fails(target_path):
+    t = target_path()
+    base, current = _pair(t, UNSURE_BASE, [m * 1.5 for m in UNSURE_CURRENT][:1] + [1.0, 1.3])
+    clock = FakeClock()
+    more, calls = fake_more(clock, ratio=1.5)
+    result = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=60,
+                  more=more, clock=clock)  # fmt: skip
+    assert result.lines[0].verdict == Verdict.FAIL and calls
+    assert result.exit_code == 3
+
+
+def test_measuring_stops_at_max_seconds(target_path):
+    t = target_path()
+    base, current = _pair(t, UNSURE_BASE, UNSURE_CURRENT)
+    clock = FakeClock()
+    # Exactly at the threshold: the interval keeps straddling it however long we measure.
+    more, calls = fake_more(clock, ratio=1.1, spread=0.15)
+    result = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=10,
+                  more=more, clock=clock)  # fmt: skip
+    line = result.lines[0]
+    assert line.verdict == Verdict.INCONCLUSIVE and "still undecided" in line.reason
+    assert "--max-seconds 10" in line.reason
+    # Rounds start at 0, 2, 4, 6 and 8 s (two processes each); the next would end past 10 s.
+    assert len(calls) == 10 and clock.now == 10
+
+
+def test_the_latency_budget_line_is_measured_until_decided(target_path):
+    t = target_path(latency_ms=2.0)
+    # One stored process of 40 samples: too few to bound a p95 (72 needed).
+    rep = report(t, model("s", processes([1.0]), accuracy=None))
+    assert verdicts(gate(rep, t))["latency_ms"] == "INCONCLUSIVE"
+    clock = FakeClock()
+    more, calls = fake_more(clock, ratio=1.0)
+    line = gate(rep, t, max_seconds=60, more=more, clock=clock).lines[0]
+    assert line.name == "latency_ms" and line.verdict == Verdict.PASS
+    assert calls and set(calls) == {"current"} and "decided after" in line.reason
+
+
+def test_max_seconds_zero_never_measures(target_path):
+    t = target_path()
+    base, current = _pair(t, UNSURE_BASE, UNSURE_CURRENT)
+    more, calls = fake_more(FakeClock(), ratio=1.0)
+    gate(current, t, baseline=base, max_seconds=0, more=more)
+    assert calls == []
+
+
+def test_a_model_file_that_is_gone_is_not_measured_again(target_path):
+    t = target_path()
+    base, current = _pair(t, UNSURE_BASE, UNSURE_CURRENT)  # their paths name no file here
+    line = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=60).lines[0]
+    assert line.verdict == Verdict.INCONCLUSIVE and "not measured again" in line.reason
+
+
+def test_one_more_real_process_of_an_unchanged_onnx_file(tmp_path, target_path):
+    from test_bench import _mlp
+
+    path = _mlp(tmp_path / "m.onnx")
+    t = target_path()
+    rep = report(t, model("m", processes([1.0]), path=path, sha256=file_sha256(path)))
+    rep.bench.update(min_time_s=0.01, min_samples=10, processes=1)
+    side = side_of(rep.models[0], rep, str(tmp_path / "report.json"), [])
+    assert side.more is not None
+    try:
+        got = side.more()
+    finally:
+        close_side(side)
+    assert len(got.samples_ms) >= 10 and min(got.samples_ms) > 0
+    # A file changed since it was measured is never timed under the old name.
+    changed = report(t, model("m", processes([1.0]), path=path, sha256="0" * 64))
+    side = side_of(changed.models[0], changed, "", [])
+    assert side.more is None and "changed" in side.why_not
+
+
+# ------------------------------------------------------------------ NOT MEASURED and --require
+
+
+@pytest.fixture
+def no_teacher(tmp_path, target_path):
+    t = target_path()
+    path = tmp_path / "report.json"
+    path.write_text(report(t, model("s", runs("base", "base_rerun"), accuracy=None)).to_json())
+    return t, path
+
+
+def test_an_unmeasured_line_does_not_make_the_gate_inconclusive(no_teacher):
+    t, path = no_teacher
+    result = runner.invoke(app, ["gate", str(path), "--target", t])
+    assert result.exit_code == 0, result.output
+    assert "NOT MEASURED" in result.output and "gate: PASS" in result.output
+    # JUnit: skipped, with why; Markdown: counted apart.
+    from edgekd.gate import to_junit, to_markdown
+
+    res = gate(path, t)
+    assert 'message="NOT MEASURED: needs labelled --data' in to_junit(res)
+    assert "not measured" in to_markdown(res)
+
+
+def test_require_makes_an_unmeasured_line_count(no_teacher):
+    t, path = no_teacher
+    result = runner.invoke(app, ["gate", str(path), "--target", t, "--require", "accuracy_drop"])
+    assert result.exit_code == 4, result.output
+    line = next(g for g in gate(path, t, require=["accuracy_drop"]).lines
+                if g.name == "accuracy_drop")  # fmt: skip
+    assert line.verdict == Verdict.INCONCLUSIVE and "required" in line.reason
+
+
+def test_require_names_a_known_line(no_teacher):
+    t, path = no_teacher
+    result = runner.invoke(app, ["gate", str(path), "--target", t, "--require", "speed"])
+    assert result.exit_code == 2 and "unknown gate line 'speed'" in result.output
+
+
+# --------------------------------------------------------------------- the rank interval
+
+
+def test_rank_interval_matches_a_hand_count():
+    """Logs 1..8 against 11..18 (a shift of 10): the 64 differences are 10 + (i - j), so by
+    hand the 98% bounds (C = floor(32 - 2.326 sqrt(64 * 17 / 12)) = 9) are D(9) = 6 and
+    D(56) = 14, and the estimate is 10."""
+    import math
+
+    from edgekd.gate.compare import _hodges_lehmann
+
+    b = np.exp(np.arange(1.0, 9.0))
+    ratio, lo, hi, p = _hodges_lehmann(b, b * math.exp(10.0), 0.98)
+    assert [round(math.log(v), 9) for v in (ratio, lo, hi)] == [10.0, 6.0, 14.0]
+    assert p < 1e-3  # every one of the 64 pairs has the current side slower
+
+
+def test_a_few_slow_processes_do_not_hide_an_unchanged_model():
+    """On a busy host a quarter of processes ran 1.5x slower, on both sides alike: from 12
+    processes a side the rank interval rules a 10% regression out, where a t interval on the
+    same medians still reaches past it."""
+    from edgekd.bench.stats import process_medians
+    from edgekd.gate.compare import _welch, compare_processes
+
+    steady = [1.0, 1.01, 0.99, 1.02, 0.98, 1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0]
+    base = processes([m * (1.5 if i % 4 == 0 else 1.0) for i, m in enumerate(steady)])
+    cur = processes([m * (1.5 if i % 4 == 1 else 1.0) for i, m in enumerate(reversed(steady))])
+    c = compare_processes(base, cur, threshold=0.10)
+    assert c.verdict == Verdict.PASS and "from ranks" in c.reason and c.ci_high <= 1.1
+    assert _welch(process_medians(base), process_medians(cur), 0.98)[2] > 1.1
