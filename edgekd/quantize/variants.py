@@ -233,9 +233,10 @@ def _reason(
             f"fp32 ({fp32.p50_us:.1f} us p50) is faster than every quantized variant within the "
             f"allowed accuracy drop (fastest: {others})" + how
         )
+    rank = "one of the two fastest" if duel.tie else "the fastest"
     reason = (
         f"p50 {best.p50_us:.1f} us, {fp32.p50_us / best.p50_us:.2f}x fp32's "
-        f"{fp32.p50_us:.1f} us; the fastest of the {len(ok)} variants within the allowed accuracy "
+        f"{fp32.p50_us:.1f} us; {rank} of the {len(ok)} variants within the allowed accuracy "
         f"drop of {allowed:g} (its drop: {best.accuracy_drop:+.3f}, agreement with fp32 "
         f"{best.agreement_with_fp32:.3f})"
     )
@@ -308,21 +309,26 @@ def selection_warnings(sel: QuantSelection) -> list[str]:
 
 
 def format_variants(sel: QuantSelection) -> str:
-    """A fixed-width table of every variant, the chosen one marked with '*'."""
+    """A fixed-width table of every variant, the chosen one marked with '*': p50 and p95 at the
+    threads the choice ranked on, and p50 at the target's threads."""
+    at_target = f"p50 {sel.target_threads}t" if sel.target_threads else "p50 tgt"
     head = (
-        f"  {'variant':40s} {'prec':>4s} {'size KB':>8s} {'p50 us':>8s} {'p95 us':>8s} "
-        f"{'accuracy':>8s} {'drop':>7s} {'agree':>6s} {'fits':>4s}"
+        f"  {'variant':40s} {'prec':>4s} {'size KB':>8s} {f'p50 {sel.threads}t':>8s} "
+        f"{f'p95 {sel.threads}t':>8s} {at_target:>8s} {'accuracy':>8s} {'drop':>7s} {'agree':>6s} "
+        f"{'fits':>4s}"
     )
-    lines = [head]
+    lines = [head + "  (latencies in us)"]
     for v in (sel.fp32, *sel.variants):
         mark = "*" if v.name == sel.chosen else " "
         if v.error is not None:
             lines.append(f"{mark} {v.name:40s} {v.precision:>4s}  failed: {v.error[:60]}")
             continue
         acc = "-" if v.accuracy is None else f"{v.accuracy:.4f}"
+        target_p50 = v.latency_ms_target.get("p50")
+        target = "-" if target_p50 is None else f"{target_p50 * 1e3:8.1f}"
         lines.append(
             f"{mark} {v.name:40s} {v.precision:>4s} {v.size_bytes / 1024:8.1f} {v.p50_us:8.1f} "
-            f"{v.latency_ms['p95'] * 1e3:8.1f} {acc:>8s} {v.accuracy_drop:+7.3f} "
+            f"{v.latency_ms['p95'] * 1e3:8.1f} {target:>8s} {acc:>8s} {v.accuracy_drop:+7.3f} "
             f"{v.agreement_with_fp32:6.3f} {'yes' if v.fits else 'no':>4s}"
         )
     return "\n".join(lines)
