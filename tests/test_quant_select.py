@@ -206,3 +206,51 @@ def test_the_run_ships_fp32_when_its_benchmark_finds_the_chosen_int8_slower(int8
         assert "fp32 shipped instead" in why and warnings[-1] == why
     else:
         assert why == "searched"
+
+
+@pytest.mark.slow
+def test_distill_ships_fp32_when_its_own_benchmark_finds_int8_slower(tmp_path, monkeypatch):
+    """End to end: the search picks an int8 variant; this run's benchmark (made 3x slower for
+    student-int8 here) overrules it. report.json says so, and the gate judges fp32."""
+    import dataclasses
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    real_select, real_bench = pipeline.select_quantization, pipeline._bench
+
+    def int8_chosen(*args, **kwargs):
+        sel = real_select(*args, **kwargs)
+        if sel.chosen == "fp32":  # this host found fp32 faster: force the case under test
+            fitting = [v for v in sel.variants if v.fits and v.error is None]
+            sel = dataclasses.replace(sel, chosen=fitting[0].name)
+        return sel
+
+    def int8_slower(*args, **kwargs):
+        results = real_bench(*args, **kwargs)
+        int8 = next(r for r in results if r.name == "student-int8").latency_ms
+        slow = {k: v * 3 if k in ("p50", "ci_low", "ci_high") else v for k, v in int8.items()}
+        return [
+            dataclasses.replace(r, latency_ms=slow) if r.name == "student-int8" else r
+            for r in results
+        ]
+
+    monkeypatch.setattr(pipeline, "select_quantization", int8_chosen)
+    monkeypatch.setattr(pipeline, "_bench", int8_slower)
+    out = tmp_path / "run"
+    args = ["distill", "--epochs", "1", "--teacher-epochs", "2", "--bench-seconds", "0.02"]
+    result = CliRunner().invoke(app, [*args, "--bench-processes", "1", "--out", str(out)])
+    assert result.exit_code in (0, 3), result.output  # 3: the gate may fail a 1-epoch student
+    report = json.loads((out / "report.json").read_text())
+    searched = report["export"]["quantization"]["chosen"]
+    assert searched != "fp32" and report["chosen"] == "student-onnx"
+    assert report["student"]["chosen_variant"] == "fp32"
+    assert report["student"]["benchmark_overruled"] == searched
+    why = report["student"]["chosen_variant_reason"]
+    assert why.startswith(f"{searched} measured slower than fp32 in this run's benchmark")
+    assert why in report["warnings"]
+    assert {line["model"] for line in report["gate"]["lines"] if line.get("model")} <= {
+        "student-onnx"
+    }

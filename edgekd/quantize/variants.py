@@ -71,7 +71,7 @@ class QuantSelection:
     allowed_drop: float
     accuracy_basis: str  # "labels" or "agreement with fp32"
     int8_support: str
-    threads: int
+    threads: int  # the threads of every variant's latency_ms, which the choice ranks on
     batch_size: int
     sensitivity: tuple[Sensitivity, ...] = ()
     warnings: tuple[str, ...] = ()
