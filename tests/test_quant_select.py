@@ -244,7 +244,13 @@ def test_distill_ships_fp32_when_its_own_benchmark_finds_int8_slower(tmp_path, m
     result = CliRunner().invoke(app, [*args, "--bench-processes", "1", "--out", str(out)])
     assert result.exit_code in (0, 3), result.output  # 3: the gate may fail a 1-epoch student
     report = json.loads((out / "report.json").read_text())
-    searched = report["export"]["quantization"]["chosen"]
+    quantization = report["export"]["quantization"]
+    searched = quantization["chosen"]
+    # both thread counts' timings are in the report: ranked at one, the target's beside it
+    assert quantization["threads"] == 1 and quantization["target_threads"] >= 1
+    for v in [quantization["fp32"], *quantization["variants"]]:
+        assert v["latency_ms"]["threads"] == 1
+        assert v["latency_ms_target"]["threads"] == quantization["target_threads"]
     assert searched != "fp32" and report["chosen"] == "student-onnx"
     assert report["student"]["chosen_variant"] == "fp32"
     assert report["student"]["benchmark_overruled"] == searched
@@ -254,3 +260,15 @@ def test_distill_ships_fp32_when_its_own_benchmark_finds_int8_slower(tmp_path, m
     assert {line["model"] for line in report["gate"]["lines"] if line.get("model")} <= {
         "student-onnx"
     }
+
+
+def test_search_times_are_checked_and_follow_bench_seconds():
+    from edgekd.errors import BadInputError
+    from edgekd.quantize.select import QuantSearch
+
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(BadInputError, match="duel_time_s must be finite and > 0"):
+            QuantSearch(duel_time_s=bad)
+    default = QuantSearch()
+    assert QuantSearch.timed_like_bench(0.5) == default  # distill's default --bench-seconds
+    assert default.threads == 1  # ranked at one thread; the target's are reported beside it

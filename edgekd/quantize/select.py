@@ -133,8 +133,8 @@ class QuantSearch:
             raise BadInputError("num_samples, max_groups and threads must be >= 1")
         if self.allowed_drop is not None and not 0.0 <= self.allowed_drop <= 1.0:
             raise BadInputError(f"allowed_drop must be in [0, 1], got {self.allowed_drop}")
-        for what, seconds in (("latency_min_time_s", self.latency_min_time_s),
-                              ("duel_time_s", self.duel_time_s)):  # fmt: skip
+        times = {"latency_min_time_s": self.latency_min_time_s, "duel_time_s": self.duel_time_s}
+        for what, seconds in times.items():
             if not 0 < seconds < float("inf"):
                 raise BadInputError(f"quantization {what} must be finite and > 0, got {seconds}")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from edgekd.errors import BadInputError
 from edgekd.quantize.sensitivity import Sensitivity
 
 TIE = 0.05  # p50s within 5% are called a tie on a shared machine
@@ -114,7 +115,7 @@ class Duel:
 
     def __post_init__(self) -> None:
         if not self.ratio > 0 or (self.ci_low is None) != (self.ci_high is None):
-            raise ValueError(f"duel: ratio must be > 0 and the interval whole, got {self}")
+            raise BadInputError(f"duel: ratio must be > 0 and the interval whole, got {self}")
 
     @property
     def tie(self) -> bool:
@@ -130,7 +131,7 @@ class Duel:
         return self.first if self.ratio <= 1.0 else self.second
 
     def words(self) -> str:
-        """``int8-a 0.91x int8-b's time (95% interval 0.88-0.95, 12 pairs)``."""
+        """``int8-a 0.910x int8-b's time (95% interval 0.880-0.950, 12 paired re-measures)``."""
         what = f"{self.first} {self.ratio:.3f}x {self.second}'s time"
         if self.pairs == 0 and self.set_aside:
             return f"{what}: no clean pair in {self.set_aside} paired re-measures (a busy host)"
