@@ -272,3 +272,9 @@ def test_search_times_are_checked_and_follow_bench_seconds():
     default = QuantSearch()
     assert QuantSearch.timed_like_bench(0.5) == default  # distill's default --bench-seconds
     assert default.threads == 1  # ranked at one thread; the target's are reported beside it
+
+
+def test_without_an_interval_only_the_tie_band_makes_a_tie():
+    assert not Duel("a", "b", 0.90, pairs=3).tie  # too few pairs to bound: 10% still counts
+    assert Duel("a", "b", 0.97, pairs=3).tie
+    assert Duel("a", "b", 0.90, 0.80, 1.01, pairs=8).tie  # the interval holds 1
