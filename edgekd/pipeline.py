@@ -41,7 +41,8 @@ from edgekd.gate import gate
 from edgekd.hostinfo import host_info
 from edgekd.progress import status
 from edgekd.quantize import Int8StaticConfig, quantize
-from edgekd.quantize.select import QuantSelection, Variant, select_quantization
+from edgekd.quantize.select import QuantSearch, QuantSelection, Variant, select_quantization
+from edgekd.quantize.variants import slower_than_fp32
 from edgekd.report.markdown import to_markdown
 from edgekd.report.plots import write_charts
 from edgekd.results import ModelResult, Report
@@ -471,8 +472,15 @@ def _quantize(run: PreparedRun, folder: RunFolder) -> Quantized:
     # budget (versus the fp32 student) is chosen. The run folder keeps the chosen variant, or
     # when fp32 wins, the best quantized one so the report shows why.
     with tempfile.TemporaryDirectory() as variants_dir:
+        search = QuantSearch.timed_like_bench(run.config.bench_seconds)
         selection = select_quantization(
-            work / "student.onnx", run.target, data.train.inputs, data.val, variants_dir
+            work / "student.onnx",
+            run.target,
+            data.train.inputs,
+            data.val,
+            variants_dir,
+            None,
+            search,
         )
         kept = variant_to_bench(selection)
         if kept is not None:
@@ -560,6 +568,11 @@ def _assemble_report(
     if run.blackbox_result is not None:  # a command teacher: only its answers' accuracy is known
         results = [*results, run.blackbox_result]
     chosen, why, choice_warnings = _choose_student(run, results, quantized)
+    student = _student_section(run, training, quantized, why)
+    selection = quantized.selection
+    if selection is not None and selection.chosen != "fp32" and chosen.name == "student-onnx":
+        # the benchmark overruled the search (_choose_student): fp32 ships
+        student.update(chosen_variant="fp32", benchmark_overruled=selection.chosen)
     notes = [f"{r.name}: {n}" for r in results for n in r.notes]
     return Report(
         target=run.target.to_dict(),
@@ -568,7 +581,7 @@ def _assemble_report(
         chosen=chosen.name,
         data=_data_section(run),
         teacher=run.teaching.info,
-        student=_student_section(run, training, quantized, why),
+        student=student,
         training=training.report_section(run, folder.resume),
         export=exported.report_section(),
         warnings=[*run.teaching.warnings, *exported.warnings, *choice_warnings, *notes]
@@ -587,6 +600,16 @@ def _choose_student(
     if selection is not None:
         fp32_chosen = selection.chosen == "fp32" or kept is None
         chosen = names["student-onnx" if fp32_chosen else f"student-{kept.precision}"]
+        fp32 = names["student-onnx"]
+        # The benchmark, at the target's threads, has the last word: never ship a variant that
+        # measured slower than fp32 in this very run.
+        overruled = (
+            None
+            if fp32_chosen
+            else slower_than_fp32(selection.chosen, chosen.latency_ms, fp32.latency_ms)
+        )
+        if overruled:
+            return fp32, overruled, [*selection.warnings, overruled]
         return chosen, selection.reason, list(selection.warnings)
     teacher_result = names.get("teacher-onnx") or names["teacher-torch"]  # as deployed
     students = [r for r in results if r.role == "student"]
@@ -628,6 +651,7 @@ def _student_section(
         "chosen_variant": None if selection is None else selection.chosen,
         "quantized_variant_shown": None if kept is None else kept.name,
         "chosen_variant_reason": why,
+        "benchmark_overruled": None,  # the search's choice when this run's benchmark overruled it
         "test_fingerprint": run.data.test.fingerprint(),
     }
 

@@ -165,8 +165,8 @@ def test_a_command_teacher_run_chooses_its_student_without_a_torch_teacher() -> 
     from edgekd.pipeline import Quantized, _choose_student
 
     rows = [
-        SimpleNamespace(name="student-onnx", role="student"),
-        SimpleNamespace(name="student-int8", role="student"),
+        SimpleNamespace(name="student-onnx", role="student", latency_ms={}),
+        SimpleNamespace(name="student-int8", role="student", latency_ms={}),
         SimpleNamespace(name="teacher-cmd", role="teacher"),
     ]
     selection = SimpleNamespace(chosen="int8-qdq", reason="fastest", warnings=("w",))

@@ -1,10 +1,16 @@
 """The quantization search: every variant the target allows, measured, then the choice.
 
 Quantize the fp32 model in every mode the target allows, measure each variant's size, latency
-(p50/p95 at the target's batch size and threads), accuracy and agreement with the fp32 model, and
-choose the fastest variant whose accuracy drop versus fp32 stays within the target's
-``budget.accuracy_drop``. The fp32 model is a candidate too: where int8 is slower (small models,
-CPUs without VNNI or dot-product instructions) fp32 wins and the reason says so.
+(p50/p95 at the target's batch size; ranked at one thread, and reported at the target's threads
+too), accuracy and agreement with the fp32 model, and choose the fastest variant whose accuracy
+drop versus fp32 stays within the target's ``budget.accuracy_drop``, near-ties going to the
+smaller, simpler variant (:mod:`edgekd.quantize.variants`). The fp32 model is a candidate too:
+where int8 is slower (small models, CPUs without VNNI or dot-product instructions) fp32 wins and
+the reason says so. Timing is the bench harness's, filtered (:mod:`edgekd.quantize.timing`).
+
+Ranked at one thread because on a shared host a second thread mostly measures the neighbours
+(and the target's device is not this host anyway); the target's thread count is measured and
+reported beside it, and ``edgekd distill``'s benchmark, at the target's threads, has the last word.
 
 If no int8 variant fits: try the other calibration methods (percentile, entropy), then keep the
 most quantization-sensitive nodes in fp32 (:mod:`edgekd.quantize.sensitivity`) until one fits,
@@ -25,8 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.bench.accuracy import predict
-from edgekd.bench.harness import measure_latency
-from edgekd.bench.stats import LatencySamples, pooled
 from edgekd.data import Split
 from edgekd.errors import BadInputError, EdgekdError
 from edgekd.hostinfo import host_info, host_threads
@@ -39,12 +43,15 @@ from edgekd.quantize import (
     quantize,
 )
 from edgekd.quantize.sensitivity import Damage, Sensitivity, exclude_until_fits, rank_sensitivity
+from edgekd.quantize.timing import REAL_CLOCK, Clock, duel, screen
 from edgekd.quantize.variants import (
     TIE,
+    Duel,
     QuantSelection,
     Variant,
     choose_quantized_variant,
     format_variants,
+    leaders,
     most_accurate,
     selection_warnings,
 )
@@ -55,6 +62,7 @@ from edgekd.targets import TargetProfile
 # where the pipeline, the CLI and the benchmarks import them.
 __all__ = [
     "GRANULARITIES",
+    "Duel",
     "MODES",
     "TIE",
     "QuantSearch",
@@ -85,8 +93,12 @@ class QuantSearch:
     fallback_calibrations  tried on the most accurate static variant when no int8 variant fits
     exclude_nodes          keep the most sensitive nodes fp32 when still nothing fits
     max_groups             bound on sensitivity probes (nodes are grouped beyond it)
+    latency_min_time_s     timed seconds per variant in the screen (at each thread count)
+    duel_time_s            budget for re-measuring the two leaders against each other, paired
+                           (twice that at most while too few pairs were clean)
     allowed_drop           accuracy drop allowed versus fp32; None = the target's budget
-    threads                intra-op threads for latency; None = the target's (capped at the cores)
+    threads                intra-op threads the choice ranks on; None = the target's (capped at
+                           the cores). The target's threads are measured and reported as well.
     """
 
     modes: tuple[str, ...] = MODES
@@ -97,8 +109,9 @@ class QuantSearch:
     exclude_nodes: bool = True
     max_groups: int = 24
     latency_min_time_s: float = 0.3
+    duel_time_s: float = 1.0
     allowed_drop: float | None = None
-    threads: int | None = None
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         for what, values, known in (
@@ -120,6 +133,16 @@ class QuantSearch:
             raise BadInputError("num_samples, max_groups and threads must be >= 1")
         if self.allowed_drop is not None and not 0.0 <= self.allowed_drop <= 1.0:
             raise BadInputError(f"allowed_drop must be in [0, 1], got {self.allowed_drop}")
+        times = {"latency_min_time_s": self.latency_min_time_s, "duel_time_s": self.duel_time_s}
+        for what, seconds in times.items():
+            if not 0 < seconds < float("inf"):
+                raise BadInputError(f"quantization {what} must be finite and > 0, got {seconds}")
+
+    @classmethod
+    def timed_like_bench(cls, bench_seconds: float) -> QuantSearch:
+        """The default search, timed in proportion to a benchmark's seconds per model
+        (``edgekd distill --bench-seconds``; its default 0.5 gives the defaults here)."""
+        return cls(latency_min_time_s=0.6 * bench_seconds, duel_time_s=2.0 * bench_seconds)
 
 
 def candidate_configs(
@@ -135,15 +158,10 @@ def candidate_configs(
     ]
 
 
-def _latency(runs: list[LatencySamples]) -> dict:
-    """A variant's latency over its interleaved rounds, pooled (the bench's own summary)."""
-    return pooled(runs).summary().short_dict()
-
-
 class VariantMeter:
     """Measures model files: accuracy and agreement with fp32 on the evaluation split as each
     variant is built (:meth:`variant`), latency at the target's batch size for all of them
-    together at the end (:meth:`time`)."""
+    together at the end (:meth:`time`), then the two leaders against each other (:meth:`duel`)."""
 
     def __init__(
         self,
@@ -151,19 +169,34 @@ class VariantMeter:
         eval_split: Split,
         reference: np.ndarray,
         search: QuantSearch,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.runtime = get_runtime("ort_cpu")
-        self.threads = host_threads(search.threads or target.threads)
+        self.threads = host_threads(search.threads or target.threads)  # what the choice ranks on
+        self.target_threads = host_threads(target.threads)
+        self.clock = clock
         self.batch_size = target.batch_size
         self.split = eval_split
         self.reference = reference
         self.search = search
         self.fp32_accuracy: float | None = None
         self.allowed = 0.0
+        self._sessions: dict[tuple[str, int], object] = {}
+
+    def _session(self, path: str | Path, threads: int):
+        key = (str(path), threads)
+        if key not in self._sessions:
+            self._sessions[key] = self.runtime.open(str(path), threads)
+        return self._sessions[key]
 
     def logits(self, path: Path) -> np.ndarray:
-        session = self.runtime.open(str(path), self.threads)
+        session = self.runtime.open(str(path), self.target_threads)
         return predict(session, self.split)
+
+    def _runs(self, variants: list[Variant], threads: int) -> dict:
+        feed = {k: v[: self.batch_size] for k, v in self.split.inputs.items()}
+        sessions = {v.name: self._session(v.path, threads) for v in variants}
+        return {name: (lambda s=session: s.run(feed)) for name, session in sessions.items()}
 
     def damage(self, path: Path) -> Damage:
         logits = self.logits(path)
@@ -202,31 +235,38 @@ class VariantMeter:
             config=config.to_dict() if config is not None else {},
         )
 
-    def time(self, variants: list[Variant], rounds: int = 3) -> list[Variant]:
-        """Latency of every variant, measured in interleaved rounds.
-
-        On a shared machine the load drifts; measuring A, B, C, A, B, C, ... (starting each round
-        one further along) spreads that drift over all variants instead of penalising whichever
-        ran during a busy second.
-        """
-        feed = {k: v[: self.batch_size] for k, v in self.split.inputs.items()}
+    def time(self, variants: list[Variant]) -> list[Variant]:
+        """Every variant's latency at the ranking threads (``latency_ms``) and, where they differ,
+        at the target's (``latency_ms_target``): :func:`edgekd.quantize.timing.screen`."""
         runnable = [v for v in variants if v.error is None]
-        sessions = {v.name: self.runtime.open(v.path, self.threads) for v in runnable}
-        runs: dict[str, list[LatencySamples]] = {v.name: [] for v in runnable}
-        for r in range(rounds):
-            for i in range(len(runnable)):
-                v = runnable[(i + r) % len(runnable)]
-                run = sessions[v.name].run
-                got = measure_latency(
-                    lambda run=run: run(feed),
-                    min_time_s=self.search.latency_min_time_s / rounds,
-                    metadata={"runtime": "ort_cpu", "threads": self.threads, "model": v.name},
-                )
-                runs[v.name].append(got)
+        seconds = self.search.latency_min_time_s
+        ranked = screen(self._runs(runnable, self.threads), seconds, self.threads, self.clock)
+        at_target = ranked
+        if self.target_threads != self.threads:
+            runs = self._runs(runnable, self.target_threads)
+            at_target = screen(runs, seconds, self.target_threads, self.clock)
         return [
-            dataclasses.replace(v, latency_ms=_latency(runs[v.name])) if v.error is None else v
+            dataclasses.replace(v, latency_ms=ranked[v.name], latency_ms_target=at_target[v.name])
+            if v.error is None
+            else v
             for v in variants
         ]
+
+    def duel(self, fp32: Variant, variants: list[Variant]) -> Duel | None:
+        """The screen's two leaders among the candidates (fp32 and the variants that fit)
+        re-measured against each other; None when there is only one candidate."""
+        ok = [fp32] + [v for v in variants if v.fits and v.error is None]
+        if len(ok) < 2:
+            return None
+        first, second = leaders(ok)
+        runs = self._runs([first, second], self.threads)
+        return duel(
+            (first.name, runs[first.name]),
+            (second.name, runs[second.name]),
+            self.search.duel_time_s,
+            self.threads,
+            self.clock,
+        )
 
     def failed(self, config: QuantConfig, stage: str, error: str) -> Variant:
         return Variant(
@@ -366,7 +406,8 @@ def select_quantization(
             stages.exclude_sensitive_nodes(search.max_groups)
     variants, sensitivity = stages.variants, stages.sensitivity
     fp32, *variants = measure.time([fp32, *variants])
-    chosen, reason = choose_quantized_variant(fp32, variants, measure.allowed)
+    paired = measure.duel(fp32, variants)
+    chosen, reason = choose_quantized_variant(fp32, variants, measure.allowed, paired)
     selection = QuantSelection(
         fp32=fp32,
         variants=tuple(variants),
@@ -378,6 +419,8 @@ def select_quantization(
         threads=measure.threads,
         batch_size=measure.batch_size,
         sensitivity=tuple(sensitivity),
+        target_threads=measure.target_threads,
+        duel=None if paired is None else paired.to_dict(),
     )
     return dataclasses.replace(selection, warnings=tuple(selection_warnings(selection)))
 
