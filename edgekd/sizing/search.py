@@ -50,6 +50,10 @@ class SizingResult:
     max_share_of_teacher: float
     runtime_baseline_mb: float
     notes: tuple[str, ...] = field(default=())
+    # Set by edgekd.sizing.trial.choose_student (typed loosely: trial imports this module).
+    evidence: Any = None  # edgekd.sizing.evidence.FamilyEvidence: why these families
+    trial: Any = None  # edgekd.sizing.trial.TrialResult: the short trial between them
+    augment_kind: str | None = None  # the input kind whose augmentation the student gets
 
     @property
     def stopped_by(self) -> tuple[Line, ...]:
@@ -71,6 +75,9 @@ class SizingResult:
             "runtime_baseline_mb": self.runtime_baseline_mb,
             "latency_label": "estimate",
             "notes": list(self.notes),
+            "evidence": None if self.evidence is None else self.evidence.to_dict(),
+            "trial": None if self.trial is None else self.trial.to_dict(),
+            "augment_kind": self.augment_kind,
         }
 
 
@@ -136,8 +143,18 @@ def size_student_to_budget(
     raise first_error
 
 
-def _size_one(request: SizingRequest, student: str) -> SizingResult:
-    space = search_space(request.data, student, request.widths, request.depths)
+def size_family(
+    request: SizingRequest, family: str, view: Sequence[int] | None = None
+) -> SizingResult:
+    """The largest candidate of one family (or factory) that fits, the family built for ``view``
+    where given; :class:`NothingFitsError` when none does."""
+    return _size_one(request, family, view)
+
+
+def _size_one(
+    request: SizingRequest, student: str, view: Sequence[int] | None = None
+) -> SizingResult:
+    space = search_space(request.data, student, request.widths, request.depths, view)
     if request.baseline_mb is None:
         request = dataclasses.replace(request, baseline_mb=runtime_baseline_mb())
     measured: dict[tuple, Candidate] = {}
@@ -196,7 +213,7 @@ def _measure_point(
     lines = check_lines(
         c, request.target, request.precision, request.teacher_params, request.max_share
     )
-    return dataclasses.replace(c, lines=lines)
+    return dataclasses.replace(c, lines=lines, view=space.view)
 
 
 def _nothing_fits(target: TargetProfile, name: str, candidates: Sequence[Candidate]) -> str:
