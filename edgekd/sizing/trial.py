@@ -83,6 +83,7 @@ class TrialResult:
     augment: str | None  # None: the run's own default (no augmentation trial)
     augment_why: str
     seconds: float
+    sized: tuple[tuple[str, str, int], ...] = ()  # each family's largest fitting candidate
 
     def __post_init__(self) -> None:
         if any(r.steps > self.steps_per_run for r in self.rows):
@@ -99,6 +100,7 @@ class TrialResult:
             "augment": self.augment,
             "augment_why": self.augment_why,
             "seconds": round(self.seconds, 3),
+            "sized": [{"family": f, "candidate": label, "params": n} for f, label, n in self.sized],
         }
 
 
@@ -144,6 +146,7 @@ def choose_student(
     sized_data: DataBundle,
     method: str,
     strategy: str,
+    run_trial: bool = True,
 ) -> SizingResult:
     """The sized student ``distill`` trains, with the evidence and the trial that chose it.
 
@@ -159,14 +162,16 @@ def choose_student(
     request = SizingRequest(target, sized_data, teaching.params)
     sized = _size_plausible(request, evidence, config.student)
     trial = Trial(config, teaching, sized_data, method, strategy)
+    if not run_trial:
+        trial.why_not = "not run here (edgekd size --trial runs it)"
     t0 = time.perf_counter()
     rows: list[TrialRow] = []
     plausible, result, family_why = trial.families(sized, rows, config.student)
     level, augment_why = trial.augmentation(plausible, result.chosen, rows)
     kind = augment_kind(sized_data.input_kind, _shape(sized_data), plausible.view)
-    outcome = TrialResult(
-        tuple(rows), trial.steps, family_why, level, augment_why, time.perf_counter() - t0
-    )
+    seconds = time.perf_counter() - t0
+    each = tuple((p.family, r.chosen.label, r.chosen.params) for p, r in sized)
+    outcome = TrialResult(tuple(rows), trial.steps, family_why, level, augment_why, seconds, each)
     return dataclasses.replace(result, evidence=evidence, trial=outcome, augment_kind=kind)
 
 
@@ -196,9 +201,12 @@ def _size_plausible(
         plausible = given or Plausible(student, None, "--student given")
         return [(plausible, size_family(request, student, plausible.view))]
     sized, first_error = [], None
-    for p in evidence.families:
+    for i, p in enumerate(evidence.families):
+        # The evidence's choice gets the full table; the others only their largest fitting
+        # candidate, measured from the top down without host timing (they are only tried).
+        asked = request if i == 0 else dataclasses.replace(request, measure_host=False)
         try:
-            sized.append((p, size_family(request, p.family, p.view)))
+            sized.append((p, size_family(asked, p.family, p.view, top_down=i > 0)))
         except NothingFitsError as exc:
             first_error = first_error or exc
     if not sized:
@@ -299,7 +307,7 @@ class Trial:
         incumbent = self.default_level(p)
         if len(levels) < 2:
             return None, f"{incumbent}: the only level that applies"
-        if not self.steps:
+        if not self.steps and not self.why_not:
             self.steps = self.budget(len(levels))
         if not self.steps:
             return None, f"{incumbent}: the default (no trial: {self.why_not})"
@@ -327,7 +335,7 @@ class Trial:
         from edgekd.distill.methods import get_method
         from edgekd.distill.views import LIVE_TEACHER_MAX_PARAMS, NO_AUGMENT_STRATEGIES
 
-        if self.why_not or self.strategy in NO_AUGMENT_STRATEGIES:
+        if self.teaching.model is None or self.strategy in NO_AUGMENT_STRATEGIES:
             return []
         if self.teaching.params > LIVE_TEACHER_MAX_PARAMS:
             return []
