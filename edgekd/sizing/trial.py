@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.data import DataBundle
-from edgekd.errors import BadInputError
+from edgekd.errors import BadInputError, EdgekdError
 from edgekd.progress import status
 from edgekd.sizing.candidate import Candidate, SizingRequest
 from edgekd.sizing.evidence import (
@@ -209,6 +209,11 @@ def _size_plausible(
             sized.append((p, size_family(asked, p.family, p.view, top_down=i > 0)))
         except NothingFitsError as exc:
             first_error = first_error or exc
+        except EdgekdError:
+            # A challenger that cannot take this data (inputs it does not read, an export it
+            # refuses) is not tried; the evidence's own choice still fails loudly.
+            if i == 0:
+                raise
     if not sized:
         assert first_error is not None
         raise first_error
