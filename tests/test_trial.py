@@ -44,9 +44,7 @@ def teaching() -> Teaching:
         input_kind="vector",
     )
     outputs = {k: predict_logits(teacher, getattr(data, k)) for k in ("train", "val")}
-    return Teaching(
-        teacher, {}, data, 3, CLAIMED_TEACHER_PARAMS, outputs["train"], outputs["val"]
-    )
+    return Teaching(teacher, {}, data, 3, CLAIMED_TEACHER_PARAMS, outputs["train"], outputs["val"])
 
 
 @pytest.fixture(autouse=True)
