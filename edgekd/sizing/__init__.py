@@ -26,9 +26,11 @@ only adds fitting candidates, so it can never pick a smaller student.
 
 The package: ``space`` (what is searched), ``candidate`` (one candidate's costs and lines, and the
 ``SizingRequest``), ``search`` (the search and its result), ``onnx_cost`` and ``roofline`` (the
-graph's work and the device estimate). This module re-exports their public names and holds the
-``edgekd size`` verb. The runtime's own footprint is ``edgekd.bench.memory.runtime_baseline_mb``;
-the table is ``edgekd.report.sizing_table``.
+graph's work and the device estimate), ``evidence`` (which families the teacher's structure and
+the data's shape make plausible) and ``trial`` (``choose_student``: those families sized, then a
+short trial between them and between augmentation levels). This module re-exports their public
+names and holds the ``edgekd size`` verb. The runtime's own footprint is
+``edgekd.bench.memory.runtime_baseline_mb``; the table is ``edgekd.report.sizing_table``.
 """
 
 from __future__ import annotations
