@@ -6,6 +6,7 @@ report shows what distillation keeps.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from edgekd.data import DataBundle
 from edgekd.progress import status
 from edgekd.students import build_student
 from edgekd.students.checkpoint import load_model, save_model
+from edgekd.train.device import resolve_device
 from edgekd.train.loop import TrainConfig, accuracy, predict_logits, train_student
 
 # Per input kind: (family, width, depth) of the default teacher. The image teacher (557k
@@ -99,7 +101,8 @@ def default_teacher(
         family=family,
         width=width,
         depth=depth,
-        config=config,
+        # Keyed by where it trains (cpu or cuda), not how that was asked (auto, cuda:1).
+        config=dataclasses.replace(config, device=resolve_device(device).type),
         augment=level,
         torch=torch.__version__.split("+")[0],
         v=3,  # 3: initial weights seeded
