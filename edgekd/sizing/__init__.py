@@ -111,10 +111,6 @@ def size_for_target(
 
     bundle = load_data(data, seed=seed)
     profile = load_target(target)
-    if precision != "fp32":  # the trial's choice is made at fp32; this only re-checks the lines
-        return size_student_to_budget(
-            profile, bundle, _teacher_params(bundle), student, precision=precision
-        )
     config = DistillConfig(target=target, data=data, student=student, seed=seed)
     if trial:
         from edgekd.teacher.prepare import prepare_teaching
@@ -128,7 +124,9 @@ def size_for_target(
             model=model, data=bundle, train_outputs=None, val_outputs=None, loaded=None,
             params=_teacher_params(bundle),
         )  # fmt: skip
-    return choose_student(config, profile, teaching, bundle, "kd", "offline", run_trial=trial)
+    return choose_student(
+        config, profile, teaching, bundle, "kd", "offline", run_trial=trial, precision=precision
+    )
 
 
 def _teacher_params(bundle):

@@ -150,19 +150,22 @@ def choose_student(
     method: str,
     strategy: str,
     run_trial: bool = True,
+    precision: str = "fp32",
 ) -> SizingResult:
     """The sized student ``distill`` trains, with the evidence and the trial that chose it.
 
     ``config``: the ``DistillConfig``; ``teaching``: ``edgekd.teacher.prepare.Teaching``;
     ``sized_data``: the data with one output per class. ``--student`` fixes the family (no family
-    trial); ``--augment`` fixes the level (no augmentation trial).
+    trial); ``--augment`` fixes the level (no augmentation trial). ``run_trial=False``: size the
+    plausible families and keep the evidence's choice (``edgekd size`` without ``--trial``).
+    ``precision``: the budget lines are checked at it (``edgekd size --precision``).
 
     >>> choose_student(config, load_target("iot"), teaching, data, "kd", "offline").chosen.family
     ... # doctest: +SKIP
     'cnn1d'
     """
     evidence = evidence_for(read_structure(teaching, config), sized_data)
-    request = SizingRequest(target, sized_data, teaching.params)
+    request = SizingRequest(target, sized_data, teaching.params, precision=precision)
     sized = _size_plausible(request, evidence, config.student)
     trial = Trial(config, teaching, sized_data, method, strategy)
     if not run_trial:
