@@ -53,7 +53,8 @@ from edgekd.rundir import (
     run_dir,
 )
 from edgekd.safety.versions import check_versions
-from edgekd.sizing import SizingResult, build_candidate, size_student_to_budget
+from edgekd.sizing import SizingResult, build_candidate
+from edgekd.sizing.trial import as_student_sees, choose_student
 from edgekd.students import count_params
 from edgekd.students.checkpoint import save_model
 from edgekd.targets import TargetProfile, load_target
@@ -232,9 +233,10 @@ def prepare_run(
     lap("teacher")
     # Sizing builds heads with one output per class, or per embedding dimension.
     sized_data = dataclasses.replace(teaching.data, num_classes=teaching.num_outputs)
-    size = size_student_to_budget
-    args = (inputs.target, sized_data, teaching.params, config.student)
-    sizing = size(*args) if dist is None else dist.from_main(size, *args)  # measures: rank 0
+    # The teacher's structure and a short trial choose the family (edgekd.sizing.trial).
+    args = (config, inputs.target, teaching, sized_data, inputs.method, inputs.strategy)
+    sizing = choose_student(*args) if dist is None else dist.from_main(choose_student, *args)
+    teaching, sized_data = as_student_sees(teaching, sized_data, sizing)
     lap("size")
     return PreparedRun(
         config,
@@ -377,7 +379,10 @@ def _train(run: PreparedRun, folder: RunFolder) -> Training:
         f"{run.teaching.params:,}), est. {candidate.latency_estimate_ms:.3f} ms on "
         f"{run.target.device.name} (estimate)"
     )
-    job, augment_why = make_job(config, run.teaching, student, run.strategy, run.method, dist)
+    tried = run.sizing.trial.augment if run.sizing.trial else None  # the trial's level
+    job_config = config if tried is None else dataclasses.replace(config, augment=tried)
+    job, augment_why = make_job(job_config, run.teaching, student, run.strategy, run.method, dist)
+    augment_why = augment_why if tried is None else f"{tried} ({run.sizing.trial.augment_why})"
     stages = dataclasses.replace(job, checkpoints=folder.work / STAGES_DIR, resume=folder.resume)
     device = training_device(config.device, dist)
     reset_peak_memory(device)

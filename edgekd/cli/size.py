@@ -20,13 +20,21 @@ def size(
         str, typer.Option(help="Check the budget at this precision: fp32 or int8.")
     ] = "fp32",
     seed: Seed = 0,
+    trial: Annotated[
+        bool,
+        typer.Option(
+            help="Train the default teacher (or reuse it from the cache) and run the short trial "
+            "between the plausible student families and augmentation levels, as distill does."
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Size a student for TARGET: every candidate's params, MACs, file size, estimated device
-    latency and memory, measured host latency, and which budget lines it breaks."""
+    latency and memory, measured host latency, and which budget lines it breaks; which families
+    the teacher and the data make plausible, and (--trial) the trial between them."""
     from edgekd.sizing import size_for_target
 
-    result = size_for_target(target, data, student, precision, seed)
+    result = size_for_target(target, data, student, precision, seed, trial)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -57,3 +65,23 @@ def size(
     )
     for note in result.notes:
         console.print(f"  note: {note}", highlight=False)
+    _print_choice(console, result)
+
+
+def _print_choice(console, result) -> None:
+    """The evidence for the family and the trial's table (``edgekd.sizing.trial``)."""
+    from rich import box
+    from rich.table import Table
+
+    from edgekd.report.sizing_table import TRIAL_COLUMNS, choice_lines, trial_rows
+
+    for line in choice_lines(result):
+        console.print(line, highlight=False)
+    rows = trial_rows(result)
+    if rows:
+        table = Table(title="trial (validation agreement with the teacher)", box=box.SIMPLE_HEAD)
+        for col in TRIAL_COLUMNS:
+            table.add_column(col, justify="left" if col in ("stage", "candidate") else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)

@@ -60,6 +60,58 @@ def sizing_rows(result: SizingResult | dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+TRIAL_COLUMNS = ("stage", "candidate", "sees", "params", "augment", "steps", "val agreement")
+
+
+def trial_rows(result: SizingResult | dict[str, Any]) -> list[list[str]]:
+    """One row per trial run (``edgekd.sizing.trial``); none where there was no trial."""
+    d = result.to_dict() if isinstance(result, SizingResult) else result
+    trial = d.get("trial") or {}
+    return [
+        [
+            r["stage"],
+            r["candidate"],
+            "as given" if r["view"] is None else "[" + ",".join(map(str, r["view"])) + "]",
+            f"{r['params']:,}",
+            r["augment"],
+            str(r["steps"]),
+            f"{r['agreement']:.3f}",
+        ]
+        for r in trial.get("rows", [])
+    ]
+
+
+def choice_lines(result: SizingResult | dict[str, Any]) -> list[str]:
+    """The evidence for the family and what the trial chose, as sentences."""
+    d = result.to_dict() if isinstance(result, SizingResult) else result
+    evidence, trial = d.get("evidence") or {}, d.get("trial") or {}
+    lines = [f"evidence: {x}" for x in evidence.get("evidence", [])]
+    if trial.get("sized"):
+        each = ", ".join(f"{x['candidate']} ({x['params']:,})" for x in trial["sized"])
+        lines.append(f"largest fitting candidate of each plausible family: {each}")
+    elif evidence.get("families"):
+        names = ", ".join(p["family"] for p in evidence["families"])
+        lines.append(f"plausible families: {names}")
+    if trial:
+        lines.append(f"family: {trial['family_why']}")
+        lines.append(f"augmentation: {trial['augment_why']}")
+        if trial.get("rows"):
+            lines.append(
+                f"trial: {len(trial['rows'])} runs of at most {trial['steps_per_run']} steps on "
+                f"{trial['train_samples']} training samples, {trial['seconds']:.1f} s"
+            )
+    return lines
+
+
+def _choice_markdown(d: dict[str, Any]) -> list[str]:
+    lines = ["", "How the family was chosen:", ""] + [f"- {x}" for x in choice_lines(d)]
+    rows = trial_rows(d)
+    if rows:
+        lines += ["", "| " + " | ".join(TRIAL_COLUMNS) + " |", "|" + "---|" * len(TRIAL_COLUMNS)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
 def sizing_markdown(result: SizingResult | dict[str, Any]) -> str:
     """The search as a Markdown table, with what "est." means under it."""
     d = result.to_dict() if isinstance(result, SizingResult) else result
@@ -75,4 +127,6 @@ def sizing_markdown(result: SizingResult | dict[str, Any]) -> str:
         f"breaks: {stop}. est. = estimated for {d['device']} (roofline model, not a "
         "measurement); host ms = measured on this host, 1 thread.",
     ]
+    if d.get("evidence") or d.get("trial"):
+        lines += _choice_markdown(d)
     return "\n".join(lines)

@@ -26,9 +26,11 @@ only adds fitting candidates, so it can never pick a smaller student.
 
 The package: ``space`` (what is searched), ``candidate`` (one candidate's costs and lines, and the
 ``SizingRequest``), ``search`` (the search and its result), ``onnx_cost`` and ``roofline`` (the
-graph's work and the device estimate). This module re-exports their public names and holds the
-``edgekd size`` verb. The runtime's own footprint is ``edgekd.bench.memory.runtime_baseline_mb``;
-the table is ``edgekd.report.sizing_table``.
+graph's work and the device estimate), ``evidence`` (which families the teacher's structure and
+the data's shape make plausible) and ``trial`` (``choose_student``: those families sized, then a
+short trial between them and between augmentation levels). This module re-exports their public
+names and holds the ``edgekd size`` verb. The runtime's own footprint is
+``edgekd.bench.memory.runtime_baseline_mb``; the table is ``edgekd.report.sizing_table``.
 """
 
 from __future__ import annotations
@@ -91,17 +93,43 @@ def size_for_target(
     student: str | None = None,
     precision: str = "fp32",
     seed: int = 0,
+    trial: bool = False,
 ) -> SizingResult:
-    """``edgekd size``: load the target and data, size against the default teacher's parameters.
+    """``edgekd size``: load the target and data, read the default teacher's structure, size every
+    plausible family against its parameters (``edgekd.sizing.trial``); ``trial``: train the
+    default teacher (or reuse it from the cache) and run the short trial between the families.
 
     >>> size_for_target("iot").chosen.params <= 60_000  # doctest: +SKIP
     True
     """
+    from types import SimpleNamespace
+
+    from edgekd.config import DistillConfig
     from edgekd.data import load_data
+    from edgekd.sizing.trial import choose_student
     from edgekd.targets import load_target
-    from edgekd.teacher.default import default_teacher_params
 
     bundle = load_data(data, seed=seed)
-    return size_student_to_budget(
-        load_target(target), bundle, default_teacher_params(bundle), student, precision=precision
+    profile = load_target(target)
+    config = DistillConfig(target=target, data=data, student=student, seed=seed)
+    if trial:
+        from edgekd.teacher.prepare import prepare_teaching
+
+        teaching = prepare_teaching(config, bundle)
+    else:
+        from edgekd.teacher.default import default_teacher_model
+
+        model = default_teacher_model(bundle)
+        teaching = SimpleNamespace(
+            model=model, data=bundle, train_outputs=None, val_outputs=None, loaded=None,
+            params=_teacher_params(bundle),
+        )  # fmt: skip
+    return choose_student(
+        config, profile, teaching, bundle, "kd", "offline", run_trial=trial, precision=precision
     )
+
+
+def _teacher_params(bundle):
+    from edgekd.teacher.default import default_teacher_params
+
+    return default_teacher_params(bundle)

@@ -84,6 +84,7 @@ class Candidate:
     int8_peak_memory_mb_estimate: float | None
     host_ms: float | None  # measured p50 on this host (1 thread); None when not measured
     lines: tuple[Line, ...] = ()
+    view: tuple[int, ...] | None = None  # the shape the family sees, if not the data's
 
     @property
     def label(self) -> str:
@@ -129,7 +130,9 @@ class Candidate:
 
 def build_candidate(candidate: Candidate, data: DataBundle) -> Any:
     """Rebuild the student a candidate describes (fresh weights)."""
-    space = search_space(data, candidate.family, (candidate.width or 1.0,), (candidate.depth or 1,))
+    space = search_space(
+        data, candidate.family, (candidate.width or 1.0,), (candidate.depth or 1,), candidate.view
+    )
     return space.build(candidate.width, candidate.depth)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,10 @@ class SizingResult:
     max_share_of_teacher: float
     runtime_baseline_mb: float
     notes: tuple[str, ...] = field(default=())
+    # Set by edgekd.sizing.trial.choose_student (typed loosely: trial imports this module).
+    evidence: Any = None  # edgekd.sizing.evidence.FamilyEvidence: why these families
+    trial: Any = None  # edgekd.sizing.trial.TrialResult: the short trial between them
+    augment_kind: str | None = None  # the input kind whose augmentation the student gets
 
     @property
     def stopped_by(self) -> tuple[Line, ...]:
@@ -71,6 +75,9 @@ class SizingResult:
             "runtime_baseline_mb": self.runtime_baseline_mb,
             "latency_label": "estimate",
             "notes": list(self.notes),
+            "evidence": None if self.evidence is None else self.evidence.to_dict(),
+            "trial": None if self.trial is None else self.trial.to_dict(),
+            "augment_kind": self.augment_kind,
         }
 
 
@@ -136,8 +143,51 @@ def size_student_to_budget(
     raise first_error
 
 
-def _size_one(request: SizingRequest, student: str) -> SizingResult:
-    space = search_space(request.data, student, request.widths, request.depths)
+def size_family(
+    request: SizingRequest,
+    family: str,
+    view: Sequence[int] | None = None,
+    top_down: bool = False,
+) -> SizingResult:
+    """The largest candidate of one family (or factory) that fits, the family built for ``view``
+    where given; :class:`NothingFitsError` when none does. ``top_down``: measure only from the
+    largest candidate within the exact lines downwards until one fits (the table then holds only
+    those: a family the trial may pass over needs no full table)."""
+    if top_down:
+        found = _size_top_down(request, family, view)
+        if found is not None:
+            return found
+    return _size_one(request, family, view)
+
+
+def _size_top_down(
+    request: SizingRequest, family: str, view: Sequence[int] | None
+) -> SizingResult | None:
+    """See :func:`size_family`; None when nothing within the exact lines fits (the full search
+    then says why)."""
+    from edgekd.students import count_params
+
+    space = search_space(request.data, family, request.widths, request.depths, view)
+    if request.baseline_mb is None:
+        request = dataclasses.replace(request, baseline_mb=runtime_baseline_mb())
+    # Counting parameters needs no export: the points that break an exact line are dropped
+    # before anything is measured.
+    sizes = [(count_params(space.build(w, d)), w, d) for w, d in space.grid]
+    within = sorted((p for p in sizes if not request.breaks_exact_line(p[0])), reverse=True)
+    measured: list[Candidate] = []
+    with _one_torch_thread():
+        for _, width, depth in within:
+            measured.append(_measure_point(space, width, depth, request))
+            if measured[-1].fits:
+                note = "measured from the largest candidate within the exact lines down"
+                return _result(request, space, measured, extra_notes=(note,))
+    return None
+
+
+def _size_one(
+    request: SizingRequest, student: str, view: Sequence[int] | None = None
+) -> SizingResult:
+    space = search_space(request.data, student, request.widths, request.depths, view)
     if request.baseline_mb is None:
         request = dataclasses.replace(request, baseline_mb=runtime_baseline_mb())
     measured: dict[tuple, Candidate] = {}
@@ -148,8 +198,17 @@ def _size_one(request: SizingRequest, student: str) -> SizingResult:
             signature = (c.params, c.macs, round(c.size_kb, 3))
             if signature not in measured or c.order < measured[signature].order:
                 measured[signature] = c
-    candidates = tuple(sorted(measured.values(), key=lambda c: c.order))
-    notes = _NOTES
+    return _result(request, space, measured.values())
+
+
+def _result(
+    request: SizingRequest,
+    space: SearchSpace,
+    measured: Iterable[Candidate],
+    extra_notes: tuple[str, ...] = (),
+) -> SizingResult:
+    candidates = tuple(sorted(measured, key=lambda c: c.order))
+    notes = _NOTES + extra_notes
     if request.teacher_params is None:
         notes += ("teacher size unknown: the share-of-teacher line was not checked",)
     fitting = [c for c in candidates if c.fits]
@@ -196,7 +255,7 @@ def _measure_point(
     lines = check_lines(
         c, request.target, request.precision, request.teacher_params, request.max_share
     )
-    return dataclasses.replace(c, lines=lines)
+    return dataclasses.replace(c, lines=lines, view=space.view)
 
 
 def _nothing_fits(target: TargetProfile, name: str, candidates: Sequence[Candidate]) -> str:

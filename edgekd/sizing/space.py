@@ -24,6 +24,7 @@ class SearchSpace:
     name: str
     grid: tuple[tuple[float | None, float | None], ...]
     build: Callable[[float | None, float | None], Any]  # (width, depth) -> nn.Module
+    view: tuple[int, ...] | None = None  # the shape the family is built for, if not the data's
 
 
 def search_space(
@@ -31,10 +32,18 @@ def search_space(
     student: str | None,
     widths: Sequence[float],
     depths: Sequence[float] | None,
+    view: Sequence[int] | None = None,
 ) -> SearchSpace:
     """The family or factory ``student`` names (None: the default family for the data's input
-    kind) over ``widths`` x ``depths`` (None: the family's own depths)."""
-    from edgekd.students import build_student, families_for, family_options, get_family
+    kind) over ``widths`` x ``depths`` (None: the family's own depths). ``view``: the shape a
+    family is built for when it is not the data's (``edgekd.students.student_view``)."""
+    from edgekd.students import (
+        build_student,
+        families_for,
+        family_options,
+        get_family,
+        student_view,
+    )
     from edgekd.students.factory import is_factory_spec, load_student_factory
 
     shape = data.sample_shapes[data.input_names[0]]
@@ -49,7 +58,8 @@ def search_space(
         )
     if student:
         fam = get_family(student)
-        if data.input_kind not in fam.input_kinds:
+        takes = data.input_kind in fam.input_kinds
+        if not takes and view is None and student_view(fam.name, shape) is None:
             raise BadInputError(
                 f"student family {fam.name!r} takes {', '.join(fam.input_kinds)} inputs; "
                 f"data {data.name!r} has {data.input_kind} inputs"
@@ -60,8 +70,11 @@ def search_space(
             raise BadInputError(f"no student family takes {data.input_kind} inputs")
         fam = found[0]
     options = family_options(fam.name, data)
+    if view is not None:
+        options["view"] = tuple(view)
     return SearchSpace(
         fam.name,
         tuple((w, d) for d in (depths or fam.depths) for w in widths),
         lambda w, d: build_student(fam.name, shape, data.num_classes, w, int(d), **options),
+        tuple(view) if view is not None else student_view(fam.name, shape),
     )

@@ -6,17 +6,27 @@ the last feature map before pooling, which feature-based distillation taps) and 
 ``@register_student``; modules here are imported automatically. A family also says which depths
 the budget search tries (``depths``) and, where the architecture needs facts about the data beyond
 the sample shape (a vocabulary size), how to read them (``options``).
+
+A family may also take the same numbers in another shape (a *view*): a 1-D conv net over a signal
+stored ``[N, 40]`` sees ``[N, 1, 40]``, an image CNN over ``[N, 64]`` sees ``[N, 1, 8, 8]``. The
+student then reshapes its input itself (a ``Reshape`` is its first ONNX op), so the exported model
+takes the user's shape unchanged. :func:`student_view` says which view a family gets by default:
+a channel axis added in front, and a flat vector becomes a square image only when its length is a
+perfect square (nothing else tells H from W; a teacher that shows its own view, see
+``edgekd.sizing.evidence``, passes it as ``view=``).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
+from edgekd.errors import BadInputError
 from edgekd.registry import Registry
 
 
@@ -69,21 +79,74 @@ def all_families() -> list[StudentFamily]:
     return list(FAMILIES.all().values())
 
 
+_RANK_KIND = {1: "vector", 2: "sequence", 3: "image"}  # as edgekd.data's rank rule for floats
+
+
+class View(nn.Module):
+    """The user's input reshaped to the shape a family is built for (batch axis kept)."""
+
+    def __init__(self, view: tuple[int, ...]) -> None:
+        super().__init__()
+        self.view = tuple(int(d) for d in view)
+
+    def forward(self, x):
+        return x.reshape(-1, *self.view)
+
+
+def student_view(family: str, sample_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The shape ``family`` sees for inputs of ``sample_shape`` when it does not take that shape's
+    rank itself: ``(1, L)`` for a sequence family over ``(L,)``; ``(C, r, r)`` for an image family
+    over ``(C, r*r)`` or ``(r*r,)`` (C = 1); None where no view applies or none is needed.
+
+    >>> student_view("cnn1d", (40,)), student_view("cnn", (64,)), student_view("cnn", (48,))
+    ((1, 40), (1, 8, 8), None)
+    """
+    import math
+
+    fam = get_family(family)
+    shape = tuple(sample_shape)
+    if _RANK_KIND.get(len(shape)) in fam.input_kinds:
+        return None
+    if "sequence" in fam.input_kinds and len(shape) == 1:
+        return (1, shape[0])
+    if "image" in fam.input_kinds and len(shape) in (1, 2):
+        channels, length = (1, shape[0]) if len(shape) == 1 else shape
+        side = math.isqrt(length)
+        if side >= 2 and side * side == length:
+            return (channels, side, side)
+    return None
+
+
 def build_student(
     family: str,
     sample_shape: tuple[int, ...],
     num_classes: int,
     width: float = 1.0,
     depth: int = 2,
+    view: tuple[int, ...] | None = None,
     **facts: Any,
 ) -> nn.Module:
     """Build a student. ``facts`` about the data (``input_shapes``, ``vocab_size``, ...) reach the
     families whose build function names them as parameters, and are recorded with the knobs.
+    ``view``: the shape the family is built for when it is not ``sample_shape`` (default:
+    :func:`student_view`); the student reshapes its input to it first.
     """
     fam = get_family(family)
     accepted = inspect.signature(fam.build).parameters
     extra = {k: v for k, v in facts.items() if k in accepted}
-    model = fam.build(tuple(sample_shape), num_classes, width=width, depth=depth, **extra)
+    given = view is not None
+    view = tuple(view) if given else student_view(family, tuple(sample_shape))
+    if view is not None and math.prod(view) != math.prod(sample_shape):
+        raise BadInputError(
+            f"student view {list(view)} does not hold the {math.prod(sample_shape)} values of "
+            f"a {list(sample_shape)} sample"
+        )
+    built_for = tuple(view) if view is not None else tuple(sample_shape)
+    model = fam.build(built_for, num_classes, width=width, depth=depth, **extra)
+    if view is not None:
+        # Reshape first, inside the body, so that forward (head(features(x))) and the taps on
+        # the last feature map stay as the family wrote them.
+        model.features = nn.Sequential(View(view), model.features)
     # Recorded so that a checkpoint can rebuild the architecture without executing user code.
     model.edgekd_arch = {
         "family": family,
@@ -94,6 +157,8 @@ def build_student(
     }
     if extra:
         model.edgekd_arch["options"] = dict(extra)
+    if given:  # a default view is derived again from the shape; a given one must be recorded
+        model.edgekd_arch["view"] = list(view)
     return model
 
 

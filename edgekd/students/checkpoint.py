@@ -79,6 +79,7 @@ def load_model(path: str | Path) -> nn.Module:
         arch["num_classes"],
         arch["width"],
         arch["depth"],
+        view=arch.get("view"),
         **arch.get("options", {}),
     )
     try:

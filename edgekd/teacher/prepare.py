@@ -79,7 +79,9 @@ def _default_teaching(config, data: DataBundle, dist=None) -> Teaching:
             f"{data.name}: the default teacher is trained on labels and this data has none; "
             "pass --teacher"
         )
-    model, info = default_teacher(data, seed=config.seed, epochs=config.teacher_epochs, dist=dist)
+    model, info = default_teacher(
+        data, seed=config.seed, epochs=config.teacher_epochs, dist=dist, device=config.device
+    )
     return Teaching(
         model,
         info.to_dict(),

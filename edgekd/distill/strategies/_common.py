@@ -217,7 +217,7 @@ def fresh_like(model: nn.Module, seed: int) -> nn.Module:
     if arch is not None:
         return build_student(
             arch["family"], tuple(arch["sample_shape"]), arch["num_classes"],
-            arch["width"], arch["depth"],
+            arch["width"], arch["depth"], view=arch.get("view"),
         )  # fmt: skip
     clone = copy.deepcopy(model)
     for module in clone.modules():

@@ -47,7 +47,12 @@ def size_assistant(student: nn.Module, teacher: nn.Module) -> dict:
         width = round(arch["width"] * 16 ** (i / WIDTH_STEPS), 4)
         params = count_params(
             build_student(
-                arch["family"], tuple(arch["sample_shape"]), arch["num_classes"], width, depth
+                arch["family"],
+                tuple(arch["sample_shape"]),
+                arch["num_classes"],
+                width,
+                depth,
+                view=arch.get("view"),
             )
         )
         if not p_s < params < p_t:
@@ -77,7 +82,7 @@ def assistant(job: DistillJob) -> StrategyResult:
     torch.manual_seed(job.train.seed + 1)
     helper = build_student(
         knobs["family"], tuple(arch["sample_shape"]), arch["num_classes"],
-        knobs["width"], knobs["depth"],
+        knobs["width"], knobs["depth"], view=arch.get("view"),
     )  # fmt: skip
     _, first = distill_from(job.teacher, helper, with_train(job, seed=job.train.seed + 1), "assist")
     # The assistant is trained now, so its logits are not worth caching across runs.
