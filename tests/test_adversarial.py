@@ -420,8 +420,10 @@ def test_sigterm_after_training_keeps_the_folder_for_resume(tmp_path, monkeypatc
 
     # sized from estimates only (the host measurements are sizing's tests' business)
     quick = {"widths": (0.25, 0.5), "measure_host": False, "baseline_mb": 56.0}
-    sized = functools.partial(edgekd.pipeline.size_student_to_budget, **quick)
-    monkeypatch.setattr(edgekd.pipeline, "size_student_to_budget", sized)
+    import edgekd.sizing.trial
+
+    sized = functools.partial(edgekd.sizing.trial.SizingRequest, **quick)
+    monkeypatch.setattr(edgekd.sizing.trial, "SizingRequest", sized)
     monkeypatch.setattr(edgekd.pipeline, "_export", _sigterm_self)
     x, y = _xy(90)
     np.savez(tmp_path / "data.npz", x=x, y=y)
