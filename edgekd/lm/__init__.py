@@ -1,6 +1,3 @@
-"""Causal language models, white-box (``edgekd distill --task causal-lm``): text into token
-blocks (``data.py``), the teacher and its tokenizer (``teacher.py``), its outputs cached as top-k
-log-probabilities (``topk.py``), the student family (``student.py``), training (``train.py``),
-vocabulary pruning (``vocab.py``), sizing, export, quantization and bench, and the run that ties
-them together (``pipeline.py``).
-"""
+"""Causal language models (``edgekd distill --task causal-lm``): the student family, data, teachers,
+training, export with a KV cache, weight-only quantization, sizing to a target's LM budget lines,
+and the LM benchmark. See ARCHITECTURE.md for which file owns what."""
