@@ -9,11 +9,14 @@ by ``edgekd.runtimes`` and speaks the graph contract ``edgekd.lm.export`` writes
              present.{i}.key / .value [batch, kv_heads, past_sequence + sequence, head_dim]
 
 (the names Hugging Face Optimum and onnxruntime-genai use). Prefill is the same graph with
-``past_sequence = 0``, so one file serves both phases.
+``past_sequence = 0``, so one file serves both phases. :class:`TorchLM` puts a PyTorch model
+behind the same ``step``/``empty_cache`` interface (importing torch only when it steps), so
+:func:`greedy` and the benchmark treat both alike.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,33 +86,66 @@ class OnnxLM:
         return out[0], new_cache
 
     def greedy(self, prompt: Sequence[int], new_tokens: int) -> Continuation:
-        ids = _check_prompt(prompt)
-        logits, cache = self.step(ids, self.empty_cache())
-        steps, tokens = [logits[0]], []
-        for _ in range(new_tokens):
-            tokens.append(int(steps[-1][-1].argmax()))
-            if len(tokens) == new_tokens:
-                break
-            logits, cache = self.step(np.array([[tokens[-1]]], dtype=np.int64), cache)
+        return greedy(self, prompt, new_tokens)
+
+
+class TorchLM:
+    """A PyTorch causal LM (an ``LMStudent``, a ``transformers`` model, or a module mapping
+    ``input_ids`` to logits) behind :class:`OnnxLM`'s ``step``/``empty_cache``/``greedy``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model.eval()
+
+    def empty_cache(self, batch: int = 1) -> Any:
+        return None
+
+    def step(self, input_ids: np.ndarray, cache: Any) -> tuple[np.ndarray, Any]:
+        import torch
+
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))
+        with torch.no_grad():
+            logits, cache = _call_torch(self.model, ids, cache)
+        return logits.float().numpy(), cache
+
+    def greedy(self, prompt: Sequence[int], new_tokens: int) -> Continuation:
+        return greedy(self, prompt, new_tokens)
+
+
+def _cache_keyword(model: Any) -> str | None:
+    """The keyword a model takes its KV cache by: ``past_key_values`` (the ``LMStudent``
+    contract, transformers 4.x) or ``cache`` (transformers 5.x); None for a plain module."""
+    params = inspect.signature(model.forward).parameters
+    return next((k for k in ("cache", "past_key_values") if k in params), None)
+
+
+def _call_torch(model: Any, ids: Any, cache: Any) -> tuple[Any, Any]:
+    import torch
+
+    keyword = _cache_keyword(model)
+    if keyword is None:  # a plain module: ids -> logits, no cache (each step re-reads the prefix)
+        full = ids if cache is None else torch.cat([cache, ids], dim=1)
+        logits = model(full)
+        logits = logits[0] if isinstance(logits, tuple | list) else logits
+        return logits[:, -ids.shape[1]:], full
+    out = model(ids, **{keyword: cache}, use_cache=True)
+    if hasattr(out, "logits"):  # a transformers ModelOutput
+        return out.logits, out.get("cache", out.get("past_key_values"))
+    return out
+
+
+def greedy(lm: Any, prompt: Sequence[int], new_tokens: int) -> Continuation:
+    """Greedy decoding with the cache on anything with ``step`` and ``empty_cache``."""
+    ids = _check_prompt(prompt)
+    logits, cache = lm.step(ids, lm.empty_cache())
+    steps, tokens = [logits[0]], []
+    while len(tokens) < new_tokens:
+        tokens.append(int(steps[-1][-1].argmax()))
+        if len(tokens) < new_tokens:
+            logits, cache = lm.step(np.array([[tokens[-1]]], dtype=np.int64), cache)
             steps.append(logits[0])
-        return Continuation(tuple(int(t) for t in ids[0]), tuple(tokens), tuple(steps))
+    return Continuation(tuple(int(t) for t in ids[0]), tuple(tokens), tuple(steps))
 
 
 def torch_greedy(model: Any, prompt: Sequence[int], new_tokens: int) -> Continuation:
-    """The same loop in PyTorch, for a module with the ``LMStudent`` forward contract
-    (``model(ids, past_key_values=..., use_cache=True) -> (logits, cache)``)."""
-    import torch
-
-    ids = torch.from_numpy(_check_prompt(prompt))
-    model.eval()
-    with torch.no_grad():
-        logits, cache = model(ids, use_cache=True)
-        steps, tokens = [logits[0].float().numpy()], []
-        for _ in range(new_tokens):
-            tokens.append(int(steps[-1][-1].argmax()))
-            if len(tokens) == new_tokens:
-                break
-            step = torch.tensor([[tokens[-1]]], dtype=torch.long)
-            logits, cache = model(step, past_key_values=cache, use_cache=True)
-            steps.append(logits[0].float().numpy())
-    return Continuation(tuple(int(t) for t in ids[0]), tuple(tokens), tuple(steps))
+    """The same loop in PyTorch (the reference the export's parity check compares with)."""
+    return greedy(TorchLM(model), prompt, new_tokens)
