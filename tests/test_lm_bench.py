@@ -100,3 +100,24 @@ def test_side_by_side_table():
     ]
     with pytest.raises(BadInputError, match="1 continuations for 2 prompts"):
         side_by_side(["a", "b"], {"m": ["x"]})
+
+
+def test_budget_lines_from_a_row():
+    from edgekd.lm.bench import LMBenchResult, budget_lines
+    from edgekd.targets import LMBudget
+
+    row = LMBenchResult(name="s", format="onnx", path="s.onnx", size_bytes=3 * 2**20,
+                        perplexity=13.0, top1_agreement=0.5, kl_to_teacher=0.1, ttft_ms=1.0,
+                        ttft_p95_ms=2.0, decode_ms_per_token=3.0, decode_p95_ms=4.0,
+                        decode_tokens_per_s=333.3, peak_memory_mb=None, prompt_tokens=4,
+                        context_tokens=8, continuations=())
+    budget = LMBudget(decode_ms_per_token=5.0, ttft_ms=1.0, prompt_tokens=4, model_size_mb=2.0,
+                      memory_mb=100.0, context_tokens=8, perplexity_increase=0.25)
+    lines = {line.name: line for line in budget_lines(row, budget, teacher_perplexity=10.0)}
+    assert lines["decode_ms_per_token"].value == 4.0 and lines["decode_ms_per_token"].passed
+    assert lines["ttft_ms"].passed is False and lines["model_size_mb"].value == pytest.approx(3.0)
+    assert lines["memory_mb"].passed is None  # not measured: the gate cannot decide
+    assert lines["perplexity_increase"].value == pytest.approx(0.3)
+    ppl = lines["perplexity_increase"]
+    assert ppl.kind == "relative" and not ppl.passed
+    assert budget_lines(row, LMBudget(), 10.0) == []  # no [lm] table: no lines

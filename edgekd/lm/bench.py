@@ -39,6 +39,7 @@ from edgekd.bench.stats import LatencySamples
 from edgekd.errors import BadInputError
 from edgekd.lm.decode import OnnxLM, TorchLM
 from edgekd.lm.metrics import log_softmax
+from edgekd.results import Line
 
 
 def open_onnx_lm(path: str | Path, threads: int = 1) -> OnnxLM:
@@ -243,3 +244,20 @@ def side_by_side(prompts: Sequence[str], continuations: Mapping[str, Sequence[st
     body = ["| " + " | ".join([cell(p)] + [cell(continuations[n][i]) for n in names]) + " |"
             for i, p in enumerate(prompts)]
     return "\n".join([head, rule, *body])
+
+
+def budget_lines(row: LMBenchResult, budget: Any, teacher_perplexity: float | None) -> list[Line]:
+    """The set lines of a target's ``LMBudget`` with ``row``'s measured figures: decode and
+    time to first token at p95 on this host (``absolute``, as the classifier's latency line),
+    peak memory, file size, and the perplexity increase over the teacher (``relative``). A figure
+    that was not measured is None (the gate cannot decide that line)."""
+    mib = 2**20
+    size = None if row.size_bytes is None else row.size_bytes / mib
+    increase = (row.perplexity / teacher_perplexity - 1) if teacher_perplexity else None
+    figures = (("decode_ms_per_token", row.decode_p95_ms, "ms", "absolute"),
+               ("ttft_ms", row.ttft_p95_ms, "ms", "absolute"),
+               ("memory_mb", row.peak_memory_mb, "MB", "absolute"),
+               ("model_size_mb", size, "MB", "absolute"),
+               ("perplexity_increase", increase, "", "relative"))
+    return [Line(name, value, getattr(budget, name), unit, kind)
+            for name, value, unit, kind in figures if getattr(budget, name)]
