@@ -174,3 +174,85 @@ def test_metrics_reject_mismatched_shapes():
         perplexity(np.zeros((1, 2, 4)), [[0, 4]])
     with pytest.raises(BadInputError, match="differ"):
         top1_agreement(np.zeros((1, 2, 4)), np.zeros((1, 2, 5)))
+
+
+# ---- LM budget lines on targets, and sizing to them ---------------------------------------------
+
+def test_shipped_profiles_carry_every_lm_line():
+    from edgekd.targets import LMBudget, list_targets
+
+    for profile in list_targets():
+        lm = profile.lm
+        assert all(getattr(lm, f) > 0 for f in LMBudget.__dataclass_fields__), profile.name
+        assert lm.prompt_tokens <= lm.context_tokens
+
+
+def test_lm_table_is_validated_and_round_trips(tmp_path):
+    from edgekd.errors import TargetError
+    from edgekd.targets import TargetProfile, load_target, parse_target
+
+    mobile = load_target("mobile")
+    assert TargetProfile.from_dict(mobile.to_dict()) == mobile
+    old = mobile.to_dict()
+    old.pop("lm")  # a report stored before [lm] existed
+    assert not TargetProfile.from_dict(old).lm.is_set()
+    text = tmp_path / "t.toml"
+    base = open(mobile.path).read().split("[lm]")[0]
+    text.write_text(base + "[lm]\nttft_ms = 10.0\ncontext_tokens = 8\nmemory_mb = -1.0\n")
+    with pytest.raises(TargetError) as info:
+        parse_target(text.read_text(), str(text))
+    message = str(info.value)
+    assert "'lm.memory_mb': must not be negative" in message
+    assert "'lm.prompt_tokens': must be set" in message
+
+
+def _device(**over):
+    from edgekd.targets import DeviceSpec
+
+    knobs = dict(name="hand", fp32_gflops=10.0, int8_gops=20.0, memory_bandwidth_gbs=1.0,
+                 op_overhead_us=0.0, call_overhead_us=0.0)
+    return DeviceSpec(**{**knobs, **over})
+
+
+def test_lm_estimate_by_hand():
+    from edgekd.lm.sizing import estimate_lm, file_bytes
+
+    # V=10, d=4, 1 layer, 2 heads of 2, 1 KV head (kv dim 2), ffn 6 (the param count test's model).
+    c = LMStudentConfig(vocab_size=10, dim=4, n_layers=1, n_heads=2, n_kv_heads=1, ffn_hidden=6,
+                        context=8)
+    # MatMul weights: q,o 2*16 + k,v 2*8 + ffn 3*24 + output 40 = 160; table 40 + norms 3*4 = 52
+    assert file_bytes(c, 32) == 160 * 4 + 52 * 4
+    assert file_bytes(c, 4) == 80 + 52 * 4
+    est = estimate_lm(c, _device(), weight_bits=32, prompt_tokens=2, context_tokens=8)
+    # decode: 640 weight bytes + KV at 8 positions (2 * 1 layer * 8 * 2 * 4 B = 128) = 768 B at
+    # 1 GB/s = 7.68e-4 ms; the FLOPs (2*160 + 4*1*8*4 = 448 at 10 GFLOP/s = 4.5e-5 ms) are less.
+    assert est.decode_ms_per_token == pytest.approx(7.68e-4)
+    # prefill of 2: FLOPs 2*160*2 + 2*1*4*4 = 672 -> 6.72e-5 ms; bytes 640 + 32 -> 6.72e-4 ms
+    assert est.ttft_ms == pytest.approx(6.72e-4)
+    # memory: file 848 + KV 128 + logits 2*10*4 = 80 -> 1056 B
+    assert est.memory_mb == pytest.approx(1056 / 2**20)
+    slow = estimate_lm(c, _device(call_overhead_us=100.0, op_overhead_us=1.0), 32, 2, 8)
+    assert slow.decode_ms_per_token == pytest.approx(7.68e-4 + 0.1 + 20 * 1e-3)
+
+
+def test_sizing_keeps_the_largest_student_that_fits():
+    from edgekd.lm.sizing import candidates, estimate_lm, size_lm_student
+    from edgekd.targets import LMBudget
+
+    device = _device(memory_bandwidth_gbs=25.0, fp32_gflops=40.0, int8_gops=150.0)
+    budget = LMBudget(model_size_mb=20.0, decode_ms_per_token=50.0)
+    got = size_lm_student(budget, device, vocab_size=4000, context=256, weight_bits=8)
+    assert got.fits and got.estimate.model_size_mb <= 20.0
+    assert all(line.kind == "estimate" and line.passed for line in got.lines)
+    bigger = [c for c in candidates(4000, 256) if c.param_count() > got.config.param_count()]
+    assert bigger and all(estimate_lm(c, device, 8, 64, 256).model_size_mb > 20.0 for c in bigger)
+    capped = size_lm_student(budget, device, 4000, 256, 8, max_params=1_000_000)
+    assert capped.config.param_count() <= 1_000_000
+
+
+def test_sizing_says_which_line_nothing_fits():
+    from edgekd.lm.sizing import size_lm_student
+    from edgekd.targets import LMBudget
+
+    got = size_lm_student(LMBudget(model_size_mb=0.01), _device(), 4000, 128)
+    assert not got.fits and "model_size_mb" in got.reason and "(estimate)" in got.reason
