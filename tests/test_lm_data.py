@@ -89,3 +89,17 @@ def test_load_blocks_round_trips_text(tmp_path):
     first = read_documents(corpus)[0]
     assert tok.decode(blocks.blocks[0]).startswith(first[:10])
     assert blocks.blocks.max() < tok.vocab_size
+
+
+def test_a_factory_teacher_with_a_tokenizer_file(tmp_path):
+    from lm_fixtures import raw_tokenizer as tok_fn
+
+    from edgekd.lm.teacher import load_lm_teacher
+
+    tok_fn().save(str(tmp_path / "tokenizer.json"))
+    teacher = load_lm_teacher("lm_fixtures:tiny_gpt2", str(tmp_path / "tokenizer.json"))
+    assert teacher.output_size == 320 and teacher.tokenizer.vocab_size == 320
+    assert teacher.tokenizer.eos_id == 0
+    import torch
+
+    assert teacher.module(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 320)

@@ -140,8 +140,14 @@ def load_lm_teacher(
         raise BadInputError(f"--teacher {spec}: the factory returned {type(module).__name__}, "
                             "not a torch.nn.Module mapping input_ids to logits")
     tok = load_tokenizer(tokenizer, trust_checkpoint)
+    module = HFLogits(module) if _is_transformers_model(module) else module
     module.eval()
     return LMTeacher(module, tok, spec, spec, probe_output_size(module, spec), _params(module))
+
+
+def _is_transformers_model(module: nn.Module) -> bool:
+    """A ``transformers`` model returns an output object: read its ``logits``."""
+    return any(c.__module__.startswith("transformers.") for c in type(module).__mro__)
 
 
 def load_hf_teacher(
