@@ -317,6 +317,7 @@ class DistillConfig:
     top_k: int = 32
     tokenizer: str | None = None
     steps: int | None = None
+    prune_vocab: bool = False  # the student keeps only the tokens the text uses (edgekd.lm.vocab)
 
     # Old names still read from run files and config.json (with a note on stderr).
     renamed_keys: ClassVar[dict[str, str]] = {

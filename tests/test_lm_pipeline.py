@@ -28,11 +28,16 @@ def test_causal_lm_end_to_end(teacher_dir, tmp_path, monkeypatch):
     out = tmp_path / "run"
     result = _run(
         "--teacher", str(teacher_dir), "--data", str(corpus), "--test-data", str(held_out),
-        "--context", "16", "--steps", "8", "--top-k", "8", "--out", str(out),
+        "--context", "16", "--steps", "8", "--top-k", "8", "--method", "gkd", "--prune-vocab",
+        "--out", str(out),
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["task"] == "causal-lm" and report["method"]["name"] == "fkl"
+    assert report["task"] == "causal-lm" and report["method"]["name"] == "gkd"
+    # pruned: the student has only the text's tokens, the exported model reads the full ids
+    assert report["prune_vocab"]["of"] == 320 and report["prune_vocab"]["kept"] < 320
+    assert report["student"]["vocab_size"] == report["prune_vocab"]["kept"]
+    assert (out / "student" / "vocab.json").is_file()
     assert report["data"]["test"]["source"] == str(held_out)
     names = [m["name"] for m in report["models"]]
     assert names[:2] == ["teacher", "student"]
@@ -87,3 +92,31 @@ def test_remote_code_is_refused_without_trust(teacher_dir, tmp_path):
     corpus = write_corpus(tmp_path / "c.txt", 20)
     result = _run("--teacher", str(folder), "--data", str(corpus))
     assert result.exit_code == 2 and "auto_map" in result.output
+
+
+def test_prune_vocab_round_trips_ids_and_logits():
+    import numpy as np
+    import torch
+
+    from edgekd.lm.student import LMStudent, LMStudentConfig
+    from edgekd.lm.vocab import NEVER, PrunedLM, VocabMap
+
+    vocab = VocabMap.from_blocks([np.array([[7, 3, 9], [3, 3, 7]])], full_size=12, eos_id=0)
+    assert vocab.kept.tolist() == [0, 3, 7, 9]
+    ids = np.array([[9, 7, 3, 0]])
+    assert vocab.to_full(vocab.to_pruned(ids)).tolist() == ids.tolist()
+    assert vocab.to_pruned(np.array([5])).tolist() == [0]  # never seen: read as end-of-text
+    torch.manual_seed(0)
+    student = LMStudent(LMStudentConfig(vocab_size=4, dim=16, n_layers=1, n_heads=2,
+                                        n_kv_heads=1, ffn_hidden=32, context=8))  # fmt: skip
+    wrapped = PrunedLM(student, vocab).eval()
+    with torch.no_grad():
+        full = wrapped(torch.tensor([[9, 7, 3]]))
+        small = student(torch.tensor([[3, 2, 1]]))
+    assert full.shape == (1, 3, 12)
+    torch.testing.assert_close(full[..., [0, 3, 7, 9]], small)
+    assert (full[..., [1, 2, 4, 5, 6, 8, 10, 11]] == NEVER).all()
+    with torch.no_grad():  # and with the KV cache, as the export runs it
+        logits, cache = wrapped(torch.tensor([[9, 7]]), use_cache=True)
+        step, _ = wrapped(torch.tensor([[3]]), past_key_values=cache, use_cache=True)
+    torch.testing.assert_close(step[0, -1], full[0, -1], atol=1e-5, rtol=1e-5)

@@ -83,6 +83,13 @@ Tokenizer = Annotated[
     str | None,
     typer.Option(help="causal-lm: the tokenizer (folder or tokenizer.json) of a factory teacher."),
 ]
+PruneVocab = Annotated[
+    bool,
+    typer.Option(
+        help="causal-lm: the student keeps only the tokens the text uses; the exported model "
+        "still reads and returns the tokenizer's ids."
+    ),
+]
 Steps = Annotated[
     int | None, typer.Option(help="causal-lm: optimizer steps (default 300).")
 ]
@@ -285,6 +292,7 @@ def distill(
     top_k: TopK = D["top_k"],
     tokenizer: Tokenizer = D["tokenizer"],
     steps: Steps = D["steps"],
+    prune_vocab: PruneVocab = D["prune_vocab"],
     as_json: Json = False,
     nproc: Nproc = 1,
     max_restarts: MaxRestarts = 0,

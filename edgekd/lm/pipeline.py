@@ -61,6 +61,18 @@ class LMRun:
     method: str
     alpha: float
     settings: dict[str, Any]  # lr, batch_size, temperature, steps, context after LM_DEFAULTS
+    vocab: Any = None  # edgekd.lm.vocab.VocabMap with --prune-vocab
+
+    def training_space(self):
+        """(train blocks, val blocks, teacher module) in the ids the student trains on: the
+        original ones, or with --prune-vocab the kept tokens' (edgekd.lm.vocab)."""
+        if self.vocab is None:
+            return self.train.blocks, self.val.blocks, self.teacher.module
+        from edgekd.lm.vocab import PrunedTeacher
+
+        teacher = PrunedTeacher(self.teacher.module, self.vocab)
+        to = self.vocab.to_pruned
+        return to(self.train.blocks), to(self.val.blocks), teacher
 
     @property
     def prompts(self) -> list[list[int]]:
@@ -117,7 +129,14 @@ def _inputs(config: DistillConfig) -> LMRun:
     context = _context(config, target, teacher)
     settings.update(steps=config.steps or DEFAULT_STEPS, context=context)
     train, val, test = _text(config, teacher, context)
-    return LMRun(config, target, teacher, train, val, test, method, alpha, settings)
+    vocab = None
+    if config.prune_vocab:
+        from edgekd.lm.vocab import VocabMap
+
+        blocks = (train.blocks, val.blocks, test.blocks)
+        vocab = VocabMap.from_blocks(blocks, teacher.output_size, teacher.tokenizer.eos_id)
+        status(f"--prune-vocab: {vocab.size} of {teacher.output_size} tokens used by the text")
+    return LMRun(config, target, teacher, train, val, test, method, alpha, settings, vocab)
 
 
 def _teacher(config: DistillConfig) -> LMTeacher:
@@ -187,22 +206,24 @@ def _teaching(run: LMRun):
     cls = get_method(run.method)
     if run.alpha >= 1.0:
         return TeacherSide()
+    train, _, teacher = run.training_space()
     if getattr(cls, "teacher_sequences", False):
         from edgekd.lm.sample import teacher_sequences
 
-        return TeacherSide(sequences=teacher_sequences(run.teacher.module, run.train.blocks))
+        return TeacherSide(sequences=teacher_sequences(teacher, train))
     from edgekd.lm.topk import teacher_top_k
 
-    top = teacher_top_k(run.teacher.module, run.train.blocks, k=run.config.top_k)
+    top = teacher_top_k(teacher, train, k=run.config.top_k)
     status(f"teacher top-{top.k} over {len(run.train)} blocks: {top.source}")
-    return TeacherSide(top_k=top, live=run.teacher.module)
+    return TeacherSide(top_k=top, live=teacher)
 
 
 def _size(run: LMRun):
     from edgekd.lm.sizing import size_lm_student
 
     sizing = size_lm_student(
-        run.target.lm, run.target.device, vocab_size=run.teacher.output_size,
+        run.target.lm, run.target.device,
+        vocab_size=run.vocab.size if run.vocab else run.teacher.output_size,
         context=run.settings["context"], max_params=run.teacher.params,
     )  # fmt: skip
     status(sizing.reason)
@@ -230,7 +251,8 @@ def _train(run: LMRun, sizing, teaching):
         batch_size=run.settings["batch_size"], alpha=run.alpha, seed=config.seed,
         device=config.device, precision=config.precision, time_budget=config.time_budget,
     )  # fmt: skip
-    history = train_lm(student, run.train.blocks, run.val.blocks, train_config, method, teaching)
+    train, val, _ = run.training_space()
+    history = train_lm(student, train, val, train_config, method, teaching)
     return student.cpu().eval(), history
 
 
@@ -244,6 +266,11 @@ def _export_and_quantize(run: LMRun, student, work: Path):
     from edgekd.lm.student import save_student
 
     save_student(student, work / "student")
+    if run.vocab is not None:  # the export reads and writes the tokenizer's own ids
+        from edgekd.lm.vocab import PrunedLM
+
+        write_json_atomic(work / "student" / "vocab.json", run.vocab.to_dict())
+        student = PrunedLM(student, run.vocab).eval()
     exported = export_lm(student, work / "student.onnx", run.prompts, new_tokens=NEW_TOKENS // 2)
     val = run.val.blocks[: min(len(run.val), 16)]
 
@@ -296,6 +323,8 @@ def _report(run, sizing, history, exported, selection, rows, laps, out: Path) ->
         "teacher": run.teacher.describe(),
         "data": {"train": run.train.describe(), "val": run.val.describe(),
                  "test": run.test.describe()},  # fmt: skip
+        "prune_vocab": None if run.vocab is None else {
+            "kept": run.vocab.size, "of": run.vocab.full_size},
         "method": {"name": run.method, "alpha": run.alpha, "top_k": run.config.top_k,
                    **({} if run.alpha >= 1 else make_method(run.method).describe())},
         "settings": {**run.settings, "lm_defaults_used": changed},
