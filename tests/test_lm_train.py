@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from lm_fixtures import save_hf_teacher, write_corpus
+from lm_fixtures import pydoc_lines, save_hf_teacher, write_corpus
 
 from edgekd.distill.methods import make_method
 from edgekd.lm.data import load_blocks
@@ -101,3 +101,32 @@ def test_a_method_without_its_teacher_side_is_refused(setup):
     with pytest.raises(ValueError, match="needs the teacher"):
         train_lm(_student(teacher.output_size), train, val, config, make_method("gkd"),
                  TeacherSide(top_k=None, live=None, sequences=None))  # fmt: skip
+
+
+@pytest.mark.slow  # a tokenizer and a (tiny) teacher trained, saved and loaded twice: ~5 s idle
+def test_default_teacher_is_trained_once_then_read_from_the_cache(monkeypatch, tmp_path):
+    import edgekd.lm.default as default
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
+    # a very small recipe: what is tested is the caching, not the teacher's quality
+    monkeypatch.setattr(default, "VOCAB", 300)
+    monkeypatch.setattr(default, "TEACHER_ARCH", {**default.TEACHER_ARCH, "hidden_size": 16,
+                        "intermediate_size": 32, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "num_key_value_heads": 2})  # fmt: skip
+    monkeypatch.setattr(default, "TEACHER_RECIPE", LMTrainConfig(steps=2, batch_size=2, evals=1))
+    lines = pydoc_lines(700)
+    monkeypatch.setattr(default, "default_documents", lambda: (
+        lines[:400], lines[400:550], lines[550:]))  # fmt: skip
+    first = default.default_lm_teacher()
+    again = default.default_lm_teacher()
+    assert (first.source, again.source) == ("default (trained now)", "default (cached)")
+    assert again.output_size == 300 and again.tokenizer.vocab_size <= 300
+    assert list(tmp_path.glob("lm-teacher-*/model.safetensors"))
+
+
+def test_default_documents_split_by_position():
+    from edgekd.lm.default import default_documents
+
+    train, val, test = default_documents()
+    assert len(val) == len(test) and len(train) > 15 * len(test)
+    assert not set(test) & set(val) or len(set(test) & set(val)) < len(test) // 10
