@@ -130,3 +130,19 @@ def test_default_documents_split_by_position():
     train, val, test = default_documents()
     assert len(val) == len(test) and len(train) > 15 * len(test)
     assert not set(test) & set(val) or len(set(test) & set(val)) < len(test) // 10
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_methods_train_on_cuda(setup, precision, monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
+    teacher, train, val = setup
+    top = teacher_top_k(teacher.module, train, k=8, device="cuda")
+    assert top.source == "cache miss"
+    side = TeacherSide(top_k=top, live=teacher.module)
+    config = LMTrainConfig(steps=6, evals=1, batch_size=4, alpha=0.5, device="cuda",
+                           precision=precision)  # fmt: skip
+    student = _student(teacher.output_size)
+    history = train_lm(student, train, val, config, make_method("gkd", on_policy=0.5), side)
+    assert all(map(math.isfinite, history.loss))
+    assert next(student.parameters()).device.type == "cpu"  # modules go back where they were

@@ -210,14 +210,17 @@ def _teaching(run: LMRun):
     cls = get_method(run.method)
     if run.alpha >= 1.0:
         return TeacherSide()
+    from edgekd.train.device import training_device
+
     train, _, teacher = run.training_space()
+    device = training_device(run.config.device)  # the teacher's one pass runs where training does
     if getattr(cls, "teacher_sequences", False):
         from edgekd.lm.sample import teacher_sequences
 
-        return TeacherSide(sequences=teacher_sequences(teacher, train))
+        return TeacherSide(sequences=teacher_sequences(teacher, train, device=str(device)))
     from edgekd.lm.topk import teacher_top_k
 
-    top = teacher_top_k(teacher, train, k=run.config.top_k)
+    top = teacher_top_k(teacher, train, k=run.config.top_k, device=device)
     status(f"teacher top-{top.k} over {len(run.train)} blocks: {top.source}")
     return TeacherSide(top_k=top, live=teacher)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from edgekd.progress import progress_bar
-from edgekd.train.device import module_device
+from edgekd.train.device import OnDevice, module_device
 
 
 @torch.no_grad()
@@ -53,14 +53,19 @@ def prompt_length(context: int) -> int:
 
 
 def teacher_sequences(
-    teacher: nn.Module, blocks: np.ndarray, batch_size: int = 16
+    teacher: nn.Module, blocks: np.ndarray, batch_size: int = 16, device: str = "cpu"
 ) -> np.ndarray:
     """For every block [N, context + 1], its first half followed by the teacher's greedy
-    continuation to the same length (Kim & Rush's sequence-level targets)."""
+    continuation to the same length (Kim & Rush's sequence-level targets), generated on
+    ``device`` (the teacher goes back where it was)."""
     n, length = blocks.shape
     keep = prompt_length(length - 1)
     out = np.empty_like(blocks)
-    with progress_bar("teacher continuations", math.ceil(n / batch_size)) as bar:
+    steps = math.ceil(n / batch_size)
+    with (
+        OnDevice(torch.device(device), teacher),
+        progress_bar("teacher continuations", steps) as bar,
+    ):
         for start in range(0, n, batch_size):
             prompt = torch.from_numpy(np.asarray(blocks[start : start + batch_size, :keep]))
             seq = continue_tokens(teacher, prompt, length - keep)

@@ -37,6 +37,7 @@ from edgekd.train.device import (
     PRECISIONS,
     OnDevice,
     autocast,
+    gradient_scaler,
     resolve_precision,
     training_device,
     valid_device_spec,
@@ -203,6 +204,7 @@ class _Run:
         self.history = LMHistory()
         self.best_state, self.best_score = None, math.inf
         self.budget = TimeBudget(config.time_budget)
+        self.scaler = gradient_scaler(self.device, self.precision)  # fp16 only
 
     def next_rows(self) -> np.ndarray:
         """The next batch's block indices: an epoch over the blocks in a shuffled order."""
@@ -232,8 +234,13 @@ class _Run:
                 "or check the teacher's outputs"
             )
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        if self.scaler is None:
+            loss.backward()
+            self.opt.step()
+        else:  # fp16: scaled so that small gradients do not underflow; inf steps are skipped
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
         self.sched.step()
         self.step, self.last_loss = self.step + 1, value
         self.total, self.count = self.total + value, self.count + 1
