@@ -257,3 +257,34 @@ def test_sizing_says_which_line_nothing_fits():
 
     got = size_lm_student(LMBudget(model_size_mb=0.01), _device(), 4000, 128)
     assert not got.fits and "model_size_mb" in got.reason and "(estimate)" in got.reason
+
+
+def test_sizing_to_a_shipped_target_and_one_without_lm_lines():
+    import dataclasses
+
+    from edgekd.lm.sizing import size_lm_to_target
+    from edgekd.targets import LMBudget, load_target
+
+    iot = load_target("iot")
+    got = size_lm_to_target(iot, vocab_size=4000, max_params=2_000_000)
+    assert got.fits and got.config.context == iot.lm.context_tokens
+    assert got.estimate.weight_bits == 8  # iot runs int8
+    bare = dataclasses.replace(iot, lm=LMBudget())
+    with pytest.raises(BadInputError, match="no \\[lm\\] budget lines"):
+        size_lm_to_target(bare, vocab_size=4000)
+
+
+@pytest.mark.gpu
+def test_student_on_cuda_matches_cpu_and_decodes_with_the_cache():
+    m = model()
+    x = ids(2, 9)
+    with torch.no_grad():
+        want = m(x)
+        gpu = m.to("cuda")
+        torch.testing.assert_close(gpu(x.cuda()).cpu(), want, atol=1e-4, rtol=1e-3)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            half = gpu(x.cuda()).float().cpu()
+        assert (half.argmax(-1) == want.argmax(-1)).float().mean() > 0.9
+        logits, cache = gpu(x[:, :5].cuda(), use_cache=True)
+        step, _ = gpu(x[:, 5:6].cuda(), past_key_values=cache, use_cache=True)
+    torch.testing.assert_close(step.cpu(), want[:, 5:6], atol=1e-4, rtol=1e-3)

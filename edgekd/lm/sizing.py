@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from edgekd.errors import BadInputError
 from edgekd.lm.student import LMStudentConfig
 from edgekd.results import Line
-from edgekd.targets import DeviceSpec, LMBudget
+from edgekd.targets import DeviceSpec, LMBudget, TargetProfile
 
 DIMS = (64, 96, 128, 192, 256, 384, 512, 640, 768)
 LAYERS = (2, 3, 4, 6, 8, 10, 12, 16)
@@ -184,3 +184,28 @@ def size_lm_student(budget: LMBudget, device: DeviceSpec, vocab_size: int, conte
     broken = "; ".join(line.describe() for line in lines if not line.passed)
     return LMSizing(config, est, tuple(lines), False, len(grid),
                     f"no LM student fits; the smallest breaks {broken}")
+
+
+def deploy_weight_bits(profile: TargetProfile) -> int:
+    """The weight width sizing assumes for ``profile``: 8 where it runs int8 (int8 weight-only or
+    dynamic; int4 is smaller still, so an int8-sized student fits either way), else 32."""
+    return 8 if "int8" in profile.precisions else 32
+
+
+def size_lm_to_target(profile: TargetProfile, vocab_size: int, context: int | None = None,
+                      max_params: int | None = None) -> LMSizing:
+    """:func:`size_lm_student` for a whole profile: its ``[lm]`` lines, device and precisions.
+
+    >>> from edgekd.targets import load_target
+    >>> size_lm_to_target(load_target("iot"), 8000).fits  # doctest: +SKIP
+    True
+    """
+    lm = profile.lm
+    if not lm.is_set():
+        raise BadInputError(
+            f"target {profile.name!r} has no [lm] budget lines; add an [lm] table to its profile "
+            "(see targets/mobile.toml) to size a language model"
+        )
+    context = context or lm.context_tokens or 256
+    return size_lm_student(lm, profile.device, vocab_size, context,
+                           deploy_weight_bits(profile), max_params)
