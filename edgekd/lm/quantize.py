@@ -154,7 +154,7 @@ def _weight_only(config: LMQuantConfig, src: Path, dst: Path) -> int:
     return done
 
 
-def _dynamic_int8(src: Path, dst: Path) -> int:
+def _dynamic_int8(src: Path, dst: Path) -> None:
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -166,7 +166,6 @@ def _dynamic_int8(src: Path, dst: Path) -> int:
                          op_types_to_quantize=["MatMul"])
     finally:
         logging.disable(previous)
-    return -1  # the count is ONNX Runtime's business here
 
 
 def quantize_lm(src: str | Path, config: LMQuantConfig, dst: str | Path) -> Path:
