@@ -28,7 +28,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from edgekd.bench.stats import LatencySamples
 from edgekd.errors import BadInputError
 from edgekd.lm.decode import OnnxLM, TorchLM
 from edgekd.lm.metrics import log_softmax
+from edgekd.lm.quantize import LMVariant
 from edgekd.results import Line
 
 
@@ -70,12 +71,13 @@ def quality(models: Mapping[str, Any], blocks: np.ndarray, teacher: Any = None
             ) -> dict[str, LMQuality]:
     """Perplexity of each model (anything with ``step``/``empty_cache``) on ``blocks``
     (``[N, T + 1]`` token ids: positions 0..T-1 predict 1..T), and top-1 agreement and KL with
-    ``teacher`` on the same positions."""
+    ``teacher`` on the same positions (None where the vocabularies differ)."""
     blocks = np.asarray(blocks, dtype=np.int64)
     if blocks.ndim != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
         raise BadInputError(f"held-out blocks must be [N >= 1, T + 1 >= 2] token ids, got shape "
                             f"{blocks.shape}")
     sums = {name: [0.0, 0.0, 0.0] for name in models}  # nll, agreeing positions, kl
+    compared = {name: teacher is not None for name in models}  # False: vocabularies differ
     for block in blocks:
         targets = block[1:]
         t_logp = log_softmax(_block_logits(teacher, block)) if teacher is not None else None
@@ -85,15 +87,15 @@ def quality(models: Mapping[str, Any], blocks: np.ndarray, teacher: Any = None
                 raise BadInputError(f"{name}: logits {logp.shape} do not fit blocks of "
                                     f"{len(targets)} targets with ids up to {targets.max()}")
             sums[name][0] -= float(np.take_along_axis(logp, targets[:, None], -1).sum())
-            if t_logp is not None and t_logp.shape == logp.shape:
+            compared[name] = compared[name] and t_logp is not None and t_logp.shape == logp.shape
+            if compared[name]:
                 sums[name][1] += float((logp.argmax(-1) == t_logp.argmax(-1)).sum())
                 p_t = np.exp(t_logp)
                 with np.errstate(invalid="ignore"):
                     sums[name][2] += float(np.where(p_t > 0, p_t * (t_logp - logp), 0).sum())
     n = blocks.shape[0] * (blocks.shape[1] - 1)
-    with_teacher = teacher is not None
-    return {name: LMQuality(float(np.exp(s[0] / n)), s[1] / n if with_teacher else None,
-                            s[2] / n if with_teacher else None, n) for name, s in sums.items()}
+    return {name: LMQuality(float(np.exp(s[0] / n)), s[1] / n if compared[name] else None,
+                            s[2] / n if compared[name] else None, n) for name, s in sums.items()}
 
 
 # --- speed ----------------------------------------------------------------------------------------
@@ -158,6 +160,26 @@ def peak_memory_mb(path: str | Path, context_tokens: int, threads: int = 1) -> f
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"LM memory probe for {path} failed: {last}")
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def variant_meter(blocks: np.ndarray, prompt_tokens: int = 32, new_tokens: int = 16,
+                  runs: int = 3, threads: int = 1) -> Callable[[str, Path], LMVariant]:
+    """``measure(name, path)`` for ``edgekd.lm.quantize.select_lm_quantization``: a variant's
+    perplexity on ``blocks`` and its decode tokens/s at batch 1.
+
+    >>> select_lm_quantization("s.onnx", "out", configs, variant_meter(blocks), 0.05)
+    ... # doctest: +SKIP
+    """
+    vocab = int(np.asarray(blocks).max()) + 1
+
+    def measure(name: str, path: Path) -> LMVariant:
+        lm = open_onnx_lm(path, threads)
+        score = quality({name: lm}, blocks)[name]
+        speed = time_decoding(lm, prompt_tokens, new_tokens, runs, vocab)
+        return LMVariant(name, str(path), Path(path).stat().st_size, score.perplexity,
+                         speed.decode_tokens_per_s)
+
+    return measure
 
 
 # --- one model, and the side-by-side table -------------------------------------------------------
