@@ -267,9 +267,9 @@ def _train(run: LMRun, sizing, teaching):
 
 
 def _export_and_quantize(run: LMRun, student, work: Path):
-    from edgekd.lm.bench import open_onnx_lm, quality, time_decoding
+    from edgekd.lm.bench import variant_meter
     from edgekd.lm.export import export_lm
-    from edgekd.lm.quantize import MODES, LMQuantConfig, LMVariant, select_lm_quantization
+    from edgekd.lm.quantize import MODES, LMQuantConfig, select_lm_quantization
     from edgekd.lm.student import save_student
 
     save_student(student, work / "student")
@@ -280,14 +280,7 @@ def _export_and_quantize(run: LMRun, student, work: Path):
         student = PrunedLM(student, run.vocab).eval()
     exported = export_lm(student, work / "student.onnx", run.prompts, new_tokens=NEW_TOKENS // 2)
     val = run.val.blocks[: min(len(run.val), 16)]
-
-    def measure(name: str, path: Path) -> LMVariant:
-        lm = open_onnx_lm(path)
-        ppl = quality({name: lm}, val)[name].perplexity
-        speed = time_decoding(lm, PROMPT_TOKENS, NEW_TOKENS, runs=2,
-                              vocab_size=run.teacher.output_size)  # fmt: skip
-        return LMVariant(name, str(path), path.stat().st_size, ppl, speed.decode_tokens_per_s)
-
+    measure = variant_meter(val, PROMPT_TOKENS, NEW_TOKENS, runs=2)
     allowed = run.target.lm.perplexity_increase or 0.05
     selection = select_lm_quantization(
         work / "student.onnx", work, [LMQuantConfig(m) for m in MODES], measure, allowed
