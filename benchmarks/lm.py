@@ -1,0 +1,114 @@
+"""Does distillation help a small language model here? Scratch (``--alpha 1``: next-token
+cross-entropy on the text alone) against each LM method, on the embedded default teacher and
+text (``pydoc_data.topics``), at one or two student sizes (evidence, not a test).
+
+Each student trains for the same number of steps from the same initial weights and batch order
+(seeded); the teacher's top-k is computed once and its greedy continuations (seqkd) once. Printed
+per row: test perplexity, next-token top-1 agreement with the teacher and KL to it on the held-out
+blocks, and the training seconds with the load average (times on a shared host are indicative
+only; the perplexities are not affected by the load).
+
+    PYTHONPATH=. python benchmarks/lm.py                          # a few minutes on 2 busy cores
+    PYTHONPATH=. python benchmarks/lm.py --dims 64 128 --steps 300 --seeds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+os.environ.setdefault("EDGEKD_NO_PROGRESS", "1")
+# Generating the teacher's greedy continuations (seqkd) re-reads each prefix (no KV cache): on the
+# default text at --context 64 that is ~10 TFLOP, over 10 minutes of CPU on 2 shared cores, so
+# seqkd is left out unless asked for (--methods ... seqkd).
+DEFAULT_METHODS = ("scratch", "fkl", "rkl", "gkd")
+
+# (method, alpha): scratch is the labels-only baseline; the methods at their default alphas
+ROWS = (("scratch", 1.0), ("fkl", 0.1), ("rkl", 0.1), ("gkd", 0.0), ("seqkd", 0.0))
+
+
+def main() -> None:
+    import torch
+
+    from edgekd.distill.methods import make_method
+    from edgekd.lm.bench import quality
+    from edgekd.lm.decode import TorchLM
+    from edgekd.lm.default import default_blocks, default_lm_teacher
+    from edgekd.lm.sample import teacher_sequences
+    from edgekd.lm.student import LMStudent, LMStudentConfig
+    from edgekd.lm.topk import teacher_top_k
+    from edgekd.lm.train import LMTrainConfig, TeacherSide, train_lm
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dims", type=int, nargs="+", default=[64])
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--context", type=int, default=64)
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    p.add_argument("--test-blocks", type=int, default=24)
+    args = p.parse_args()
+
+    teacher = default_lm_teacher()
+    train, val, test = default_blocks(teacher.tokenizer, args.context)
+    test_blocks = test.blocks[: args.test_blocks]
+    start = time.perf_counter()
+    top = teacher_top_k(teacher.module, train.blocks, k=32)
+    top_s = time.perf_counter() - start
+    sequences = None
+    if "seqkd" in args.methods:
+        start = time.perf_counter()
+        sequences = teacher_sequences(teacher.module, train.blocks)
+        seq_s = time.perf_counter() - start
+        print(f"teacher greedy continuations: {seq_s:.0f} s")
+    side = TeacherSide(top_k=top, live=teacher.module, sequences=sequences)
+    t_lm = TorchLM(teacher.module.model)
+    t_ppl = quality({"teacher": t_lm}, test_blocks)["teacher"].perplexity
+    print(f"teacher: {teacher.params:,} params, test perplexity {t_ppl:.2f}; top-32 {top.source} "
+          f"({top_s:.0f} s); {len(train)} training blocks of {args.context} tokens; load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    print("| student | method | alpha | test ppl | top-1 agreement | KL to teacher | train s |")
+    print("|---|---|---|---|---|---|---|")
+    for dim in args.dims:
+        for name, alpha in ROWS:
+            if name not in args.methods:
+                continue
+            ppls, agrees, kls, secs, params = [], [], [], [], 0
+            for seed in range(args.seeds):
+                torch.manual_seed(seed)
+                config = LMStudentConfig(
+                    vocab_size=teacher.output_size, dim=dim, n_layers=args.layers,
+                    n_heads=max(1, dim // 32), n_kv_heads=max(1, dim // 64),
+                    ffn_hidden=(8 * dim // 3 + 31) // 32 * 32, context=args.context,
+                )  # fmt: skip
+                student = LMStudent(config)
+                params = config.param_count()
+                method = None if name == "scratch" else make_method(name, temperature=1.0)
+                cfg = LMTrainConfig(steps=args.steps, alpha=alpha, seed=seed, evals=3)
+                start = time.perf_counter()
+                train_lm(student, train.blocks, val.blocks, cfg, method, side, description=name)
+                secs.append(time.perf_counter() - start)
+                q = quality({"s": TorchLM(student)}, test_blocks, t_lm)["s"]
+                ppls.append(q.perplexity)
+                agrees.append(q.top1_agreement)
+                kls.append(q.kl_to_teacher)
+            print(f"| {params:,} (dim {dim}) | {name} | {alpha:g} | {_mean(ppls)} | "
+                  f"{_mean(agrees, 3)} | {_mean(kls, 3)} | {statistics.mean(secs):.0f} "
+                  f"(load {os.getloadavg()[0]:.1f}) |", flush=True)
+
+
+def _mean(values: list[float], digits: int = 2) -> str:
+    values = [v for v in values if v is not None and np.isfinite(v)]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
+
+
+if __name__ == "__main__":
+    main()
