@@ -1,0 +1,1 @@
+"""Language models: causal-LM distillation (``edgekd distill --task causal-lm``)."""
