@@ -237,6 +237,9 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
         "must be auto, cpu, cuda or cuda:N",
     ),
     "precision": _one_of("edgekd.train.device", "PRECISIONS"),
+    "context": (lambda v: v >= 2, "must be >= 2"),
+    "top_k": (lambda v: v >= 1, "must be >= 1"),
+    "steps": (lambda v: v >= 1, "must be >= 1"),
 }
 
 # A black-box command does not tell its size: then only the target's budget bounds the student.
@@ -307,6 +310,13 @@ class DistillConfig:
     # available, else the CPU; auto precision is fp32 on the CPU, bf16 (or fp16) on CUDA.
     device: str = "auto"
     precision: str = "auto"
+    # --task causal-lm (edgekd.lm): the block length in tokens (None: the target's [lm]
+    # context_tokens, else 128, at most the teacher's), the teacher's top-k cached per position,
+    # a factory teacher's tokenizer, and optimizer steps (None: edgekd.lm.pipeline.DEFAULT_STEPS).
+    context: int | None = None
+    top_k: int = 32
+    tokenizer: str | None = None
+    steps: int | None = None
 
     # Old names still read from run files and config.json (with a note on stderr).
     renamed_keys: ClassVar[dict[str, str]] = {

@@ -92,6 +92,10 @@ def distill(
     >>> report.passed  # doctest: +SKIP
     True
     """
+    if config.task == "causal-lm":  # a language model: its own stages (edgekd.lm.pipeline)
+        from edgekd.lm.pipeline import distill_lm
+
+        return distill_lm(config)
     laps = _Laps()
     inputs = read_inputs(config)
     out = Path(config.out) if config.out else default_out_dir(inputs.target.name, dist)

@@ -87,6 +87,48 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class LMBudget:
+    """Language-model budget lines (the ``[lm]`` table), checked for ``--task causal-lm``.
+
+    Every line is optional: 0 means "not set" and the gate skips it (a profile without ``[lm]``
+    has none). Sizing estimates each line from the device figures (decode is memory-bound: bytes
+    read per token / ``device.memory_bandwidth_gbs``) and labels those figures estimates.
+
+    decode_ms_per_token  time per generated token at batch 1 with a warm KV cache
+    ttft_ms              time to first token: the prefill of ``prompt_tokens`` tokens
+    prompt_tokens        the prompt length ``ttft_ms`` is for
+    context_tokens       the context the student serves; ``memory_mb`` holds at this length
+    memory_mb            peak memory at ``context_tokens``: weights + KV cache + activations
+    model_size_mb        size of the deployed model file
+    perplexity_increase  allowed perplexity increase over the teacher (fraction: 0.3 = 30%)
+    """
+
+    decode_ms_per_token: float = 0.0
+    ttft_ms: float = 0.0
+    prompt_tokens: int = 0
+    context_tokens: int = 0
+    memory_mb: float = 0.0
+    model_size_mb: float = 0.0
+    perplexity_increase: float = 0.0
+
+    @classmethod
+    def field_problems(cls, values: dict[str, Any]) -> list[tuple[str, str]]:
+        problems = _not_negative(values)
+        prompt, context = values.get("prompt_tokens", 0), values.get("context_tokens", 0)
+        if prompt and context and prompt > context:
+            problems.append(("prompt_tokens", f"must not exceed context_tokens ({context}), "
+                             f"got {prompt}"))
+        if values.get("ttft_ms") and not prompt:
+            problems.append(("prompt_tokens", "must be set (> 0) when ttft_ms is"))
+        if values.get("memory_mb") and not context:
+            problems.append(("context_tokens", "must be set (> 0) when memory_mb is"))
+        return problems
+
+    def is_set(self) -> bool:
+        return any(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True)
 class TargetProfile:
     name: str
     description: str
@@ -99,6 +141,7 @@ class TargetProfile:
     budget: Budget
     aliases: tuple[str, ...] = ()
     source: str = ""
+    lm: LMBudget = field(default_factory=LMBudget)  # language-model lines; empty = none
     path: str = field(default="", compare=False, metadata={"toml": False})  # set by the loader
 
     def __post_init__(self) -> None:
@@ -134,6 +177,7 @@ class TargetProfile:
         try:
             fields = dict(data)
             device, budget = DeviceSpec(**fields.pop("device")), Budget(**fields.pop("budget"))
+            fields["lm"] = LMBudget(**fields.pop("lm", {}))  # reports from before [lm] had none
             for name in ("precisions", "providers", "aliases"):  # JSON turned the tuples into lists
                 if name in fields:
                     fields[name] = tuple(fields[name])

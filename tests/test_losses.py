@@ -120,6 +120,10 @@ SHAPES = {
     "sp": ((4, 3, 4, 4), (4, 6, 2, 2), False),
     "rkd": ((5, 7), (5, 11), False),
     "pkt": ((5, 7), (5, 11), False),
+    # language models: per-token losses over [batch, positions, vocabulary]
+    "forward_kl": ((2, 3, NUM_CLASSES), (2, 3, NUM_CLASSES), False),
+    "reverse_kl": ((2, 3, NUM_CLASSES), (2, 3, NUM_CLASSES), False),
+    "generalized_jsd": ((2, 3, NUM_CLASSES), (2, 3, NUM_CLASSES), False),
 }
 
 

@@ -72,6 +72,8 @@ def test_losses_publishes_every_method_loss_function():
 
 @pytest.mark.parametrize("name", METHODS)
 def test_every_method_loss_is_zero_when_student_is_teacher(name, toy, teacher):
+    if getattr(get_method(name), "teacher_sequences", False):
+        pytest.skip("a cross-entropy on the teacher's tokens (seqkd), not a divergence")
     method = make_method(name)
     method.setup(teacher, teacher, {"x": toy.train.inputs["x"][:8]})
     if hasattr(method, "adapters"):  # make the regressor the identity

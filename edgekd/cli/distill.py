@@ -7,6 +7,7 @@ say how to run, not what to run.
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -61,7 +62,30 @@ TrustCheckpoint = Annotated[
         "files whose source you trust."
     ),
 ]
-Task = Annotated[str, typer.Option(help="'classification' (logits) or 'embedding' (vectors).")]
+Task = Annotated[
+    str,
+    typer.Option(
+        help="'classification' (logits), 'embedding' (vectors) or 'causal-lm' (a decoder-only "
+        "language model: see README 'Language models (white-box)')."
+    ),
+]
+Context = Annotated[
+    int | None,
+    typer.Option(
+        help="causal-lm: tokens per training block (default: the target's context, else 128; at "
+        "most the teacher's)."
+    ),
+]
+TopK = Annotated[
+    int, typer.Option(help="causal-lm: teacher log-probs cached per position (top-k + the rest).")
+]
+Tokenizer = Annotated[
+    str | None,
+    typer.Option(help="causal-lm: the tokenizer (folder or tokenizer.json) of a factory teacher."),
+]
+Steps = Annotated[
+    int | None, typer.Option(help="causal-lm: optimizer steps (default 300).")
+]
 Method = Annotated[
     str | None, typer.Option(help="Distillation method (default kd; embed for --task embedding).")
 ]
@@ -257,6 +281,10 @@ def distill(
     checkpoint_every: CheckpointEvery = D["checkpoint_every"],
     device: Device = D["device"],
     precision: Precision = D["precision"],
+    context: Context = D["context"],
+    top_k: TopK = D["top_k"],
+    tokenizer: Tokenizer = D["tokenizer"],
+    steps: Steps = D["steps"],
     as_json: Json = False,
     nproc: Nproc = 1,
     max_restarts: MaxRestarts = 0,
@@ -313,9 +341,17 @@ def _worker_device(settings: DistillConfig) -> str:
     return resolve_device(settings.device).type
 
 
-def _print(report: Report, as_json: bool) -> None:
+def _print(report: Report | dict, as_json: bool) -> None:
     from edgekd.report.markdown import print_summary
 
+    if isinstance(report, dict):  # --task causal-lm (edgekd.lm.pipeline)
+        from edgekd.lm.pipeline import print_lm_summary
+
+        if as_json:
+            typer.echo(json.dumps(report, indent=2))
+        else:
+            print_lm_summary(report)
+        return
     if as_json:
         typer.echo(report.to_json())
         return

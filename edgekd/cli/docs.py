@@ -77,8 +77,10 @@ def methods_markdown() -> str:
         method = cls()
         classifies = "classification" in cls.tasks
         kind = "features" if method.teacher_taps else "logits" if classifies else "embeddings"
+        if "causal-lm" in cls.tasks:
+            kind = "next-token logits"
         # Without class labels (embeddings) there is no hard-label CE term for alpha to weigh.
-        alpha = f"{cls.default_alpha:g}" if classifies else "-"
+        alpha = f"{cls.default_alpha:g}" if classifies or "causal-lm" in cls.tasks else "-"
         weight = f"{cls.default_weight:g}"
         if cls.paper_weight != cls.default_weight:
             weight += f" ({cls.paper_weight:g})"

@@ -254,11 +254,24 @@ def _within(diff: float, agree: float, t: ParityThresholds) -> bool:
     return diff <= t.max_abs_diff and agree >= t.min_top1_agreement
 
 
-def _trace(model: nn.Module, args: tuple, names: tuple[str, ...], opset: int):
+def trace_model(model: nn.Module, args: tuple, input_names: tuple[str, ...],
+                output_names: tuple[str, ...], dynamic_axes: dict[str, dict[int, str]],
+                opset: int):
+    """Trace ``model`` with named inputs/outputs and dynamic axes, checked by ``onnx.checker`` and
+    strict shape inference: for graphs with several outputs (the LM's logits + KV cache, in
+    ``edgekd.lm.export``). Returns the ONNX proto and the tracer's notes."""
+    proto, notes = _trace(model, args, input_names, opset, output_names, dynamic_axes)
+    return _check_and_infer(proto, "exported graph"), notes
+
+
+def _trace(model: nn.Module, args: tuple, names: tuple[str, ...], opset: int,
+           output_names: tuple[str, ...] = ("logits",),
+           dynamic: dict[str, dict[int, str]] | None = None):
     """Run the TorchScript exporter; turn its failures and tracer warnings into ExportErrors."""
     import onnx
 
-    dynamic = {n: {0: "batch"} for n in names} | {"logits": {0: "batch"}}
+    if dynamic is None:
+        dynamic = {n: {0: "batch"} for n in names} | {"logits": {0: "batch"}}
     buffer = io.BytesIO()
     with track_modules(model) as stack:
         try:
@@ -271,7 +284,7 @@ def _trace(model: nn.Module, args: tuple, names: tuple[str, ...], opset: int):
                     buffer,
                     dynamo=False,
                     input_names=list(names),
-                    output_names=["logits"],
+                    output_names=list(output_names),
                     dynamic_axes=dynamic,
                     opset_version=opset,
                 )

@@ -21,7 +21,7 @@ from edgekd.errors import BadInputError
 from edgekd.teacher.outputs import TeacherOutputs, outputs_key, teacher_outputs
 from edgekd.train.loop import predict_logits
 
-TASKS = ("classification", "embedding")
+TASKS = ("classification", "embedding", "causal-lm")  # causal-lm: edgekd.lm.pipeline
 
 
 @dataclass

@@ -36,6 +36,10 @@ class DistillBatch:
     teacher_feats: dict[str, torch.Tensor] = field(default_factory=dict)
     epoch: int = 0
     epochs: int = 1
+    # Language models (methods/_tokens.py): the teacher's top-k token ids when ``teacher_logits``
+    # holds cached top-k log-probabilities plus the tail bucket, and which tokens count.
+    teacher_index: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
 
 class Method(nn.Module):

@@ -1,0 +1,373 @@
+"""``edgekd distill --task causal-lm``: teacher -> text blocks -> top-k cache -> sized student ->
+trained -> ONNX with a KV cache -> quantized variants -> bench -> report and verdict.
+
+The story in stage steps, each a short function over the stages' own modules: :func:`_inputs`
+(target, teacher, text), :func:`_teaching` (the teacher's top-k, live module or sequences, as
+the method needs), :func:`_size` (``edgekd.lm.sizing``), :func:`_train` (``edgekd.lm.train``),
+:func:`_export_and_quantize` (``edgekd.lm.export``, ``edgekd.lm.quantize``), :func:`_bench`
+(``edgekd.lm.bench``) and :func:`_write`. The run folder is built under a temporary name and
+renamed into place when everything succeeded (``edgekd.fileio.atomic_dir``): a parity failure
+(exit 6) or bad input leaves nothing behind.
+
+Options shared with classifier runs keep one name; where a classifier default would be wrong for
+a language model (``--lr`` 1e-2, ``--batch-size`` 64, ``--temperature`` 4) a value left at that
+default is replaced by ``LM_DEFAULTS`` and the report says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.config import DistillConfig
+from edgekd.distill.methods import get_method, make_method
+from edgekd.errors import BadInputError
+from edgekd.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from edgekd.hostinfo import host_info
+from edgekd.lm.data import TokenBlocks, load_blocks
+from edgekd.lm.teacher import LMTeacher, load_lm_teacher
+from edgekd.progress import status
+from edgekd.targets import TargetProfile, load_target
+
+DEFAULT_METHOD = "fkl"
+DEFAULT_STEPS = 300
+DEFAULT_CONTEXT = 128
+# Values that replace a classifier default left unchanged (see the module docstring): AdamW at
+# 3e-3 peak with 16 blocks per step trains the small students well (nanoGPT's small-model
+# settings); T = 1 is the setting of MiniLLM and GKD and of DistilGPT2's distillation.
+LM_DEFAULTS = {"lr": 3e-3, "batch_size": 16, "temperature": 1.0}
+PROMPTS = 4  # prompts continued side by side in report.md (and checked by the export's parity)
+PROMPT_TOKENS = 16
+NEW_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class LMRun:
+    """What the stages share: the resolved settings, the target, the teacher and the text."""
+
+    config: DistillConfig
+    target: TargetProfile
+    teacher: LMTeacher
+    train: TokenBlocks
+    val: TokenBlocks
+    test: TokenBlocks
+    method: str
+    alpha: float
+    settings: dict[str, Any]  # lr, batch_size, temperature, steps, context after LM_DEFAULTS
+
+    @property
+    def prompts(self) -> list[list[int]]:
+        rows = self.test.blocks[:PROMPTS, : min(PROMPT_TOKENS, self.test.context)]
+        return [list(map(int, r)) for r in rows]
+
+
+def distill_lm(config: DistillConfig) -> dict[str, Any]:
+    """Run the causal-LM pipeline and return the report (also written to ``config.out``).
+
+    >>> report = distill_lm(DistillConfig(task="causal-lm", target="mobile"))  # doctest: +SKIP
+    >>> report["verdict"]  # doctest: +SKIP
+    'pass'
+    """
+    laps: dict[str, float] = {}
+    clock = time.perf_counter()
+    run = _inputs(config)
+    out = Path(config.out or f"runs/{run.target.name}-lm-{time.strftime('%Y%m%d-%H%M%S')}")
+    with atomic_dir(out, overwrite=config.overwrite) as work:
+        teaching = _teaching(run)
+        sizing = _size(run)
+        laps["teacher+size"], clock = time.perf_counter() - clock, time.perf_counter()
+        student, history = _train(run, sizing, teaching)
+        laps["distill"], clock = time.perf_counter() - clock, time.perf_counter()
+        exported, selection = _export_and_quantize(run, student, work)
+        laps["export+quantize"], clock = time.perf_counter() - clock, time.perf_counter()
+        rows = _bench(run, selection)
+        laps["bench"] = time.perf_counter() - clock
+        report = _report(run, sizing, history, exported, selection, rows, laps, out)
+        report = json.loads(json.dumps(report, default=_plain).replace(str(work), str(out)))
+        _write(report, run, rows, work)
+    return report
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def _inputs(config: DistillConfig) -> LMRun:
+    """Target, method, teacher and text, checked before anything is trained."""
+    target = load_target(config.target)
+    method = config.method or DEFAULT_METHOD
+    if "causal-lm" not in get_method(method).tasks:
+        raise BadInputError(
+            f"method {method!r} distils {' or '.join(get_method(method).tasks)} outputs, not "
+            f"--task causal-lm (use fkl, rkl, gkd or seqkd)"
+        )
+    alpha = get_method(method).default_alpha if config.alpha is None else config.alpha
+    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
+    settings = {
+        k: (v if getattr(config, k) == defaults[k] else getattr(config, k))
+        for k, v in LM_DEFAULTS.items()
+    }
+    teacher = _teacher(config)
+    context = _context(config, target, teacher)
+    settings.update(steps=config.steps or DEFAULT_STEPS, context=context)
+    train, val, test = _text(config, teacher, context)
+    return LMRun(config, target, teacher, train, val, test, method, alpha, settings)
+
+
+def _teacher(config: DistillConfig) -> LMTeacher:
+    if config.teacher is None:
+        from edgekd.lm.default import default_lm_teacher
+
+        return default_lm_teacher(config.seed)
+    return load_lm_teacher(config.teacher, config.tokenizer, config.trust_checkpoint)
+
+
+def _context(config: DistillConfig, target: TargetProfile, teacher: LMTeacher) -> int:
+    """--context, else the target's context_tokens, else 128; at most the teacher's positions."""
+    hf = teacher.hf_config or {}
+    most = hf.get("max_position_embeddings") or hf.get("n_positions")
+    context = config.context or target.lm.context_tokens or DEFAULT_CONTEXT
+    if most and context > most:
+        if config.context:
+            raise BadInputError(
+                f"--context {context}: the teacher reads at most {most} positions"
+            )
+        context = int(most)
+    return int(context)
+
+
+def _text(config: DistillConfig, teacher: LMTeacher, context: int):
+    """(train, val, test) blocks: the default text, or --data with --val-data/--test-data or
+    split off its last blocks (a tenth each)."""
+    if config.data is None:
+        if config.teacher is not None:
+            raise BadInputError("--task causal-lm with --teacher needs --data (text to distil on)")
+        from edgekd.lm.default import default_blocks
+
+        return default_blocks(teacher.tokenizer, context)
+
+    def load(path: str) -> TokenBlocks:
+        return load_blocks(path, teacher.tokenizer, context, teacher.output_size)
+
+    train = load(config.data)
+    test = load(config.test_data) if config.test_data else None
+    val = load(config.val_data) if config.val_data else None
+    n = len(train)
+    cut = max(1, n // 10)
+    if test is None:
+        if n < 3:
+            raise BadInputError(f"{config.data}: {n} blocks, too few to split off a test set; "
+                                "give more text, a smaller --context, or --test-data")
+        test, train = _slice(train, n - cut, n), _slice(train, 0, n - cut)
+    if val is None:
+        n = len(train)
+        val = _slice(train, n - max(1, n // 10), n) if n >= 2 else test
+        train = _slice(train, 0, n - max(1, n // 10)) if n >= 2 else train
+    return train, val, test
+
+
+def _slice(blocks: TokenBlocks, start: int, stop: int) -> TokenBlocks:
+    return dataclasses.replace(blocks, blocks=blocks.blocks[start:stop])
+
+
+# --- teaching, sizing, training -------------------------------------------------------------------
+
+
+def _teaching(run: LMRun):
+    """What the method needs of the teacher: the top-k over the training blocks (cached), the
+    live module (on-policy steps), or its greedy continuations (seqkd); nothing for alpha 1."""
+    from edgekd.lm.train import TeacherSide
+
+    cls = get_method(run.method)
+    if run.alpha >= 1.0:
+        return TeacherSide()
+    if getattr(cls, "teacher_sequences", False):
+        from edgekd.lm.sample import teacher_sequences
+
+        return TeacherSide(sequences=teacher_sequences(run.teacher.module, run.train.blocks))
+    from edgekd.lm.topk import teacher_top_k
+
+    top = teacher_top_k(run.teacher.module, run.train.blocks, k=run.config.top_k)
+    status(f"teacher top-{top.k} over {len(run.train)} blocks: {top.source}")
+    return TeacherSide(top_k=top, live=run.teacher.module)
+
+
+def _size(run: LMRun):
+    from edgekd.lm.sizing import size_lm_student
+
+    sizing = size_lm_student(
+        run.target.lm, run.target.device, vocab_size=run.teacher.output_size,
+        context=run.settings["context"], max_params=run.teacher.params,
+    )  # fmt: skip
+    status(sizing.reason)
+    return sizing
+
+
+def _train(run: LMRun, sizing, teaching):
+    import torch
+
+    from edgekd.lm.student import LMStudent
+    from edgekd.lm.train import LMTrainConfig, train_lm
+
+    config = run.config
+    torch.manual_seed(config.seed)
+    student_config = dataclasses.replace(
+        sizing.config, context=max(sizing.config.context, run.settings["context"])
+    )
+    student = LMStudent(student_config)
+    method = None
+    if run.alpha < 1.0:
+        method = make_method(run.method, temperature=run.settings["temperature"],
+                             weight=config.weight)  # fmt: skip
+    train_config = LMTrainConfig(
+        steps=run.settings["steps"], lr=run.settings["lr"],
+        batch_size=run.settings["batch_size"], alpha=run.alpha, seed=config.seed,
+        device=config.device, precision=config.precision, time_budget=config.time_budget,
+    )  # fmt: skip
+    history = train_lm(student, run.train.blocks, run.val.blocks, train_config, method, teaching)
+    return student.cpu().eval(), history
+
+
+# --- export, quantization, bench ------------------------------------------------------------------
+
+
+def _export_and_quantize(run: LMRun, student, work: Path):
+    from edgekd.lm.bench import open_onnx_lm, quality, time_decoding
+    from edgekd.lm.export import export_lm
+    from edgekd.lm.quantize import MODES, LMQuantConfig, LMVariant, select_lm_quantization
+    from edgekd.lm.student import save_student
+
+    save_student(student, work / "student")
+    exported = export_lm(student, work / "student.onnx", run.prompts, new_tokens=NEW_TOKENS // 2)
+    val = run.val.blocks[: min(len(run.val), 16)]
+
+    def measure(name: str, path: Path) -> LMVariant:
+        lm = open_onnx_lm(path)
+        ppl = quality({name: lm}, val)[name].perplexity
+        speed = time_decoding(lm, PROMPT_TOKENS, NEW_TOKENS, runs=2,
+                              vocab_size=run.teacher.output_size)  # fmt: skip
+        return LMVariant(name, str(path), path.stat().st_size, ppl, speed.decode_tokens_per_s)
+
+    allowed = run.target.lm.perplexity_increase or 0.05
+    selection = select_lm_quantization(
+        work / "student.onnx", work, [LMQuantConfig(m) for m in MODES], measure, allowed
+    )
+    status(f"quantization: {selection.reason}")
+    return exported, selection
+
+
+def _bench(run: LMRun, selection):
+    from edgekd.lm.bench import bench_lm
+
+    teacher = getattr(run.teacher.module, "model", run.teacher.module)  # transformers: its cache
+    models: dict[str, Any] = {"teacher": teacher, "student": selection.chosen.path}
+    if selection.chosen.name != "fp32":
+        models["student-fp32"] = next(v.path for v in selection.variants if v.name == "fp32")
+    blocks = run.test.blocks[: min(len(run.test), 32)]
+    return bench_lm(
+        models, blocks, run.prompts, teacher="teacher", prompt_tokens=PROMPT_TOKENS,
+        context_tokens=run.settings["context"], new_tokens=NEW_TOKENS,
+    )  # fmt: skip
+
+
+# --- the report -----------------------------------------------------------------------------------
+
+
+def _report(run, sizing, history, exported, selection, rows, laps, out: Path) -> dict[str, Any]:
+    from edgekd.lm.bench import budget_lines
+
+    by_name = {r.name: r for r in rows}
+    lines = budget_lines(by_name["student"], run.target.lm, by_name["teacher"].perplexity)
+    unset = [line for line in lines if line.passed is None]
+    verdict = "fail" if any(line.passed is False for line in lines) else (
+        "inconclusive" if unset else "pass")  # fmt: skip
+    changed = {k: v for k, v in run.settings.items() if k in LM_DEFAULTS}
+    return {
+        "task": "causal-lm",
+        "out_dir": str(out),
+        "target": run.target.name,
+        "target_lm": dataclasses.asdict(run.target.lm),
+        "teacher": run.teacher.describe(),
+        "data": {"train": run.train.describe(), "val": run.val.describe(),
+                 "test": run.test.describe()},  # fmt: skip
+        "method": {"name": run.method, "alpha": run.alpha, "top_k": run.config.top_k,
+                   **({} if run.alpha >= 1 else make_method(run.method).describe())},
+        "settings": {**run.settings, "lm_defaults_used": changed},
+        "student": {**sizing.config.to_dict(), "params": sizing.config.param_count(),
+                    "sizing": sizing.reason,
+                    "estimate_lines": [line.to_dict() for line in sizing.lines]},
+        "training": history.to_dict(),
+        "export": exported.to_dict(),
+        "quantization": {"chosen": selection.chosen.name, "reason": selection.reason,
+                         "variants": [dataclasses.asdict(v) for v in selection.variants]},
+        "models": [r.to_dict() for r in rows],
+        "budget": [line.to_dict() for line in lines],
+        "verdict": verdict,
+        "timings_s": {k: round(v, 3) for k, v in laps.items()},
+        "host": host_info(),
+    }  # fmt: skip
+
+
+def _write(report: dict[str, Any], run: LMRun, rows, work: Path) -> None:
+    write_json_atomic(work / "report.json", report)
+    write_text_atomic(work / "report.md", lm_markdown(report, run, rows))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def lm_markdown(report: dict[str, Any], run: LMRun, rows) -> str:
+    """report.md: the models' figures, the budget lines and the continuations side by side."""
+    from edgekd.lm.bench import side_by_side
+
+    tok = run.teacher.tokenizer
+    out = [
+        f"# edgekd causal-LM run: {report['target']} ({report['verdict']})", "",
+        f"Teacher: {report['teacher']['source']} ({report['teacher']['params']:,} params). "
+        f"Student: {report['student']['params']:,} params ({report['student']['sizing']}). "
+        f"Method: {report['method']['name']} (alpha {report['method']['alpha']:g}).", "",
+        "| model | perplexity | top-1 agreement | KL to teacher | ttft ms | decode tokens/s "
+        "| size MB |", "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        size = "-" if r.size_bytes is None else f"{r.size_bytes / 2**20:.2f}"
+        agree = "-" if r.top1_agreement is None else f"{r.top1_agreement:.3f}"
+        kl = "-" if r.kl_to_teacher is None else f"{r.kl_to_teacher:.3f}"
+        out.append(f"| {r.name} | {r.perplexity:.2f} | {agree} | {kl} | {r.ttft_ms:.2f} | "
+                   f"{r.decode_tokens_per_s:.1f} | {size} |")  # fmt: skip
+    out += ["", "## Budget lines", ""]
+    out += [f"- {b['name']}: {_num(b['value'])} (limit {b['limit']}{b['unit']}, {b['kind']}): "
+            f"{ {True: 'pass', False: 'FAIL', None: 'not measured'}[b['passed']] }"
+            for b in report["budget"]]  # fmt: skip
+    prompts = [tok.decode(p) for p in run.prompts]
+    texts = {r.name: [tok.decode(c) for c in r.continuations] for r in rows}
+    out += ["", "## Continuations (greedy)", "", side_by_side(prompts, texts), ""]
+    return "\n".join(out)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def print_lm_summary(report: dict[str, Any]) -> None:
+    """The terminal lines after a run: the student against the teacher, and the verdict."""
+    rows = {m["name"]: m for m in report["models"]}
+    t, s = rows["teacher"], rows["student"]
+    print(
+        f"student ({report['quantization']['chosen']}, {report['student']['params']:,} params): "
+        f"perplexity {s['perplexity']:.2f} vs teacher {t['perplexity']:.2f}; "
+        f"{s['decode_tokens_per_s']:.0f} tokens/s, ttft {s['ttft_ms']:.1f} ms"
+    )
+    print(f"report: {report['out_dir']}/report.md")
+    print(f"budget: {report['verdict']}")

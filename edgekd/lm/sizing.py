@@ -1,0 +1,178 @@
+"""Sizing an LM student to a target's language-model budget lines (``[lm]`` in a profile).
+
+What one student costs on the device, estimated from its shape and the device figures (every
+figure here is an estimate and labelled so; ``edgekd.lm.bench`` measures):
+
+- **decode, per token** (batch 1, worst case: the KV cache full at ``context_tokens``): a roofline
+  (Williams et al., CACM 2009) of the bytes read, every MatMul weight once plus the whole KV
+  cache, over ``memory_bandwidth_gbs``, against the FLOPs (2 per MatMul weight, 4 x dim per
+  cached position and layer for the attention) over the device's throughput; decoding is
+  memory-bound on every profile we ship (Pope et al., "Efficiently Scaling Transformer
+  Inference", 2022), plus the runtime's per-call and per-kernel costs.
+- **time to first token**: the same roofline for the prefill of ``prompt_tokens`` (compute-bound:
+  each weight is read once and used ``prompt_tokens`` times).
+- **memory at the context length**: the weights as deployed + the fp32 KV cache at
+  ``context_tokens`` + the largest activation (a prefill's logits); the runtime's own memory is
+  not included (it is measured by the benchmark, not modelled).
+- **file size**: the MatMul weights at ``weight_bits`` (``MatMulNBits``) + the fp32 embedding
+  table the Gather reads (``edgekd.lm.quantize`` leaves it fp32) + the norms; fp32 exports store
+  the tied table twice (the Gather's and the output MatMul's transposed copy).
+
+The search (:func:`size_lm_student`) walks a grid of widths and depths (head dim 64 where the
+width allows, 32 below; Llama's SwiGLU width 8/3 x dim rounded to 32; grouped-query attention with
+half as many KV heads from 4 heads up) and keeps the largest student whose every set line fits;
+at equal size the deeper one wins (MobileLLM, Liu et al. 2024: deep and thin is better below a
+billion parameters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edgekd.errors import BadInputError
+from edgekd.lm.student import LMStudentConfig
+from edgekd.results import Line
+from edgekd.targets import DeviceSpec, LMBudget
+
+DIMS = (64, 96, 128, 192, 256, 384, 512, 640, 768)
+LAYERS = (2, 3, 4, 6, 8, 10, 12, 16)
+# Kernels one decoder layer launches after ONNX Runtime's fusions (norms, 4 attention MatMuls,
+# rotary, scores, softmax, 3 FFN MatMuls, SiLU, residual adds): a rough count for the overhead.
+KERNELS_PER_LAYER = 20
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class LMEstimate:
+    """A student's estimated cost on a device (every figure an estimate)."""
+
+    params: int
+    decode_ms_per_token: float
+    ttft_ms: float
+    memory_mb: float
+    model_size_mb: float
+    weight_bits: int
+
+    def lines(self, budget: LMBudget) -> list[Line]:
+        """The set lines of ``budget`` with this estimate's figures (kind ``"estimate"``)."""
+        figures = (("decode_ms_per_token", self.decode_ms_per_token, "ms"),
+                   ("ttft_ms", self.ttft_ms, "ms"), ("memory_mb", self.memory_mb, "MB"),
+                   ("model_size_mb", self.model_size_mb, "MB"))
+        return [Line(name, value, getattr(budget, name), unit, "estimate")
+                for name, value, unit in figures if getattr(budget, name)]
+
+
+def _matmul_params(c: LMStudentConfig) -> int:
+    per_layer = 2 * c.dim * c.dim + 2 * c.dim * c.kv_dim + 3 * c.dim * c.ffn_hidden
+    return c.n_layers * per_layer + c.vocab_size * c.dim  # + the output projection
+
+
+def file_bytes(c: LMStudentConfig, weight_bits: int) -> int:
+    """The exported file's weight bytes at ``weight_bits`` for the MatMuls (32 = fp32)."""
+    norms = (2 * c.n_layers + 1) * c.dim
+    table = c.vocab_size * c.dim  # the Gather's table, fp32 in every variant
+    return _matmul_params(c) * weight_bits // 8 + (table + norms) * FP32_BYTES
+
+
+def _roofline_ms(flops: float, bytes_read: float, device: DeviceSpec, weight_bits: int) -> float:
+    rate = device.int8_gops if weight_bits <= 8 and device.int8_gops else device.fp32_gflops
+    compute = flops / (rate * 1e9) if rate else 0.0
+    memory = bytes_read / (device.memory_bandwidth_gbs * 1e9) if device.memory_bandwidth_gbs else 0
+    return 1e3 * max(compute, memory)
+
+
+def estimate_lm(c: LMStudentConfig, device: DeviceSpec, weight_bits: int = 32,
+                prompt_tokens: int = 64, context_tokens: int | None = None) -> LMEstimate:
+    """Estimated decode, time to first token, memory and size of student ``c`` on ``device``.
+
+    >>> from edgekd.targets import load_target
+    >>> c = LMStudentConfig(vocab_size=8000, dim=256, n_layers=6, n_heads=4, n_kv_heads=2,
+    ...                     ffn_hidden=704, context=512)
+    >>> round(estimate_lm(c, load_target("mobile").device, 8).model_size_mb, 1)
+    14.0
+    """
+    if weight_bits not in (4, 8, 16, 32):
+        raise BadInputError(f"weight_bits must be 4, 8, 16 or 32, got {weight_bits}")
+    context = context_tokens or c.context
+    matmul = _matmul_params(c)
+    overhead_ms = (device.call_overhead_us + KERNELS_PER_LAYER * c.n_layers
+                   * device.op_overhead_us) / 1e3
+    weights_read = matmul * weight_bits / 8
+    kv_full = c.kv_cache_bytes(context)
+    decode_flops = 2 * matmul + 4 * c.n_layers * context * c.dim
+    decode = _roofline_ms(decode_flops, weights_read + kv_full, device, weight_bits) + overhead_ms
+    # Prefill: every weight used by every prompt token, attention over a causal triangle.
+    prefill_flops = 2 * matmul * prompt_tokens + 2 * c.n_layers * prompt_tokens ** 2 * c.dim
+    ttft = _roofline_ms(prefill_flops, weights_read + c.kv_cache_bytes(prompt_tokens), device,
+                        weight_bits) + overhead_ms
+    size = file_bytes(c, weight_bits)
+    logits = max(prompt_tokens, 1) * c.vocab_size * FP32_BYTES
+    memory = size + kv_full + logits
+    return LMEstimate(c.param_count(), decode, ttft, memory / 2**20, size / 2**20, weight_bits)
+
+
+def _heads(dim: int) -> tuple[int, int]:
+    head_dim = 64 if dim >= 256 and dim % 64 == 0 else 32
+    n_heads = max(1, dim // head_dim)
+    return n_heads, (n_heads // 2 if n_heads >= 4 else n_heads)
+
+
+def candidates(vocab_size: int, context: int, dims: Sequence[int] = DIMS,
+               layers: Sequence[int] = LAYERS) -> list[LMStudentConfig]:
+    """The search grid, largest first (deeper first at equal size)."""
+    out = []
+    for dim in dims:
+        n_heads, n_kv = _heads(dim)
+        ffn = max(32, round(8 * dim / 3 / 32) * 32)
+        for n_layers in layers:
+            out.append(LMStudentConfig(vocab_size=vocab_size, dim=dim, n_layers=n_layers,
+                                       n_heads=n_heads, n_kv_heads=n_kv, ffn_hidden=ffn,
+                                       context=context))
+    return sorted(out, key=lambda c: (c.param_count(), c.n_layers), reverse=True)
+
+
+@dataclass(frozen=True)
+class LMSizing:
+    """The chosen student, its estimate and lines, and the words for the choice."""
+
+    config: LMStudentConfig
+    estimate: LMEstimate
+    lines: tuple[Line, ...]
+    fits: bool
+    considered: int
+    reason: str
+
+
+def size_lm_student(budget: LMBudget, device: DeviceSpec, vocab_size: int, context: int,
+                    weight_bits: int = 32, max_params: int | None = None,
+                    dims: Sequence[int] = DIMS, layers: Sequence[int] = LAYERS) -> LMSizing:
+    """The largest student of the grid whose every set line of ``budget`` fits on ``device``
+    (and with at most ``max_params`` parameters, e.g. what training can afford); when none fits,
+    the smallest, with ``fits=False`` and the lines it breaks.
+
+    >>> from edgekd.targets import load_target
+    >>> t = load_target("mobile")
+    >>> size_lm_student(t.lm, t.device, vocab_size=8000, context=256, weight_bits=8,
+    ...                 max_params=5_000_000).config.dim
+    256
+    """
+    context = budget.context_tokens or context
+    prompt = budget.prompt_tokens or min(64, context)
+    grid = candidates(vocab_size, context, dims, layers)
+    if max_params is not None:
+        grid = [c for c in grid if c.param_count() <= max_params] or grid[-1:]
+    for config in grid:
+        est = estimate_lm(config, device, weight_bits, prompt, context)
+        lines = est.lines(budget)
+        if all(line.passed for line in lines):
+            reason = (f"the largest of {len(grid)} LM students that fits every set line "
+                      f"({config.param_count():,} params, dim {config.dim}, {config.n_layers} "
+                      f"layers, estimates at {weight_bits}-bit weights)")
+            return LMSizing(config, est, tuple(lines), True, len(grid), reason)
+    config = grid[-1]
+    est = estimate_lm(config, device, weight_bits, prompt, context)
+    lines = est.lines(budget)
+    broken = "; ".join(line.describe() for line in lines if not line.passed)
+    return LMSizing(config, est, tuple(lines), False, len(grid),
+                    f"no LM student fits; the smallest breaks {broken}")

@@ -1,0 +1,163 @@
+"""LM export with a KV cache (edgekd/lm/export.py, lm/decode.py) and LM quantization
+(edgekd/lm/quantize.py): parity with PyTorch, no file on a parity failure, smaller variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgekd.errors import BadInputError, ParityError
+from edgekd.lm.decode import OnnxLM, torch_greedy
+from edgekd.lm.export import export_lm, lm_parity
+from edgekd.lm.quantize import (
+    MODES,
+    LMQuantConfig,
+    LMVariant,
+    choose_lm_variant,
+    quantize_lm,
+    select_lm_quantization,
+)
+from edgekd.lm.student import LMStudent, LMStudentConfig
+from edgekd.runtimes.ort_cpu import open_session
+
+PROMPTS = [[1, 2, 3], [40], [7, 7, 7, 7, 9]]
+
+
+def student(n_kv_heads: int = 2, vocab: int = 61) -> LMStudent:
+    torch.manual_seed(0)
+    cfg = LMStudentConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, n_kv_heads=n_kv_heads,
+                          ffn_hidden=64, context=32)
+    return LMStudent(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = student()
+    path = tmp_path_factory.mktemp("lm") / "student.onnx"
+    return model, export_lm(model, path, PROMPTS, new_tokens=6)
+
+
+def test_export_is_parity_proven_and_names_the_cache(exported):
+    model, result = exported
+    assert result.greedy_identical and result.max_abs_diff < 1e-4
+    assert (result.layers, result.kv_heads, result.head_dim) == (2, 2, 8)
+    sess = open_session(result.path)
+    names = [i.name for i in sess.get_inputs()]
+    assert names[0] == "input_ids" and "past_key_values.1.value" in names
+    outputs = [o.name for o in sess.get_outputs()]
+    assert outputs[:3] == ["logits", "present.0.key", "present.0.value"]
+
+
+def test_onnx_prefill_and_decode_match_torch_with_batch_two(exported):
+    model, result = exported
+    lm = OnnxLM(open_session(result.path))
+    ids = np.array([[3, 4, 5, 6], [9, 8, 7, 6]], dtype=np.int64)
+    logits, cache = lm.step(ids[:, :3], lm.empty_cache(batch=2))  # prefill: past of length 0
+    last, cache = lm.step(ids[:, 3:], cache)
+    assert cache["past_key_values.0.key"].shape == (2, 2, 4, 8)
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(np.concatenate([logits, last], axis=1), want, atol=1e-4)
+
+
+def test_onnx_greedy_equals_torch_greedy(exported):
+    model, result = exported
+    got = OnnxLM(open_session(result.path)).greedy([5, 6], 7)
+    want = torch_greedy(model, [5, 6], 7)
+    assert got.tokens == want.tokens and len(got.tokens) == 7
+    assert len(got.step_logits) == 7 and got.step_logits[0].shape == (2, 61)
+
+
+def test_multi_query_attention_exports(tmp_path):
+    result = export_lm(student(n_kv_heads=1), tmp_path / "mqa.onnx", PROMPTS[:1], new_tokens=3)
+    assert result.kv_heads == 1 and result.greedy_identical
+
+
+class _DiffersFromTrace(torch.nn.Module):
+    """Eager PyTorch adds a bias the traced graph does not have: a real disagreement."""
+
+    def __init__(self, inner: LMStudent) -> None:
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+
+    def forward(self, input_ids, past_key_values=None, use_cache=False):
+        logits, cache = self.inner(input_ids, past_key_values, use_cache=True)
+        if not torch.jit.is_tracing():
+            logits = logits + torch.linspace(0, 1, logits.shape[-1])
+        return logits, cache
+
+
+def test_parity_failure_raises_and_writes_nothing(tmp_path):
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(ParityError, match="no file written") as info:
+        export_lm(_DiffersFromTrace(student()), out, PROMPTS[:1], new_tokens=3)
+    assert info.value.exit_code == 6
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_rejects_empty_prompts(tmp_path):
+    with pytest.raises(BadInputError, match="non-empty prompt"):
+        export_lm(student(), tmp_path / "x.onnx", [[]])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_quantized_variant_runs_is_smaller_and_close(exported, tmp_path, mode):
+    model, result = exported
+    out = quantize_lm(result.path, LMQuantConfig(mode, block_size=16), tmp_path / f"{mode}.onnx")
+    assert out.stat().st_size < Path(result.path).stat().st_size
+    diff, _same = lm_parity(out, model, PROMPTS[:2], 4)
+    assert diff < 0.2  # weight-only rounding on a random model: close, not equal
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    if mode != "dynamic_int8":
+        assert "MatMulNBits" in ops
+
+
+def test_int4_is_smaller_than_int8_on_a_wider_model(tmp_path):
+    torch.manual_seed(0)
+    model = LMStudent(LMStudentConfig(vocab_size=64, dim=128, n_layers=1, n_heads=4, n_kv_heads=4,
+                                      ffn_hidden=256, context=16)).eval()
+    fp32 = export_lm(model, tmp_path / "m.onnx", [[1, 2]], new_tokens=2).path
+    sizes = {b: quantize_lm(fp32, LMQuantConfig(b), tmp_path / f"{b}.onnx").stat().st_size
+             for b in ("int4", "int8")}
+    full = (tmp_path / "m.onnx").stat().st_size
+    assert sizes["int4"] < sizes["int8"] < full
+    assert sizes["int8"] < 0.5 * full  # ~4x on the MatMul weights, the embedding table stays fp32
+
+
+def test_quant_config_rejects_bad_values():
+    with pytest.raises(BadInputError, match="mode must be one of"):
+        LMQuantConfig("int3")
+    with pytest.raises(BadInputError, match="power of 2"):
+        LMQuantConfig("int4", block_size=24)
+
+
+def _v(name, ppl, tps, size=100):
+    return LMVariant(name, f"{name}.onnx", size, ppl, tps)
+
+
+def test_choice_is_the_fastest_within_the_perplexity_allowance():
+    variants = [_v("fp32", 10.0, 50), _v("int8-b32", 10.2, 80, 40), _v("int4-b32", 11.5, 120, 20)]
+    chosen = choose_lm_variant(variants, max_increase=0.05)
+    assert chosen.chosen.name == "int8-b32" and "over the limit: int4-b32" in chosen.reason
+    assert choose_lm_variant(variants, max_increase=0.2).chosen.name == "int4-b32"
+    assert choose_lm_variant(variants, max_increase=0.0).chosen.name == "fp32"
+    # equal speed: the smaller file wins
+    tie = [_v("fp32", 10.0, 50, 100), _v("int8-b32", 10.0, 50, 40)]
+    assert choose_lm_variant(tie, 0.1).chosen.name == "int8-b32"
+
+
+def test_select_quantizes_measures_and_chooses(exported, tmp_path):
+    _model, result = exported
+    speed = {"fp32": 1.0, "int8-b16": 2.0, "int4-b16": 3.0}
+
+    def measure(name, path):
+        return LMVariant(name, str(path), path.stat().st_size, 10.0, speed[name])
+
+    got = select_lm_quantization(result.path, tmp_path,
+                                 [LMQuantConfig("int8", 16), LMQuantConfig("int4", 16)],
+                                 measure, max_increase=0.01)
+    assert got.chosen.name == "int4-b16" and (tmp_path / "student-int4-b16.onnx").is_file()

@@ -1,0 +1,122 @@
+"""The language-model methods' losses on values worked by hand (two- and three-token
+vocabularies), the top-k view of a cached teacher, and the methods on the registry."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from edgekd.distill.methods import DistillBatch, all_methods, make_method
+from edgekd.distill.methods._tokens import bucket_log_probs
+from edgekd.distill.methods.seqkd import seqkd
+from edgekd.errors import BadInputError
+from edgekd.losses import forward_kl, generalized_jsd, reverse_kl
+
+# Teacher P = (0.5, 0.5) from logits (0, 0); student Q = (0.9, 0.1) from logits (ln 9, 0).
+P_LOGITS = torch.tensor([[0.0, 0.0]])
+Q_LOGITS = torch.tensor([[math.log(9.0), 0.0]])
+
+
+def test_forward_kl_two_tokens():
+    # KL(P || Q) = 0.5 ln(0.5 / 0.9) + 0.5 ln(0.5 / 0.1) = 0.5 (-0.5877867) + 0.5 (1.6094379)
+    assert forward_kl(Q_LOGITS, P_LOGITS).item() == pytest.approx(0.5108256, abs=1e-6)
+
+
+def test_forward_kl_temperature_two_scales_by_t_squared():
+    # at T = 2 the student's logits (ln 9, 0) / 2 give (3/4, 1/4):
+    # KL = 0.5 ln(0.5 / 0.75) + 0.5 ln(0.5 / 0.25) = 0.1438410, times T^2 = 4
+    got = forward_kl(Q_LOGITS, P_LOGITS, temperature=2.0)
+    assert got.item() == pytest.approx(0.5753641, abs=1e-6)
+
+
+def test_reverse_kl_two_tokens():
+    # KL(Q || P) = 0.9 ln(0.9 / 0.5) + 0.1 ln(0.1 / 0.5) = 0.5290080 - 0.1609438
+    assert reverse_kl(Q_LOGITS, P_LOGITS).item() == pytest.approx(0.3680642, abs=1e-6)
+
+
+def test_jsd_half_two_tokens():
+    # M = (0.7, 0.3); KL(P || M) = 0.5 ln(5/7) + 0.5 ln(5/3) = 0.0871767
+    # KL(Q || M) = 0.9 ln(9/7) + 0.1 ln(1/3) = 0.1163217; JSD(0.5) = their mean
+    got = generalized_jsd(Q_LOGITS, P_LOGITS, beta=0.5)
+    assert got.item() == pytest.approx(0.1017492, abs=1e-6)
+
+
+def test_jsd_beta_nine_tenths_two_tokens():
+    # M = 0.9 P + 0.1 Q = (0.54, 0.46); KL(P || M) = 0.0032103, KL(Q || M) = 0.3071374
+    # JSD(0.9) = 0.9 * 0.0032103 + 0.1 * 0.3071374
+    got = generalized_jsd(Q_LOGITS, P_LOGITS, beta=0.9)
+    assert got.item() == pytest.approx(0.0336030, abs=1e-6)
+
+
+def test_jsd_refuses_beta_at_the_ends():
+    with pytest.raises(BadInputError, match="beta"):
+        generalized_jsd(Q_LOGITS, P_LOGITS, beta=1.0)
+
+
+def test_seqkd_two_tokens():
+    # -ln 0.9 = 0.1053605 for token 0, -ln 0.1 = 2.3025851 for token 1; their mean
+    logits = torch.cat([Q_LOGITS, Q_LOGITS]).unsqueeze(0)  # [1, 2, 2]
+    got = seqkd(logits, torch.tensor([[0, 1]]))
+    assert got.item() == pytest.approx(1.2039728, abs=1e-6)
+
+
+def test_mask_counts_only_the_positions_that_count():
+    student = torch.cat([Q_LOGITS, torch.tensor([[5.0, -5.0]])]).unsqueeze(0)  # [1, 2, 2]
+    teacher = torch.cat([P_LOGITS, P_LOGITS]).unsqueeze(0)
+    mask = torch.tensor([[True, False]])
+    assert forward_kl(student, teacher, mask=mask).item() == pytest.approx(0.5108256, abs=1e-6)
+    assert reverse_kl(student, teacher, mask=mask).item() == pytest.approx(0.3680642, abs=1e-6)
+
+
+def test_top_k_buckets_three_tokens_by_hand():
+    # teacher P = (0.5, 0.3, 0.2) cached with k = 1: buckets (0.5, 0.5); a uniform student
+    # gives (1/3, 2/3); KL = 0.5 ln(1.5) + 0.5 ln(0.75) = 0.0588915
+    buckets = bucket_log_probs(torch.zeros(1, 3), torch.tensor([[0]]))
+    torch.testing.assert_close(buckets.exp(), torch.tensor([[1 / 3, 2 / 3]]))
+    teacher = torch.tensor([[math.log(0.5), math.log(0.5)]])
+    batch = DistillBatch(torch.zeros(1, 3), teacher, None, teacher_index=torch.tensor([[0]]))
+    got = make_method("fkl", temperature=1.0).loss(batch)
+    assert got.item() == pytest.approx(0.0588915, abs=1e-6)
+
+
+def test_top_k_is_exact_when_the_tail_is_one_token():
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
+    index = teacher.topk(4, dim=-1).indices  # the 5th token alone is the tail bucket
+    t_buckets = bucket_log_probs(teacher, index)
+    full = forward_kl(student, teacher)
+    batch = DistillBatch(student, t_buckets, None, teacher_index=index)
+    torch.testing.assert_close(make_method("fkl", temperature=1.0).loss(batch), full)
+    # and with fewer tokens kept the coarsened divergence is smaller (data processing)
+    index2 = teacher.topk(2, dim=-1).indices
+    batch2 = DistillBatch(student, bucket_log_probs(teacher, index2), None, teacher_index=index2)
+    assert make_method("fkl", temperature=1.0).loss(batch2) < full
+
+
+def test_buckets_stay_finite_when_the_tail_is_empty():
+    buckets = bucket_log_probs(torch.tensor([[1.0, 2.0]]), torch.tensor([[1, 0]]))
+    assert torch.isfinite(buckets).all()
+    assert buckets[0, -1].item() == pytest.approx(-80.0)
+
+
+@pytest.mark.parametrize("name", ["fkl", "rkl", "gkd", "seqkd"])
+def test_language_model_methods_are_registered_for_causal_lm_only(name):
+    cls = all_methods()[name]
+    assert cls.tasks == ("causal-lm",)
+    assert "classification" not in cls.tasks
+
+
+def test_gkd_knobs_and_seqkd_labels():
+    method = make_method("gkd", beta=0.9, on_policy=1.0, temperature=1.0)
+    assert (method.beta, method.on_policy) == (0.9, 1.0)
+    batch = DistillBatch(Q_LOGITS, P_LOGITS, None)
+    assert method.loss(batch).item() == pytest.approx(0.0336030, abs=1e-6)
+    with pytest.raises(BadInputError):
+        make_method("gkd", on_policy=2.0)
+    logits = torch.cat([Q_LOGITS, Q_LOGITS]).unsqueeze(0)
+    seq = make_method("seqkd")
+    assert seq.teacher_sequences
+    got = seq.loss(DistillBatch(logits, None, torch.tensor([[0, 1]])))
+    assert got.item() == pytest.approx(1.2039728, abs=1e-6)
