@@ -121,3 +121,28 @@ def test_budget_lines_from_a_row():
     ppl = lines["perplexity_increase"]
     assert ppl.kind == "relative" and not ppl.passed
     assert budget_lines(row, LMBudget(), 10.0) == []  # no [lm] table: no lines
+
+
+def test_variant_meter_feeds_the_quantization_choice(tmp_path):
+    from edgekd.lm.bench import variant_meter
+    from edgekd.lm.quantize import LMQuantConfig, select_lm_quantization
+
+    path = export_lm(tiny_student(), tmp_path / "s.onnx", [[1, 2]], new_tokens=2).path
+    blocks = np.random.default_rng(0).integers(0, VOCAB, (2, 9))
+    got = select_lm_quantization(path, tmp_path, [LMQuantConfig("int4", block_size=16)],
+                                 variant_meter(blocks, prompt_tokens=4, new_tokens=3, runs=1),
+                                 max_increase=10.0)
+    assert {v.name for v in got.variants} == {"fp32", "int4-b16"}
+    assert all(v.perplexity > 1 and v.decode_tokens_per_s > 0 for v in got.variants)
+    assert got.chosen in got.variants
+
+
+def test_onnx_side_imports_no_torch():
+    """The benchmark's child processes and the ONNX-side modules stay free of torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgekd.lm.bench, edgekd.lm._memprobe, edgekd.lm.decode, "
+            "edgekd.lm.metrics, edgekd.lm.quantize; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -161,3 +161,22 @@ def test_select_quantizes_measures_and_chooses(exported, tmp_path):
                                  [LMQuantConfig("int8", 16), LMQuantConfig("int4", 16)],
                                  measure, max_increase=0.01)
     assert got.chosen.name == "int4-b16" and (tmp_path / "student-int4-b16.onnx").is_file()
+
+
+def test_tied_table_is_stored_once_and_the_size_estimate_holds(tmp_path):
+    from edgekd.lm.sizing import file_bytes
+
+    torch.manual_seed(0)
+    cfg = LMStudentConfig(vocab_size=512, dim=128, n_layers=2, n_heads=4, n_kv_heads=2,
+                          ffn_hidden=352, context=32)
+    result = export_lm(LMStudent(cfg).eval(), tmp_path / "m.onnx", [[1, 2]], new_tokens=2)
+    graph = onnx.load(result.path).graph
+    shapes = [tuple(t.dims) for t in graph.initializer]
+    assert shapes.count((512, 128)) == 1 and (128, 512) not in shapes
+    assert any(n.op_type == "Gemm" for n in graph.node)
+    for bits, mode in ((32, None), (4, "int4"), (8, "int8")):
+        path = Path(result.path) if mode is None else quantize_lm(
+            result.path, LMQuantConfig(mode), tmp_path / f"{mode}.onnx")
+        # the weights as stored; the rest of the file is the graph itself (~100 KB here)
+        stored = sum(len(t.raw_data) for t in onnx.load(str(path)).graph.initializer)
+        assert file_bytes(cfg, bits) == pytest.approx(stored, rel=0.02), mode

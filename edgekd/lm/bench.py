@@ -28,7 +28,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from edgekd.bench.stats import LatencySamples
 from edgekd.errors import BadInputError
 from edgekd.lm.decode import OnnxLM, TorchLM
 from edgekd.lm.metrics import log_softmax
+from edgekd.lm.quantize import LMVariant
 from edgekd.results import Line
 
 
@@ -158,6 +159,26 @@ def peak_memory_mb(path: str | Path, context_tokens: int, threads: int = 1) -> f
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"LM memory probe for {path} failed: {last}")
     return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+
+
+def variant_meter(blocks: np.ndarray, prompt_tokens: int = 32, new_tokens: int = 16,
+                  runs: int = 3, threads: int = 1) -> Callable[[str, Path], LMVariant]:
+    """``measure(name, path)`` for ``edgekd.lm.quantize.select_lm_quantization``: a variant's
+    perplexity on ``blocks`` and its decode tokens/s at batch 1.
+
+    >>> select_lm_quantization("s.onnx", "out", configs, variant_meter(blocks), 0.05)
+    ... # doctest: +SKIP
+    """
+    vocab = int(np.asarray(blocks).max()) + 1
+
+    def measure(name: str, path: Path) -> LMVariant:
+        lm = open_onnx_lm(path, threads)
+        score = quality({name: lm}, blocks)[name]
+        speed = time_decoding(lm, prompt_tokens, new_tokens, runs, vocab)
+        return LMVariant(name, str(path), Path(path).stat().st_size, score.perplexity,
+                         speed.decode_tokens_per_s)
+
+    return measure
 
 
 # --- one model, and the side-by-side table -------------------------------------------------------

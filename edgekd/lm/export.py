@@ -101,6 +101,45 @@ def _trace_lm(model: nn.Module, layout: tuple[int, int, int], opset: int):
                            dynamic, opset)
 
 
+def share_tied_table(proto) -> int:
+    """Point an output MatMul over a transposed copy of a Gather's table at the table itself.
+
+    The tracer folds ``embed.weight.T`` into a second initializer for the tied output projection,
+    so a fp32 file would hold the largest tensor of a small LM twice. A 2-D ``MatMul(h, W.T)``
+    whose weight equals a Gather's table transposed becomes ``Gemm(h, W, transB=1)`` and the copy
+    goes. Returns how many MatMuls were rewritten; the graph is parity-checked after this.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info}
+    tables = {}
+    for node in graph.node:
+        if node.op_type == "Gather" and node.input[0] in inits:
+            tables[node.input[0]] = numpy_helper.to_array(inits[node.input[0]])
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    rewritten = 0
+    for i, node in enumerate(graph.node):
+        weight = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is None or ranks.get(node.input[0]) != 2 or uses[weight.name] != 1:
+            continue
+        w = numpy_helper.to_array(weight)
+        table = next((n for n, t in tables.items() if t.shape == w.T.shape
+                      and np.array_equal(t, w.T)), None)
+        if table is None:
+            continue
+        graph.node[i].CopyFrom(helper.make_node("Gemm", [node.input[0], table], list(node.output),
+                                                name=node.name.replace("MatMul", "Gemm"),
+                                                transB=1))
+        graph.initializer.remove(weight)
+        rewritten += 1
+    return rewritten
+
+
 def _max_diff(a: Continuation, b: Continuation) -> float:
     if len(a.step_logits) != len(b.step_logits):
         return float("inf")
@@ -149,6 +188,8 @@ def export_lm(model: nn.Module, path: str | Path, prompts: Sequence[Sequence[int
     thresholds = thresholds or ParityThresholds()
     layout = kv_layout(model)
     proto, notes = _trace_lm(model, layout, opset)
+    if share_tied_table(proto):
+        notes = [*notes, "tied output projection reads the embedding table (Gemm, transB)"]
     with tempfile.TemporaryDirectory() as work:
         raw = Path(work) / "lm.onnx"
         onnx.save(proto, str(raw))

@@ -92,8 +92,21 @@ def _pack(weight: np.ndarray, bits: int, block_size: int, symmetric: bool):
     return packed, scales, zero_points
 
 
+def _projection(node) -> bool:
+    """A MatMul, or the Gemm ``edgekd.lm.export`` writes for the tied output projection
+    (``transB=1``, no bias, no scaling): both are ``x @ W`` with a constant ``W``."""
+    if node.op_type == "MatMul":
+        return True
+    if node.op_type != "Gemm" or len(node.input) != 2:
+        return False
+    attrs = {a.name: (a.i if a.type == a.INT else a.f) for a in node.attribute}
+    return (attrs.get("transB") == 1 and not attrs.get("transA")
+            and attrs.get("alpha", 1.0) == 1.0)
+
+
 def _weight_only(config: LMQuantConfig, src: Path, dst: Path) -> int:
-    """Rewrite MatMuls with 2-D float initializer weights into MatMulNBits; returns how many."""
+    """Rewrite MatMuls (and the tied output Gemm) with 2-D float initializer weights into
+    MatMulNBits; returns how many."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -106,11 +119,13 @@ def _weight_only(config: LMQuantConfig, src: Path, dst: Path) -> int:
             uses[name] = uses.get(name, 0) + 1
     nodes, dropped, done = [], set(), 0
     for node in graph.node:
-        weight = inits.get(node.input[1]) if node.op_type == "MatMul" else None
+        weight = inits.get(node.input[1]) if _projection(node) else None
         if weight is None or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
             nodes.append(node)
             continue
         w = numpy_helper.to_array(weight)
+        if node.op_type == "Gemm":  # the tied output projection reads the table [N, K] as stored
+            w = np.ascontiguousarray(w.T)
         packed, scales, zps = _pack(w, config.bits, config.block_size, config.symmetric)
         stem = f"{weight.name}_Q{config.bits}"
         new = [numpy_helper.from_array(packed, stem), numpy_helper.from_array(scales,

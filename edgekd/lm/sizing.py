@@ -14,9 +14,11 @@ figure here is an estimate and labelled so; ``edgekd.lm.bench`` measures):
 - **memory at the context length**: the weights as deployed + the fp32 KV cache at
   ``context_tokens`` + the largest activation (a prefill's logits); the runtime's own memory is
   not included (it is measured by the benchmark, not modelled).
-- **file size**: the MatMul weights at ``weight_bits`` (``MatMulNBits``) + the fp32 embedding
-  table the Gather reads (``edgekd.lm.quantize`` leaves it fp32) + the norms; fp32 exports store
-  the tied table twice (the Gather's and the output MatMul's transposed copy).
+- **file size**: the MatMul weights at ``weight_bits`` (``MatMulNBits``, plus a scale per block of
+  32) + the fp32 embedding
+  table the Gather reads (``edgekd.lm.quantize`` leaves it fp32) + the norms; a fp32 export stores
+  a tied table once (the output Gemm reads it), a quantized one adds the packed output copy.
+  The graph itself (nodes, shapes) adds about 100 KB, which only matters for the tiniest students.
 
 The search (:func:`size_lm_student`) walks a grid of widths and depths (head dim 64 where the
 width allows, 32 below; Llama's SwiGLU width 8/3 x dim rounded to 32; grouped-query attention with
@@ -41,6 +43,7 @@ LAYERS = (2, 3, 4, 6, 8, 10, 12, 16)
 # rotary, scores, softmax, 3 FFN MatMuls, SiLU, residual adds): a rough count for the overhead.
 KERNELS_PER_LAYER = 20
 FP32_BYTES = 4
+SCALE_BITS = 1  # MatMulNBits: a 32-bit scale per block of 32 weights (edgekd.lm.quantize)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,12 @@ def file_bytes(c: LMStudentConfig, weight_bits: int) -> int:
     """The exported file's weight bytes at ``weight_bits`` for the MatMuls (32 = fp32)."""
     norms = (2 * c.n_layers + 1) * c.dim
     table = c.vocab_size * c.dim  # the Gather's table, fp32 in every variant
-    return _matmul_params(c) * weight_bits // 8 + (table + norms) * FP32_BYTES
+    matmul = _matmul_params(c)
+    if weight_bits == 32 and c.tie_embeddings:
+        matmul -= table  # fp32: the output Gemm reads the Gather's table (edgekd.lm.export)
+    # Quantized weights carry one fp32 scale per block of 32: one more bit per weight.
+    bits = weight_bits + (SCALE_BITS if weight_bits < 16 else 0)
+    return matmul * bits // 8 + (table + norms) * FP32_BYTES
 
 
 def _roofline_ms(flops: float, bytes_read: float, device: DeviceSpec, weight_bits: int) -> float:

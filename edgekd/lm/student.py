@@ -258,7 +258,11 @@ class LMStudent(nn.Module):
         for i, layer in enumerate(self.layers):
             x, present = layer(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
             presents.append(present)
-        logits = self.lm_head(self.norm(x))
+        # The output projection on [B*T, dim]: the same numbers, and a 2-D MatMul that the LM
+        # export turns into a Gemm reading the tied table as stored (edgekd.lm.export), so the
+        # file keeps the table once.
+        b = x.shape[0]
+        logits = self.lm_head(self.norm(x).reshape(-1, self.config.dim)).reshape(b, t, -1)
         return (logits, tuple(presents)) if use_cache else logits
 
 
