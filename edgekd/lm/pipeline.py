@@ -238,23 +238,32 @@ def _train(run: LMRun, sizing, teaching):
 
 
 def _export_and_quantize(run: LMRun, student, work: Path):
+    return export_and_quantize(
+        student, work, run.prompts, run.val.blocks[: min(len(run.val), 16)],
+        run.teacher.output_size, run.target.lm.perplexity_increase,
+    )  # fmt: skip
+
+
+def export_and_quantize(student, work: Path, prompts, val_blocks: np.ndarray, vocab_size: int,
+                        perplexity_increase: float | None):  # fmt: skip
+    """Save the student, export it with a KV cache (parity-checked on ``prompts``) and keep the
+    quantized variant chosen on ``val_blocks``' perplexity (at most ``perplexity_increase`` over
+    fp32, 5% when the target sets none) and decode speed. Shared by the black-box path."""
     from edgekd.lm.bench import open_onnx_lm, quality, time_decoding
     from edgekd.lm.export import export_lm
     from edgekd.lm.quantize import MODES, LMQuantConfig, LMVariant, select_lm_quantization
     from edgekd.lm.student import save_student
 
     save_student(student, work / "student")
-    exported = export_lm(student, work / "student.onnx", run.prompts, new_tokens=NEW_TOKENS // 2)
-    val = run.val.blocks[: min(len(run.val), 16)]
+    exported = export_lm(student, work / "student.onnx", prompts, new_tokens=NEW_TOKENS // 2)
 
     def measure(name: str, path: Path) -> LMVariant:
         lm = open_onnx_lm(path)
-        ppl = quality({name: lm}, val)[name].perplexity
-        speed = time_decoding(lm, PROMPT_TOKENS, NEW_TOKENS, runs=2,
-                              vocab_size=run.teacher.output_size)  # fmt: skip
+        ppl = quality({name: lm}, val_blocks)[name].perplexity
+        speed = time_decoding(lm, PROMPT_TOKENS, NEW_TOKENS, runs=2, vocab_size=vocab_size)
         return LMVariant(name, str(path), path.stat().st_size, ppl, speed.decode_tokens_per_s)
 
-    allowed = run.target.lm.perplexity_increase or 0.05
+    allowed = perplexity_increase or 0.05
     selection = select_lm_quantization(
         work / "student.onnx", work, [LMQuantConfig(m) for m in MODES], measure, allowed
     )
@@ -263,16 +272,24 @@ def _export_and_quantize(run: LMRun, student, work: Path):
 
 
 def _bench(run: LMRun, selection):
+    teacher = getattr(run.teacher.module, "model", run.teacher.module)  # transformers: its cache
+    blocks = run.test.blocks[: min(len(run.test), 32)]
+    return bench_students(selection, blocks, run.prompts, run.settings["context"],
+                          teacher=teacher)  # fmt: skip
+
+
+def bench_students(selection, blocks: np.ndarray, prompts, context: int, teacher=None):
+    """The chosen student variant (and fp32 when another was chosen), with the teacher module
+    when there is one, through ``edgekd.lm.bench.bench_lm``."""
     from edgekd.lm.bench import bench_lm
 
-    teacher = getattr(run.teacher.module, "model", run.teacher.module)  # transformers: its cache
-    models: dict[str, Any] = {"teacher": teacher, "student": selection.chosen.path}
+    models: dict[str, Any] = {} if teacher is None else {"teacher": teacher}
+    models["student"] = selection.chosen.path
     if selection.chosen.name != "fp32":
         models["student-fp32"] = next(v.path for v in selection.variants if v.name == "fp32")
-    blocks = run.test.blocks[: min(len(run.test), 32)]
     return bench_lm(
-        models, blocks, run.prompts, teacher="teacher", prompt_tokens=PROMPT_TOKENS,
-        context_tokens=run.settings["context"], new_tokens=NEW_TOKENS,
+        models, blocks, prompts, teacher="teacher" if teacher is not None else None,
+        prompt_tokens=PROMPT_TOKENS, context_tokens=context, new_tokens=NEW_TOKENS,
     )  # fmt: skip
 
 
