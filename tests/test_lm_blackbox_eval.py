@@ -71,28 +71,10 @@ def test_final_answer_reads_the_form():
 
 @pytest.fixture(scope="module")
 def tiny_lm():
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
-    from tokenizers import decoders, models, pre_tokenizers, trainers
+    pytest.importorskip("transformers")
+    from lm_fixtures import hf_tokenizer, tiny_gpt2
 
-    tok = tokenizers.Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(
-        ["What is 12 plus 30? The answer is 42."] * 5,
-        trainers.BpeTrainer(vocab_size=280, special_tokens=["<unk>", "<eos>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
-    )
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>"
-    )
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        vocab_size=len(fast), n_positions=64, n_embd=16, n_layer=1, n_head=2,
-        eos_token_id=fast.eos_token_id, bos_token_id=fast.eos_token_id,
-    )
-    return transformers.GPT2LMHeadModel(config).eval(), fast
+    return tiny_gpt2(), hf_tokenizer()
 
 
 def test_generating_teacher_is_deterministic_per_request(tiny_lm):
@@ -128,3 +110,18 @@ def test_torch_callables_score_is_the_cross_entropy_of_the_target(tiny_lm):
     texts = generate(["What is"], 3)
     assert len(texts) == 1 and isinstance(texts[0], str)
     assert np.isfinite(nll)
+
+
+def test_teacher_generate_loads_a_local_folder_as_a_text_teacher(tmp_path):
+    pytest.importorskip("transformers")
+    from lm_fixtures import save_hf_teacher
+
+    from edgekd.config import DistillConfig
+    from edgekd.lm.blackbox.generate import GeneratingTeacher
+    from edgekd.lm.blackbox.pipeline import _teacher
+
+    folder = save_hf_teacher(tmp_path / "hf", kind="llama")
+    teacher, tokenizer = _teacher(DistillConfig(task="causal-lm", teacher_generate=str(folder)))
+    assert isinstance(teacher, GeneratingTeacher) and tokenizer.vocab_size == 320
+    reply = teacher.answer([TeacherRequest("a", "The", 1, 0.0, 1.0, 3, 0)], CallLog())[0]
+    assert reply.ok and len(reply.texts) == 1
