@@ -3,12 +3,12 @@
     python benchmarks/lm_blackbox_teacher.py [--error-rate P] REQUESTS.jsonl ANSWERS.jsonl
 
 It stands in for a strong model behind an API on the locally generated arithmetic problems of
-``edgekd.lm.blackbox.tasks``: asked for reasoning it writes column-by-column working and an
-``Answer:`` line; asked directly it writes the number. With probability ``--error-rate`` a sample
-slips (one column off by one, carried through to the answer), as a real teacher's sampled
-rationales sometimes do; sampling (temperature > 0) varies which samples slip and the wording.
-No model runs here: the benchmark measures what the student learns from such text, not the
-teacher.
+``edgekd.lm.blackbox.tasks``: asked for reasoning it writes column-by-column working, or splits
+tens and ones (each sample takes either way), then an ``Answer:`` line; asked directly it writes
+the number. With probability ``--error-rate`` a sample slips (one operand misread by a digit,
+carried through to the answer), as a real teacher's sampled rationales sometimes do; at
+temperature 0 it slips half as often. No model runs here: the benchmark measures what the
+student learns from such text, not the teacher.
 """
 
 from __future__ import annotations
@@ -29,8 +29,22 @@ def answer(prompt: str, rng: random.Random, error_rate: float) -> str:
     if slip:  # one operand misread by a digit in a random column
         b = max(0, b + rng.choice((-1, 1)) * 10 ** rng.randrange(len(str(b))))
     if RATIONALE_INSTRUCTION in prompt:
-        return worked_rationale(a, b, op)
+        return worked_rationale(a, b, op) if rng.random() < 0.5 else split_rationale(a, b, op)
     return str(a + b if op == "+" else a - b)
+
+
+def split_rationale(a: int, b: int, op: str) -> str:
+    """A second way to the answer (tens and ones apart), so sampled rationales differ."""
+    ta, oa, tb, ob = a - a % 10, a % 10, b - b % 10, b % 10
+    tens = ta + tb if op == "+" else ta - tb
+    ones = oa + ob if op == "+" else oa - ob
+    result = a + b if op == "+" else a - b
+    return "\n".join([
+        f"Split {a} into {ta} and {oa}, and {b} into {tb} and {ob}.",
+        f"Tens: {ta} {op} {tb} = {tens}. Ones: {oa} {op} {ob} = {ones}.",
+        f"Together: {tens} + {ones} = {result}.",
+        f"Answer: {result}",
+    ])
 
 
 def main() -> int:
