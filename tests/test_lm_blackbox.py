@@ -191,13 +191,15 @@ def test_rationales_train_two_tasks_and_drop_answers_that_disagree(tmp_path):
                PromptRecord("c", "What is 1 plus 1?", None)]
     texts = {
         "a": ["12 + 30:\ncolumn 1: 2 + 0 = 2\nAnswer: 42", "some words\nAnswer: 41"],
-        "b": ["no final line at all"],
+        "b": ["no final line at all\nstill none", "42"],  # the second: a labels-only teacher
         "c": ["1 + 1 is two\nanswer = 2."],
     }
     examples, dropped = to_examples(FormSpec("rationales"), records, texts)
-    assert dropped == Counter({"disagrees_with_reference": 1, "no_answer_line": 1})
+    assert dropped == Counter(
+        {"disagrees_with_reference": 1, "no_answer_line": 1, "answer_only": 1}
+    )
     assert [(e.record_id, e.prompt.endswith(EXPLAIN_TAG), e.target) for e in examples] == [
-        ("a", True, "12 + 30:\ncolumn 1: 2 + 0 = 2"), ("a", False, "42"),
+        ("a", True, "12 + 30:\ncolumn 1: 2 + 0 = 2"), ("a", False, "42"), ("b", False, "42"),
         ("c", True, "1 + 1 is two"), ("c", False, "2."),
     ]
     assert eval_prompt(FormSpec("rationales"), records[0], records).endswith(ANSWER_TAG)

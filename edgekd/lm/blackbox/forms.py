@@ -8,7 +8,9 @@ rationales  chain of thought: the teacher is asked to reason, then give the answ
             the answer; ``--samples N`` rationales per prompt (Fine-tune-CoT, Ho et al. 2023).
             A rationale whose answer disagrees with the record's reference, or that gives no
             answer, is dropped and counted (a cheap form of SCOTT's consistency, Wang et al.
-            2023: the student never learns reasoning that leads elsewhere).
+            2023: the student never learns reasoning that leads elsewhere). A one-line text with
+            no reasoning (a teacher that gives labels only) trains the answer task alone
+            (counted as ``answer_only``).
 icl         in-context learning: each prompt is preceded by k demonstrations drawn from the
             other training records (their reference answers), so the student learns to follow
             demonstrations; the teacher answers the assembled prompt.
@@ -147,7 +149,11 @@ def to_examples(
                 examples.append(Example(record.id, eval_prompt(spec, record, pool), text.strip()))
                 continue
             parts = split_rationale(text)
-            if parts is None or not parts[0]:
+            if parts is None and len(text.strip().splitlines()) == 1:
+                # A teacher that gives labels only (no reasoning): the answer task alone.
+                parts = ("", text.strip())
+                dropped["answer_only"] += 1
+            if parts is None:
                 dropped["no_answer_line"] += 1
                 continue
             reasoning, answer = parts
@@ -156,7 +162,8 @@ def to_examples(
             ):
                 dropped["disagrees_with_reference"] += 1
                 continue
-            examples.append(Example(record.id, record.prompt + EXPLAIN_TAG, reasoning))
+            if reasoning:
+                examples.append(Example(record.id, record.prompt + EXPLAIN_TAG, reasoning))
             examples.append(Example(record.id, record.prompt + ANSWER_TAG, answer))
     return examples, dropped
 
