@@ -44,6 +44,13 @@ def test_quality_by_hand():
     assert got["uniform"].top1_agreement == 1.0
 
 
+def test_quality_leaves_agreement_out_when_vocabularies_differ():
+    teacher = TorchLM(_Fixed([0.0, 1.0, 0.0, 0.0]))
+    got = quality({"m": TorchLM(_Fixed([0.0, 0.0, 0.0]))}, np.array([[0, 1, 2]]), teacher)
+    assert got["m"].top1_agreement is None and got["m"].kl_to_teacher is None
+    assert got["m"].perplexity == pytest.approx(3.0)
+
+
 def test_quality_rejects_bad_blocks():
     with pytest.raises(BadInputError, match="held-out blocks"):
         quality({"m": TorchLM(_Fixed([0.0, 0.0]))}, np.zeros((2, 1), dtype=int))

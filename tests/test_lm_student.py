@@ -223,7 +223,8 @@ def test_lm_estimate_by_hand():
     # MatMul weights: q,o 2*16 + k,v 2*8 + ffn 3*24 + output 40 = 160; table 40 + norms 3*4 = 52.
     # fp32: the output projection reads the table itself, so 120 + 52 floats.
     assert file_bytes(c, 32) == 120 * 4 + 52 * 4
-    assert file_bytes(c, 4) == 160 * 5 // 8 + 52 * 4  # 4 bits + 1 bit of scale per weight
+    # int4: MatMuls and table at 4 bits + 1 bit of scale per weight, the norms in fp32
+    assert file_bytes(c, 4) == (160 + 40) * 5 // 8 + 12 * 4
     est = estimate_lm(c, _device(), weight_bits=32, prompt_tokens=2, context_tokens=8)
     # decode: 640 weight bytes + KV at 8 positions (2 * 1 layer * 8 * 2 * 4 B = 128) = 768 B at
     # 1 GB/s = 7.68e-4 ms; the FLOPs (2*160 + 4*1*8*4 = 448 at 10 GFLOP/s = 4.5e-5 ms) are less.
@@ -257,3 +258,35 @@ def test_sizing_says_which_line_nothing_fits():
 
     got = size_lm_student(LMBudget(model_size_mb=0.01), _device(), 4000, 128)
     assert not got.fits and "model_size_mb" in got.reason and "(estimate)" in got.reason
+
+
+def test_sizing_to_a_shipped_target_and_one_without_lm_lines():
+    import dataclasses
+
+    from edgekd.lm.sizing import size_lm_to_target
+    from edgekd.targets import LMBudget, load_target
+
+    iot = load_target("iot")
+    got = size_lm_to_target(iot, vocab_size=4000, max_params=2_000_000)
+    assert got.fits and got.config.context == iot.lm.context_tokens
+    assert got.estimate.weight_bits == 8  # iot runs int8
+    bare = dataclasses.replace(iot, lm=LMBudget())
+    with pytest.raises(BadInputError, match="no \\[lm\\] budget lines"):
+        size_lm_to_target(bare, vocab_size=4000)
+
+
+@pytest.mark.gpu
+def test_student_on_cuda_matches_cpu_and_decodes_with_the_cache():
+    m = model()
+    x = ids(2, 9)
+    with torch.no_grad():
+        want = m(x)
+        gpu = m.to("cuda")
+        torch.testing.assert_close(gpu(x.cuda()).cpu(), want, atol=1e-4, rtol=1e-3)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            half = gpu(x.cuda()).float().cpu()
+        assert half.shape == want.shape and torch.isfinite(half).all()  # random logits are
+        # near-uniform, so bf16 may reorder them: only finiteness is a fair check here
+        logits, cache = gpu(x[:, :5].cuda(), use_cache=True)
+        step, _ = gpu(x[:, 5:6].cuda(), past_key_values=cache, use_cache=True)
+    torch.testing.assert_close(step.cpu(), want[:, 5:6], atol=1e-4, rtol=1e-3)

@@ -71,12 +71,13 @@ def quality(models: Mapping[str, Any], blocks: np.ndarray, teacher: Any = None
             ) -> dict[str, LMQuality]:
     """Perplexity of each model (anything with ``step``/``empty_cache``) on ``blocks``
     (``[N, T + 1]`` token ids: positions 0..T-1 predict 1..T), and top-1 agreement and KL with
-    ``teacher`` on the same positions."""
+    ``teacher`` on the same positions (None where the vocabularies differ)."""
     blocks = np.asarray(blocks, dtype=np.int64)
     if blocks.ndim != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
         raise BadInputError(f"held-out blocks must be [N >= 1, T + 1 >= 2] token ids, got shape "
                             f"{blocks.shape}")
     sums = {name: [0.0, 0.0, 0.0] for name in models}  # nll, agreeing positions, kl
+    compared = {name: teacher is not None for name in models}  # False: vocabularies differ
     for block in blocks:
         targets = block[1:]
         t_logp = log_softmax(_block_logits(teacher, block)) if teacher is not None else None
@@ -86,15 +87,15 @@ def quality(models: Mapping[str, Any], blocks: np.ndarray, teacher: Any = None
                 raise BadInputError(f"{name}: logits {logp.shape} do not fit blocks of "
                                     f"{len(targets)} targets with ids up to {targets.max()}")
             sums[name][0] -= float(np.take_along_axis(logp, targets[:, None], -1).sum())
-            if t_logp is not None and t_logp.shape == logp.shape:
+            compared[name] = compared[name] and t_logp is not None and t_logp.shape == logp.shape
+            if compared[name]:
                 sums[name][1] += float((logp.argmax(-1) == t_logp.argmax(-1)).sum())
                 p_t = np.exp(t_logp)
                 with np.errstate(invalid="ignore"):
                     sums[name][2] += float(np.where(p_t > 0, p_t * (t_logp - logp), 0).sum())
     n = blocks.shape[0] * (blocks.shape[1] - 1)
-    with_teacher = teacher is not None
-    return {name: LMQuality(float(np.exp(s[0] / n)), s[1] / n if with_teacher else None,
-                            s[2] / n if with_teacher else None, n) for name, s in sums.items()}
+    return {name: LMQuality(float(np.exp(s[0] / n)), s[1] / n if compared[name] else None,
+                            s[2] / n if compared[name] else None, n) for name, s in sums.items()}
 
 
 # --- speed ----------------------------------------------------------------------------------------

@@ -50,6 +50,9 @@ class LMQuantConfig:
     # slower than fp32 (no fast kernel for that pair), at level 4 ~2x faster; int4 ~1.3x faster at
     # 4 than at 0. The perplexity check of the choice catches the accuracy it costs.
     accuracy_level: int = 4
+    # Also quantize the embedding table the Gather reads (GatherBlockQuantized, same bits and
+    # blocks): in a small LM it is the largest tensor left in fp32.
+    embeddings: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -65,7 +68,8 @@ class LMQuantConfig:
     def name(self) -> str:
         if self.mode == "dynamic_int8":
             return self.mode
-        return f"{self.mode}-b{self.block_size}" + ("" if self.symmetric else "-asym")
+        return (f"{self.mode}-b{self.block_size}" + ("" if self.symmetric else "-asym")
+                + ("" if self.embeddings else "-fp32emb"))
 
     @property
     def bits(self) -> int:
@@ -104,48 +108,100 @@ def _projection(node) -> bool:
             and attrs.get("alpha", 1.0) == 1.0)
 
 
-def _weight_only(config: LMQuantConfig, src: Path, dst: Path) -> int:
-    """Rewrite MatMuls (and the tied output Gemm) with 2-D float initializer weights into
-    MatMulNBits; returns how many."""
-    import onnx
+def _matmul_nbits(node, w: np.ndarray, weight_name: str, config: LMQuantConfig):
+    """A ``MatMulNBits`` node for ``x @ w`` (``w`` is ``[K, N]``) and its new initializers."""
     from onnx import helper, numpy_helper
+
+    packed, scales, zps = _pack(w, config.bits, config.block_size, config.symmetric)
+    stem = f"{weight_name}_Q{config.bits}"
+    new = [numpy_helper.from_array(packed, stem), numpy_helper.from_array(scales, f"{stem}_scales")]
+    if not config.symmetric:
+        new.append(numpy_helper.from_array(zps, stem + "_zero_points"))
+    attrs = {"K": w.shape[0], "N": w.shape[1], "bits": config.bits,
+             "block_size": config.block_size}
+    if config.accuracy_level:
+        attrs["accuracy_level"] = config.accuracy_level
+    made = helper.make_node("MatMulNBits", [node.input[0], *[t.name for t in new]],
+                            list(node.output), name=f"{node.name}_Q{config.bits}",
+                            domain="com.microsoft", **attrs)
+    return made, new
+
+
+def quantize_table(table: np.ndarray, bits: int, block_size: int):
+    """Symmetric blockwise quantization of a ``[V, D]`` table along D, stored as
+    ``GatherBlockQuantized`` reads uint8 data: 4-bit codes two to a byte (low nibble first) offset
+    by 8, 8-bit codes offset by 128 (its implied zero points). Returns (data, scales)."""
+    rows, cols = table.shape
+    qmax = (1 << (bits - 1)) - 1
+    blocks = table.reshape(rows, cols // block_size, block_size).astype(np.float32)
+    scales = np.abs(blocks).max(axis=-1) / qmax
+    scales = np.where(scales > 0, scales, 1.0).astype(np.float32)  # an all-zero block stays 0
+    codes = np.clip(np.round(blocks / scales[..., None]), -qmax - 1, qmax).astype(np.int16)
+    codes = (codes + (1 << (bits - 1))).astype(np.uint8).reshape(rows, cols)
+    if bits == 4:
+        codes = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+    return codes, scales
+
+
+def _gather_quantized(node, table: np.ndarray, table_name: str, config: LMQuantConfig):
+    """A ``GatherBlockQuantized`` node for an embedding lookup, and its new initializers."""
+    from onnx import helper, numpy_helper
+
+    data, scales = quantize_table(table, config.bits, config.block_size)
+    stem = f"{table_name}_G{config.bits}"
+    new = [numpy_helper.from_array(data, stem), numpy_helper.from_array(scales, f"{stem}_scales")]
+    made = helper.make_node("GatherBlockQuantized", [new[0].name, node.input[1], new[1].name],
+                            list(node.output), name=f"{node.name}_G{config.bits}",
+                            domain="com.microsoft", gather_axis=0, quantize_axis=1,
+                            block_size=config.block_size, bits=config.bits)
+    return made, new
+
+
+def _rewrite(node, inits: dict, config: LMQuantConfig):
+    """(the new node, its initializers) for a node worth quantizing, else None."""
+    import onnx
+    from onnx import numpy_helper
+
+    if _projection(node):
+        weight = inits.get(node.input[1])
+        if weight is None or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
+            return None
+        w = numpy_helper.to_array(weight)
+        if node.op_type == "Gemm":  # the tied output projection reads the table [N, K] as stored
+            w = np.ascontiguousarray(w.T)
+        return _matmul_nbits(node, w, weight.name, config)
+    if node.op_type == "Gather" and config.embeddings and node.input[0] in inits:
+        table = inits[node.input[0]]
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if (axis == 0 and len(table.dims) == 2 and table.data_type == onnx.TensorProto.FLOAT
+                and table.dims[1] % config.block_size == 0):
+            return _gather_quantized(node, numpy_helper.to_array(table), table.name, config)
+    return None
+
+
+def _weight_only(config: LMQuantConfig, src: Path, dst: Path) -> int:
+    """Rewrite MatMuls (and the tied output Gemm) with constant 2-D float weights into
+    MatMulNBits, and the embedding Gather into GatherBlockQuantized; drop the float weights no
+    node reads any more. Returns how many MatMuls were rewritten."""
+    import onnx
+    from onnx import helper
 
     model = onnx.load(str(src))
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    uses = {}
+    nodes, done = [], 0
     for node in graph.node:
-        for name in node.input:
-            uses[name] = uses.get(name, 0) + 1
-    nodes, dropped, done = [], set(), 0
-    for node in graph.node:
-        weight = inits.get(node.input[1]) if _projection(node) else None
-        if weight is None or len(weight.dims) != 2 or weight.data_type != onnx.TensorProto.FLOAT:
+        rewritten = _rewrite(node, inits, config)
+        if rewritten is None:
             nodes.append(node)
             continue
-        w = numpy_helper.to_array(weight)
-        if node.op_type == "Gemm":  # the tied output projection reads the table [N, K] as stored
-            w = np.ascontiguousarray(w.T)
-        packed, scales, zps = _pack(w, config.bits, config.block_size, config.symmetric)
-        stem = f"{weight.name}_Q{config.bits}"
-        new = [numpy_helper.from_array(packed, stem), numpy_helper.from_array(scales,
-                                                                               stem + "_scales")]
-        if not config.symmetric:
-            new.append(numpy_helper.from_array(zps, stem + "_zero_points"))
-        graph.initializer.extend(new)
-        attrs = {"K": w.shape[0], "N": w.shape[1], "bits": config.bits,
-                 "block_size": config.block_size}
-        if config.accuracy_level:
-            attrs["accuracy_level"] = config.accuracy_level
-        nodes.append(helper.make_node("MatMulNBits", [node.input[0], *[t.name for t in new]],
-                                      list(node.output), name=f"{node.name}_Q{config.bits}",
-                                      domain="com.microsoft", **attrs))
-        if uses[weight.name] == 1:  # a weight shared with another node stays
-            dropped.add(weight.name)
-        done += 1
+        nodes.append(rewritten[0])
+        graph.initializer.extend(rewritten[1])
+        done += rewritten[0].op_type == "MatMulNBits"
     del graph.node[:]
     graph.node.extend(nodes)
-    kept = [t for t in graph.initializer if t.name not in dropped]
+    read = {name for node in graph.node for name in node.input} | {i.name for i in graph.input}
+    kept = [t for t in graph.initializer if t.name in read]
     del graph.initializer[:]
     graph.initializer.extend(kept)
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
@@ -154,7 +210,7 @@ def _weight_only(config: LMQuantConfig, src: Path, dst: Path) -> int:
     return done
 
 
-def _dynamic_int8(src: Path, dst: Path) -> int:
+def _dynamic_int8(src: Path, dst: Path) -> None:
     import logging
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -166,7 +222,6 @@ def _dynamic_int8(src: Path, dst: Path) -> int:
                          op_types_to_quantize=["MatMul"])
     finally:
         logging.disable(previous)
-    return -1  # the count is ONNX Runtime's business here
 
 
 def quantize_lm(src: str | Path, config: LMQuantConfig, dst: str | Path) -> Path:

@@ -14,10 +14,10 @@ figure here is an estimate and labelled so; ``edgekd.lm.bench`` measures):
 - **memory at the context length**: the weights as deployed + the fp32 KV cache at
   ``context_tokens`` + the largest activation (a prefill's logits); the runtime's own memory is
   not included (it is measured by the benchmark, not modelled).
-- **file size**: the MatMul weights at ``weight_bits`` (``MatMulNBits``, plus a scale per block of
-  32) + the fp32 embedding
-  table the Gather reads (``edgekd.lm.quantize`` leaves it fp32) + the norms; a fp32 export stores
-  a tied table once (the output Gemm reads it), a quantized one adds the packed output copy.
+- **file size**: every MatMul weight and the embedding table at ``weight_bits`` (the weight-only
+  variants: ``MatMulNBits`` and ``GatherBlockQuantized``, plus a scale per block of 32) + the
+  fp32 norms; a fp32 export stores a tied table once (the output Gemm reads it), a quantized one
+  twice (two layouts).
   The graph itself (nodes, shapes) adds about 100 KB, which only matters for the tiniest students.
 
 The search (:func:`size_lm_student`) walks a grid of widths and depths (head dim 64 where the
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from edgekd.errors import BadInputError
 from edgekd.lm.student import LMStudentConfig
 from edgekd.results import Line
-from edgekd.targets import DeviceSpec, LMBudget
+from edgekd.targets import DeviceSpec, LMBudget, TargetProfile
 
 DIMS = (64, 96, 128, 192, 256, 384, 512, 640, 768)
 LAYERS = (2, 3, 4, 6, 8, 10, 12, 16)
@@ -73,14 +73,16 @@ def _matmul_params(c: LMStudentConfig) -> int:
 
 def file_bytes(c: LMStudentConfig, weight_bits: int) -> int:
     """The exported file's weight bytes at ``weight_bits`` for the MatMuls (32 = fp32)."""
-    norms = (2 * c.n_layers + 1) * c.dim
-    table = c.vocab_size * c.dim  # the Gather's table, fp32 in every variant
+    norms = (2 * c.n_layers + 1) * c.dim * FP32_BYTES
+    table = c.vocab_size * c.dim  # the Gather's table
     matmul = _matmul_params(c)
-    if weight_bits == 32 and c.tie_embeddings:
-        matmul -= table  # fp32: the output Gemm reads the Gather's table (edgekd.lm.export)
-    # Quantized weights carry one fp32 scale per block of 32: one more bit per weight.
-    bits = weight_bits + (SCALE_BITS if weight_bits < 16 else 0)
-    return matmul * bits // 8 + (table + norms) * FP32_BYTES
+    if weight_bits >= 16:
+        if c.tie_embeddings:
+            matmul -= table  # the output Gemm reads the Gather's table (edgekd.lm.export)
+        return (matmul + table) * weight_bits // 8 + norms
+    # Weight-only variants: MatMuls and the table quantized, one fp32 scale per block of 32 (one
+    # more bit per weight); a tied table is stored twice (MatMulNBits' and the Gather's layout).
+    return (matmul + table) * (weight_bits + SCALE_BITS) // 8 + norms
 
 
 def _roofline_ms(flops: float, bytes_read: float, device: DeviceSpec, weight_bits: int) -> float:
@@ -98,7 +100,7 @@ def estimate_lm(c: LMStudentConfig, device: DeviceSpec, weight_bits: int = 32,
     >>> c = LMStudentConfig(vocab_size=8000, dim=256, n_layers=6, n_heads=4, n_kv_heads=2,
     ...                     ffn_hidden=704, context=512)
     >>> round(estimate_lm(c, load_target("mobile").device, 8).model_size_mb, 1)
-    14.0
+    9.2
     """
     if weight_bits not in (4, 8, 16, 32):
         raise BadInputError(f"weight_bits must be 4, 8, 16 or 32, got {weight_bits}")
@@ -184,3 +186,28 @@ def size_lm_student(budget: LMBudget, device: DeviceSpec, vocab_size: int, conte
     broken = "; ".join(line.describe() for line in lines if not line.passed)
     return LMSizing(config, est, tuple(lines), False, len(grid),
                     f"no LM student fits; the smallest breaks {broken}")
+
+
+def deploy_weight_bits(profile: TargetProfile) -> int:
+    """The weight width sizing assumes for ``profile``: 8 where it runs int8 (int8 weight-only or
+    dynamic; int4 is smaller still, so an int8-sized student fits either way), else 32."""
+    return 8 if "int8" in profile.precisions else 32
+
+
+def size_lm_to_target(profile: TargetProfile, vocab_size: int, context: int | None = None,
+                      max_params: int | None = None) -> LMSizing:
+    """:func:`size_lm_student` for a whole profile: its ``[lm]`` lines, device and precisions.
+
+    >>> from edgekd.targets import load_target
+    >>> size_lm_to_target(load_target("iot"), 8000).fits  # doctest: +SKIP
+    True
+    """
+    lm = profile.lm
+    if not lm.is_set():
+        raise BadInputError(
+            f"target {profile.name!r} has no [lm] budget lines; add an [lm] table to its profile "
+            "(see targets/mobile.toml) to size a language model"
+        )
+    context = context or lm.context_tokens or 256
+    return size_lm_student(lm, profile.device, vocab_size, context,
+                           deploy_weight_bits(profile), max_params)
