@@ -231,7 +231,7 @@ def _train(run: BlackBoxRun, examples: list[Example], tokenizer):
     import torch
 
     from edgekd.lm.blackbox.sft import encode_examples
-    from edgekd.lm.sizing import size_lm_student
+    from edgekd.lm.sizing import size_lm_to_target
     from edgekd.lm.student import LMStudent
     from edgekd.lm.train import LMTrainConfig, train_lm
 
@@ -244,8 +244,8 @@ def _train(run: BlackBoxRun, examples: list[Example], tokenizer):
     steps = config.steps or DEFAULT_STEPS
     learned = int((encoded.labels != -100).sum())  # answer tokens, the ones the loss counts
     tokens_seen = learned * steps * settings["batch_size"] // len(encoded)
-    sizing = size_lm_student(
-        run.target.lm, run.target.device, vocab_size=tokenizer.vocab_size, context=run.context,
+    sizing = size_lm_to_target(
+        run.target, tokenizer.vocab_size, run.context,
         max_params=max(1, tokens_seen // TOKENS_PER_PARAM),
     )  # fmt: skip
     status(sizing.reason)
