@@ -100,6 +100,24 @@ step bench_onnx 90 "$EDGEKD" bench "$RUN/student.onnx" --target car --data digit
 step bench_torch 45 "$EDGEKD" bench "$RUN/student.safetensors" --target car --data digits \
     --runtime torch_cpu --runtime torch_cuda --processes 1 --min-time 0.25 \
     --out "$OUT/bench-torch.json"
+# A language model on the GPU: the embedded default (white-box, teacher trained once on
+# pydoc_data.topics), then the black-box path on arithmetic prompts with the scripted teacher.
+step lm_whitebox 150 "$EDGEKD" distill --task causal-lm --target mobile --device cuda \
+    --out "$OUT/lm" --overwrite --json
+"$PY" - "$OUT" <<'EOF'
+import json, sys
+from pathlib import Path
+from edgekd.lm.blackbox.tasks import arithmetic
+out = Path(sys.argv[1])
+for name, n, seed in (("prompts.jsonl", 400, 1), ("held_out.jsonl", 50, 2)):
+    rows = arithmetic(n, 2, seed, name[:2])
+    (out / name).write_text("".join(json.dumps({"prompt": r.prompt, "answer": r.answer}) + "\n"
+                                    for r in rows))
+EOF
+step lm_blackbox 150 "$EDGEKD" distill --task causal-lm --strategy blackbox --device cuda \
+    --teacher-cmd "$PY benchmarks/lm_blackbox_teacher.py" --data "$OUT/prompts.jsonl" \
+    --test-data "$OUT/held_out.jsonl" --blackbox-form rationales --steps 300 \
+    --out "$OUT/lm-blackbox" --overwrite --json
 step gpu_tests 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests
 
 "$PY" - "$OUT" "$(($(date +%s) - START))" <<'EOF' | tee "$OUT/summary.txt"
@@ -118,6 +136,15 @@ if report.is_file():
     memory = f"{peak / 2**20:.1f} MiB" if peak else "n/a"
     print(f"training: {t.get('device')} ({t.get('device_name')}), precision {t.get('precision')}, "
           f"peak device memory {memory}, {len(t['history']['loss'])} epochs")
+for name in ("lm", "lm-blackbox"):
+    path = out / name / "report.json"
+    if path.is_file():
+        r = json.loads(path.read_text())
+        t = r["training"]
+        rows = {m["name"]: m for m in r["models"]}
+        s = rows.get("student", {})
+        print(f"{name}: best step {t.get('best_step')}, student perplexity "
+              f"{s.get('perplexity')}, {s.get('decode_tokens_per_s')} tokens/s (ONNX Runtime CPU)")
 tests = out / "gpu_tests.log"
 if tests.is_file():
     marks = "".join(ln.split(" [")[0] for ln in tests.read_text().splitlines() if "%]" in ln)

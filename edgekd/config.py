@@ -246,6 +246,15 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "context": (lambda v: v >= 2, "must be >= 2"),
     "top_k": (lambda v: v >= 1, "must be >= 1"),
     "steps": (lambda v: v >= 1, "must be >= 1"),
+    "blackbox_form": _one_of("edgekd.lm.blackbox.forms", "FORMS"),
+    "samples": (lambda v: v >= 1, "must be >= 1"),
+    "icl_shots": (lambda v: v >= 1, "must be >= 1"),
+    "teacher_temperature": (lambda v: 0 <= v < math.inf, "must be finite and >= 0"),
+    "teacher_top_p": (lambda v: 0 < v <= 1, "must be in (0, 1]"),
+    "max_new_tokens": (lambda v: v >= 1, "must be >= 1"),
+    "max_teacher_tokens": (lambda v: v >= 1, "must be >= 1"),
+    "teacher_retries": (lambda v: v >= 0, "must be >= 0"),
+    "teacher_timeout": (lambda v: 0 < v < math.inf, "must be finite and > 0 seconds"),
 }
 
 
@@ -334,6 +343,21 @@ class DistillConfig:
     tokenizer: str | None = None
     steps: int | None = None
     prune_vocab: bool = False  # the student keeps only the tokens the text uses (edgekd.lm.vocab)
+    # --task causal-lm --strategy blackbox (edgekd.lm.blackbox): what the teacher is asked for
+    # (answers, rationales, icl with icl_shots demonstrations), how it samples (texts per prompt,
+    # temperature, top-p, new tokens), the tokens it may read and write in all, retries and
+    # seconds per call, a local model used only through generation, and a check command.
+    blackbox_form: str = "answers"
+    samples: int = 1
+    icl_shots: int = 3
+    teacher_temperature: float = 0.7
+    teacher_top_p: float = 0.95
+    max_new_tokens: int = 64
+    max_teacher_tokens: int | None = None
+    teacher_retries: int = 2
+    teacher_timeout: float = 300.0
+    teacher_generate: str | None = None
+    answer_check: str | None = None
 
     # Old names still read from run files and config.json (with a note on stderr).
     renamed_keys: ClassVar[dict[str, str]] = {

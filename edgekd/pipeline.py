@@ -96,6 +96,10 @@ def distill(
     True
     """
     if config.task == "causal-lm":  # a language model: its own stages (edgekd.lm.pipeline)
+        if config.strategy == "blackbox" or config.teacher_cmd or config.teacher_generate:
+            from edgekd.lm.blackbox.pipeline import distill_blackbox_lm
+
+            return distill_blackbox_lm(config, resume=resume)
         from edgekd.lm.pipeline import distill_lm
 
         return distill_lm(config)

@@ -145,6 +145,50 @@ TeacherCmd = Annotated[
 BlackboxOutput = Annotated[
     str, typer.Option(help="What the black-box teacher gives: probs, topk:K or labels.")
 ]
+BlackboxForm = Annotated[
+    str,
+    typer.Option(
+        help="causal-lm black box: what the teacher writes: answers, rationales (reasoning then "
+        "'Answer: ...', trained as two tasks) or icl (prompts with --icl-shots demonstrations)."
+    ),
+]
+Samples = Annotated[int, typer.Option(help="causal-lm black box: teacher texts per prompt.")]
+IclShots = Annotated[
+    int, typer.Option(help="causal-lm black box, --blackbox-form icl: demonstrations per prompt.")
+]
+TeacherTemperature = Annotated[
+    float, typer.Option(help="causal-lm black box: the teacher's sampling temperature (0: greedy).")
+]
+TeacherTopP = Annotated[float, typer.Option(help="causal-lm black box: the teacher's top-p.")]
+MaxNewTokens = Annotated[
+    int, typer.Option(help="causal-lm black box: most tokens the teacher writes per text.")
+]
+MaxTeacherTokens = Annotated[
+    int | None,
+    typer.Option(
+        help="causal-lm black box: tokens the teacher may read and write in all; requests that "
+        "could exceed it are not sent (counted in the report)."
+    ),
+]
+TeacherRetries = Annotated[
+    int, typer.Option(help="causal-lm black box: extra attempts for a failed request.")
+]
+TeacherTimeout = Annotated[
+    float, typer.Option(help="causal-lm black box: seconds each --teacher-cmd call may take.")
+]
+TeacherGenerate = Annotated[
+    str | None,
+    typer.Option(
+        help="causal-lm black box: a local Hugging Face folder used only through generation."
+    ),
+]
+AnswerCheck = Annotated[
+    str | None,
+    typer.Option(
+        help="causal-lm black box: a command run as `CMD IN.jsonl OUT.jsonl` that keeps an answer "
+        'only if it writes {"id": ..., "ok": true} for it.'
+    ),
+]
 InitFromTeacher = Annotated[
     bool,
     typer.Option(
@@ -293,6 +337,17 @@ def distill(
     tokenizer: Tokenizer = D["tokenizer"],
     steps: Steps = D["steps"],
     prune_vocab: PruneVocab = D["prune_vocab"],
+    blackbox_form: BlackboxForm = D["blackbox_form"],
+    samples: Samples = D["samples"],
+    icl_shots: IclShots = D["icl_shots"],
+    teacher_temperature: TeacherTemperature = D["teacher_temperature"],
+    teacher_top_p: TeacherTopP = D["teacher_top_p"],
+    max_new_tokens: MaxNewTokens = D["max_new_tokens"],
+    max_teacher_tokens: MaxTeacherTokens = D["max_teacher_tokens"],
+    teacher_retries: TeacherRetries = D["teacher_retries"],
+    teacher_timeout: TeacherTimeout = D["teacher_timeout"],
+    teacher_generate: TeacherGenerate = D["teacher_generate"],
+    answer_check: AnswerCheck = D["answer_check"],
     as_json: Json = False,
     nproc: Nproc = 1,
     max_restarts: MaxRestarts = 0,
@@ -352,11 +407,14 @@ def _worker_device(settings: DistillConfig) -> str:
 def _print(report: Report | dict, as_json: bool) -> None:
     from edgekd.report.markdown import print_summary
 
-    if isinstance(report, dict):  # --task causal-lm (edgekd.lm.pipeline)
+    if isinstance(report, dict):  # --task causal-lm (edgekd.lm.pipeline, edgekd.lm.blackbox)
+        from edgekd.lm.blackbox.pipeline import print_blackbox_summary
         from edgekd.lm.pipeline import print_lm_summary
 
         if as_json:
             typer.echo(json.dumps(report, indent=2))
+        elif report.get("strategy") == "blackbox":
+            print_blackbox_summary(report)
         else:
             print_lm_summary(report)
         return

@@ -267,21 +267,32 @@ def _train(run: LMRun, sizing, teaching):
 
 
 def _export_and_quantize(run: LMRun, student, work: Path):
+    return export_and_quantize(
+        student, work, run.prompts, run.val.blocks[: min(len(run.val), 16)],
+        run.target.lm.perplexity_increase, run.vocab,
+    )  # fmt: skip
+
+
+def export_and_quantize(student, work: Path, prompts, val_blocks: np.ndarray,
+                        perplexity_increase: float | None, vocab=None):  # fmt: skip
+    """Save the student, export it with a KV cache (parity-checked on ``prompts``) and keep the
+    quantized variant chosen on ``val_blocks``' perplexity (at most ``perplexity_increase`` over
+    fp32, 5% when the target sets none) and decode speed. ``vocab``: a pruned vocabulary the
+    export maps back to the tokenizer's ids. Shared by the black-box path."""
     from edgekd.lm.bench import variant_meter
     from edgekd.lm.export import export_lm
     from edgekd.lm.quantize import MODES, LMQuantConfig, select_lm_quantization
     from edgekd.lm.student import save_student
 
     save_student(student, work / "student")
-    if run.vocab is not None:  # the export reads and writes the tokenizer's own ids
+    if vocab is not None:  # the export reads and writes the tokenizer's own ids
         from edgekd.lm.vocab import PrunedLM
 
-        write_json_atomic(work / "student" / "vocab.json", run.vocab.to_dict())
-        student = PrunedLM(student, run.vocab).eval()
-    exported = export_lm(student, work / "student.onnx", run.prompts, new_tokens=NEW_TOKENS // 2)
-    val = run.val.blocks[: min(len(run.val), 16)]
-    measure = variant_meter(val, PROMPT_TOKENS, NEW_TOKENS, runs=2)
-    allowed = run.target.lm.perplexity_increase or 0.05
+        write_json_atomic(work / "student" / "vocab.json", vocab.to_dict())
+        student = PrunedLM(student, vocab).eval()
+    exported = export_lm(student, work / "student.onnx", prompts, new_tokens=NEW_TOKENS // 2)
+    measure = variant_meter(val_blocks, PROMPT_TOKENS, NEW_TOKENS, runs=2)
+    allowed = perplexity_increase or 0.05
     selection = select_lm_quantization(
         work / "student.onnx", work, [LMQuantConfig(m) for m in MODES], measure, allowed
     )
@@ -290,16 +301,24 @@ def _export_and_quantize(run: LMRun, student, work: Path):
 
 
 def _bench(run: LMRun, selection):
+    teacher = getattr(run.teacher.module, "model", run.teacher.module)  # transformers: its cache
+    blocks = run.test.blocks[: min(len(run.test), 32)]
+    return bench_students(selection, blocks, run.prompts, run.settings["context"],
+                          teacher=teacher)  # fmt: skip
+
+
+def bench_students(selection, blocks: np.ndarray, prompts, context: int, teacher=None):
+    """The chosen student variant (and fp32 when another was chosen), with the teacher module
+    when there is one, through ``edgekd.lm.bench.bench_lm``."""
     from edgekd.lm.bench import bench_lm
 
-    teacher = getattr(run.teacher.module, "model", run.teacher.module)  # transformers: its cache
-    models: dict[str, Any] = {"teacher": teacher, "student": selection.chosen.path}
+    models: dict[str, Any] = {} if teacher is None else {"teacher": teacher}
+    models["student"] = selection.chosen.path
     if selection.chosen.name != "fp32":
         models["student-fp32"] = next(v.path for v in selection.variants if v.name == "fp32")
-    blocks = run.test.blocks[: min(len(run.test), 32)]
     return bench_lm(
-        models, blocks, run.prompts, teacher="teacher", prompt_tokens=PROMPT_TOKENS,
-        context_tokens=run.settings["context"], new_tokens=NEW_TOKENS,
+        models, blocks, prompts, teacher="teacher" if teacher is not None else None,
+        prompt_tokens=PROMPT_TOKENS, context_tokens=context, new_tokens=NEW_TOKENS,
     )  # fmt: skip
 
 

@@ -109,12 +109,15 @@ def train_lm(
     checkpoint: str | Path | None = None,
     resume: bool = False,
     description: str = "distill",
+    labels: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> LMHistory:
     """Train ``student`` (``input_ids`` -> logits) in place on ``train`` blocks [N, context + 1];
     keeps the weights of the best validation perplexity on ``val``. Raises DivergedError on a
     non-finite loss; with ``checkpoint`` the state is saved every ``config.checkpoint_every``
     seconds (0: at each evaluation) and on SIGINT/SIGTERM (then Interrupted is raised), and
-    ``resume=True`` continues from it.
+    ``resume=True`` continues from it. ``labels`` (train, val), the same shapes as the blocks:
+    the next-token targets where they differ from the blocks themselves, -100 (ignored) where a
+    position is not learned, e.g. the prompt of a prompt -> answer pair (``edgekd.lm.blackbox``).
 
     >>> history = train_lm(student, corpus.blocks, held_out.blocks, LMTrainConfig(steps=200))
     ... # doctest: +SKIP
@@ -124,6 +127,7 @@ def train_lm(
     trial_x = torch.from_numpy(np.asarray(train[: config.batch_size, :-1]))
     fit_training_threads(lambda: model_step_trial(student, [[trial_x]]))
     run = _Run(student, method, teacher or TeacherSide(), train, val, config, description)
+    run.labels, run.val_labels = labels if labels is not None else (None, None)
     if resume:
         run.restore(load_training_state(checkpoint))
     saver = CheckpointClock(checkpoint, config.checkpoint_every)
@@ -170,16 +174,22 @@ def _check_teacher(method: Method, teacher: TeacherSide | None) -> None:
 
 
 @torch.no_grad()
-def perplexity_of(model: nn.Module, blocks: np.ndarray, batch_size: int = 16) -> float:
-    """exp(mean next-token cross-entropy) over every position of ``blocks``."""
+def perplexity_of(
+    model: nn.Module, blocks: np.ndarray, batch_size: int = 16, labels: np.ndarray | None = None
+) -> float:
+    """exp(mean next-token cross-entropy) over every position of ``blocks`` (with ``labels``,
+    over the positions whose label is not -100)."""
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for start in range(0, len(blocks), batch_size):
         block = torch.from_numpy(np.asarray(blocks[start : start + batch_size])).to(device)
+        target = block if labels is None else torch.from_numpy(
+            np.asarray(labels[start : start + batch_size])).to(device)  # fmt: skip
         logits = model(block[:, :-1]).float()
-        ce = F.cross_entropy(logits.flatten(0, 1), block[:, 1:].flatten(), reduction="sum")
-        total, count = total + float(ce), count + block[:, 1:].numel()
+        y = target[:, 1:].flatten()
+        ce = F.cross_entropy(logits.flatten(0, 1), y, reduction="sum")
+        total, count = total + float(ce), count + int((y != -100).sum())
     return math.exp(min(total / max(count, 1), 700.0))
 
 
@@ -202,6 +212,7 @@ class _Run:
         self.step, self.order, self.pos = 0, self.rng.permutation(len(train)), 0
         self.total, self.count, self.last_loss = 0.0, 0, float("nan")
         self.history = LMHistory()
+        self.labels = self.val_labels = None  # set by train_lm for masked targets
         self.best_state, self.best_score = None, math.inf
         self.budget = TimeBudget(config.time_budget)
         self.scaler = gradient_scaler(self.device, self.precision)  # fp16 only
@@ -220,6 +231,8 @@ class _Run:
         rows = self.next_rows()
         block = torch.from_numpy(np.asarray(self.train[rows])).to(self.device)
         x, y = block[:, :-1], block[:, 1:]
+        if self.labels is not None:
+            y = torch.from_numpy(np.asarray(self.labels[rows])).to(self.device)[:, 1:]
         alpha = self.config.alpha if self.method is not None else 1.0
         with autocast(self.device, self.precision):
             logits = self.student(x)
@@ -278,7 +291,10 @@ class _Run:
         history = self.history
         history.loss.append(self.total / max(self.count, 1))
         self.total, self.count = 0.0, 0
-        score = perplexity_of(self.student, self.val) if self.val is not None else -self.step
+        score = (
+            perplexity_of(self.student, self.val, labels=self.val_labels)
+            if self.val is not None else -self.step
+        )  # fmt: skip
         history.val_perplexity.append(score if self.val is not None else math.nan)
         history.eval_steps.append(self.step)
         if score < self.best_score:
