@@ -225,6 +225,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "alpha": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
     "bench_seconds": (lambda v: v > 0, "must be > 0"),
     "image_size": (lambda v: v >= 1, "must be >= 1"),
+    "data_workers": (lambda v: v >= 0, "must be >= 0"),
     "task": _one_of("edgekd.teacher.prepare", "TASKS"),
     "augment": _one_of("edgekd.data.augment", "LEVELS"),
     "patience": (lambda v: v >= 0, "must be >= 0"),
@@ -289,6 +290,7 @@ class DistillConfig:
     val_data: str | None = None
     label_column: str | None = None
     image_size: int | None = None  # image folders: short side resized to N, centre N x N crop
+    data_workers: int | None = None  # processes decoding a streamed image folder (None: auto)
     bench_processes: int = 3
     # Patient and consistent teaching (edgekd.distill.views): augmentation level (None: the
     # default for the input kind), early stopping, and repeated seeds (mean +- std reported).

@@ -151,6 +151,7 @@ def read_inputs(config: DistillConfig) -> RunInputs:
         val_data=config.val_data,
         label_column=config.label_column,
         image_size=config.image_size,
+        data_workers=config.data_workers,
     )
     method = config.method or {"classification": "kd", "embedding": "embed"}[config.task]
     tasks = get_method(method).tasks

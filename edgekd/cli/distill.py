@@ -50,6 +50,14 @@ ImageSize = Annotated[
         "(default: images must all have one size).",
     ),
 ]
+DataWorkers = Annotated[
+    int | None,
+    typer.Option(
+        help="Worker processes decoding a large image folder's batches while training runs "
+        "(folders over 64 MiB decoded are streamed; default: one per spare core, at most 4; "
+        "0: decode in the training process).",
+    ),
+]
 TeacherOutput = Annotated[
     str | None,
     typer.Option(help="Which output to distil when the teacher returns a tuple or dict."),
@@ -218,6 +226,7 @@ def distill(
     val_data: ValData = D["val_data"],
     label_column: LabelColumn = D["label_column"],
     image_size: ImageSize = D["image_size"],
+    data_workers: DataWorkers = D["data_workers"],
     teacher: Teacher = D["teacher"],
     teacher_weights: TeacherWeights = D["teacher_weights"],
     teacher_output: TeacherOutput = D["teacher_output"],

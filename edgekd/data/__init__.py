@@ -188,6 +188,7 @@ def load_data(
     val_data: str | None = None,
     label_column: str | None = None,
     image_size: int | None = None,
+    data_workers: int | None = None,
 ) -> DataBundle:
     """Resolve ``--data``: None or ``digits`` (default), ``mnist1d``, or a user's data set.
 
@@ -197,6 +198,8 @@ def load_data(
     in the same format; what is not given is split off the training data (seeded). Labels are
     optional: a transfer set without them is distilled from the teacher's outputs alone.
     ``image_size`` (``--image-size``): images of a folder resized and centre-cropped to it.
+    ``data_workers`` (``--data-workers``): processes decoding a large image folder's batches
+    (``edgekd.data.stream``; None: one per spare core).
 
     >>> bundle = load_data("train.npz", seed=0, test_data="test.npz")  # doctest: +SKIP
     """
@@ -208,11 +211,11 @@ def load_data(
         return load_mnist1d(seed) if spec == "mnist1d" else load_digits_default(seed)
     from edgekd.data.readers import read_data
 
-    source = read_data(spec, label_column, image_size=image_size)
+    source = read_data(spec, label_column, image_size=image_size, data_workers=data_workers)
     classes = source.class_names
 
     def held_out(path: str) -> Split:  # read with the training data's class names
-        return read_data(path, label_column, classes, image_size).train
+        return read_data(path, label_column, classes, image_size, data_workers).train
 
     val = held_out(val_data) if val_data else source.val
     test = held_out(test_data) if test_data else source.test
