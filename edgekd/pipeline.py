@@ -408,7 +408,7 @@ def _export(run: PreparedRun, folder: RunFolder, student: nn.Module) -> Exported
                 work / f"{name}.onnx",
                 run.data.example_inputs(1),
                 run.target.opset,
-                parity_inputs=run.data.test.inputs,
+                parity_inputs=run.data.test_inputs(),
             ).to_dict()
         except EdgekdError as exc:
             if user_teacher is None or name != "teacher":

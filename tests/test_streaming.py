@@ -124,3 +124,25 @@ def test_bench_reads_an_image_folder_with_image_size(tmp_path) -> None:
     test, info = _test_data(str(tmp_path / "imgs"), 0, 8)
     assert test.inputs["x"].shape[1:] == (1, 8, 8)
     assert info["image_transform"].startswith("short side resized to 8 px")
+
+
+@pytest.mark.slow
+def test_distill_runs_end_to_end_on_a_streamed_folder(tmp_path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgekd.cli import app
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(image_folder, "STREAM_MIN_BYTES", 0)
+    _toy_folder(tmp_path / "imgs", n=90)
+    result = CliRunner().invoke(app, [
+        "distill", "--data", str(tmp_path / "imgs"), "--epochs", "2", "--teacher-epochs", "2",
+        "--data-workers", "1", "--bench-seconds", "0.02", "--bench-processes", "1", "--json",
+        "--out", str(tmp_path / "run"),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["data"]["inputs"]["x"] == "float32[N,1,8,8]" and report["data"]["test"] == 18
+    assert (tmp_path / "run" / "student.onnx").is_file()

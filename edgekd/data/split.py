@@ -122,3 +122,10 @@ class DataBundle:
 
     def example_inputs(self, batch_size: int = 1) -> dict[str, np.ndarray]:
         return {k: v[:batch_size] for k, v in self.test.inputs.items()}
+
+    def test_inputs(self, streamed_rows: int = 2048) -> dict[str, np.ndarray]:
+        """The test inputs as arrays (export's parity check): all of an in-memory or mapped
+        split; the first ``streamed_rows`` of a streamed one, decoded (never the whole set)."""
+        if not self.test.streamed:
+            return self.test.inputs
+        return self.example_inputs(min(streamed_rows, self.test.n))
