@@ -127,7 +127,7 @@ def test_bench_reads_an_image_folder_with_image_size(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_distill_runs_end_to_end_on_a_streamed_folder(tmp_path, monkeypatch) -> None:
+def test_distill_runs_end_to_end_on_a_streamed_folder_normalised(tmp_path, monkeypatch) -> None:
     import json
 
     from typer.testing import CliRunner
@@ -139,10 +139,17 @@ def test_distill_runs_end_to_end_on_a_streamed_folder(tmp_path, monkeypatch) -> 
     _toy_folder(tmp_path / "imgs", n=90)
     result = CliRunner().invoke(app, [
         "distill", "--data", str(tmp_path / "imgs"), "--epochs", "2", "--teacher-epochs", "2",
-        "--data-workers", "1", "--bench-seconds", "0.02", "--bench-processes", "1", "--json",
-        "--out", str(tmp_path / "run"),
+        "--data-workers", "1", "--normalize", "auto", "--bench-seconds", "0.02",
+        "--bench-processes", "1", "--json", "--out", str(tmp_path / "run"),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["data"]["inputs"]["x"] == "float32[N,1,8,8]" and report["data"]["test"] == 18
-    assert (tmp_path / "run" / "student.onnx").is_file()
+    # --normalize auto: recorded, and run by the student: its ONNX starts with Sub and Div
+    norm = report["data"]["normalization"]
+    assert norm["how"] == "auto" and len(norm["mean"]) == len(norm["std"]) == 1
+    assert "**Normalisation (auto):**" in (tmp_path / "run" / "report.md").read_text()
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "run" / "student.onnx")).graph
+    assert [n.op_type for n in graph.node[:2]] == ["Sub", "Div"]

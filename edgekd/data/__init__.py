@@ -12,6 +12,7 @@ training.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,7 @@ def load_data(
     label_column: str | None = None,
     image_size: int | None = None,
     data_workers: int | None = None,
+    normalize: str = "none",
 ) -> DataBundle:
     """Resolve ``--data``: None or ``digits`` (default), ``mnist1d``, or a user's data set.
 
@@ -199,10 +201,21 @@ def load_data(
     optional: a transfer set without them is distilled from the teacher's outputs alone.
     ``image_size`` (``--image-size``): images of a folder resized and centre-cropped to it.
     ``data_workers`` (``--data-workers``): processes decoding a large image folder's batches
-    (``edgekd.data.stream``; None: one per spare core).
+    (``edgekd.data.stream``; None: one per spare core). ``normalize`` (``--normalize``): the
+    bundle's ``normalization`` (``edgekd.data.normalize``), from its training split.
 
     >>> bundle = load_data("train.npz", seed=0, test_data="test.npz")  # doctest: +SKIP
     """
+    bundle = _load(spec, seed, test_data, val_data, label_column, image_size, data_workers)
+    if normalize == "none":
+        return bundle
+    from edgekd.data.normalize import normalization_for
+
+    norm = normalization_for(normalize, bundle.train, seed)
+    return dataclasses.replace(bundle, normalization=norm)
+
+
+def _load(spec, seed, test_data, val_data, label_column, image_size, data_workers) -> DataBundle:
     if spec in (None, "", *BUILT_IN):
         if test_data or val_data or image_size:
             raise DataError(

@@ -11,12 +11,16 @@ import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekd.data.mapped import batch_rows, row_chunks, take_rows
 from edgekd.data.stream import is_lazy, stream_batches
 from edgekd.errors import DataError
+
+if TYPE_CHECKING:
+    from edgekd.data.normalize import Normalization
 
 INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
 
@@ -111,6 +115,8 @@ class DataBundle:
     input_kind: str
     split_note: str = ""
     class_names: tuple[str, ...] = field(default=())
+    # (x - mean) / std the student runs first (edgekd.data.normalize; None: inputs as they are)
+    normalization: Normalization | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:
