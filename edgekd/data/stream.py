@@ -42,12 +42,10 @@ class LazyRows:
         sample_shape: tuple[int, ...],
         dtype: np.dtype | str = np.float32,
         workers: int | None = None,
-        identity: str = "",
     ) -> None:
         self.decode, self.ids = decode, np.asarray(ids, dtype=np.int64)
         self.sample_shape, self.dtype = tuple(sample_shape), np.dtype(dtype)
         self.workers = default_workers() if workers is None else workers
-        self.identity = identity  # what the rows come from, in words (the reader's)
         self._fingerprint: str | None = None
 
     @property
@@ -89,22 +87,13 @@ class LazyRows:
 
     def subset(self, index: np.ndarray) -> LazyRows:
         """The rows ``index`` (a train/val/test split), still decoded on demand."""
-        return LazyRows(
-            self.decode, self.ids[index], self.sample_shape, self.dtype, self.workers,
-            self.identity,
-        )  # fmt: skip
+        return LazyRows(self.decode, self.ids[index], self.sample_shape, self.dtype, self.workers)
 
     def astype(self, dtype) -> LazyRows:
         """Decoded as ``dtype`` (``edgekd.data.inputs`` fits inputs to a model's dtype)."""
         rows = self.subset(np.arange(len(self)))
         rows.dtype = np.dtype(dtype)
         return rows
-
-    def min(self) -> float:
-        return min((float(c.min()) for c in row_chunks(self) if c.size), default=0.0)
-
-    def max(self) -> float:
-        return max((float(c.max()) for c in row_chunks(self) if c.size), default=0.0)
 
     def fingerprint(self, name: str) -> bytes:
         """The digest :meth:`Split.fingerprint` takes for this input: the same bytes as for the

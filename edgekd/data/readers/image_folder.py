@@ -55,7 +55,7 @@ def read_image_folder(
     if image_size is None:
         _check_sizes(files, shape)
     decode = _Decoder(tuple(files), image_size, shape)
-    rows = LazyRows(decode, np.arange(len(files)), shape, np.float32, workers, str(root))
+    rows = LazyRows(decode, np.arange(len(files)), shape, np.float32, workers)
     return Source(root.name, Split({"x": rows}, y), names)
 
 
