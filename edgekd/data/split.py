@@ -82,7 +82,7 @@ class Split:
         """``(index, self.take(index))`` for each index array of ``order``, in that order: taken
         as they are asked for, or, for a streamed split, decoded ahead by worker processes
         (``edgekd.data.stream``), which end with the block."""
-        if not self.streamed:
+        if not self.streamed or not len(order):  # (no workers started for no batch)
             yield ((index, self.take(index)) for index in order)
             return
         with stream_batches(self.inputs, self.y, order) as batches:
