@@ -13,20 +13,38 @@ Then the checkpoint: seconds per epoch of ``train_student`` saving after every e
 short run, once at the end), at 1 thread; and what the thread trial costs
 (``edgekd.train.threads``) when it runs.
 
+With ``--loaded`` the samples/s pair runs a second time while a CPU-bound background process
+this script starts (``python -c 'while True: pass'``) competes for the cores: the load each half
+ran under is printed beside it (``os.getloadavg``, a 1-minute average that lags: read the change,
+not the figure).
+
+``--sizes 2000,20000,60000``: default ``edgekd distill`` (a fresh process, cold cache) on that
+many samples of enlarged digits with jitter (scikit-learn's 8x8 digits scaled 3x into a 28x28
+frame at a random offset, plus noise; generated here, nothing downloaded), with its wall time,
+peak RSS (the child's, polled with psutil) and the per-stage seconds from ``report.json``
+(``timings_s``). ``--quickstart``: the same for the quick start (``edgekd distill --target
+mobile`` on the embedded digits), cold cache. ``--stream N,...``: peak RSS of teacher outputs and
+one training epoch over an image folder of N 64x64 RGB PNGs, decoded whole against streamed
+(``edgekd.data.stream``).
+
     PYTHONPATH=. python benchmarks/engine.py                       # MNIST-1D, cnn1d 2.0 x 3
     PYTHONPATH=. python benchmarks/engine.py --data digits --student cnn:2:2 --repeats 5
+    PYTHONPATH=. python benchmarks/engine.py --loaded --no-checkpoint --sizes 2000 --quickstart
 
 The load it ran under is printed first (``os.getloadavg``); the numbers are in README.md
-("Training speed").
+("Training engine: threads, checkpoints, data at scale").
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -130,6 +148,149 @@ def checkpoint_cost(spec, train, logits, config: TrainConfig, args) -> None:
         print(f"  {name:<34} {w:>6.3f}s {s:>8.3f}s")
 
 
+def samples_per_second(spec, train, logits, config, args, cores, half: str = "as found") -> None:
+    """edgekd's loop and the hand loop, interleaved, at 1 thread and at the usable cores."""
+    samples = train.n * config.epochs
+    load = os.getloadavg()[0]
+    print(f"\n{half}: load {load:.2f} at the start")
+    print(f"{'threads':>7}  {'edgekd samples/s':>16}  {'hand loop samples/s':>19}  {'ratio':>5}")
+    for n in sorted({1, cores}):
+        threads.request_train_threads(n)
+        torch.set_num_threads(n)
+        warm = TrainConfig(**{**config.settings(), "epochs": 1})  # first-call costs, untimed
+        timed(edgekd_loop, spec, train, logits, warm, 0)
+        timed(hand_loop, spec, train, logits, warm, 0)
+        ours, theirs = [], []
+        for _ in range(args.repeats):
+            ours.append(timed(edgekd_loop, spec, train, logits, config, 0))
+            theirs.append(timed(hand_loop, spec, train, logits, config, 0))
+        a, b = samples / statistics.median(ours), samples / statistics.median(theirs)
+        print(f"{n:>7}  {a:>16.0f}  {b:>19.0f}  {a / b:>5.2f}")
+    print(f"{half}: load {os.getloadavg()[0]:.2f} at the end")
+
+
+class cpu_burner:  # noqa: N801 - a context manager, named for what it does
+    """A CPU-bound background process for the block's duration (the "loaded machine")."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def jittered_digits(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` 1x28x28 images: scikit-learn's digits scaled 3x (24x24) at a random offset in a
+    28x28 frame, plus Gaussian noise (sigma 0.05), clipped to [0, 1]; their labels."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(d.target), n)
+    big = np.kron(d.images.astype(np.float32) / 16.0, np.ones((3, 3), np.float32))
+    x = np.zeros((n, 1, 28, 28), np.float32)
+    dy, dx = rng.integers(0, 5, n), rng.integers(0, 5, n)
+    for i in range(n):
+        x[i, 0, dy[i] : dy[i] + 24, dx[i] : dx[i] + 24] = big[pick[i]]
+    x += rng.normal(0.0, 0.05, x.shape).astype(np.float32)
+    return {"x": np.clip(x, 0.0, 1.0), "y": d.target[pick].astype(np.int64)}
+
+
+def peak_rss_of(argv: list[str], env: dict) -> tuple[float, int, int]:
+    """(wall seconds, exit code, peak RSS in bytes) of a child, its RSS polled every 50 ms
+    (its own, not its bench workers')."""
+    import psutil
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    watched, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+    if proc.returncode:
+        print(f"  exit {proc.returncode}: {err[-1] if err else ''}")
+    return time.perf_counter() - start, proc.returncode, peak
+
+
+def distill_runs(args) -> None:
+    """Default ``edgekd distill`` per data size (and the quick start), each cold-cached."""
+    runs = [(f"{n:,} jittered digits", n) for n in args.sizes]
+    if args.quickstart:
+        runs.insert(0, ("quick start (digits, mobile)", None))
+    print("\ndefault distill, a fresh process and an empty cache each:")
+    for label, n in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {**os.environ, "EDGEKD_CACHE": str(Path(tmp) / "cache")}
+            argv = [sys.executable, "-m", "edgekd", "distill", "--target", "mobile",
+                    "--out", str(Path(tmp) / "run"), "--json"]  # fmt: skip
+            if n is not None:
+                np.savez(Path(tmp) / "data.npz", **jittered_digits(n))  # uncompressed: mapped
+                argv += ["--data", str(Path(tmp) / "data.npz")]
+            load = os.getloadavg()[0]
+            wall, code, peak = peak_rss_of(argv, env)
+            report = Path(tmp) / "run" / "report.json"
+            r = json.loads(report.read_text()) if report.is_file() else {}
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in (r.get("timings_s") or {}).items())
+            acc = {m["name"]: m.get("accuracy") for m in r.get("models", [])}
+            print(f"  {label}: {wall:.0f} s, peak RSS {peak / 2**20:.0f} MiB, load {load:.2f} -> "
+                  f"{os.getloadavg()[0]:.2f}, exit {code}")  # fmt: skip
+            print(f"    stages (s): {stages}")
+            epochs = (r.get("training") or {}).get("epochs_from")
+            print(f"    accuracy: {acc}; epochs: {epochs}")
+
+
+STREAM_CHILD = """
+import resource, sys, numpy as np, torch
+from edgekd.data import load_data
+from edgekd.data.readers import image_folder
+from edgekd.students import build_student
+from edgekd.teacher.outputs import module_outputs
+from edgekd.train.loop import TrainConfig, train_student
+image_folder.STREAM_MIN_BYTES = 0 if sys.argv[2] == "streamed" else 1 << 62
+data = load_data(sys.argv[1], seed=0)
+torch.manual_seed(0)
+model = build_student("cnn", data.sample_shapes["x"], 10, width=0.5, depth=2)
+module_outputs(model, data.train, use_cache=False)
+train_student(model, data.train, None, TrainConfig(epochs=1, batch_size=64))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def stream_rss(args) -> None:
+    """Peak RSS of loading, teacher outputs and one epoch over a folder of N 64x64 RGB PNGs,
+    decoded whole against streamed (DataLoader workers' own RSS not included)."""
+    from PIL import Image
+
+    print("\nimage folder, 64x64 RGB PNGs: load + teacher outputs + 1 epoch, peak RSS of the "
+          "training process")  # fmt: skip
+    rng = np.random.default_rng(0)
+    for n in args.stream:
+        with tempfile.TemporaryDirectory() as tmp:
+            for i in range(n):
+                folder = Path(tmp) / "imgs" / f"c{i % 10}"
+                folder.mkdir(parents=True, exist_ok=True)
+                pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:06}.png")
+            decoded = n * 3 * 64 * 64 * 4 / 2**20
+            row = []
+            for how in ("in memory", "streamed"):
+                start = time.perf_counter()
+                out = subprocess.run(
+                    [sys.executable, "-c", STREAM_CHILD, str(Path(tmp) / "imgs"), how.split()[-1]],
+                    capture_output=True, text=True, env={**os.environ, "EDGEKD_NO_PROGRESS": "1"},
+                )  # fmt: skip
+                rss = int(out.stdout.split()[-1]) / 2**20 if out.returncode == 0 else float("nan")
+                row.append(f"{how} {rss:.0f} MiB in {time.perf_counter() - start:.0f} s")
+            print(f"  {n:,} images ({decoded:.0f} MiB decoded): {'; '.join(row)}; "
+                  f"load {os.getloadavg()[0]:.2f}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist1d")
@@ -138,6 +299,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint-epochs", type=int, default=5)
+    parser.add_argument("--loaded", action="store_true", help="also under a CPU-bound process")
+    parser.add_argument("--no-checkpoint", action="store_true", help="skip the checkpoint cost")
+    parser.add_argument("--no-speed", action="store_true", help="skip the samples/s pair")
+    parser.add_argument("--sizes", type=_ints, default=(), help="e.g. 2000,20000,60000")
+    parser.add_argument("--quickstart", action="store_true", help="the quick start, cold cache")
+    parser.add_argument("--stream", type=_ints, default=(), help="image counts, e.g. 2000,8000")
     args = parser.parse_args()
 
     load = os.getloadavg()
@@ -153,28 +320,27 @@ def main() -> None:
     )
     config = TrainConfig(epochs=args.epochs, lr=1e-2, batch_size=args.batch_size, alpha=ALPHA)
     params = count_params(build_student(*spec))
-    samples = train.n * args.epochs
     print(
         f"{args.data}: {train.n} training samples, {family} width {width} depth {depth} "
         f"({params:,} parameters), batch {args.batch_size}, {args.epochs} epochs per run, "
-        f"median of {args.repeats} interleaved runs\n"
+        f"median of {args.repeats} interleaved runs"
     )
-    print(f"{'threads':>7}  {'edgekd samples/s':>16}  {'hand loop samples/s':>19}  {'ratio':>5}")
-    for n in sorted({1, cores}):
-        threads.request_train_threads(n)
-        torch.set_num_threads(n)
-        warm = TrainConfig(**{**config.settings(), "epochs": 1})  # first-call costs, untimed
-        timed(edgekd_loop, spec, train, logits, warm, 0)
-        timed(hand_loop, spec, train, logits, warm, 0)
-        ours, theirs = [], []
-        for _ in range(args.repeats):
-            ours.append(timed(edgekd_loop, spec, train, logits, config, 0))
-            theirs.append(timed(hand_loop, spec, train, logits, config, 0))
-        a, b = samples / statistics.median(ours), samples / statistics.median(theirs)
-        print(f"{n:>7}  {a:>16.0f}  {b:>19.0f}  {a / b:>5.2f}")
+    if not args.no_speed:
+        samples_per_second(spec, train, logits, config, args, cores)
+        if args.loaded:
+            with cpu_burner():
+                time.sleep(5)  # let the background process take its share before timing
+                samples_per_second(spec, train, logits, config, args, cores, "loaded")
+    if not args.no_checkpoint:
+        checkpoint_cost(spec, train, logits, config, args)
+        thread_trial(spec, train)
+    if args.sizes or args.quickstart:
+        distill_runs(args)
+    if args.stream:
+        stream_rss(args)
 
-    checkpoint_cost(spec, train, logits, config, args)
 
+def thread_trial(spec, train) -> None:
     threads.request_train_threads(None)
     for name in (threads.ENV, "OMP_NUM_THREADS"):
         os.environ.pop(name, None)
@@ -187,6 +353,10 @@ def main() -> None:
         f"\nthread trial before training: {choice.trial_seconds:.3f} s "
         f"(one 1-epoch training, {time.perf_counter() - start:.2f} s in all); {choice.why}"
     )
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v)
 
 
 if __name__ == "__main__":

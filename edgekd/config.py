@@ -217,6 +217,15 @@ def _one_of(module: str, name: str) -> tuple[Callable[[Any], bool], Callable[[],
     return (lambda v: v in choices()), (lambda: f"must be one of {', '.join(choices())}")
 
 
+def _parses(value: Any, module: str, name: str) -> bool:
+    """Whether ``module.name(value)`` accepts ``value`` (looked up when checked, as above)."""
+    try:
+        getattr(importlib.import_module(module), name)(value)
+    except BadInputError:
+        return False
+    return True
+
+
 # Value checks shared by the constructor and configuration files: (test, what it must be).
 _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "epochs": (lambda v: v >= 1, "must be >= 1"),
@@ -226,6 +235,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "alpha": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
     "bench_seconds": (lambda v: v > 0, "must be > 0"),
     "image_size": (lambda v: v >= 1, "must be >= 1"),
+    "data_workers": (lambda v: v >= 0, "must be >= 0"),
+    "normalize": (
+        lambda v: _parses(v, "edgekd.data.normalize", "parse_normalize"),
+        "must be auto, none, MEAN:STD, or per-channel lists M1,M2,M3:S1,S2,S3 (stds > 0)",
+    ),
     "task": _one_of("edgekd.teacher.prepare", "TASKS"),
     "augment": _one_of("edgekd.data.augment", "LEVELS"),
     "patience": (lambda v: v >= 0, "must be >= 0"),
@@ -317,6 +331,8 @@ class DistillConfig:
     val_data: str | None = None
     label_column: str | None = None
     image_size: int | None = None  # image folders: short side resized to N, centre N x N crop
+    data_workers: int | None = None  # processes decoding a streamed image folder (None: auto)
+    normalize: str = "none"  # (x - mean) / std in the student, baked into its ONNX (data.normalize)
     bench_processes: int = 3
     # Patient and consistent teaching (edgekd.distill.views): augmentation level (None: the
     # default for the input kind), early stopping, and repeated seeds (mean +- std reported).

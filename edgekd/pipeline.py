@@ -30,6 +30,7 @@ from edgekd.bench.suite import thread_settings
 from edgekd.config import UNKNOWN_TEACHER_PARAMS, DistillConfig
 from edgekd.data import DataBundle, load_data
 from edgekd.data.inputs import check_bundle, describe
+from edgekd.data.normalize import attach_normalization
 from edgekd.data.readers.image_folder import describe_transform
 from edgekd.distill.job import epochs_choice, make_job, repeat_seeds
 from edgekd.distill.methods import get_method
@@ -164,6 +165,8 @@ def read_inputs(config: DistillConfig) -> RunInputs:
         val_data=config.val_data,
         label_column=config.label_column,
         image_size=config.image_size,
+        data_workers=config.data_workers,
+        normalize=config.normalize,
     )
     check_bundle(config.data or data.name, data)  # enough to split, two classes: for training
     method = config.method or {"classification": "kd", "embedding": "embed"}[config.task]
@@ -198,7 +201,8 @@ class PreparedRun:
 
     def new_student(self) -> nn.Module:
         """The sized student, initialised from the current torch seed."""
-        return build_candidate(self.sizing.chosen, self.sized_data)
+        student = build_candidate(self.sizing.chosen, self.sized_data)
+        return attach_normalization(student, self.sized_data.normalization)  # (x - mean) / std
 
     def seeded_student(self) -> tuple[nn.Module, dict[str, Any] | None]:
         """The student a run starts from, and how it was initialised from the teacher (None
@@ -440,7 +444,7 @@ def _export(run: PreparedRun, folder: RunFolder, student: nn.Module) -> Exported
                 work / f"{name}.onnx",
                 run.data.example_inputs(1),
                 run.target.opset,
-                parity_inputs=run.data.test.inputs,
+                parity_inputs=run.data.test_inputs(),
             ).to_dict()
         except EdgekdError as exc:
             if user_teacher is None or name != "teacher":
@@ -645,6 +649,8 @@ def _data_section(run: PreparedRun) -> dict[str, Any]:
         "labels": data.train.y is not None,
         "sources": {"train": config.data, "val": config.val_data, "test": config.test_data},
         "image_transform": describe_transform(config.image_size),
+        # (x - mean) / std run by the student, first ops of its ONNX; None: none
+        "normalization": None if data.normalization is None else data.normalization.to_dict(),
     }
 
 

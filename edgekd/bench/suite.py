@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekd.bench.runner import BenchSettings, ModelRef, check_runtime, measure_models
 from edgekd.bench.sources import ModelSource, resolve_model
@@ -22,6 +23,9 @@ from edgekd.hostinfo import host_info, host_threads, usable_cores
 from edgekd.results import Report
 from edgekd.runtimes import get_runtime
 from edgekd.targets import TargetProfile, load_target
+
+if TYPE_CHECKING:
+    from edgekd.data import Split
 
 DEFAULT_RUNTIME = {"onnx": "ort_cpu", "torch": "torch_cpu"}
 
@@ -89,6 +93,27 @@ def thread_settings(threads: int) -> dict:
     }
 
 
+def _test_data(data: str | None, seed: int, image_size: int | None) -> tuple[Split | None, dict]:
+    """``--data``'s test split (None: random inputs) and what the report says about it."""
+    if data is None:
+        return None, {"name": "random", "note": "random inputs (no --data): no accuracy"}
+    from edgekd.data import load_data
+    from edgekd.data.readers.image_folder import describe_transform
+
+    bundle = load_data(data, seed=seed, image_size=image_size)
+    test = bundle.test
+    data_info = {
+        "name": bundle.name,
+        "split_note": bundle.split_note,
+        "test": test.n,
+        "test_fingerprint": test.fingerprint(),
+        "num_classes": bundle.num_classes,
+    }
+    if image_size is not None:  # as distill records it
+        data_info["image_transform"] = describe_transform(image_size)
+    return test, data_info
+
+
 def benchmark(
     models: Sequence[str],
     target: str | TargetProfile = "mobile",
@@ -98,6 +123,7 @@ def benchmark(
     processes: int = 3,
     settings: BenchSettings | None = None,
     seed: int = 0,
+    image_size: int | None = None,
 ) -> Report:
     """Benchmark ``models`` (and ``teacher``) for ``target``; returns the report.
 
@@ -105,7 +131,8 @@ def benchmark(
     is ``--data`` (its test split is used), or None for random inputs and no accuracy. ``runtimes``
     are registry keys (default: ``ort_cpu`` for ONNX, ``torch_cpu`` for torch); a runtime that is
     unavailable here is reported as such and measures nothing. ``processes`` overrides
-    ``settings.processes``.
+    ``settings.processes``. ``image_size`` (``--image-size``): a folder's images resized and
+    centre-cropped as ``distill --image-size`` did.
 
     >>> report = benchmark(["student.onnx"], "mobile", teacher="teacher.onnx")  # doctest: +SKIP
     >>> report.model("student").latency_ms["p50"]  # doctest: +SKIP
@@ -146,19 +173,7 @@ def benchmark(
             + "; ".join(f"{u['runtime']}: {u['reason']}" for u in unavailable)
         )
 
-    test, data_info = None, {"name": "random", "note": "random inputs (no --data): no accuracy"}
-    if data is not None:
-        from edgekd.data import load_data
-
-        bundle = load_data(data, seed=seed)
-        test = bundle.test
-        data_info = {
-            "name": bundle.name,
-            "split_note": bundle.split_note,
-            "test": test.n,
-            "test_fingerprint": test.fingerprint(),
-            "num_classes": bundle.num_classes,
-        }
+    test, data_info = _test_data(data, seed, image_size)
     reference = next((r.name for r in refs if r.role == "teacher"), None)
     results, _ = measure_models(
         refs, test, profile.threads, profile.batch_size, settings, reference=reference

@@ -21,6 +21,14 @@ def bench(
         str | None,
         typer.Option(help="Test data: 'digits', 'mnist1d' or a .npz (default: random inputs)."),
     ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(
+            help="--data image folders: resize each image's short side to N and crop the centre "
+            "N x N, as distill --image-size did.",
+            min=1,
+        ),
+    ] = None,
     teacher: Annotated[
         str | None, typer.Option(help="Teacher model spec: relative latency, agreement, KL.")
     ] = None,
@@ -51,6 +59,7 @@ def bench(
         runtimes=runtime,
         processes=processes,
         settings=BenchSettings(seconds_per_process=min_time),
+        image_size=image_size,
     )
     if out:
         write_json_atomic(out, report.to_dict())

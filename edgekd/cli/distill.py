@@ -51,6 +51,22 @@ ImageSize = Annotated[
         "(default: images must all have one size).",
     ),
 ]
+DataWorkers = Annotated[
+    int | None,
+    typer.Option(
+        help="Worker processes decoding a large image folder's batches while training runs "
+        "(folders over 64 MiB decoded are streamed; default: one per spare core, at most 4; "
+        "0: decode in the training process).",
+    ),
+]
+Normalize = Annotated[
+    str,
+    typer.Option(
+        help="Input normalisation run by the student, first ops of its ONNX (a device feeds raw "
+        "inputs): none, auto (per-channel mean/std of 1,000 training samples), or MEAN:STD, "
+        "each one number or one per channel (0.485,0.456,0.406:0.229,0.224,0.225).",
+    ),
+]
 TeacherOutput = Annotated[
     str | None,
     typer.Option(help="Which output to distil when the teacher returns a tuple or dict."),
@@ -293,6 +309,8 @@ def distill(
     val_data: ValData = D["val_data"],
     label_column: LabelColumn = D["label_column"],
     image_size: ImageSize = D["image_size"],
+    data_workers: DataWorkers = D["data_workers"],
+    normalize: Normalize = D["normalize"],
     teacher: Teacher = D["teacher"],
     teacher_weights: TeacherWeights = D["teacher_weights"],
     teacher_output: TeacherOutput = D["teacher_output"],

@@ -12,6 +12,7 @@ training.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,8 @@ def load_data(
     val_data: str | None = None,
     label_column: str | None = None,
     image_size: int | None = None,
+    data_workers: int | None = None,
+    normalize: str = "none",
 ) -> DataBundle:
     """Resolve ``--data``: None or ``digits`` (default), ``mnist1d``, or a user's data set.
 
@@ -197,9 +200,22 @@ def load_data(
     in the same format; what is not given is split off the training data (seeded). Labels are
     optional: a transfer set without them is distilled from the teacher's outputs alone.
     ``image_size`` (``--image-size``): images of a folder resized and centre-cropped to it.
+    ``data_workers`` (``--data-workers``): processes decoding a large image folder's batches
+    (``edgekd.data.stream``; None: one per spare core). ``normalize`` (``--normalize``): the
+    bundle's ``normalization`` (``edgekd.data.normalize``), from its training split.
 
     >>> bundle = load_data("train.npz", seed=0, test_data="test.npz")  # doctest: +SKIP
     """
+    bundle = _load(spec, seed, test_data, val_data, label_column, image_size, data_workers)
+    if normalize == "none":
+        return bundle
+    from edgekd.data.normalize import normalization_for
+
+    norm = normalization_for(normalize, bundle.train, seed)
+    return dataclasses.replace(bundle, normalization=norm)
+
+
+def _load(spec, seed, test_data, val_data, label_column, image_size, data_workers) -> DataBundle:
     if spec in (None, "", *BUILT_IN):
         if test_data or val_data or image_size:
             raise DataError(
@@ -210,14 +226,14 @@ def load_data(
     from edgekd.data.readers import read_data
 
     label = label_column or "y"
-    source = read_data(spec, label_column, image_size=image_size)
+    source = read_data(spec, label_column, image_size=image_size, data_workers=data_workers)
     for split in (source.train, source.val, source.test):  # a factory may hand over all three
         if split is not None:
             check_loaded(spec, split, label)
     classes = source.class_names
 
     def held_out(path: str) -> Split:  # read with the training data's class names
-        split = read_data(path, label_column, classes, image_size).train
+        split = read_data(path, label_column, classes, image_size, data_workers).train
         check_loaded(path, split, label)
         return split
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from edgekd.data.mapped import row_chunks
 from edgekd.data.split import DataBundle, Split
+from edgekd.data.stream import LazyRows
 from edgekd.errors import DataError
 
 # The student's head has one output per class, sized from the largest label: a label of 2**40
@@ -186,6 +187,8 @@ def _check_array(where: str, name: str, a: np.ndarray) -> None:
         )
     if not np.issubdtype(a.dtype, np.floating):
         return  # integers and booleans are always finite
+    if isinstance(a, LazyRows):
+        return  # a streamed image folder: decoded pixels are finite, and a scan would decode all
     start = 0
     for chunk in row_chunks(a):  # a memory-mapped array is read a block at a time
         bad = ~np.isfinite(chunk)

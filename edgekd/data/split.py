@@ -7,14 +7,20 @@ loaders call, can build splits without importing the loaders back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekd.data.mapped import batch_rows, row_chunks, take_rows
+from edgekd.data.stream import is_lazy, stream_batches
 from edgekd.errors import DataError
+
+if TYPE_CHECKING:
+    from edgekd.data.normalize import Normalization
 
 INPUT_KINDS = ("image", "vector", "sequence", "tokens", "multi")
 
@@ -50,23 +56,45 @@ class Split:
         """``take(index)`` for a split that lasts (train/val/test): rows of a memory-mapped input
         stay on disk (``edgekd.data.mapped.take_rows``) instead of being copied into memory."""
         return Split(
-            {k: take_rows(v, index) for k, v in self.inputs.items()},
+            {
+                k: v.subset(index) if is_lazy(v) else take_rows(v, index)
+                for k, v in self.inputs.items()
+            },
             None if self.y is None else self.y[index],
         )
+
+    @property
+    def streamed(self) -> bool:
+        """Whether an input is decoded on demand (``edgekd.data.stream``: a large image folder)."""
+        return any(is_lazy(v) for v in self.inputs.values())
 
     def batches(
         self, batch_size: int, rng: np.random.Generator | None = None
     ) -> Iterator[tuple[np.ndarray, Split]]:
         """Yield ``(index, batch)``; shuffled when ``rng`` is given."""
         order = rng.permutation(self.n) if rng is not None else np.arange(self.n)
-        for start in range(0, self.n, batch_size):
-            index = order[start : start + batch_size]
-            yield index, self.take(index)
+        index = [order[start : start + batch_size] for start in range(0, self.n, batch_size)]
+        with self.feed(index) as feed:
+            yield from feed
+
+    @contextlib.contextmanager
+    def feed(self, order: list[np.ndarray]) -> Iterator[Iterator[tuple[np.ndarray, Split]]]:
+        """``(index, self.take(index))`` for each index array of ``order``, in that order: taken
+        as they are asked for, or, for a streamed split, decoded ahead by worker processes
+        (``edgekd.data.stream``), which end with the block."""
+        if not self.streamed or not len(order):  # (no workers started for no batch)
+            yield ((index, self.take(index)) for index in order)
+            return
+        with stream_batches(self.inputs, self.y, order) as batches:
+            yield ((index, Split(rows, y)) for index, rows, y in batches)
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         for name in sorted(self.inputs):
             a = self.inputs[name]
+            if is_lazy(a):  # decoded once, chunk by chunk, and remembered
+                h.update(a.fingerprint(name))
+                continue
             h.update(name.encode() + str(a.dtype).encode() + str(a.shape).encode())
             for part in row_chunks(a):  # the same bytes as a.tobytes(), never all in memory
                 h.update(memoryview(np.ascontiguousarray(part)))
@@ -87,6 +115,8 @@ class DataBundle:
     input_kind: str
     split_note: str = ""
     class_names: tuple[str, ...] = field(default=())
+    # (x - mean) / std the student runs first (edgekd.data.normalize; None: inputs as they are)
+    normalization: Normalization | None = None
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -98,3 +128,10 @@ class DataBundle:
 
     def example_inputs(self, batch_size: int = 1) -> dict[str, np.ndarray]:
         return {k: v[:batch_size] for k, v in self.test.inputs.items()}
+
+    def test_inputs(self, streamed_rows: int = 2048) -> dict[str, np.ndarray]:
+        """The test inputs as arrays (export's parity check): all of an in-memory or mapped
+        split; the first ``streamed_rows`` of a streamed one, decoded (never the whole set)."""
+        if not self.test.streamed:
+            return self.test.inputs
+        return self.example_inputs(min(streamed_rows, self.test.n))

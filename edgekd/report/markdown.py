@@ -77,6 +77,25 @@ def budget_rows(report: Report) -> list[list[str]]:
     ]
 
 
+def _input_lines(data: dict) -> list[str]:
+    """What was done to the inputs: ``--image-size``, and ``--normalize`` (run by the model)."""
+    lines = []
+    if data.get("image_transform"):
+        lines += [f"**Images:** {data['image_transform']}", ""]
+    norm = data.get("normalization")
+    if norm:
+        def nums(v):
+            return ", ".join(f"{x:.4g}" for x in v)
+
+        lines += [
+            f"**Normalisation ({norm.get('how')}):** (x - [{nums(norm['mean'])}]) / "
+            f"[{nums(norm['std'])}] per channel, run by the student as its first ops (the ONNX "
+            "model takes raw inputs)",
+            "",
+        ]
+    return lines
+
+
 def to_markdown(report: Report) -> str:
     t = report.target
     lines = [f"# edgekd report: target `{t.get('name')}`", "", f"{t.get('description', '')}", ""]
@@ -85,6 +104,7 @@ def to_markdown(report: Report) -> str:
         lines += ["**Budget:** " + ", ".join(f"{k} = {v}" for k, v in b.items()), ""]
     if report.data:
         lines += [f"**Data:** {report.data.get('name')} ({report.data.get('split_note', '')})", ""]
+        lines += _input_lines(report.data)
     if report.teacher:
         lines += [
             f"**Teacher:** {report.teacher.get('source')} - {report.teacher.get('params'):,}"

@@ -82,6 +82,10 @@ def load_model(path: str | Path) -> nn.Module:
         view=arch.get("view"),
         **arch.get("options", {}),
     )
+    if arch.get("normalize"):  # --normalize: the student runs (x - mean) / std first
+        from edgekd.data.normalize import attach_normalization
+
+        attach_normalization(model, arch["normalize"])
     try:
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as exc:

@@ -220,17 +220,15 @@ def train_student(
             student.train()
             if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
                 run.order, run.step, run.total, run.count = run.rng.permutation(train.n), 0, 0.0, 0
-            while run.step < steps_per_epoch:
-                if stopping(stop):
-                    saver.save(run.state(epoch))
-                    raise Interrupted(
-                        f"{description}: stopped by {stop.name} at epoch {epoch + 1}, step "
-                        f"{run.step + 1} of {steps_per_epoch}; checkpoint written to {checkpoint}"
-                    )
-                _step(run, parts, epoch)
-                saver.advanced()
-                if saver.due() and run.step < steps_per_epoch:  # mid-epoch: the step-level state
-                    saver.save(run.state(epoch))
+            with train.feed(_epoch_batches(run, parts, steps_per_epoch)) as feed:  # (data)
+                while run.step < steps_per_epoch:
+                    if stopping(stop):
+                        saver.save(run.state(epoch))
+                        raise _stopped(description, stop.name, epoch, run, checkpoint)
+                    _step(run, parts, epoch, next(feed)[1])
+                    saver.advanced()
+                    if saver.due() and run.step < steps_per_epoch:  # mid-epoch: step-level state
+                        saver.save(run.state(epoch))
             _end_epoch(run, epoch, val, val_score)
             if saver.due(epoch_end=True):
                 saver.save(run.state(run.epoch))
@@ -407,12 +405,28 @@ class _StepParts:
     precision: str = "fp32"  # resolved (edgekd.train.device); the device is the run state's
 
 
-def _step(run: _RunState, parts: _StepParts, epoch: int) -> None:
-    """One optimizer step: batch, augmented view, forward, loss, backward; ``run`` advances."""
+def _stopped(description: str, signal: str, epoch: int, run: _RunState, checkpoint) -> Interrupted:
+    steps = math.ceil(len(run.order) / run.config.batch_size)
+    return Interrupted(
+        f"{description}: stopped by {signal} at epoch {epoch + 1}, step {run.step + 1} of "
+        f"{steps}; checkpoint written to {checkpoint}"
+    )
+
+
+def _epoch_batches(run: _RunState, parts: _StepParts, steps: int) -> list[np.ndarray]:
+    """The rows of this worker's batch at each step left in the epoch, in order."""
+    size, dist = run.config.batch_size, parts.dist
+    batches = [run.order[i * size : (i + 1) * size] for i in range(run.step, steps)]
+    return batches if dist is None else [dist.shard(index) for index in batches]  # (dist)
+
+
+def _step(run: _RunState, parts: _StepParts, epoch: int, batch: Split | None = None) -> None:
+    """One optimizer step: batch, augmented view, forward, loss, backward; ``run`` advances.
+    ``batch``: the step's rows already taken (``_epoch_batches``; None: taken here)."""
     config, dist = run.config, parts.dist
     index = run.order[run.step * config.batch_size : (run.step + 1) * config.batch_size]
     local = index if dist is None else dist.shard(index)  # (dist)
-    batch = parts.train.take(local)
+    batch = parts.train.take(local) if batch is None else batch
     if parts.augment is not None:
         batch = parts.augment(batch, run.rng)
     s_taps = run.method.student_taps if run.method else ()

@@ -22,9 +22,11 @@ def read_data(
     label_column: str | None = None,
     classes: tuple[str, ...] = (),
     image_size: int | None = None,
+    data_workers: int | None = None,
 ) -> Source:
     """Read ``spec`` (a file, a folder or a factory) into a :class:`Source`. ``image_size``
-    (``--image-size``): images of a folder resized and centre-cropped to that square."""
+    (``--image-size``): images of a folder resized and centre-cropped to that square;
+    ``data_workers`` (``--data-workers``): processes decoding a large image folder's batches."""
     if image_size is not None and not _is_image_folder(spec):
         raise DataError(f"{spec}: --image-size applies to a folder of images only")
     from edgekd.usercode import parse_factory
@@ -44,7 +46,7 @@ def read_data(
     if path.is_dir():
         from edgekd.data.readers.image_folder import read_image_folder
 
-        return read_image_folder(path, classes, image_size)
+        return read_image_folder(path, classes, image_size, data_workers)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         from edgekd.data.readers.npz import read_npz

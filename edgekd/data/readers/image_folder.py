@@ -9,6 +9,7 @@ teacher sees; without it every image must have the size of the first.
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -30,42 +31,139 @@ def describe_transform(image_size: int | None) -> str | None:
     )
 
 
+STREAM_MIN_BYTES = 64 << 20  # decoded size from which a folder is streamed, not held in memory
+
+
 def read_image_folder(
-    root: Path, classes: tuple[str, ...] = (), image_size: int | None = None
+    root: Path,
+    classes: tuple[str, ...] = (),
+    image_size: int | None = None,
+    workers: int | None = None,
 ) -> Source:
+    """The images under ``root/CLASS/`` with their class labels. Below :data:`STREAM_MIN_BYTES`
+    decoded, every image is decoded now into one array; from there on the images stay files,
+    decoded batch by batch as training and the teacher use them (``edgekd.data.stream``; by
+    ``workers`` worker processes, None: one per spare core)."""
+    names, files, labels = list_images(root, classes)
+    shape = _decode(files[0], image_size).shape
+    y = np.array(labels, dtype=np.int64)
+    if len(files) * int(np.prod(shape)) * 4 < STREAM_MIN_BYTES:
+        x = np.stack([_decode(file, image_size, shape) for file in files])
+        return Source(root.name, Split({"x": x}, y), names)
+    from edgekd.data.stream import LazyRows
+
+    if image_size is None:
+        _check_sizes(files, shape)
+    decode = _Decoder(tuple(files), image_size, shape)
+    rows = LazyRows(decode, np.arange(len(files)), shape, np.float32, workers)
+    return Source(root.name, Split({"x": rows}, y), names)
+
+
+def list_images(root: Path, classes: tuple[str, ...] = ()) -> tuple[tuple[str, ...], list, list]:
+    """``(class names, image files, their class indices)`` under ``root/CLASS/``, sorted. Only
+    regular files are listed (a FIFO named ``x.png`` would block the reader), and no file or
+    class folder whose real path leaves ``root`` (a symlink out of the data set); an empty class
+    folder is refused (its class could never be learnt or measured)."""
+    real_root = root.resolve()
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise DataError(f"{root}: no class sub-folders (expected {root}/CLASS/IMAGE.png)")
     names = classes or tuple(p.name for p in folders)
     index = {n: i for i, n in enumerate(names)}
-    images, labels = [], []
-    shape = None
+    files, labels = [], []
     for folder in folders:
         if folder.name not in index:
             raise DataError(
                 f"{folder}: class {folder.name!r} is not a class of the training data "
                 f"({', '.join(names[:10])})"
             )
-        for file in sorted(folder.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES or file.name.startswith("."):
-                continue
-            img = _read_image(file)
-            if image_size is not None:
-                img = resize_and_crop(img, image_size)
-            if shape is None:
-                shape = img.shape
-            elif img.shape != shape:
-                how = "not resized; pass --image-size N" if image_size is None else "resized"
-                raise DataError(
-                    f"{file}: image is {_size(img.shape)}, but {_size(shape)} like the first "
-                    f"image (images are {how})"
-                )
-            images.append(img)
+        _inside(folder, real_root, root)
+        found = [f for f in sorted(folder.iterdir()) if _is_image_name(f)]
+        if not found:
+            raise DataError(
+                f"{folder}: class folder has no images ({', '.join(IMAGE_SUFFIXES)}); "
+                "remove it or add images"
+            )
+        for file in found:
+            _inside(file, real_root, root)
+            if not stat.S_ISREG(_mode(file)):
+                raise DataError(f"{file}: not a regular file (a FIFO, device or socket); remove it")
+            files.append(file)
             labels.append(index[folder.name])
-    if not images:
-        raise DataError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its sub-folders")
-    x = np.stack(images)
-    return Source(root.name, Split({"x": x}, np.array(labels, dtype=np.int64)), names)
+    return names, files, labels
+
+
+def _is_image_name(file: Path) -> bool:
+    return file.suffix.lower() in IMAGE_SUFFIXES and not file.name.startswith(".")
+
+
+def _mode(file: Path) -> int:
+    try:
+        return file.stat().st_mode  # of what a symlink points to
+    except OSError as exc:
+        raise DataError(f"{file}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _inside(path: Path, real_root: Path, root: Path) -> None:
+    """Refuses ``path`` when its real path (symlinks followed) is not under ``root``'s."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        raise DataError(f"{path}: a symlink that cannot be resolved (a loop?)") from None
+    if not real.is_relative_to(real_root):
+        raise DataError(
+            f"{path}: a symlink to {real}, outside the data folder {root}; "
+            "copy the file in or remove the link"
+        )
+
+
+def _check_sizes(files: list[Path], shape: tuple[int, ...]) -> None:
+    """Without ``--image-size`` every image of a streamed folder must have the first one's size:
+    checked from the headers (nothing decoded), so that a large folder is refused before
+    anything trains."""
+    for file in files[1:]:
+        size = _header_size(file)
+        if size is not None and size != (shape[2], shape[1]):
+            raise DataError(
+                f"{file}: image is {size[0]}x{size[1]}, but {_size(shape)} like the first "
+                "image (images are not resized; pass --image-size N)"
+            )
+
+
+def _header_size(file: Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header, or None when Pillow cannot tell (the decoder
+    then says what is wrong)."""
+    from PIL import Image
+
+    try:
+        with Image.open(file) as img:
+            return img.size
+    except Exception:  # Pillow raises many types for a bad file; decoding reports it
+        return None
+
+
+class _Decoder:
+    """Decodes image ``i`` of a streamed folder (picklable, for DataLoader workers)."""
+
+    def __init__(self, files: tuple[Path, ...], image_size: int | None, shape) -> None:
+        self.files, self.image_size, self.shape = files, image_size, tuple(shape)
+
+    def __call__(self, i: int) -> np.ndarray:
+        return _decode(self.files[i], self.image_size, self.shape)
+
+
+def _decode(file: Path, image_size: int | None, shape=None) -> np.ndarray:
+    """One image as float32 [C,H,W], resized when asked; refused unless it has ``shape``."""
+    img = _read_image(file)
+    if image_size is not None:
+        img = resize_and_crop(img, image_size)
+    if shape is not None and img.shape != tuple(shape):
+        how = "not resized; pass --image-size N" if image_size is None else "resized"
+        raise DataError(
+            f"{file}: image is {_size(img.shape)}, but {_size(shape)} like the first "
+            f"image (images are {how})"
+        )
+    return img
 
 
 def _read_image(file: Path) -> np.ndarray:

@@ -21,6 +21,7 @@ from torch import nn
 
 from edgekd.data import Split
 from edgekd.data.augment import Augmenter
+from edgekd.data.normalize import attach_normalization
 from edgekd.distill.methods import Method
 from edgekd.distill.strategies._job import DistillJob, StrategyResult
 from edgekd.distill.views import agreement_score, consistent_teaching
@@ -215,10 +216,11 @@ def fresh_like(model: nn.Module, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     arch = getattr(model, "edgekd_arch", None)
     if arch is not None:
-        return build_student(
+        model = build_student(
             arch["family"], tuple(arch["sample_shape"]), arch["num_classes"],
             arch["width"], arch["depth"], view=arch.get("view"),
         )  # fmt: skip
+        return attach_normalization(model, arch.get("normalize"))  # --normalize, as the original
     clone = copy.deepcopy(model)
     for module in clone.modules():
         if hasattr(module, "reset_parameters"):
