@@ -268,6 +268,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "max_new_tokens": (lambda v: v >= 1, "must be >= 1"),
     "max_teacher_tokens": (lambda v: v >= 1, "must be >= 1"),
     "teacher_retries": (lambda v: v >= 0, "must be >= 0"),
+    "evolve": (lambda v: v >= 0, "must be >= 0"),
     "teacher_timeout": (lambda v: 0 < v < math.inf, "must be finite and > 0 seconds"),
 }
 
@@ -374,6 +375,7 @@ class DistillConfig:
     teacher_timeout: float = 300.0
     teacher_generate: str | None = None
     answer_check: str | None = None
+    evolve: int = 0  # harder prompts the teacher writes first (Evol-Instruct); 0: none
 
     # Old names still read from run files and config.json (with a note on stderr).
     renamed_keys: ClassVar[dict[str, str]] = {

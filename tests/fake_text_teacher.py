@@ -12,11 +12,19 @@ import sys
 import time
 from pathlib import Path
 
-from edgekd.lm.blackbox.forms import RATIONALE_INSTRUCTION
+from edgekd.lm.blackbox.forms import EVOLVE_INSTRUCTION, RATIONALE_INSTRUCTION
 from edgekd.lm.blackbox.tasks import operands, worked_rationale
 
 
+def harder(prompt: str) -> str:
+    """An --evolve request: the same question with every number n made 10n + 7."""
+    task = prompt.split("Task: ", 1)[1]
+    return " ".join(str(10 * int(w) + 7) if w.isdigit() else w for w in task.split(" "))
+
+
 def solve(prompt: str) -> str:
+    if EVOLVE_INSTRUCTION in prompt:
+        return harder(prompt)
     question = prompt.rsplit("Q: ", 1)[-1].replace(RATIONALE_INSTRUCTION, "")
     a, b, op = operands(question)
     if RATIONALE_INSTRUCTION in prompt:

@@ -294,3 +294,22 @@ def test_jaccard_by_hand():
     # 3-grams: {the cat sat, cat sat on} and {the cat sat, cat sat down}: 1 shared of 3.
     assert jaccard(a, b) == pytest.approx(1 / 3)
     assert jaccard(set(), set()) == 1.0
+
+
+def test_evolve_asks_for_harder_prompts_and_keeps_new_ones():
+    from edgekd.lm.blackbox.forms import EVOLVE_INSTRUCTION, evolve_requests, evolved_records
+
+    records = arithmetic(3, seed=8)
+    asked = evolve_requests(records, GenerationSettings(), count=5, seed=0)
+    assert len(asked) == 5 and all(r.prompt.startswith(EVOLVE_INSTRUCTION) for r in asked)
+    assert {r.prompt for r in asked[:3]} == {EVOLVE_INSTRUCTION + r.prompt for r in records}
+    assert len({r.id for r in asked}) == 5
+    replies = {
+        "a": TeacherReply("a", ("Task: What is 470 plus 389?",)),
+        "b": TeacherReply("b", ("  ",)),
+        "c": TeacherReply("c", (records[0].prompt.upper(),)),  # the same prompt again
+        "d": TeacherReply("d", error="timed out"),
+    }
+    new, dropped = evolved_records(records, replies)
+    assert [(r.id, r.prompt, r.answer) for r in new] == [("new-a", "What is 470 plus 389?", None)]
+    assert dropped == Counter({"empty": 2, "duplicate": 1})

@@ -45,7 +45,7 @@ def test_blackbox_pipeline_resumes_without_asking_twice_and_reports(tmp_path):
     config = DistillConfig(
         task="causal-lm", strategy="blackbox", teacher_cmd=fake_cmd(tmp_path), data=str(train),
         test_data=str(test), blackbox_form="rationales", samples=2, steps=8, context=64,
-        out=str(out), device="cpu",
+        out=str(out), device="cpu", evolve=4,
     )  # fmt: skip
     # An interrupted run: its folder, its configuration and half of the teacher's answers.
     work = partial_dir(out)
@@ -60,16 +60,18 @@ def test_blackbox_pipeline_resumes_without_asking_twice_and_reports(tmp_path):
     result = runner.invoke(app, ["distill", "--resume", str(out), "--json"])
     assert result.exit_code == 0, result.output
     asked = (tmp_path / "asked.txt").read_text().split()
-    assert len(asked) == len(set(asked)) == 40 + 6  # every prompt asked exactly once
+    # every prompt asked exactly once: 40 training, 6 held out, 4 to evolve and their 4 answers
+    assert len(asked) == len(set(asked)) == 40 + 6 + 4 + 4
     report = json.loads((out / "report.json").read_text())
     assert report["strategy"] == "blackbox" and report["generation"]["from_log"] == 20
-    assert report["generation"]["from_teacher"] == 26
+    assert report["generation"]["from_teacher"] == 26 + 4
+    assert report["generation"]["evolve"]["kept"] == 4
     assert report["filtering"]["examples"] == 2 * report["filtering"]["texts_kept"]  # MT-CoT
     assert report["held_out"]["teacher_accuracy"] == 1.0
     assert 0.0 <= report["held_out"]["accuracy"] <= 1.0
     assert report["models"] and report["quantization"]["chosen"]
     lines = (out / "teacher_data.jsonl").read_text().splitlines()
-    assert len(lines) == 46 and (out / "tokenizer.json").is_file()
+    assert len(lines) == 54 and (out / "tokenizer.json").is_file()
     markdown = (out / "report.md").read_text()
     assert "| prompt | reference | teacher | student |" in markdown
     assert not work.exists()

@@ -205,6 +205,13 @@ AnswerCheck = Annotated[
         'only if it writes {"id": ..., "ok": true} for it.'
     ),
 ]
+Evolve = Annotated[
+    int,
+    typer.Option(
+        help="causal-lm black box: first have the teacher rewrite N training prompts into harder "
+        "ones (Evol-Instruct), then answer and learn them too."
+    ),
+]
 InitFromTeacher = Annotated[
     bool,
     typer.Option(
@@ -366,6 +373,7 @@ def distill(
     teacher_timeout: TeacherTimeout = D["teacher_timeout"],
     teacher_generate: TeacherGenerate = D["teacher_generate"],
     answer_check: AnswerCheck = D["answer_check"],
+    evolve: Evolve = D["evolve"],
     as_json: Json = False,
     nproc: Nproc = 1,
     max_restarts: MaxRestarts = 0,

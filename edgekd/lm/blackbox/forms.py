@@ -15,6 +15,10 @@ icl         in-context learning: each prompt is preceded by k demonstrations dra
             other training records (their reference answers), so the student learns to follow
             demonstrations; the teacher answers the assembled prompt.
 
+With any form, ``--evolve N`` first has the teacher rewrite N training prompts into harder ones
+(Evol-Instruct, Xu et al. 2023); they are answered and learnt like the others, without a
+reference answer.
+
 At evaluation the student is asked in the same form it was trained in (``eval_prompt``).
 """
 
@@ -109,6 +113,51 @@ def build_requests(
         )
         for record in records
     ]
+
+
+EVOLVE_INSTRUCTION = (
+    "Rewrite the following task into a new one that is harder (more steps, larger numbers, an "
+    "added constraint) but still has one clear answer. Write only the new task.\n\nTask: "
+)
+
+
+def evolve_requests(
+    records: Sequence[PromptRecord], settings: GenerationSettings, count: int, seed: int
+) -> list[TeacherRequest]:
+    """Ask the teacher for ``count`` harder versions of training prompts (Evol-Instruct, Xu et
+    al. 2023), one each from records drawn by ``seed``; the new prompts are answered like the
+    others."""
+    order = random.Random(seed).sample(list(records), len(records))
+    chosen = (order * (count // len(order) + 1))[:count]
+    return [
+        TeacherRequest(
+            id=f"evolve:{index}:{record.id}", prompt=EVOLVE_INSTRUCTION + record.prompt, n=1,
+            temperature=settings.temperature, top_p=settings.top_p,
+            max_new_tokens=settings.max_new_tokens, seed=settings.seed,
+        )
+        for index, record in enumerate(chosen)
+    ]
+
+
+def evolved_records(
+    records: Sequence[PromptRecord], replies: dict[str, TeacherReply]
+) -> tuple[list[PromptRecord], Counter]:
+    """The new prompts the teacher wrote (no reference answer), and what was left out: empty
+    ones, and ones that repeat a prompt already in the set."""
+    seen = {" ".join(r.prompt.lower().split()) for r in records}
+    out, dropped = [], Counter()
+    for ident, reply in replies.items():
+        text = reply.texts[0].strip() if reply.ok and reply.texts else ""
+        text = text.removeprefix("Task:").strip()
+        key = " ".join(text.lower().split())
+        if not text:
+            dropped["empty"] += 1
+        elif key in seen:
+            dropped["duplicate"] += 1
+        else:
+            seen.add(key)
+            out.append(PromptRecord(f"new-{ident}", text, None))  # not the request's own id
+    return out, dropped
 
 
 def split_rationale(text: str) -> tuple[str, str] | None:

@@ -38,6 +38,8 @@ from edgekd.lm.blackbox.forms import (
     Example,
     FormSpec,
     build_requests,
+    evolve_requests,
+    evolved_records,
     replies_texts,
     to_examples,
 )
@@ -84,7 +86,7 @@ def distill_blackbox_lm(config: DistillConfig, resume: bool = False) -> dict[str
     with run_dir(out, overwrite=config.overwrite, resume=resume) as work:
         if not resume:
             write_json_atomic(work / CONFIG_FILE, {**dataclasses.asdict(config), "out": str(out)})
-        replies, generation = _generate(run, work)
+        run, replies, generation = _generate(run, work)
         laps["generation"], clock = time.perf_counter() - clock, time.perf_counter()
         examples, counts = _examples(run, replies)
         tokenizer = _tokenizer(run, examples, work)
@@ -161,7 +163,24 @@ def _teacher(config: DistillConfig) -> tuple[TextTeacher, Any]:
 
 
 def _generate(run: BlackBoxRun, work: Path):
-    """The teacher's answers to the training and held-out prompts (one recorded log)."""
+    """The teacher's answers to the training and held-out prompts (one recorded log), after the
+    harder prompts it wrote with ``--evolve``; the run with those prompts among its training
+    records."""
+    budget = GenerationBudget(
+        max_tokens=run.config.max_teacher_tokens, retries=run.config.teacher_retries
+    )
+    cache = AnswerCache(run.teacher.identity, cache_dir() / "lm-teacher")
+    evolution = None
+    if run.config.evolve:
+        asked = evolve_requests(run.train, run.settings, run.config.evolve, run.config.seed)
+        replies, summary = run_generation(
+            asked, run.teacher, work / LOG_FILE, budget, _counter(run), cache
+        )
+        new, dropped = evolved_records(run.train, replies)
+        evolution = {"asked": len(asked), "kept": len(new), "dropped": dict(dropped),
+                     "tokens": summary.tokens, "failed": summary.failed}  # fmt: skip
+        status(f"evolve: {len(new)} harder prompts written by the teacher of {len(asked)} asked")
+        run = dataclasses.replace(run, train=run.train + tuple(new))
     pool = run.train
     requests = build_requests(run.form, run.train, run.settings, pool)
     held_out = dataclasses.replace(run.settings, samples=1, temperature=0.0)
@@ -169,10 +188,6 @@ def _generate(run: BlackBoxRun, work: Path):
         dataclasses.replace(r, id=f"test:{r.id}")
         for r in build_requests(run.form, run.test, held_out, pool)
     ]
-    budget = GenerationBudget(
-        max_tokens=run.config.max_teacher_tokens, retries=run.config.teacher_retries
-    )
-    cache = AnswerCache(run.teacher.identity, cache_dir() / "lm-teacher")
     replies, summary = run_generation(
         requests, run.teacher, work / LOG_FILE, budget, _counter(run), cache
     )
@@ -181,7 +196,8 @@ def _generate(run: BlackBoxRun, work: Path):
         f"{summary.from_cache} from the cache, {summary.failed} failed, "
         f"{summary.over_budget} over budget ({summary.tokens:,} tokens)"
     )
-    return replies, summary
+    summary.evolve = evolution
+    return run, replies, summary
 
 
 def _counter(run: BlackBoxRun):
@@ -381,6 +397,7 @@ def blackbox_markdown(report: dict[str, Any]) -> str:
         f"log, {g['from_cache']} from the cache, {g['failed']} failed after retries, "
         f"{g['over_budget']} over the token budget; {g['tokens']:,} tokens in {g['calls']} calls "
         f"({g['retried']} retried). Every request and answer: `{g['log']}`.", "",
+        *_evolve_line(g.get("evolve")),
         "| filter | dropped |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in {**f["filters"], **f["form"]}.items()], "",
         f"{f['texts_kept']} texts kept, {f['examples']} training pairs.", "",
@@ -396,6 +413,14 @@ def blackbox_markdown(report: dict[str, Any]) -> str:
     out += [f"| {m['name']} | {_num(m['perplexity'])} | {_num(m['decode_tokens_per_s'])} | "
             f"{_num(m['ttft_ms'])} |" for m in report["models"]]  # fmt: skip
     return "\n".join(out) + "\n"
+
+
+def _evolve_line(evolve: dict | None) -> list[str]:
+    if not evolve:
+        return []
+    return [f"--evolve: the teacher wrote {evolve['kept']} harder prompts of {evolve['asked']} "
+            f"asked (left out: {evolve['dropped'] or 'none'}); they were answered and learnt "
+            "like the others.", ""]  # fmt: skip
 
 
 def _num(value: float | None) -> str:

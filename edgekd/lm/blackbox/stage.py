@@ -72,6 +72,7 @@ class GenerationSummary:
     failed_calls: int = 0
     malformed_lines: int = 0
     errors: list[str] = field(default_factory=list)
+    evolve: dict | None = None  # the --evolve round's counts (edgekd.lm.blackbox.pipeline)
 
     def as_dict(self) -> dict[str, object]:
         out = asdict(self)
