@@ -10,8 +10,9 @@ latency line that the stored processes leave open is measured until decided (``r
 
 The package's rooms: ``inputs`` (report files and limits, checked), ``checks`` (the statistical
 verdicts on samples), ``compare`` (across processes), ``remeasure`` (more processes until
-decided), ``lines`` (one ``GateLine`` per budget or regression line, listed there) and ``output``
-(Markdown, JUnit, terminal). This module picks the report's models and target and runs the lines.
+decided), ``lines`` (one ``GateLine`` per budget or regression line, listed there), ``lm`` (a
+causal-LM report's ``[lm]`` lines) and ``output`` (Markdown, JUnit, terminal). This module picks
+the report's models and target and runs the lines.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from edgekd.gate.lines import (
     model_budget_lines,
     regression_lines,
 )
+from edgekd.gate.lm import gate_lm, lm_report
 from edgekd.gate.output import print_result, to_junit, to_markdown
 from edgekd.gate.remeasure import (
     DEFAULT_MAX_SECONDS,
@@ -263,6 +265,14 @@ def gate(
         raise BadInputError("gate needs a threshold >= 0 and 0 < alpha < 1")
     if not (max_seconds >= 0 and math.isfinite(max_seconds)):
         raise BadInputError(f"gate --max-seconds must be a finite number >= 0, got {max_seconds}")
+    lm = lm_report(report)  # a causal-LM run (edgekd.lm): its [lm] lines, edgekd.gate.lm
+    if lm is not None:
+        if baseline is not None:
+            raise BadInputError(
+                "gate --baseline: regression checks on causal-LM reports are not built yet "
+                "(gate their budget lines without --baseline)"
+            )
+        return gate_lm(lm, str(report), target, only, require)
     rep, rep_name = _as_report(report)
     notes: list[str] = []
     prof = _target_of(rep, target, notes, rep_name)
