@@ -107,7 +107,7 @@ PruneVocab = Annotated[
     ),
 ]
 Steps = Annotated[
-    int | None, typer.Option(help="causal-lm: optimizer steps (default 300).")
+    int | None, typer.Option(help="causal-lm: optimizer steps (default 600).")
 ]
 Method = Annotated[
     str | None, typer.Option(help="Distillation method (default kd; embed for --task embedding).")
