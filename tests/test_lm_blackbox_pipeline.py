@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from edgekd.cli import app
 from edgekd.config import DistillConfig
+from edgekd.gate import gate
 from edgekd.lm.blackbox.forms import FormSpec, build_requests
 from edgekd.lm.blackbox.records import GenerationSettings, read_prompts
 from edgekd.lm.blackbox.stage import GenerationBudget, run_generation
@@ -72,6 +73,11 @@ def test_blackbox_pipeline_resumes_without_asking_twice_and_reports(tmp_path):
     assert report["models"] and report["quantization"]["chosen"]
     lines = (out / "teacher_data.jsonl").read_text().splitlines()
     assert len(lines) == 54 and (out / "tokenizer.json").is_file()
+    # edgekd gate reads it: the run's own verdict is the gate's; no teacher perplexity here
+    result = gate(out / "report.json")
+    assert str(result.verdict).lower() == report["verdict"]
+    assert {line.name: str(line.verdict) for line in result.lines}.get(
+        "perplexity_increase", "NOT MEASURED") == "NOT MEASURED"
     markdown = (out / "report.md").read_text()
     assert "| prompt | reference | teacher | student |" in markdown
     assert not work.exists()

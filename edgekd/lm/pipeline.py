@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +107,7 @@ def distill_lm(config: DistillConfig) -> dict[str, Any]:
         rows = _bench(run, selection)
         laps["bench"] = time.perf_counter() - clock
         report = _report(run, sizing, history, exported, selection, rows, laps, out)
-        report = json.loads(json.dumps(report, default=_plain).replace(str(work), str(out)))
+        report = json.loads(json.dumps(report, default=plain).replace(str(work), str(out)))
         _write(report, run, rows, work)
     return report
 
@@ -126,11 +125,7 @@ def _inputs(config: DistillConfig) -> LMRun:
             f"--task causal-lm (use fkl, rkl, gkd or seqkd)"
         )
     alpha = get_method(method).default_alpha if config.alpha is None else config.alpha
-    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
-    settings = {
-        k: (v if getattr(config, k) == defaults[k] else getattr(config, k))
-        for k, v in LM_DEFAULTS.items()
-    }
+    settings = lm_settings(config, LM_DEFAULTS)
     teacher = _teacher(config)
     context = _context(config, target, teacher)
     settings.update(steps=config.steps or DEFAULT_STEPS, context=context)
@@ -143,6 +138,16 @@ def _inputs(config: DistillConfig) -> LMRun:
         vocab = VocabMap.from_blocks(blocks, teacher.output_size, teacher.tokenizer.eos_id)
         status(f"--prune-vocab: {vocab.size} of {teacher.output_size} tokens used by the text")
     return LMRun(config, target, teacher, train, val, test, method, alpha, settings, vocab)
+
+
+def lm_settings(config: DistillConfig, replacements: dict[str, Any]) -> dict[str, Any]:
+    """``replacements``' values for the options ``config`` leaves at their classifier defaults,
+    the user's own values for the others (see the module docstring)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
+    return {
+        k: (v if getattr(config, k) == defaults[k] else getattr(config, k))
+        for k, v in replacements.items()
+    }
 
 
 def _teacher(config: DistillConfig) -> LMTeacher:
@@ -332,11 +337,8 @@ def _report(run, sizing, history, exported, selection, rows, laps, out: Path) ->
 
     by_name = {r.name: r for r in rows}
     lines = budget_lines(by_name["student"], run.target.lm, by_name["teacher"].perplexity)
-    unset = [line for line in lines if line.passed is None]
-    verdict = "fail" if any(line.passed is False for line in lines) else (
-        "inconclusive" if unset else "pass")  # fmt: skip
     changed = {k: v for k, v in run.settings.items() if k in LM_DEFAULTS}
-    return {
+    report = {
         "task": "causal-lm",
         "out_dir": str(out),
         "target": run.target.name,
@@ -349,6 +351,19 @@ def _report(run, sizing, history, exported, selection, rows, laps, out: Path) ->
         "method": {"name": run.method, "alpha": run.alpha, "top_k": run.config.top_k,
                    **({} if run.alpha >= 1 else make_method(run.method).describe())},
         "settings": {**run.settings, "lm_defaults_used": changed},
+    }  # fmt: skip
+    return with_deployment(report, sizing, history, exported, selection, rows, lines, laps)
+
+
+def with_deployment(report: dict[str, Any], sizing, history, exported, selection, rows, lines,
+                    laps: dict[str, float]) -> dict[str, Any]:  # fmt: skip
+    """``report`` (which names its target's ``target_lm``) with the fields both LM paths share:
+    the student and its training, export, quantization, the benchmark's rows, the budget lines
+    and the verdict ``edgekd gate`` gives them (``edgekd.gate.lm``), timings and host."""
+    from edgekd.gate.lm import gate_lm
+
+    report = {
+        **report,
         "student": {**sizing.config.to_dict(), "params": sizing.config.param_count(),
                     "sizing": sizing.reason,
                     "estimate_lines": [line.to_dict() for line in sizing.lines]},
@@ -358,10 +373,12 @@ def _report(run, sizing, history, exported, selection, rows, laps, out: Path) ->
                          "variants": [dataclasses.asdict(v) for v in selection.variants]},
         "models": [r.to_dict() for r in rows],
         "budget": [line.to_dict() for line in lines],
-        "verdict": verdict,
         "timings_s": {k: round(v, 3) for k, v in laps.items()},
         "host": host_info(),
     }  # fmt: skip
+    report = json.loads(json.dumps(report, default=plain))
+    report["verdict"] = str(gate_lm(report, report.get("out_dir", "report")).verdict).lower()
+    return report
 
 
 def _write(report: dict[str, Any], run: LMRun, rows, work: Path) -> None:
@@ -369,11 +386,10 @@ def _write(report: dict[str, Any], run: LMRun, rows, work: Path) -> None:
     write_text_atomic(work / "report.md", lm_markdown(report, run, rows))
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """JSON for what ``json`` cannot write itself: numpy scalars as numbers, the rest as text."""
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
     return str(value)
 
 
@@ -397,7 +413,7 @@ def lm_markdown(report: dict[str, Any], run: LMRun, rows) -> str:
         out.append(f"| {r.name} | {r.perplexity:.2f} | {agree} | {kl} | {r.ttft_ms:.2f} | "
                    f"{r.decode_tokens_per_s:.1f} | {size} |")  # fmt: skip
     out += ["", "## Budget lines", ""]
-    out += [f"- {b['name']}: {_num(b['value'])} (limit {b['limit']}{b['unit']}, {b['kind']}): "
+    out += [f"- {b['name']}: {num(b['value'])} (limit {b['limit']}{b['unit']}, {b['kind']}): "
             f"{ {True: 'pass', False: 'FAIL', None: 'not measured'}[b['passed']] }"
             for b in report["budget"]]  # fmt: skip
     prompts = [tok.decode(p) for p in run.prompts]
@@ -406,7 +422,8 @@ def lm_markdown(report: dict[str, Any], run: LMRun, rows) -> str:
     return "\n".join(out)
 
 
-def _num(value: float | None) -> str:
+def num(value: float | None) -> str:
+    """A figure in three significant digits, '-' when missing."""
     return "-" if value is None else f"{value:.3g}"
 
 

@@ -20,19 +20,15 @@ generation log in it, and ``--resume OUT`` asks the teacher only what it has not
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgekd.cache import cache_dir
 from edgekd.config import DistillConfig
 from edgekd.errors import BadInputError
 from edgekd.fileio import write_json_atomic, write_text_atomic
-from edgekd.hostinfo import host_info
 from edgekd.lm.blackbox.filters import FilterSpec, filter_texts
 from edgekd.lm.blackbox.forms import (
     Example,
@@ -247,6 +243,7 @@ def _train(run: BlackBoxRun, examples: list[Example], tokenizer):
     import torch
 
     from edgekd.lm.blackbox.sft import encode_examples
+    from edgekd.lm.pipeline import lm_settings
     from edgekd.lm.sizing import size_lm_to_target
     from edgekd.lm.student import LMStudent
     from edgekd.lm.train import LMTrainConfig, train_lm
@@ -256,7 +253,7 @@ def _train(run: BlackBoxRun, examples: list[Example], tokenizer):
     encoded = encode_examples(examples, tokenizer.encode, tokenizer.eos_id, tokenizer.eos_id, row)
     if len(encoded) < 2:
         raise BadInputError(f"{len(encoded)} training pairs fit --context {run.context}: too few")
-    settings = _settings(config)
+    settings = lm_settings(config, SFT_DEFAULTS)
     steps = config.steps or DEFAULT_STEPS
     learned = int((encoded.labels != -100).sum())  # answer tokens, the ones the loss counts
     tokens_seen = learned * steps * settings["batch_size"] // len(encoded)
@@ -279,14 +276,6 @@ def _train(run: BlackBoxRun, examples: list[Example], tokenizer):
         labels=(labels[:cut], labels[cut:]),
     )
     return student.cpu().eval(), sizing, history, encoded
-
-
-def _settings(config: DistillConfig) -> dict[str, Any]:
-    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
-    return {
-        k: (v if getattr(config, k) == defaults[k] else getattr(config, k))
-        for k, v in SFT_DEFAULTS.items()
-    }
 
 
 def _evaluate(run: BlackBoxRun, student, tokenizer, replies):
@@ -345,15 +334,16 @@ def _deploy(run: BlackBoxRun, student, tokenizer, replies, work: Path):
 def _report(run, out, generation, counts, encoded, sizing, history, held_out, exported,
             selection, rows, laps) -> dict[str, Any]:  # fmt: skip
     from edgekd.lm.bench import budget_lines
+    from edgekd.lm.pipeline import with_deployment
 
     student = next(r for r in rows if r.name == "student")
-    lines = budget_lines(student, run.target.lm, None)
-    verdict = "fail" if any(line.passed is False for line in lines) else "pass"
-    return json.loads(json.dumps({
+    lines = budget_lines(student, run.target.lm, None)  # no teacher perplexity: a black box
+    report = {
         "task": "causal-lm",
         "strategy": "blackbox",
         "out_dir": str(out),
         "target": run.target.name,
+        "target_lm": dataclasses.asdict(run.target.lm),
         "teacher": {"source": str(run.teacher), "identity": run.teacher.identity},
         "form": {"name": run.form.name, "icl_shots": run.form.icl_shots},
         "generation": {"settings": run.settings.as_dict(), "log": LOG_FILE,
@@ -361,31 +351,16 @@ def _report(run, out, generation, counts, encoded, sizing, history, held_out, ex
         "filtering": counts,
         "data": {"train_prompts": len(run.train), "test_prompts": len(run.test),
                  "pairs": len(encoded), "dropped_too_long": encoded.dropped_too_long},
-        "student": {**sizing.config.to_dict(), "params": sizing.config.param_count(),
-                    "sizing": sizing.reason},
-        "training": history.to_dict(),
         "held_out": held_out.as_dict(),
-        "export": exported.to_dict(),
-        "quantization": {"chosen": selection.chosen.name, "reason": selection.reason,
-                         "variants": [dataclasses.asdict(v) for v in selection.variants]},
-        "models": [r.to_dict() for r in rows],
-        "budget": [line.to_dict() for line in lines],
-        "verdict": verdict,
-        "timings_s": {k: round(v, 3) for k, v in laps.items()},
-        "host": host_info(),
-    }, default=_plain))  # fmt: skip
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
+    }  # fmt: skip
+    return with_deployment(report, sizing, history, exported, selection, rows, lines, laps)
 
 
 def blackbox_markdown(report: dict[str, Any]) -> str:
     """report.md: what the teacher was asked and answered, what was kept, how the student did,
     and teacher and student answers to the same held-out prompts side by side."""
     from edgekd.lm.blackbox.evaluate import HeldOutResult, side_by_side
+    from edgekd.lm.pipeline import num
 
     g, f, h = report["generation"], report["filtering"], report["held_out"]
     out = [
@@ -404,14 +379,14 @@ def blackbox_markdown(report: dict[str, Any]) -> str:
         "## Held-out prompts", "",
         f"Accuracy {_pct(h['accuracy'])} (teacher {_pct(h['teacher_accuracy'])}), agreement with "
         f"the teacher {_pct(h['agreement'])}, perplexity of the teacher's answers "
-        f"{_num(h['teacher_answer_perplexity'])}.", "",
+        f"{num(h['teacher_answer_perplexity'])}.", "",
     ]  # fmt: skip
     rows = tuple(tuple(s.values()) for s in h["samples"])
     out.append(side_by_side(HeldOutResult(h["prompts"], None, None, None, None, rows)))
     out += ["", "## Student variants", "", "| model | perplexity | decode tokens/s | ttft ms |",
             "|---|---|---|---|"]  # fmt: skip
-    out += [f"| {m['name']} | {_num(m['perplexity'])} | {_num(m['decode_tokens_per_s'])} | "
-            f"{_num(m['ttft_ms'])} |" for m in report["models"]]  # fmt: skip
+    out += [f"| {m['name']} | {num(m['perplexity'])} | {num(m['decode_tokens_per_s'])} | "
+            f"{num(m['ttft_ms'])} |" for m in report["models"]]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
@@ -421,10 +396,6 @@ def _evolve_line(evolve: dict | None) -> list[str]:
     return [f"--evolve: the teacher wrote {evolve['kept']} harder prompts of {evolve['asked']} "
             f"asked (left out: {evolve['dropped'] or 'none'}); they were answered and learnt "
             "like the others.", ""]  # fmt: skip
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
 
 
 def print_blackbox_summary(report: dict[str, Any]) -> None:
