@@ -269,6 +269,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "max_teacher_tokens": (lambda v: v >= 1, "must be >= 1"),
     "teacher_retries": (lambda v: v >= 0, "must be >= 0"),
     "evolve": (lambda v: v >= 0, "must be >= 0"),
+    "gkd_beta": (lambda v: 0 < v < 1, "must be in (0, 1) (GKD's generalized JSD)"),
+    "on_policy": (lambda v: 0 <= v <= 1, "must be in [0, 1] (a share of the steps)"),
     "teacher_timeout": (lambda v: 0 < v < math.inf, "must be finite and > 0 seconds"),
 }
 
@@ -281,6 +283,24 @@ def _not_finite(values: dict[str, Any]) -> list[tuple[str, str]]:
         for k, v in values.items()
         if isinstance(v, float) and not math.isfinite(v)
     ]
+
+# Options whose default depends on the task: a field left None takes its task's value here
+# (resolved in DistillConfig.__post_init__), and an explicit value always wins. Classifiers and
+# embedders: the one-cycle peak that jittered views tolerate, 64 per batch, Hinton's T = 4.
+# Causal LMs: AdamW at 3e-3 peak with 16 blocks per step trains the small students well
+# (nanoGPT's small-model settings); T = 1 is the setting of MiniLLM and GKD and of DistilGPT2's
+# distillation.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classification": {"lr": 1e-2, "batch_size": 64, "temperature": DEFAULT_TEMPERATURE},
+    "causal-lm": {"lr": 3e-3, "batch_size": 16, "temperature": 1.0},
+}
+
+
+def task_defaults(task: str) -> dict[str, Any]:
+    """The defaults of ``lr``, ``batch_size`` and ``temperature`` for ``task`` (the classifier's
+    for every task without its own)."""
+    return TASK_DEFAULTS.get(task, TASK_DEFAULTS["classification"])
+
 
 # A black-box command does not tell its size: then only the target's budget bounds the student.
 UNKNOWN_TEACHER_PARAMS = 10**12
@@ -297,7 +317,7 @@ class DistillConfig:
     target: str = "mobile"
     data: str | None = None
     method: str | None = None  # None: kd for classification, embed for embeddings
-    temperature: float = DEFAULT_TEMPERATURE
+    temperature: float | None = None  # None: the task's default (TASK_DEFAULTS)
     alpha: float | None = None  # None: the method's own default (see `edgekd methods`)
     strategy: str | None = None  # None: offline, or blackbox for --teacher-onnx/--teacher-cmd
     pairs: tuple[str, ...] = ()  # "student_layer:teacher_layer" for feature methods (--pair)
@@ -314,8 +334,8 @@ class DistillConfig:
     # in benchmarks/patient.py)
     epochs: int | None = None
     teacher_epochs: int | None = None  # None: the default teacher's recipe (by input kind)
-    lr: float = 1e-2  # peak of the one-cycle schedule; jittered views tolerate a high one
-    batch_size: int = 64
+    lr: float | None = None  # peak of the one-cycle schedule; None: the task's (TASK_DEFAULTS)
+    batch_size: int | None = None  # None: the task's default (TASK_DEFAULTS)
     seed: int = 0
     student: str | None = None  # a family name or pkg.module:factory; None = by input
     init_from_teacher: bool = False  # start from the teacher's sliced weights (same family only)
@@ -376,6 +396,10 @@ class DistillConfig:
     teacher_generate: str | None = None
     answer_check: str | None = None
     evolve: int = 0  # harder prompts the teacher writes first (Evol-Instruct); 0: none
+    # --method gkd (edgekd.distill.methods.gkd): the generalized JSD's beta and the share of
+    # steps on sequences the student samples itself (the paper's lambda); None: the method's.
+    gkd_beta: float | None = None
+    on_policy: float | None = None
 
     # Old names still read from run files and config.json (with a note on stderr).
     renamed_keys: ClassVar[dict[str, str]] = {
@@ -387,9 +411,32 @@ class DistillConfig:
     command_line_only: ClassVar[tuple[str, ...]] = ("trust_checkpoint",)
 
     def __post_init__(self) -> None:
+        # An option left unset takes its task's default; which ones did is kept (not a field:
+        # ``dataclasses.replace`` passes the resolved values on, as if given).
+        unset = tuple(k for k in TASK_DEFAULTS["classification"] if getattr(self, k) is None)
+        for k in unset:
+            object.__setattr__(self, k, task_defaults(self.task)[k])
+        object.__setattr__(self, "_unset", unset)
         problems = self.field_problems(dataclasses.asdict(self))
         if problems:
             raise BadInputError("; ".join(f"{k} {message}" for k, message in problems))
+
+    def setting_sources(self) -> dict[str, str]:
+        """Where each option with a per-task default got its value: ``"given"`` (the command
+        line, a file, the caller) or ``"default for --task TASK"``.
+
+        >>> DistillConfig(task="causal-lm", lr=0.01).setting_sources()["lr"]
+        'given'
+        """
+        return {
+            k: f"default for --task {self.task}" if k in self._unset else "given"
+            for k in TASK_DEFAULTS["classification"]
+        }
+
+    def as_given(self) -> dict[str, Any]:
+        """The fields as the user set them (None where a task default was taken): what a run's
+        ``config.json`` stores so that a resumed run resolves the same way."""
+        return {**dataclasses.asdict(self), **{k: None for k in self._unset}}
 
     @classmethod
     def field_problems(cls, values: dict) -> list[tuple[str, str]]:

@@ -14,7 +14,7 @@ import edgekd
 import edgekd.cli.distill as distill_cli
 import edgekd.cli.tune as tune_cli
 from edgekd.cli import app
-from edgekd.config import DistillConfig, load_config_file, resume_config
+from edgekd.config import DistillConfig, load_config_file, resume_config, task_defaults
 from edgekd.distill import DEFAULT_TEMPERATURE
 from edgekd.errors import BadInputError
 
@@ -48,7 +48,11 @@ def test_tune_options_are_fields_or_its_own() -> None:
 
 
 def test_temperature_default_is_written_once() -> None:
-    assert DistillConfig.__dataclass_fields__["temperature"].default == DEFAULT_TEMPERATURE
+    # the field is "unset" (None) and resolved per task (issue 18); the classifier's value is
+    # still the one constant
+    assert DistillConfig.__dataclass_fields__["temperature"].default is None
+    assert task_defaults("classification")["temperature"] == DEFAULT_TEMPERATURE
+    assert DistillConfig().temperature == DEFAULT_TEMPERATURE
     assert edgekd.DistillConfig is DistillConfig
 
 
@@ -139,3 +143,61 @@ def test_targets_and_run_files_share_one_validator(tmp_path) -> None:
     assert str(err.value) == (
         f"{path}: 1 problem: line {line} 'threads': expected an integer, got a number 4.5"
     )
+
+
+# --- options whose default depends on the task (issue 18) ---------------------------------------
+
+
+def test_unset_options_take_their_tasks_default_and_explicit_values_win(captured) -> None:
+    runner.invoke(app, ["distill", "--task", "causal-lm"])
+    runner.invoke(app, ["distill", "--task", "causal-lm", "--temperature", "4", "--lr", "0.01"])
+    runner.invoke(app, ["distill", "--batch-size", "16"])
+    lm, explicit, classifier = captured
+    assert (lm.lr, lm.batch_size, lm.temperature) == (3e-3, 16, 1.0)
+    assert set(lm.setting_sources().values()) == {"default for --task causal-lm"}
+    # an explicit value equal to the classifier's default is no longer replaced
+    assert (explicit.lr, explicit.batch_size, explicit.temperature) == (0.01, 16, 4.0)
+    assert explicit.setting_sources() == {
+        "lr": "given", "batch_size": "default for --task causal-lm", "temperature": "given"}
+    assert (classifier.lr, classifier.batch_size, classifier.temperature) == (0.01, 16, 4.0)
+
+
+def test_lm_settings_keep_explicit_values() -> None:
+    from edgekd.lm.pipeline import LM_DEFAULTS, lm_settings
+
+    given = DistillConfig(task="causal-lm", temperature=4.0, batch_size=64)
+    assert lm_settings(given, LM_DEFAULTS) == {"lr": 3e-3, "batch_size": 64, "temperature": 4.0}
+    # another path's own defaults (the black box's SFT) replace only what was left unset
+    assert lm_settings(given, {"lr": 1e-3, "batch_size": 32}) == {"lr": 1e-3, "batch_size": 64}
+
+
+def test_a_resumed_run_resolves_unset_options_again(tmp_path) -> None:
+    config = DistillConfig(task="causal-lm", lr=0.02)
+    work = tmp_path / "out.partial"
+    work.mkdir()
+    (work / "config.json").write_text(json.dumps({**config.as_given(), "out": "x"}))
+    again = resume_config(tmp_path / "out")
+    assert (again.lr, again.batch_size, again.temperature) == (0.02, 16, 1.0)
+    assert again.setting_sources() == config.setting_sources()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--gkd-beta", "1.0"], "gkd_beta must be in (0, 1)"),
+        (["--gkd-beta", "0"], "gkd_beta must be in (0, 1)"),
+        (["--on-policy", "1.5"], "on_policy must be in [0, 1]"),
+        (["--on-policy", "-0.1"], "on_policy must be in [0, 1]"),
+    ],
+)
+def test_gkd_knobs_out_of_range_are_refused_in_one_line(args, message) -> None:
+    result = runner.invoke(app, ["distill", "--task", "causal-lm", "--method", "gkd", *args])
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_gkd_knobs_in_a_file(tmp_path) -> None:
+    run = tmp_path / "run.toml"
+    run.write_text("gkd_beta = 0.1\non_policy = 1.5\n")
+    with pytest.raises(BadInputError, match="line 2 'on_policy': must be in"):
+        load_config_file(run, DistillConfig)

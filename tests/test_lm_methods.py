@@ -120,3 +120,48 @@ def test_gkd_knobs_and_seqkd_labels():
     assert seq.teacher_sequences
     got = seq.loss(DistillBatch(logits, None, torch.tensor([[0, 1]])))
     assert got.item() == pytest.approx(1.2039728, abs=1e-6)
+
+
+def _run_method(args: list[str]):
+    """The method a `distill --task causal-lm ARGS` run trains with, built as the pipeline
+    builds it (edgekd.lm.pipeline._method), without running anything."""
+    from types import SimpleNamespace
+
+    from typer.testing import CliRunner
+
+    import edgekd.cli.distill as distill_cli
+    from edgekd.cli import app
+    from edgekd.lm import pipeline
+
+    seen = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(distill_cli, "_launch_workers_or_run", lambda s, *a: seen.append(s))
+        result = CliRunner().invoke(app, ["distill", "--task", "causal-lm", *args])
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    run = SimpleNamespace(config=config, method=config.method, alpha=0.0,
+                          settings=pipeline.lm_settings(config, pipeline.LM_DEFAULTS))  # fmt: skip
+    return pipeline._method(run)
+
+
+def test_gkd_flags_reach_the_loss():
+    # P = (0.5, 0.5), Q = (0.9, 0.1). beta 0.5: 0.1017492 (test_jsd_half_two_tokens).
+    # beta 0.1: M = 0.1 P + 0.9 Q = (0.86, 0.14); KL(P || M) = 0.5 ln(0.5 / 0.86)
+    # + 0.5 ln(0.5 / 0.14) = 0.3653207; KL(Q || M) = 0.9 ln(0.9 / 0.86) + 0.1 ln(0.1 / 0.14)
+    # = 0.0072689; JSD(0.1) = 0.1 * 0.3653207 + 0.9 * 0.0072689 = 0.0430741
+    batch = DistillBatch(Q_LOGITS, P_LOGITS, None)
+    half = _run_method(["--method", "gkd"])
+    low = _run_method(["--method", "gkd", "--gkd-beta", "0.1", "--on-policy", "0.25"])
+    assert (half.beta, half.on_policy, half.temperature) == (0.5, 0.5, 1.0)
+    assert (low.beta, low.on_policy) == (0.1, 0.25)
+    assert half.loss(batch).item() == pytest.approx(0.1017492, abs=1e-6)
+    assert low.loss(batch).item() == pytest.approx(0.0430741, abs=1e-6)
+
+
+def test_gkd_knobs_are_refused_for_another_method():
+    from edgekd.config import DistillConfig
+    from edgekd.lm.pipeline import _inputs
+
+    for knob in ({"gkd_beta": 0.3}, {"on_policy": 0.0}):
+        with pytest.raises(BadInputError, match="is a knob of --method gkd, not of fkl"):
+            _inputs(DistillConfig(task="causal-lm", method="fkl", **knob))

@@ -109,6 +109,20 @@ PruneVocab = Annotated[
 Steps = Annotated[
     int | None, typer.Option(help="causal-lm: optimizer steps (default 600).")
 ]
+GkdBeta = Annotated[
+    float | None,
+    typer.Option(
+        help="--method gkd: beta of the generalized JSD, in (0, 1); near 0 acts like forward KL, "
+        "near 1 like reverse KL (default 0.5)."
+    ),
+]
+OnPolicy = Annotated[
+    float | None,
+    typer.Option(
+        help="--method gkd: share of steps (0..1) on sequences the student samples itself, "
+        "scored by the teacher (default 0.5)."
+    ),
+]
 Method = Annotated[
     str | None, typer.Option(help="Distillation method (default kd; embed for --task embedding).")
 ]
@@ -126,7 +140,10 @@ Pairs = Annotated[
         "(default features:features).",
     ),
 ]
-Temperature = Annotated[float, typer.Option(help="Softmax temperature T for soft targets.")]
+Temperature = Annotated[
+    float | None,
+    typer.Option(help="Softmax temperature T for soft targets (default 4; 1 for causal-lm)."),
+]
 TemperatureEnd = Annotated[
     float | None, typer.Option(help="Anneal T linearly to this value by the last epoch.")
 ]
@@ -140,10 +157,16 @@ Weight = Annotated[
     float | None, typer.Option(help="Multiplier of the method's own loss (default: its own).")
 ]
 BatchSize = Annotated[
-    int,
-    typer.Option(help="Training batch size (with --nproc: the global batch, split over workers)."),
+    int | None,
+    typer.Option(
+        help="Training batch size (with --nproc: the global batch, split over workers; default "
+        "64; 16 blocks for causal-lm)."
+    ),
 ]
-Lr = Annotated[float, typer.Option(help="Peak learning rate (one-cycle schedule).")]
+Lr = Annotated[
+    float | None,
+    typer.Option(help="Peak learning rate (one-cycle schedule; default 0.01, causal-lm 0.003)."),
+]
 FinetuneEpochs = Annotated[
     int, typer.Option(help="Hard-label fine-tune epochs after the strategy.")
 ]
@@ -362,6 +385,8 @@ def distill(
     tokenizer: Tokenizer = D["tokenizer"],
     steps: Steps = D["steps"],
     prune_vocab: PruneVocab = D["prune_vocab"],
+    gkd_beta: GkdBeta = D["gkd_beta"],
+    on_policy: OnPolicy = D["on_policy"],
     blackbox_form: BlackboxForm = D["blackbox_form"],
     samples: Samples = D["samples"],
     icl_shots: IclShots = D["icl_shots"],

@@ -10,8 +10,9 @@ renamed into place when everything succeeded (``edgekd.fileio.atomic_dir``): a p
 (exit 6) or bad input leaves nothing behind.
 
 Options shared with classifier runs keep one name; where a classifier default would be wrong for
-a language model (``--lr`` 1e-2, ``--batch-size`` 64, ``--temperature`` 4) a value left at that
-default is replaced by ``LM_DEFAULTS`` and the report says so.
+a language model (``--lr`` 1e-2, ``--batch-size`` 64, ``--temperature`` 4) an option left unset
+takes the causal-LM default (``edgekd.config.TASK_DEFAULTS``), an explicit value always wins, and
+the report records each value and where it came from (``settings_sources``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.config import DistillConfig
+from edgekd.config import DistillConfig, task_defaults
 from edgekd.distill.methods import get_method, make_method
 from edgekd.errors import BadInputError
 from edgekd.fileio import atomic_dir, write_json_atomic, write_text_atomic
@@ -40,10 +41,8 @@ DEFAULT_METHOD = "fkl"
 # reached 54.2 against the teacher's 58.5 for 45 s more on 2 cores (2026-12-02, load 1).
 DEFAULT_STEPS = 600
 DEFAULT_CONTEXT = 128
-# Values that replace a classifier default left unchanged (see the module docstring): AdamW at
-# 3e-3 peak with 16 blocks per step trains the small students well (nanoGPT's small-model
-# settings); T = 1 is the setting of MiniLLM and GKD and of DistilGPT2's distillation.
-LM_DEFAULTS = {"lr": 3e-3, "batch_size": 16, "temperature": 1.0}
+# The causal-LM defaults of the options classifier runs share (why: edgekd.config.TASK_DEFAULTS).
+LM_DEFAULTS = task_defaults("causal-lm")
 # A student at most half the teacher's size: distillation compresses, and training cost grows
 # with the student (the default run's student was the teacher's size, 1.3M, before this cap:
 # 730 s of its 1,190 s at load 12-14).
@@ -125,6 +124,7 @@ def _inputs(config: DistillConfig) -> LMRun:
             f"--task causal-lm (use fkl, rkl, gkd or seqkd)"
         )
     alpha = get_method(method).default_alpha if config.alpha is None else config.alpha
+    method_options(config, method)  # refuses a method's knob given to another method
     settings = lm_settings(config, LM_DEFAULTS)
     teacher = _teacher(config)
     context = _context(config, target, teacher)
@@ -141,13 +141,27 @@ def _inputs(config: DistillConfig) -> LMRun:
 
 
 def lm_settings(config: DistillConfig, replacements: dict[str, Any]) -> dict[str, Any]:
-    """``replacements``' values for the options ``config`` leaves at their classifier defaults,
-    the user's own values for the others (see the module docstring)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(DistillConfig)}
+    """``replacements``' values for the options ``config`` left unset (it took a task default
+    for them), the user's own values for the others: an explicit value always wins."""
+    given = config.setting_sources()
     return {
-        k: (v if getattr(config, k) == defaults[k] else getattr(config, k))
+        k: (getattr(config, k) if given.get(k, "given") == "given" else v)
         for k, v in replacements.items()
     }
+
+
+def method_options(config: DistillConfig, method: str) -> dict[str, Any]:
+    """The run options ``method`` reads (its ``run_options``: field -> argument) that ``config``
+    sets; a knob of another method (``--gkd-beta`` with fkl) is refused in one line."""
+    from edgekd.distill.methods import all_methods
+
+    own = getattr(get_method(method), "run_options", {})
+    for name, cls in all_methods().items():
+        for field in getattr(cls, "run_options", {}):
+            if field not in own and getattr(config, field, None) is not None:
+                flag = "--" + field.replace("_", "-")
+                raise BadInputError(f"{flag} is a knob of --method {name}, not of {method}")
+    return {arg: getattr(config, f) for f, arg in own.items() if getattr(config, f) is not None}
 
 
 def _teacher(config: DistillConfig) -> LMTeacher:
@@ -256,10 +270,7 @@ def _train(run: LMRun, sizing, teaching):
         sizing.config, context=max(sizing.config.context, run.settings["context"])
     )
     student = LMStudent(student_config)
-    method = None
-    if run.alpha < 1.0:
-        method = make_method(run.method, temperature=run.settings["temperature"],
-                             weight=config.weight)  # fmt: skip
+    method = _method(run)
     train_config = LMTrainConfig(
         steps=run.settings["steps"], lr=run.settings["lr"],
         batch_size=run.settings["batch_size"], alpha=run.alpha, seed=config.seed,
@@ -268,6 +279,14 @@ def _train(run: LMRun, sizing, teaching):
     train, val, _ = run.training_space()
     history = train_lm(student, train, val, train_config, method, teaching)
     return student.cpu().eval(), history
+
+
+def _method(run: LMRun):
+    """The method with the run's settings (None for alpha 1: nothing is distilled)."""
+    if run.alpha >= 1.0:
+        return None
+    return make_method(run.method, temperature=run.settings["temperature"],
+                       weight=run.config.weight, **method_options(run.config, run.method))
 
 
 # --- export, quantization, bench ------------------------------------------------------------------
@@ -337,7 +356,8 @@ def _report(run, sizing, history, exported, selection, rows, laps, out: Path) ->
 
     by_name = {r.name: r for r in rows}
     lines = budget_lines(by_name["student"], run.target.lm, by_name["teacher"].perplexity)
-    changed = {k: v for k, v in run.settings.items() if k in LM_DEFAULTS}
+    sources = run.config.setting_sources()
+    changed = {k: v for k, v in run.settings.items() if k in LM_DEFAULTS and sources[k] != "given"}
     report = {
         "task": "causal-lm",
         "out_dir": str(out),
@@ -349,8 +369,8 @@ def _report(run, sizing, history, exported, selection, rows, laps, out: Path) ->
         "prune_vocab": None if run.vocab is None else {
             "kept": run.vocab.size, "of": run.vocab.full_size},
         "method": {"name": run.method, "alpha": run.alpha, "top_k": run.config.top_k,
-                   **({} if run.alpha >= 1 else make_method(run.method).describe())},
-        "settings": {**run.settings, "lm_defaults_used": changed},
+                   **({} if run.alpha >= 1 else _method(run).describe())},
+        "settings": {**run.settings, "lm_defaults_used": changed, "settings_sources": sources},
     }  # fmt: skip
     return with_deployment(report, sizing, history, exported, selection, rows, lines, laps)
 

@@ -64,6 +64,9 @@ class GKD(TokenMethod):
     paper = "Agarwal et al. 2024 (GKD), https://arxiv.org/abs/2306.13649"
     loss_function = staticmethod(generalized_jsd)
     default_alpha = 0.0  # GKD trains on the divergence alone
+    # The run options this method reads: DistillConfig field (and flag) -> constructor argument.
+    # The flag says whose beta it is (--gkd-beta; DKD has a beta too), the paper calls it beta.
+    run_options = {"gkd_beta": "beta", "on_policy": "on_policy"}
 
     def __init__(
         self, beta: float = DEFAULT_BETA, on_policy: float = DEFAULT_ON_POLICY, **options: object
