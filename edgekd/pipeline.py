@@ -51,6 +51,7 @@ from edgekd.rundir import (
     CONFIG_FILE,
     STAGES_DIR,
     partial_dir,
+    resume_hint_on_stop,
     run_dir,
 )
 from edgekd.safety.versions import check_versions
@@ -103,7 +104,7 @@ def distill(
             return distill_blackbox_lm(config, resume=resume)
         from edgekd.lm.pipeline import distill_lm
 
-        return distill_lm(config)
+        return distill_lm(config, resume=resume)
     laps = _Laps()
     inputs = read_inputs(config)
     out = Path(config.out) if config.out else default_out_dir(inputs.target.name, dist)
@@ -112,7 +113,7 @@ def distill(
         stack.enter_context(raise_on_signals(enabled=dist is None))  # SIGTERM as Ctrl-C
         # The folder exists before the teacher is prepared: a run stopped from here on can resume.
         folder = _open_run_folder(config, out, resume, dist, stack)
-        stack.enter_context(_resume_hint_on_stop(folder))
+        stack.enter_context(resume_hint_on_stop(folder.out, enabled=folder.main))
         run = prepare_run(config, dist, inputs, lap=laps)
         training = _train(run, folder)
         laps("distill")
@@ -308,21 +309,6 @@ def _open_run_folder(
     if not resume and main:
         write_json_atomic(work / CONFIG_FILE, {**dataclasses.asdict(config), "out": str(out)})
     return RunFolder(out, work, resume, main)
-
-
-@contextlib.contextmanager
-def _resume_hint_on_stop(folder: RunFolder):
-    """A run stopped at any stage (Ctrl-C, SIGTERM) ends in :class:`Interrupted` with the resume
-    command: the folder is kept, and ``--resume`` goes on from its last checkpoint."""
-    try:
-        yield
-    except (Interrupted, KeyboardInterrupt) as exc:
-        if not folder.main or (isinstance(exc, Interrupted) and "--resume" in str(exc)):
-            raise
-        raise Interrupted(
-            f"distill: {str(exc) or 'interrupted'}; resume with: edgekd distill --resume "
-            f"{folder.out}"
-        ) from None
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,21 @@ def run_dir(
         _release(lock)
 
 
+@contextlib.contextmanager
+def resume_hint_on_stop(out: str | os.PathLike[str], enabled: bool = True) -> Iterator[None]:
+    """A run stopped at any stage (Ctrl-C, SIGTERM) ends in :class:`Interrupted` with the resume
+    command: the folder is kept (:func:`run_dir`), and ``--resume`` goes on from its last
+    checkpoint. ``enabled`` False (a worker that does not own the folder): left as raised."""
+    try:
+        yield
+    except (Interrupted, KeyboardInterrupt) as exc:
+        if not enabled or (isinstance(exc, Interrupted) and "--resume" in str(exc)):
+            raise
+        said = str(exc) or "interrupted"
+        said = said if said.startswith("distill:") else f"distill: {said}"
+        raise Interrupted(f"{said}; resume with: edgekd distill --resume {out}") from None
+
+
 def _finish(work: Path, out: Path) -> None:
     """Drop the training state and rename ``work`` to ``out``. The lock moves with the folder
     and is removed only then: until the rename, ``OUT.partial`` stays locked."""

@@ -120,3 +120,39 @@ def test_prune_vocab_round_trips_ids_and_logits():
         logits, cache = wrapped(torch.tensor([[9, 7]]), use_cache=True)
         step, _ = wrapped(torch.tensor([[3]]), past_key_values=cache, use_cache=True)
     torch.testing.assert_close(step[0, -1], full[0, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow  # three tiny runs: ~20 s idle
+def test_an_interrupted_lm_run_resumes_to_the_same_student(teacher_dir, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import edgekd.lm.train as lm_train
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    corpus = write_corpus(tmp_path / "c.txt", 120)
+    args = ["--teacher", str(teacher_dir), "--data", str(corpus), "--context", "16", "--steps",
+            "6", "--top-k", "8", "--method", "gkd", "--batch-size", "4"]  # fmt: skip
+    assert _run(*args, "--out", str(tmp_path / "whole")).exit_code == 0
+    one_step = lm_train._Run.one_step
+
+    def stopped_after_two(self) -> None:
+        one_step(self)
+        if self.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(lm_train._Run, "one_step", stopped_after_two)
+    out = tmp_path / "run"
+    stopped = _run(*args, "--out", str(out))
+    assert stopped.exit_code == 130, stopped.output
+    assert f"resume with: edgekd distill --resume {out}" in stopped.output
+    assert (tmp_path / "run.partial" / "checkpoint.pt").is_file() and not out.exists()
+    monkeypatch.setattr(lm_train._Run, "one_step", one_step)
+    resumed = CliRunner().invoke(app, ["distill", "--resume", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher_top_k"] == "cache hit"  # the teacher's top-k was not computed again
+    assert report["resumed"] and report["training"]["eval_steps"][-1] == 6
+    assert not (tmp_path / "run.partial").exists() and not (out / "checkpoint.pt").exists()
+    weights = "student/model.safetensors"
+    assert (out / weights).read_bytes() == (tmp_path / "whole" / weights).read_bytes()

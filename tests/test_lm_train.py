@@ -146,3 +146,50 @@ def test_methods_train_on_cuda(setup, precision, monkeypatch, tmp_path):
     history = train_lm(student, train, val, config, make_method("gkd", on_policy=0.5), side)
     assert all(map(math.isfinite, history.loss))
     assert next(student.parameters()).device.type == "cpu"  # modules go back where they were
+
+
+def test_an_interrupted_run_resumes_to_bit_identical_weights(setup, monkeypatch, tmp_path):
+    """SIGINT after step 3 of 8 (on-policy GKD over the cached top-k: every random draw counts),
+    then --resume: the same final weights, bit for bit, as a run never stopped."""
+    import os
+    import signal
+
+    import edgekd.lm.train as lm_train
+    from edgekd.errors import Interrupted
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
+    teacher, train, val = setup
+    side = TeacherSide(top_k=teacher_top_k(teacher.module, train, k=4), live=teacher.module)
+    config = LMTrainConfig(steps=8, evals=2, batch_size=4, alpha=0.5, checkpoint_every=0.0)
+
+    def run(resume: bool = False, checkpoint=None) -> dict:
+        student = _student(teacher.output_size)
+        method = make_method("gkd", on_policy=0.5, temperature=1.0)
+        train_lm(student, train, val, config, method, side, checkpoint=checkpoint, resume=resume)
+        return student.state_dict()
+
+    whole = run()
+    one_step = lm_train._Run.one_step
+
+    def stopped_after_three(self) -> None:
+        one_step(self)
+        if self.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: noted, acted on at the next step
+
+    checkpoint = tmp_path / "checkpoint.pt"
+    monkeypatch.setattr(lm_train._Run, "one_step", stopped_after_three)
+    with pytest.raises(Interrupted, match="stopped by SIGINT at step 4 of 8"):
+        run(checkpoint=checkpoint)
+    steps = []
+
+    def counted(self) -> None:
+        one_step(self)
+        steps.append(self.step)
+
+    monkeypatch.setattr(lm_train._Run, "one_step", counted)
+    assert torch.load(checkpoint, weights_only=True)["step"] == 3
+    resumed = run(resume=True, checkpoint=checkpoint)
+    assert steps == [4, 5, 6, 7, 8]  # went on from the checkpoint, not from the start
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name

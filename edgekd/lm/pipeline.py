@@ -5,9 +5,12 @@ The story in stage steps, each a short function over the stages' own modules: :f
 (target, teacher, text), :func:`_teaching` (the teacher's top-k, live module or sequences, as
 the method needs), :func:`_size` (``edgekd.lm.sizing``), :func:`_train` (``edgekd.lm.train``),
 :func:`_export_and_quantize` (``edgekd.lm.export``, ``edgekd.lm.quantize``), :func:`_bench`
-(``edgekd.lm.bench``) and :func:`_write`. The run folder is built under a temporary name and
-renamed into place when everything succeeded (``edgekd.fileio.atomic_dir``): a parity failure
-(exit 6) or bad input leaves nothing behind.
+(``edgekd.lm.bench``) and :func:`_write`. The run folder is the classifier's (``edgekd.rundir``):
+built in ``OUT.partial/`` (locked, with ``config.json``) and renamed into place when everything
+succeeded, so a parity failure (exit 6) or bad input leaves nothing behind, while a run stopped by
+Ctrl-C/SIGTERM (exit 130) or a crash keeps it: training saves its state there on the
+``--checkpoint-every`` clock (``edgekd.train.resume``), and ``edgekd distill --resume OUT``
+continues it to bit-identical weights (the teacher's top-k is read back from its cache).
 
 Options shared with classifier runs keep one name; where a classifier default would be wrong for
 a language model (``--lr`` 1e-2, ``--batch-size`` 64, ``--temperature`` 4) an option left unset
@@ -29,12 +32,14 @@ import numpy as np
 from edgekd.config import DistillConfig, task_defaults
 from edgekd.distill.methods import get_method, make_method
 from edgekd.errors import BadInputError
-from edgekd.fileio import atomic_dir, write_json_atomic, write_text_atomic
+from edgekd.fileio import write_json_atomic, write_text_atomic
 from edgekd.hostinfo import host_info
 from edgekd.lm.data import TokenBlocks, load_blocks
 from edgekd.lm.teacher import LMTeacher, load_lm_teacher
 from edgekd.progress import status
+from edgekd.rundir import CHECKPOINT_FILE, CONFIG_FILE, resume_hint_on_stop, run_dir
 from edgekd.targets import TargetProfile, load_target
+from edgekd.train.interrupt import raise_on_signals
 
 DEFAULT_METHOD = "fkl"
 # 300 left the default student 36% above the teacher's perplexity (mobile allows 30%); 600
@@ -84,8 +89,9 @@ class LMRun:
         return [list(map(int, r)) for r in rows]
 
 
-def distill_lm(config: DistillConfig) -> dict[str, Any]:
-    """Run the causal-LM pipeline and return the report (also written to ``config.out``).
+def distill_lm(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
+    """Run the causal-LM pipeline and return the report (also written to ``config.out``);
+    ``resume=True`` continues the interrupted run in ``config.out``.
 
     >>> report = distill_lm(DistillConfig(task="causal-lm", target="mobile"))  # doctest: +SKIP
     >>> report["verdict"]  # doctest: +SKIP
@@ -95,17 +101,25 @@ def distill_lm(config: DistillConfig) -> dict[str, Any]:
     clock = time.perf_counter()
     run = _inputs(config)
     out = Path(config.out or f"runs/{run.target.name}-lm-{time.strftime('%Y%m%d-%H%M%S')}")
-    with atomic_dir(out, overwrite=config.overwrite) as work:
+    with (
+        raise_on_signals(),  # SIGTERM as Ctrl-C: the folder is kept for --resume
+        run_dir(out, overwrite=config.overwrite, resume=resume) as work,
+        resume_hint_on_stop(out),
+    ):
+        if not resume:
+            write_json_atomic(work / CONFIG_FILE, {**config.as_given(), "out": str(out)})
         teaching = _teaching(run)
         sizing = _size(run)
         laps["teacher+size"], clock = time.perf_counter() - clock, time.perf_counter()
-        student, history = _train(run, sizing, teaching)
+        student, history = _train(run, sizing, teaching, work / CHECKPOINT_FILE, resume)
         laps["distill"], clock = time.perf_counter() - clock, time.perf_counter()
         exported, selection = _export_and_quantize(run, student, work)
         laps["export+quantize"], clock = time.perf_counter() - clock, time.perf_counter()
         rows = _bench(run, selection)
         laps["bench"] = time.perf_counter() - clock
         report = _report(run, sizing, history, exported, selection, rows, laps, out)
+        report["resumed"] = resume  # and the teacher's top-k: "cache hit" on a resumed run
+        report["teacher_top_k"] = None if teaching.top_k is None else teaching.top_k.source
         report = json.loads(json.dumps(report, default=plain).replace(str(work), str(out)))
         _write(report, run, rows, work)
     return report
@@ -258,7 +272,9 @@ def _size(run: LMRun):
     return sizing
 
 
-def _train(run: LMRun, sizing, teaching):
+def _train(run: LMRun, sizing, teaching, checkpoint: Path, resume: bool):
+    """The sized student trained; its state saved to ``checkpoint`` on the clock and when
+    stopped, and read back from it when ``resume`` finds one (stopped before training: none)."""
     import torch
 
     from edgekd.lm.student import LMStudent
@@ -275,9 +291,11 @@ def _train(run: LMRun, sizing, teaching):
         steps=run.settings["steps"], lr=run.settings["lr"],
         batch_size=run.settings["batch_size"], alpha=run.alpha, seed=config.seed,
         device=config.device, precision=config.precision, time_budget=config.time_budget,
+        checkpoint_every=config.checkpoint_every,
     )  # fmt: skip
     train, val, _ = run.training_space()
-    history = train_lm(student, train, val, train_config, method, teaching)
+    history = train_lm(student, train, val, train_config, method, teaching, checkpoint=checkpoint,
+                       resume=resume and checkpoint.is_file())  # fmt: skip
     return student.cpu().eval(), history
 
 
