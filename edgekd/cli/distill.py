@@ -239,7 +239,8 @@ InitFromTeacher = Annotated[
     bool,
     typer.Option(
         help="Initialise the student from the teacher's weights (every other layer, leading "
-        "channels; same family only)."
+        "channels; same family only; causal-lm: a Llama-style teacher's width, every k-th "
+        "layer)."
     ),
 ]
 TeacherEpochs = Annotated[

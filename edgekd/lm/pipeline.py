@@ -111,7 +111,7 @@ def distill_lm(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
         teaching = _teaching(run)
         sizing = _size(run)
         laps["teacher+size"], clock = time.perf_counter() - clock, time.perf_counter()
-        student, history = _train(run, sizing, teaching, work / CHECKPOINT_FILE, resume)
+        student, history, init = _train(run, sizing, teaching, work / CHECKPOINT_FILE, resume)
         laps["distill"], clock = time.perf_counter() - clock, time.perf_counter()
         exported, selection = _export_and_quantize(run, student, work)
         laps["export+quantize"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -120,6 +120,7 @@ def distill_lm(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
         report = _report(run, sizing, history, exported, selection, rows, laps, out)
         report["resumed"] = resume  # and the teacher's top-k: "cache hit" on a resumed run
         report["teacher_top_k"] = None if teaching.top_k is None else teaching.top_k.source
+        report["init_from_teacher"] = init  # which teacher layers the student started from
         report = json.loads(json.dumps(report, default=plain).replace(str(work), str(out)))
         _write(report, run, rows, work)
     return report
@@ -141,6 +142,10 @@ def _inputs(config: DistillConfig) -> LMRun:
     method_options(config, method)  # refuses a method's knob given to another method
     settings = lm_settings(config, LM_DEFAULTS)
     teacher = _teacher(config)
+    if config.init_from_teacher:  # a teacher the student cannot start from: said before any work
+        from edgekd.lm.init import teacher_shape
+
+        teacher_shape(teacher)
     context = _context(config, target, teacher)
     settings.update(steps=config.steps or DEFAULT_STEPS, context=context)
     train, val, test = _text(config, teacher, context)
@@ -263,11 +268,17 @@ def _teaching(run: LMRun):
 def _size(run: LMRun):
     from edgekd.lm.sizing import size_lm_student
 
-    sizing = size_lm_student(
-        run.target.lm, run.target.device,
-        vocab_size=run.vocab.size if run.vocab else run.teacher.output_size,
-        context=run.settings["context"], max_params=run.teacher.params // STUDENT_SHARE,
-    )  # fmt: skip
+    vocab_size = run.vocab.size if run.vocab else run.teacher.output_size
+    if run.config.init_from_teacher:  # the teacher's width: only the depth is chosen
+        from edgekd.lm.init import size_from_teacher, teacher_shape
+
+        sizing = size_from_teacher(teacher_shape(run.teacher), run.target.lm, run.target.device,
+                                   vocab_size, run.settings["context"], STUDENT_SHARE)  # fmt: skip
+    else:
+        sizing = size_lm_student(
+            run.target.lm, run.target.device, vocab_size=vocab_size,
+            context=run.settings["context"], max_params=run.teacher.params // STUDENT_SHARE,
+        )  # fmt: skip
     status(sizing.reason)
     return sizing
 
@@ -286,6 +297,13 @@ def _train(run: LMRun, sizing, teaching, checkpoint: Path, resume: bool):
         sizing.config, context=max(sizing.config.context, run.settings["context"])
     )
     student = LMStudent(student_config)
+    init = None
+    if config.init_from_teacher:
+        from edgekd.lm.init import init_from_teacher
+
+        init = init_from_teacher(student, run.teacher, run.vocab)
+        status(f"student initialised from the teacher: layers {init['kept_layers']} of "
+               f"{init['teacher_layers']}")  # fmt: skip
     method = _method(run)
     train_config = LMTrainConfig(
         steps=run.settings["steps"], lr=run.settings["lr"],
@@ -296,7 +314,7 @@ def _train(run: LMRun, sizing, teaching, checkpoint: Path, resume: bool):
     train, val, _ = run.training_space()
     history = train_lm(student, train, val, train_config, method, teaching, checkpoint=checkpoint,
                        resume=resume and checkpoint.is_file())  # fmt: skip
-    return student.cpu().eval(), history
+    return student.cpu().eval(), history, init
 
 
 def _method(run: LMRun):

@@ -156,10 +156,12 @@ class LMSizing:
 
 def size_lm_student(budget: LMBudget, device: DeviceSpec, vocab_size: int, context: int,
                     weight_bits: int = 32, max_params: int | None = None,
-                    dims: Sequence[int] = DIMS, layers: Sequence[int] = LAYERS) -> LMSizing:
+                    dims: Sequence[int] = DIMS, layers: Sequence[int] = LAYERS,
+                    grid: Sequence[LMStudentConfig] | None = None) -> LMSizing:
     """The largest student of the grid whose every set line of ``budget`` fits on ``device``
     (and with at most ``max_params`` parameters, e.g. what training can afford); when none fits,
-    the smallest, with ``fits=False`` and the lines it breaks.
+    the smallest, with ``fits=False`` and the lines it breaks. ``grid``: these candidates,
+    largest first, instead of ``dims`` x ``layers`` (a teacher's width: ``edgekd.lm.init``).
 
     >>> from edgekd.targets import load_target
     >>> t = load_target("mobile")
@@ -169,7 +171,7 @@ def size_lm_student(budget: LMBudget, device: DeviceSpec, vocab_size: int, conte
     """
     context = budget.context_tokens or context
     prompt = budget.prompt_tokens or min(64, context)
-    grid = candidates(vocab_size, context, dims, layers)
+    grid = list(grid) if grid is not None else candidates(vocab_size, context, dims, layers)
     if max_params is not None:
         grid = [c for c in grid if c.param_count() <= max_params] or grid[-1:]
     for config in grid:
