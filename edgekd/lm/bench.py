@@ -10,7 +10,11 @@ Per model (the teacher in PyTorch, in ONNX where it exports; each student varian
 - ``ttft_ms``: the prefill of ``prompt_tokens`` tokens (a fresh, empty cache), which yields the
   first new token; ``decode_ms_per_token``: each following step with the KV cache; and
   ``decode_tokens_per_s = 1000 / p50 decode ms``. Both are timed per call over several greedy
-  runs (``LatencySamples``: p50, p95 and whether the spread is trustworthy).
+  runs (``LatencySamples``: p50, p95 and whether the spread is trustworthy). Each run's samples
+  are also kept apart (``ttft_runs``, ``decode_runs`` in report.json, one ``LatencySamples`` per
+  repeat), so ``edgekd gate --baseline`` compares them with the classifier gate's statistics
+  across runs (``edgekd.gate.compare``). The repeats share one process: they show how far the
+  figures move between runs, not between processes (a fresh process's luck is not sampled).
 - ``peak_memory_mb``: peak resident memory of a fresh process that loads the ONNX model and fills
   its KV cache to ``context_tokens`` (``python -m edgekd.lm._memprobe``); PyTorch models get
   none (their process would count PyTorch itself).
@@ -35,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.bench.stats import LatencySamples
+from edgekd.bench.stats import LatencySamples, pooled
 from edgekd.errors import BadInputError
 from edgekd.lm.decode import OnnxLM, TorchLM
 from edgekd.lm.metrics import log_softmax
@@ -102,9 +106,14 @@ def quality(models: Mapping[str, Any], blocks: np.ndarray, teacher: Any = None
 
 @dataclass(frozen=True)
 class LMSpeed:
+    """Timings of ``time_decoding``: ``ttft`` and ``decode`` pool every repeat's samples;
+    ``ttft_runs`` and ``decode_runs`` keep them per repeat (the gate's unit of comparison)."""
+
     ttft: LatencySamples
     decode: LatencySamples
     prompt_tokens: int
+    ttft_runs: tuple[LatencySamples, ...] = ()
+    decode_runs: tuple[LatencySamples, ...] = ()
 
     @property
     def ttft_ms(self) -> float:
@@ -120,32 +129,44 @@ class LMSpeed:
 
 
 def time_decoding(lm: Any, prompt_tokens: int, new_tokens: int = 16, runs: int = 5,
-                  vocab_size: int = 2, seed: int = 0) -> LMSpeed:
+                  vocab_size: int = 2, seed: int = 0, prefills: int = 1) -> LMSpeed:
     """Time ``runs`` greedy generations of ``new_tokens`` after a random prompt of
-    ``prompt_tokens`` ids: each prefill is a time-to-first-token sample, each later step a
-    decode sample (one warm-up generation first, untimed)."""
-    if prompt_tokens < 1 or new_tokens < 2 or runs < 1:
-        raise BadInputError("time_decoding needs prompt_tokens >= 1, new_tokens >= 2, runs >= 1")
+    ``prompt_tokens`` ids: each run times ``prefills`` prefills from an empty cache (each a
+    time-to-first-token sample) and then each later step (a decode sample); one warm-up
+    generation first, untimed."""
+    if prompt_tokens < 1 or new_tokens < 2 or runs < 1 or prefills < 1:
+        raise BadInputError("time_decoding needs prompt_tokens >= 1, new_tokens >= 2, runs >= 1, "
+                            "prefills >= 1")
     prompt = np.random.default_rng(seed).integers(0, vocab_size, (1, prompt_tokens))
-    ttft, decode = [], []
+    meta = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "runs": runs,
+            "prefills": prefills}  # fmt: skip
+    ttft_runs, decode_runs = [], []
     for run in range(runs + 1):
-        start = time.perf_counter_ns()
-        logits, cache = lm.step(prompt, lm.empty_cache())
-        first = time.perf_counter_ns() - start
+        firsts, steps = [], []
+        for _ in range(prefills):
+            start = time.perf_counter_ns()
+            logits, cache = lm.step(prompt, lm.empty_cache())
+            firsts.append(time.perf_counter_ns() - start)
         token = np.array([[int(logits[0, -1].argmax())]], dtype=np.int64)
-        steps = []
         for _ in range(new_tokens - 1):
             start = time.perf_counter_ns()
             logits, cache = lm.step(token, cache)
             steps.append(time.perf_counter_ns() - start)
             token = np.array([[int(logits[0, -1].argmax())]], dtype=np.int64)
         if run:  # run 0 warms caches and the allocator up
-            ttft.append(first / 1e6)
-            decode += [s / 1e6 for s in steps]
-    meta = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "runs": runs}
-    return LMSpeed(LatencySamples(tuple(max(v, 1e-6) for v in ttft), metadata=meta),
-                   LatencySamples(tuple(max(v, 1e-6) for v in decode), metadata=meta),
-                   prompt_tokens)
+            here = {**meta, "repeat": run}
+            ttft_runs.append(_samples(firsts, here))
+            decode_runs.append(_samples(steps, here))
+    return LMSpeed(_pooled(ttft_runs, meta), _pooled(decode_runs, meta), prompt_tokens,
+                   tuple(ttft_runs), tuple(decode_runs))
+
+
+def _samples(nanoseconds: list[int], meta: dict[str, Any]) -> LatencySamples:
+    return LatencySamples(tuple(max(v / 1e6, 1e-6) for v in nanoseconds), metadata=meta)
+
+
+def _pooled(runs: Sequence[LatencySamples], meta: dict[str, Any]) -> LatencySamples:
+    return dataclasses.replace(pooled(runs), metadata=meta)
 
 
 # --- memory ---------------------------------------------------------------------------------------
@@ -204,6 +225,9 @@ class LMBenchResult:
     prompt_tokens: int
     context_tokens: int
     continuations: tuple[tuple[int, ...], ...]
+    # per repeat (``LatencySamples.to_dict``): what ``edgekd gate --baseline`` compares
+    ttft_runs: tuple[dict, ...] = ()
+    decode_runs: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -212,9 +236,10 @@ class LMBenchResult:
 def bench_lm(models: Mapping[str, Any], blocks: np.ndarray, prompts: Sequence[Sequence[int]],
              teacher: str | None = None, prompt_tokens: int = 32, context_tokens: int = 128,
              new_tokens: int = 16, runs: int = 3, threads: int = 1,
-             measure_memory: bool = True) -> list[LMBenchResult]:
+             measure_memory: bool = True, prefills: int = 4) -> list[LMBenchResult]:
     """Benchmark every model (name -> ONNX path or PyTorch module); ``teacher`` names the one
-    the others are compared with.
+    the others are compared with. Each of ``runs`` repeats times ``prefills`` prefills and one
+    generation of ``new_tokens`` (``time_decoding``).
 
     >>> bench_lm({"teacher": hf_model, "student": "s.onnx"}, blocks, [[1, 2]],
     ...          teacher="teacher")  # doctest: +SKIP
@@ -227,7 +252,7 @@ def bench_lm(models: Mapping[str, Any], blocks: np.ndarray, prompts: Sequence[Se
     rows = []
     for name, model in models.items():
         lm, q = lms[name], scores[name]
-        speed = time_decoding(lm, prompt_tokens, new_tokens, runs, vocab)
+        speed = time_decoding(lm, prompt_tokens, new_tokens, runs, vocab, prefills=prefills)
         is_file = isinstance(model, str | Path)
         memory = (peak_memory_mb(model, context_tokens, threads)
                   if is_file and measure_memory else None)
@@ -241,7 +266,9 @@ def bench_lm(models: Mapping[str, Any], blocks: np.ndarray, prompts: Sequence[Se
             decode_p95_ms=speed.decode.summary().p95,
             decode_tokens_per_s=speed.decode_tokens_per_s, peak_memory_mb=memory,
             prompt_tokens=prompt_tokens, context_tokens=context_tokens,
-            continuations=tuple(lm.greedy(p, new_tokens).tokens for p in prompts)))
+            continuations=tuple(lm.greedy(p, new_tokens).tokens for p in prompts),
+            ttft_runs=tuple(r.to_dict() for r in speed.ttft_runs),
+            decode_runs=tuple(r.to_dict() for r in speed.decode_runs)))
     return rows
 
 
