@@ -171,3 +171,17 @@ def test_mixed_reports_are_refused(tmp_path):
         assert "same kind" in result.output and len(result.output.strip().splitlines()) == 1
     result = runner.invoke(app, ["gate", str(lm), "--baseline", str(tmp_path / "none.json")])
     assert result.exit_code == 2 and "report not found" in result.output
+
+
+def test_baseline_figures_are_checked(tmp_path):
+    base = with_runs(tmp_path, "base")
+    bad = json.loads(base.read_text())
+    bad["models"][1]["perplexity"] = "55"
+    base.write_text(json.dumps(bad))
+    result = runner.invoke(app, ["gate", str(with_runs(tmp_path, "c")), "--baseline", str(base)])
+    assert result.exit_code == 2 and "field 'models[student].perplexity'" in result.output
+    bad["models"][1]["perplexity"] = 55.0
+    bad["models"][1]["decode_runs"] = [{"samples_ms": [-1.0]}]
+    base.write_text(json.dumps(bad))
+    result = runner.invoke(app, ["gate", str(with_runs(tmp_path, "c")), "--baseline", str(base)])
+    assert result.exit_code == 2 and "models[student].decode_runs" in result.output

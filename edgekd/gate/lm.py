@@ -62,8 +62,8 @@ def gate_lm(
     lines = [_gate_line(line) for line in budget_lines(row, budget, teacher)]
     notes: list[str] = []
     if baseline is not None:
-        more, notes = regression_lines(data, baseline, baseline_where or "baseline", threshold,
-                                       alpha, agreement_tolerance, any_host=any_host)
+        more, notes = regression_lines(data, where, baseline, baseline_where or "baseline",
+                                       threshold, alpha, agreement_tolerance, any_host=any_host)
         lines += more
     for wanted in (only, require):
         unknown = sorted(set(wanted or ()) - set(LM_LINES))

@@ -21,6 +21,7 @@ A classifier report on one side and a causal-LM report on the other is refused (
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,19 +51,19 @@ def lm_pair(report: Any, baseline: Any) -> tuple[dict | None, dict | None]:
     base = lm_report(baseline)
     if current is None and base is None:
         return None, None
-    if current is not None and base is None:
-        # Read it again for the error that names what is wrong with it (missing, not JSON).
-        if isinstance(baseline, str | Path):
-            read_json_object(baseline)
-        kinds = ("a causal-LM report", "a classifier report")
-    else:
-        kinds = ("a classifier report", "a causal-LM report")
-    if current is None or base is None:
-        raise BadInputError(
-            f"gate --baseline: {_name(report)} is {kinds[0]} and {_name(baseline)} is {kinds[1]}: "
-            "a regression check compares two reports of the same kind"
-        )
-    return current, base
+    if current is not None and base is not None:
+        return current, base
+    # The side that is not a causal-LM report is read again, for the error that names what is
+    # wrong with it (missing, not JSON), before the two are called different kinds.
+    other = baseline if base is None else report
+    if isinstance(other, str | Path):
+        read_json_object(other)
+    kinds = ("a causal-LM report", "a classifier report")
+    kinds = kinds if base is None else kinds[::-1]
+    raise BadInputError(
+        f"gate --baseline: {_name(report)} is {kinds[0]} and {_name(baseline)} is {kinds[1]}: "
+        "a regression check compares two reports of the same kind"
+    )
 
 
 def _name(report: Any) -> str:
@@ -71,6 +72,7 @@ def _name(report: Any) -> str:
 
 def regression_lines(
     data: dict[str, Any],
+    where: str,
     base: dict[str, Any],
     base_where: str,
     threshold: float,
@@ -83,7 +85,11 @@ def regression_lines(
     cur, old = _student(data), _student(base)
     if old is None:
         return [], [f"{base_where}: no 'student' row in field 'models': no regression check"]
-    lines = [_latency(name, cur, old, data, base, threshold, alpha, any_host)
+    for row, at in ((cur, where), (old, base_where)):
+        _check_figures(row, at)
+    differs = _measured_differently(cur, old, data, base, any_host)
+    lines = [_latency(name, runs_of(cur, _LATENCY[name][0], where),
+                      runs_of(old, _LATENCY[name][0], base_where), differs, threshold, alpha)
              for name in _LATENCY]  # fmt: skip
     lines += [_perplexity(cur, old, data, base, perplexity_tolerance),
               _agreement(cur, old, agreement_tolerance), _size(cur, old, threshold)]  # fmt: skip
@@ -93,6 +99,20 @@ def regression_lines(
 def _student(data: dict[str, Any]) -> dict[str, Any] | None:
     rows = [m for m in data.get("models") or [] if isinstance(m, dict)]
     return next((m for m in rows if m.get("name") == "student"), None)
+
+
+def _check_figures(row: dict[str, Any], where: str) -> None:
+    """The figures compared directly: each a finite number (> 0 but agreement) or absent."""
+    for key in ("perplexity", "top1_agreement", "size_bytes"):
+        value = row.get(key)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0 or (
+                value == 0 and key != "top1_agreement"):  # fmt: skip
+            raise BadInputError(f"{where}: field 'models[student].{key}' must be a finite "
+                                f"number{'' if key == 'top1_agreement' else ' > 0'}, got "
+                                f"{value!r}")  # fmt: skip
 
 
 def _maker(name: str, limit: float, unit: str, detail: str) -> Callable[..., GateLine]:
@@ -135,14 +155,11 @@ def _measured_differently(cur, old, data, base, any_host: bool) -> str:
     return "measured differently: " + "; ".join(differs) if differs else ""
 
 
-def _latency(name, cur, old, data, base, threshold, alpha, any_host) -> GateLine:
+def _latency(name, current, baseline, differs: str, threshold, alpha) -> GateLine:
     field, what = _LATENCY[name]
     detail = (f"p50 {what} vs the baseline's student, per-repeat samples of the LM benchmark "
               "(repeats within one process)")  # fmt: skip
     make = _maker(name, 1.0 + threshold, "x", detail)
-    current = runs_of(cur, field, str(data.get("out_dir", "report")))
-    baseline = runs_of(old, field, str(base.get("out_dir", "baseline")))
-    differs = _measured_differently(cur, old, data, base, any_host)
     if differs:
         return make(Verdict.INCONCLUSIVE, None, differs)
     if not current or not baseline:
