@@ -74,10 +74,10 @@ def test_cli_exit_codes_and_refusals(tmp_path):
 # --- against a baseline LM report ----------------------------------------------------------------
 
 def repeats(median_ms, scales=(1.0, 1.01, 0.99), n=15):
-    """Per-repeat samples as the LM bench stores them: each repeat ``n`` samples within 1.4%
-    around ``median_ms`` times its scale."""
+    """Per-run samples as the LM bench stores an ONNX model's (a fresh process per run): each
+    run ``n`` samples within 1.4% around ``median_ms`` times its scale."""
     return [LatencySamples(tuple(median_ms * s * (1 + (i - n // 2) / 500) for i in range(n)),
-                           metadata={"repeat": r}).to_dict()
+                           metadata={"unit": "process", "process": r}).to_dict()
             for r, s in enumerate(scales, 1)]  # fmt: skip
 
 
@@ -108,6 +108,7 @@ def test_baseline_pass(tmp_path):
         "perplexity_regression": Verdict.PASS, "agreement_regression": Verdict.PASS,
         "size_regression": Verdict.PASS}  # fmt: skip
     assert lines["decode_regression"].value == pytest.approx(1.0)
+    assert "a fresh process per run" in lines["decode_regression"].detail
     # by hand: 60 / 59 - 1 = 0.01695 <= 0.02; 0.805 - 0.8 = 0.005 <= 0.01; 5 MiB / 5 MiB = 1
     assert lines["perplexity_regression"].value == pytest.approx(1 / 59)
     assert lines["agreement_regression"].value == pytest.approx(0.005)
@@ -141,7 +142,7 @@ def test_baseline_inconclusive(tmp_path):
     assert list(lines) == ["decode_regression"]
     assert lines["decode_regression"].verdict == Verdict.INCONCLUSIVE
     assert "does not re-measure" in lines["decode_regression"].reason
-    # a report written before the per-repeat samples were stored: nothing to compare
+    # a report written before the per-run samples were stored: nothing to compare
     old = json.loads(base.read_text())
     del old["models"][1]["decode_runs"]
     base.write_text(json.dumps(old))

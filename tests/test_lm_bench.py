@@ -111,6 +111,8 @@ def test_bench_lm_rows_for_teacher_onnx_and_torch(tmp_path):
     ttft = [LatencySamples.from_dict(r) for r in row["ttft_runs"]]
     decode = [LatencySamples.from_dict(r) for r in row["decode_runs"]]
     assert [len(r.samples_ms) for r in ttft] == [4] and [len(r.samples_ms) for r in decode] == [2]
+    assert ttft[0].metadata["unit"] == "process"  # an ONNX model's run: a fresh process
+    assert by["student_pt"].ttft_runs[0]["metadata"]["unit"] == "repeat"  # PyTorch: in this one
 
 
 def test_side_by_side_table():

@@ -4,11 +4,12 @@ Regression lines, each of the ``student`` rows of both reports:
 
 - ``decode_regression``, ``ttft_regression`` (latency): the per-token decode time and the time to
   first token, compared with the classifier gate's statistics (``compare_processes``: a
-  regression past ``threshold`` that is significant across repeats AND across samples fails; a
+  regression past ``threshold`` that is significant across runs AND across samples fails; a
   noisy one is INCONCLUSIVE). Decode tokens/s is 1000 / decode ms, so its regression is this one.
-  The LM benchmark's unit is a repeat within one process (``edgekd.lm.bench``), so the interval
-  sees the drift between repeats, not between processes. An undecided line stays INCONCLUSIVE:
-  the gate does not re-measure a language model (``--max-seconds`` is for classifier reports).
+  The LM benchmark's unit is a run: a fresh process for an ONNX model, a repeat within one
+  process for a PyTorch one (``edgekd.lm.bench``; the line's detail says which). An undecided
+  line stays INCONCLUSIVE: the gate does not re-measure a language model (``--max-seconds`` is
+  for classifier reports).
 - ``perplexity_regression``: current / baseline perplexity - 1 at most ``perplexity_tolerance``
   (0.02: 2% higher). Perplexity on the same held-out blocks is deterministic, so the figures are
   compared directly; reports measured on different held-out text are INCONCLUSIVE.
@@ -134,7 +135,7 @@ def _at_most(make, value: float | None, limit: float, unit: str, missing: str) -
 
 
 def runs_of(row: dict[str, Any], field: str, where: str) -> list[LatencySamples]:
-    """A row's per-repeat samples (``ttft_runs``/``decode_runs``); [] in a report without them."""
+    """A row's per-run samples (``ttft_runs``/``decode_runs``); [] in a report without them."""
     stored = row.get(field) or []
     if not isinstance(stored, list):
         raise BadInputError(f"{where}: field 'models[student].{field}' must be a list")
@@ -157,15 +158,17 @@ def _measured_differently(cur, old, data, base, any_host: bool) -> str:
 
 def _latency(name, current, baseline, differs: str, threshold, alpha) -> GateLine:
     field, what = _LATENCY[name]
-    detail = (f"p50 {what} vs the baseline's student, per-repeat samples of the LM benchmark "
-              "(repeats within one process)")  # fmt: skip
+    units = {r.metadata.get("unit") for r in (*current, *baseline)}
+    per = ("a fresh process per run" if units == {"process"} else
+           "runs within one process: blind to drift between processes")  # fmt: skip
+    detail = f"p50 {what} vs the baseline's student, per-run samples of the LM benchmark ({per})"
     make = _maker(name, 1.0 + threshold, "x", detail)
     if differs:
         return make(Verdict.INCONCLUSIVE, None, differs)
     if not current or not baseline:
         side = "the report" if not current else "the baseline"
         return make(Verdict.INCONCLUSIVE, None,
-                    f"{side} keeps no per-repeat '{field}' (written before they were stored); "
+                    f"{side} keeps no per-run '{field}' (written before they were stored); "
                     "re-run the LM benchmark")  # fmt: skip
     c = compare_processes(baseline, current, threshold, alpha)
     reason = c.reason if c.verdict != Verdict.INCONCLUSIVE else f"{c.reason} {NOT_REMEASURED}."
