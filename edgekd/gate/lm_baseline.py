@@ -32,7 +32,7 @@ from edgekd.errors import BadInputError
 from edgekd.gate.checks import Verdict
 from edgekd.gate.compare import compare_processes
 from edgekd.gate.inputs import lm_report, read_json_object
-from edgekd.gate.lines import GateLine, format_value
+from edgekd.gate.lines import GateLine, _at_most  # the classifier lines' direct comparison
 
 REGRESSION_LINES = ("decode_regression", "ttft_regression", "perplexity_regression",
                     "agreement_regression", "size_regression")  # fmt: skip
@@ -123,15 +123,6 @@ def _maker(name: str, limit: float, unit: str, detail: str) -> Callable[..., Gat
                         verdict=verdict, detail=detail, reason=reason)  # fmt: skip
 
     return make
-
-
-def _at_most(make, value: float | None, limit: float, unit: str, missing: str) -> GateLine:
-    if value is None:
-        return make(Verdict.NOT_MEASURED, None, missing)
-    ok = value <= limit
-    return make(Verdict.PASS if ok else Verdict.FAIL, value,
-                f"{format_value(value, unit)} {'<=' if ok else '>'} "
-                f"{format_value(limit, unit)}")  # fmt: skip
 
 
 def runs_of(row: dict[str, Any], field: str, where: str) -> list[LatencySamples]:
