@@ -3,6 +3,7 @@ figures present and sane (never timed against a limit), continuations, the side-
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 from lm_device_fixtures import VOCAB, tiny_gpt2, tiny_llama, tiny_student
 
+from edgekd.bench.stats import LatencySamples
 from edgekd.errors import BadInputError
 from edgekd.lm.bench import bench_lm, quality, side_by_side, time_decoding
 from edgekd.lm.decode import TorchLM
@@ -77,6 +79,15 @@ def test_time_decoding_collects_one_sample_per_step():
     assert speed.decode_tokens_per_s == pytest.approx(1000 / speed.decode_ms_per_token)
 
 
+def test_time_decoding_keeps_each_repeat_apart():
+    speed = time_decoding(TorchLM(tiny_student()), prompt_tokens=6, new_tokens=4, runs=2,
+                          vocab_size=VOCAB, prefills=3)
+    assert [len(r.samples_ms) for r in speed.ttft_runs] == [3, 3]  # 3 prefills a repeat
+    assert [len(r.samples_ms) for r in speed.decode_runs] == [3, 3]  # new_tokens - 1 steps
+    assert speed.ttft.samples_ms == sum((r.samples_ms for r in speed.ttft_runs), ())
+    assert [r.metadata["repeat"] for r in speed.decode_runs] == [1, 2]
+
+
 def test_bench_lm_rows_for_teacher_onnx_and_torch(tmp_path):
     student = tiny_student()
     onnx_path = export_lm(student, tmp_path / "s.onnx", [[1, 2]], new_tokens=2).path
@@ -95,6 +106,13 @@ def test_bench_lm_rows_for_teacher_onnx_and_torch(tmp_path):
     assert by["student"].size_bytes > 0 and by["student"].decode_tokens_per_s > 0
     assert set(by["student"].to_dict()) >= {"perplexity", "ttft_ms", "decode_tokens_per_s",
                                             "peak_memory_mb", "top1_agreement", "kl_to_teacher"}
+    # per repeat, as the gate reads them back: runs=1 with bench_lm's 4 prefills
+    row = json.loads(json.dumps(by["student"].to_dict()))
+    ttft = [LatencySamples.from_dict(r) for r in row["ttft_runs"]]
+    decode = [LatencySamples.from_dict(r) for r in row["decode_runs"]]
+    assert [len(r.samples_ms) for r in ttft] == [4] and [len(r.samples_ms) for r in decode] == [2]
+    assert ttft[0].metadata["unit"] == "process"  # an ONNX model's run: a fresh process
+    assert by["student_pt"].ttft_runs[0]["metadata"]["unit"] == "repeat"  # PyTorch: in this one
 
 
 def test_side_by_side_table():

@@ -19,6 +19,7 @@ from edgekd.lm.blackbox.records import GenerationSettings, read_prompts
 from edgekd.lm.blackbox.stage import GenerationBudget, run_generation
 from edgekd.lm.blackbox.tasks import arithmetic
 from edgekd.lm.blackbox.teachers import CommandTextTeacher
+from edgekd.report.rerender import render_run
 from edgekd.rundir import CONFIG_FILE, partial_dir
 
 FAKE = Path(__file__).with_name("fake_text_teacher.py")
@@ -80,6 +81,7 @@ def test_blackbox_pipeline_resumes_without_asking_twice_and_reports(tmp_path):
         "perplexity_increase", "NOT MEASURED") == "NOT MEASURED"
     markdown = (out / "report.md").read_text()
     assert "| prompt | reference | teacher | student |" in markdown
+    assert render_run(out) == markdown  # edgekd report re-renders it from report.json alone
     assert not work.exists()
 
 

@@ -9,6 +9,7 @@ from lm_fixtures import save_hf_teacher, write_corpus
 from typer.testing import CliRunner
 
 from edgekd.cli import app
+from edgekd.report.rerender import render_run
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,7 @@ def test_causal_lm_end_to_end(teacher_dir, tmp_path, monkeypatch):
     assert (out / "student.onnx").is_file() and (out / "student" / "config.json").is_file()
     md = (out / "report.md").read_text()
     assert "## Continuations (greedy)" in md and "| prompt | teacher | student" in md
+    assert render_run(out) == md  # edgekd report re-renders it from report.json alone
 
 
 def test_a_classifier_method_is_refused(teacher_dir, tmp_path):

@@ -104,3 +104,56 @@ def test_readme_tables_list_every_registered_method_family_and_target() -> None:
     names = [*all_methods(), *(f.name for f in all_families()), *(t.name for t in list_targets())]
     missing = [name for name in names if f"| `{name}`" not in readme]
     assert not missing, missing
+
+
+# --- a causal-LM run ------------------------------------------------------------------------------
+
+def stored_lm_run(folder: Path, texts: bool = True) -> Path:
+    """A causal-LM run folder as ``edgekd.lm.pipeline`` leaves it: report.json, and report.md
+    written from it (by hand: two models, one budget line, two prompts)."""
+    from edgekd.report.lm import lm_markdown
+
+    row = {"size_bytes": None, "top1_agreement": None, "kl_to_teacher": None, "ttft_ms": 12.5,
+           "decode_tokens_per_s": 250.0, "continuations": [[5, 6], [7, 8]]}  # fmt: skip
+    report = {
+        "task": "causal-lm", "target": "mobile", "verdict": "pass",
+        "teacher": {"source": "teacher-folder", "params": 557000},
+        "student": {"params": 79000, "sizing": "fits every line"},
+        "method": {"name": "fkl", "alpha": 0.5},
+        "models": [{**row, "name": "teacher", "perplexity": 50.0},
+                   {**row, "name": "student", "perplexity": 55.0, "size_bytes": 2**20,
+                    "top1_agreement": 0.8, "kl_to_teacher": 0.12}],
+        "budget": [{"name": "model_size_mb", "value": 1.0, "limit": 10.0, "unit": "MB",
+                    "kind": "absolute", "passed": True}],
+    }  # fmt: skip
+    if texts:
+        report["continuations"] = {"prompts": ["def f(", "a | b"],
+                                   "texts": {"teacher": [" x):", " c"], "student": [" y):", ""]}}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "report.md").write_text(lm_markdown(report))
+    return folder
+
+
+def test_report_rerenders_an_lm_run_as_written(tmp_path) -> None:
+    run = stored_lm_run(tmp_path / "lm")
+    out = tmp_path / "again.md"
+    result = runner.invoke(app, ["report", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == (run / "report.md").read_text()  # the run's own report.md
+    md = out.read_text()
+    assert "| student | 55.00 | 0.800 | 0.120 | 12.50 | 250.0 | 1.00 |" in md
+    assert "| prompt | teacher | student |" in md and "| a \\| b | c |   |" in md
+    assert "- model_size_mb: 1 (limit 10.0MB, absolute): pass" in md
+    js = runner.invoke(app, ["report", str(run / "report.json"), "--format", "json"])
+    assert json.loads(js.stdout) == json.loads((run / "report.json").read_text())
+    page = runner.invoke(app, ["report", str(run), "--format", "html"])
+    assert page.exit_code == 0 and "<pre># edgekd causal-LM run: mobile (pass)" in page.stdout
+
+
+def test_an_lm_report_without_texts_shows_token_ids_and_compare_refuses_it(tmp_path) -> None:
+    run = stored_lm_run(tmp_path / "lm", texts=False)
+    md = runner.invoke(app, ["report", str(run)])
+    assert md.exit_code == 0 and "| prompt 2 (token ids) | 7 8 | 7 8 |" in md.stdout
+    result = runner.invoke(app, ["compare", str(run), str(stored_run(tmp_path / "c"))])
+    assert result.exit_code == 2 and "a causal-LM report" in result.output

@@ -61,9 +61,10 @@ def tune(
     """
     import json
 
-    from edgekd.tune import TuneSettings
+    from edgekd.tune import TuneSettings, check_config_file
     from edgekd.tune import tune as run_tune
 
+    check_config_file(config)
     settings = TuneSettings(
         budget_s=time_budget,
         max_trials=trials,

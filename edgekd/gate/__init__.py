@@ -11,8 +11,9 @@ latency line that the stored processes leave open is measured until decided (``r
 The package's rooms: ``inputs`` (report files and limits, checked), ``checks`` (the statistical
 verdicts on samples), ``compare`` (across processes), ``remeasure`` (more processes until
 decided), ``lines`` (one ``GateLine`` per budget or regression line, listed there), ``lm`` (a
-causal-LM report's ``[lm]`` lines) and ``output`` (Markdown, JUnit, terminal). This module picks
-the report's models and target and runs the lines.
+causal-LM report's ``[lm]`` lines), ``lm_baseline`` (its regressions against a baseline LM
+report) and ``output`` (Markdown, JUnit, terminal). This module picks the report's models and
+target and runs the lines.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from edgekd.gate.lines import (
     model_budget_lines,
     regression_lines,
 )
-from edgekd.gate.lm import gate_lm, lm_report
+from edgekd.gate.lm import gate_lm
+from edgekd.gate.lm_baseline import lm_pair
 from edgekd.gate.output import print_result, to_junit, to_markdown
 from edgekd.gate.remeasure import (
     DEFAULT_MAX_SECONDS,
@@ -265,14 +267,10 @@ def gate(
         raise BadInputError("gate needs a threshold >= 0 and 0 < alpha < 1")
     if not (max_seconds >= 0 and math.isfinite(max_seconds)):
         raise BadInputError(f"gate --max-seconds must be a finite number >= 0, got {max_seconds}")
-    lm = lm_report(report)  # a causal-LM run (edgekd.lm): its [lm] lines, edgekd.gate.lm
+    lm, lm_base = lm_pair(report, baseline)  # a causal-LM run (edgekd.lm): edgekd.gate.lm
     if lm is not None:
-        if baseline is not None:
-            raise BadInputError(
-                "gate --baseline: regression checks on causal-LM reports are not built yet "
-                "(gate their budget lines without --baseline)"
-            )
-        return gate_lm(lm, str(report), target, only, require)
+        return gate_lm(lm, str(report), target, only, require, lm_base, str(baseline), threshold,
+                       alpha, accuracy_tolerance, any_host)  # fmt: skip
     rep, rep_name = _as_report(report)
     notes: list[str] = []
     prof = _target_of(rep, target, notes, rep_name)

@@ -10,6 +10,9 @@ version:
 - a larger number: written by a newer edgekd, whose fields this one may misread;
 - a smaller one: there is none (version 1 is the first).
 
+A causal-LM report (``"task": "causal-lm"``, written by ``edgekd.lm``) has no schema version
+and its own fields; ``lm_report`` recognises one, and ``edgekd.gate.lm`` checks what it reads.
+
 The budget's limits are checked here too (finite numbers, ``accuracy_drop`` a fraction in
 [0, 1]), for profiles read from a TOML file and for profiles stored in a report alike, so a NaN
 limit never turns into a FAIL and a limit of 2 never passes everything silently.
@@ -29,6 +32,19 @@ from edgekd.targets import TargetProfile
 
 def load_report(path: str | Path) -> Report:
     """``path`` read as a report, or ``BadInputError`` naming the file and what is wrong."""
+    data = read_json_object(path)
+    check_schema_version(data, str(path))
+    models = data.get("models")
+    if not isinstance(models, list) or not models:
+        raise BadInputError(f"{path}: field 'models' is empty or missing: no model to gate")
+    if not all(isinstance(m, dict) for m in models):
+        raise BadInputError(f"{path}: field 'models' must be a list of objects")
+    return Report.from_dict(data, str(path))
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """``path`` read as a JSON object (any report, classifier or causal-LM), or
+    ``BadInputError`` naming the file and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: report not found" + (" (a folder)" if path.is_dir() else ""))
@@ -44,13 +60,19 @@ def load_report(path: str | Path) -> Report:
         raise BadInputError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise BadInputError(f"{path}: not an edgekd report (a JSON {type(data).__name__})")
-    check_schema_version(data, str(path))
-    models = data.get("models")
-    if not isinstance(models, list) or not models:
-        raise BadInputError(f"{path}: field 'models' is empty or missing: no model to gate")
-    if not all(isinstance(m, dict) for m in models):
-        raise BadInputError(f"{path}: field 'models' must be a list of objects")
-    return Report.from_dict(data, str(path))
+    return data
+
+
+def lm_report(report: Any) -> dict[str, Any] | None:
+    """The report's JSON when ``report`` is a path to a causal-LM report; None otherwise (the
+    classifier path then reads and checks it)."""
+    if not isinstance(report, str | Path):
+        return None
+    try:
+        data = json.loads(Path(report).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("task") == "causal-lm" else None
 
 
 def check_schema_version(data: dict[str, Any], where: str) -> None:

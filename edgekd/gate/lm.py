@@ -7,41 +7,30 @@ over the teacher. A figure the run did not take is NOT MEASURED (with why), as o
 path, and counts only under ``--require``. The target is the profile the run stored
 (``target_lm``) unless one is given.
 
-Not yet: the classifier gate's statistics. The LM benchmark keeps only p95 figures, not the
-per-process samples, so a line is judged on its stored figure (no interval, no re-measuring) and
-regression checks against a baseline report are refused rather than guessed.
+A budget line is judged on its stored p95 figure (no interval, no re-measuring). Against a
+baseline causal-LM report (``--baseline``), the regression lines of ``edgekd.gate.lm_baseline``
+are added: latency with the classifier gate's statistics over the benchmark's per-repeat samples,
+perplexity, agreement and size compared directly.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from edgekd.errors import BadInputError
 from edgekd.gate.checks import Verdict
-from edgekd.gate.lines import GateLine, GateResult
+from edgekd.gate.lines import DEFAULT_THRESHOLD, GateLine, GateResult
+from edgekd.gate.lm_baseline import REGRESSION_LINES, regression_lines
 from edgekd.targets import LMBudget, TargetProfile, load_target
 
-LM_LINES = ("decode_ms_per_token", "ttft_ms", "memory_mb", "model_size_mb", "perplexity_increase")
+LM_LINES = ("decode_ms_per_token", "ttft_ms", "memory_mb", "model_size_mb", "perplexity_increase",
+            *REGRESSION_LINES)  # fmt: skip
 _WHY_MISSING = {
     "memory_mb": "the benchmark did not measure peak memory for this model",
     "perplexity_increase": "no teacher perplexity in the report (a black-box teacher)",
 }
-
-
-def lm_report(report: Any) -> dict[str, Any] | None:
-    """The report's JSON when ``report`` is a path to a causal-LM report; None otherwise (the
-    classifier path then reads and checks it)."""
-    if not isinstance(report, str | Path):
-        return None
-    try:
-        data = json.loads(Path(report).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) and data.get("task") == "causal-lm" else None
 
 
 def gate_lm(
@@ -50,8 +39,15 @@ def gate_lm(
     target: TargetProfile | str | None = None,
     only: Sequence[str] | None = None,
     require: Sequence[str] | None = None,
+    baseline: dict[str, Any] | None = None,
+    baseline_where: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = 0.01,
+    agreement_tolerance: float = 0.01,
+    any_host: bool = False,
 ) -> GateResult:
-    """Judge the student of a causal-LM report against its target's ``[lm]`` lines."""
+    """Judge the student of a causal-LM report against its target's ``[lm]`` lines, and against
+    the student of ``baseline`` (a causal-LM report's JSON) when one is given."""
     from edgekd.lm.bench import budget_lines
 
     budget, name = _budget(data, where, target)
@@ -65,6 +61,10 @@ def gate_lm(
         teacher = None
     lines = [_gate_line(line) for line in budget_lines(row, budget, teacher)]
     notes: list[str] = []
+    if baseline is not None:
+        more, notes = regression_lines(data, where, baseline, baseline_where or "baseline",
+                                       threshold, alpha, agreement_tolerance, any_host=any_host)
+        lines += more
     for wanted in (only, require):
         unknown = sorted(set(wanted or ()) - set(LM_LINES))
         if unknown:
@@ -78,8 +78,10 @@ def gate_lm(
     lines = [_required(line) if line.name in (require or ()) else line for line in lines]
     if not lines:
         notes.append(f"target {name!r} sets no [lm] budget line: nothing to check")
-    notes.append("causal-LM report: each line is judged on its stored p95 figure (no interval)")
-    return GateResult(name, tuple(lines), tuple(notes), None, 0.0, where)
+    notes.append("causal-LM report: each budget line is judged on its stored p95 figure "
+                 "(no interval)")
+    return GateResult(name, tuple(lines), tuple(notes), baseline_where if baseline else None,
+                      threshold if baseline else 0.0, where)
 
 
 def _budget(data: dict[str, Any], where: str, target: TargetProfile | str | None):

@@ -10,7 +10,13 @@ Per model (the teacher in PyTorch, in ONNX where it exports; each student varian
 - ``ttft_ms``: the prefill of ``prompt_tokens`` tokens (a fresh, empty cache), which yields the
   first new token; ``decode_ms_per_token``: each following step with the KV cache; and
   ``decode_tokens_per_s = 1000 / p50 decode ms``. Both are timed per call over several greedy
-  runs (``LatencySamples``: p50, p95 and whether the spread is trustworthy).
+  runs (``LatencySamples``: p50, p95 and whether the spread is trustworthy). Each run's samples
+  are also kept apart (``ttft_runs``, ``decode_runs`` in report.json, one ``LatencySamples`` per
+  run), so ``edgekd gate --baseline`` compares them with the classifier gate's statistics across
+  runs (``edgekd.gate.compare``). An ONNX model's runs are each a fresh process
+  (``python -m edgekd.lm._timeprobe``; metadata ``"unit": "process"``), as the classifier bench's
+  are, because runs within one process share its luck; a PyTorch model's (the teacher) are
+  repeats within this process (``"unit": "repeat"``).
 - ``peak_memory_mb``: peak resident memory of a fresh process that loads the ONNX model and fills
   its KV cache to ``context_tokens`` (``python -m edgekd.lm._memprobe``); PyTorch models get
   none (their process would count PyTorch itself).
@@ -35,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.bench.stats import LatencySamples
+from edgekd.bench.stats import LatencySamples, pooled
 from edgekd.errors import BadInputError
 from edgekd.lm.decode import OnnxLM, TorchLM
 from edgekd.lm.metrics import log_softmax
@@ -102,9 +108,15 @@ def quality(models: Mapping[str, Any], blocks: np.ndarray, teacher: Any = None
 
 @dataclass(frozen=True)
 class LMSpeed:
+    """Timings of ``time_decoding`` (or ``time_in_processes``): ``ttft`` and ``decode`` pool
+    every run's samples; ``ttft_runs`` and ``decode_runs`` keep them per run (the gate's unit of
+    comparison)."""
+
     ttft: LatencySamples
     decode: LatencySamples
     prompt_tokens: int
+    ttft_runs: tuple[LatencySamples, ...] = ()
+    decode_runs: tuple[LatencySamples, ...] = ()
 
     @property
     def ttft_ms(self) -> float:
@@ -120,32 +132,79 @@ class LMSpeed:
 
 
 def time_decoding(lm: Any, prompt_tokens: int, new_tokens: int = 16, runs: int = 5,
-                  vocab_size: int = 2, seed: int = 0) -> LMSpeed:
+                  vocab_size: int = 2, seed: int = 0, prefills: int = 1) -> LMSpeed:
     """Time ``runs`` greedy generations of ``new_tokens`` after a random prompt of
-    ``prompt_tokens`` ids: each prefill is a time-to-first-token sample, each later step a
-    decode sample (one warm-up generation first, untimed)."""
-    if prompt_tokens < 1 or new_tokens < 2 or runs < 1:
-        raise BadInputError("time_decoding needs prompt_tokens >= 1, new_tokens >= 2, runs >= 1")
+    ``prompt_tokens`` ids: each run times ``prefills`` prefills from an empty cache (each a
+    time-to-first-token sample) and then each later step (a decode sample); one warm-up
+    generation first, untimed."""
+    if prompt_tokens < 1 or new_tokens < 2 or runs < 1 or prefills < 1:
+        raise BadInputError("time_decoding needs prompt_tokens >= 1, new_tokens >= 2, runs >= 1, "
+                            "prefills >= 1")
     prompt = np.random.default_rng(seed).integers(0, vocab_size, (1, prompt_tokens))
-    ttft, decode = [], []
+    meta = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "runs": runs,
+            "prefills": prefills, "unit": "repeat"}  # fmt: skip
+    ttft_runs, decode_runs = [], []
     for run in range(runs + 1):
-        start = time.perf_counter_ns()
-        logits, cache = lm.step(prompt, lm.empty_cache())
-        first = time.perf_counter_ns() - start
+        firsts, steps = [], []
+        for _ in range(prefills):
+            start = time.perf_counter_ns()
+            logits, cache = lm.step(prompt, lm.empty_cache())
+            firsts.append(time.perf_counter_ns() - start)
         token = np.array([[int(logits[0, -1].argmax())]], dtype=np.int64)
-        steps = []
         for _ in range(new_tokens - 1):
             start = time.perf_counter_ns()
             logits, cache = lm.step(token, cache)
             steps.append(time.perf_counter_ns() - start)
             token = np.array([[int(logits[0, -1].argmax())]], dtype=np.int64)
         if run:  # run 0 warms caches and the allocator up
-            ttft.append(first / 1e6)
-            decode += [s / 1e6 for s in steps]
-    meta = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "runs": runs}
-    return LMSpeed(LatencySamples(tuple(max(v, 1e-6) for v in ttft), metadata=meta),
-                   LatencySamples(tuple(max(v, 1e-6) for v in decode), metadata=meta),
-                   prompt_tokens)
+            here = {**meta, "repeat": run}
+            ttft_runs.append(_samples(firsts, here))
+            decode_runs.append(_samples(steps, here))
+    return LMSpeed(_pooled(ttft_runs, meta), _pooled(decode_runs, meta), prompt_tokens,
+                   tuple(ttft_runs), tuple(decode_runs))
+
+
+def _samples(nanoseconds: list[int], meta: dict[str, Any]) -> LatencySamples:
+    return LatencySamples(tuple(max(v / 1e6, 1e-6) for v in nanoseconds), metadata=meta)
+
+
+def _pooled(runs: Sequence[LatencySamples], meta: dict[str, Any]) -> LatencySamples:
+    return dataclasses.replace(pooled(runs), metadata=meta)
+
+
+def time_in_processes(path: str | Path, prompt_tokens: int, new_tokens: int = 16,
+                      processes: int = 3, vocab_size: int = 2, prefills: int = 1,
+                      threads: int = 1) -> LMSpeed:
+    """``time_decoding`` of the ONNX LM at ``path`` with each of its ``processes`` runs in a
+    fresh process (``python -m edgekd.lm._timeprobe``), one after another."""
+    if processes < 1:
+        raise BadInputError(f"LM timing needs processes >= 1, got {processes}")
+    spec = {"model": str(path), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
+            "vocab_size": vocab_size, "prefills": prefills, "threads": threads}  # fmt: skip
+    meta = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "runs": processes,
+            "prefills": prefills, "unit": "process"}  # fmt: skip
+    ttft_runs, decode_runs = [], []
+    for i in range(processes):
+        out = _child("edgekd.lm._timeprobe", spec, f"LM timing of {path}")
+        ttft_runs.append(_relabel(out["ttft"], {**meta, "process": i + 1}))
+        decode_runs.append(_relabel(out["decode"], {**meta, "process": i + 1}))
+    return LMSpeed(_pooled(ttft_runs, meta), _pooled(decode_runs, meta), prompt_tokens,
+                   tuple(ttft_runs), tuple(decode_runs))
+
+
+def _relabel(stored: dict[str, Any], meta: dict[str, Any]) -> LatencySamples:
+    return dataclasses.replace(LatencySamples.from_dict(stored), metadata=meta)
+
+
+def _child(module: str, spec: dict[str, Any], what: str) -> dict[str, Any]:
+    """The last stdout line (JSON) of ``python -m module SPEC``; RuntimeError with its last
+    error line if it fails."""
+    proc = subprocess.run([sys.executable, "-m", module, json.dumps(spec)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{what} failed: {last}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --- memory ---------------------------------------------------------------------------------------
@@ -154,12 +213,7 @@ def peak_memory_mb(path: str | Path, context_tokens: int, threads: int = 1) -> f
     """Peak RSS (MiB) of a fresh process that opens the ONNX LM at ``path`` and fills its KV
     cache to ``context_tokens`` (a prefill of all but one position, then one decode step)."""
     spec = {"model": str(path), "context_tokens": int(context_tokens), "threads": threads}
-    proc = subprocess.run([sys.executable, "-m", "edgekd.lm._memprobe", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"LM memory probe for {path} failed: {last}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["peak_rss_mb"])
+    return float(_child("edgekd.lm._memprobe", spec, f"LM memory probe for {path}")["peak_rss_mb"])
 
 
 def variant_meter(blocks: np.ndarray, prompt_tokens: int = 32, new_tokens: int = 16,
@@ -204,6 +258,9 @@ class LMBenchResult:
     prompt_tokens: int
     context_tokens: int
     continuations: tuple[tuple[int, ...], ...]
+    # per run (``LatencySamples.to_dict``): what ``edgekd gate --baseline`` compares
+    ttft_runs: tuple[dict, ...] = ()
+    decode_runs: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -212,9 +269,12 @@ class LMBenchResult:
 def bench_lm(models: Mapping[str, Any], blocks: np.ndarray, prompts: Sequence[Sequence[int]],
              teacher: str | None = None, prompt_tokens: int = 32, context_tokens: int = 128,
              new_tokens: int = 16, runs: int = 3, threads: int = 1,
-             measure_memory: bool = True) -> list[LMBenchResult]:
+             measure_memory: bool = True, prefills: int = 4,
+             fresh_processes: bool = True) -> list[LMBenchResult]:
     """Benchmark every model (name -> ONNX path or PyTorch module); ``teacher`` names the one
-    the others are compared with.
+    the others are compared with. Each of ``runs`` repeats times ``prefills`` prefills and one
+    generation of ``new_tokens`` (``time_decoding``): an ONNX model's each in a fresh process
+    (``time_in_processes``) unless ``fresh_processes`` is False; a PyTorch model's in this one.
 
     >>> bench_lm({"teacher": hf_model, "student": "s.onnx"}, blocks, [[1, 2]],
     ...          teacher="teacher")  # doctest: +SKIP
@@ -227,8 +287,10 @@ def bench_lm(models: Mapping[str, Any], blocks: np.ndarray, prompts: Sequence[Se
     rows = []
     for name, model in models.items():
         lm, q = lms[name], scores[name]
-        speed = time_decoding(lm, prompt_tokens, new_tokens, runs, vocab)
         is_file = isinstance(model, str | Path)
+        speed = (time_in_processes(model, prompt_tokens, new_tokens, runs, vocab, prefills, threads)
+                 if is_file and fresh_processes else
+                 time_decoding(lm, prompt_tokens, new_tokens, runs, vocab, prefills=prefills))
         memory = (peak_memory_mb(model, context_tokens, threads)
                   if is_file and measure_memory else None)
         own = name == teacher
@@ -241,7 +303,9 @@ def bench_lm(models: Mapping[str, Any], blocks: np.ndarray, prompts: Sequence[Se
             decode_p95_ms=speed.decode.summary().p95,
             decode_tokens_per_s=speed.decode_tokens_per_s, peak_memory_mb=memory,
             prompt_tokens=prompt_tokens, context_tokens=context_tokens,
-            continuations=tuple(lm.greedy(p, new_tokens).tokens for p in prompts)))
+            continuations=tuple(lm.greedy(p, new_tokens).tokens for p in prompts),
+            ttft_runs=tuple(r.to_dict() for r in speed.ttft_runs),
+            decode_runs=tuple(r.to_dict() for r in speed.decode_runs)))
     return rows
 
 

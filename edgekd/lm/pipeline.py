@@ -37,6 +37,7 @@ from edgekd.hostinfo import host_info
 from edgekd.lm.data import TokenBlocks, load_blocks
 from edgekd.lm.teacher import LMTeacher, load_lm_teacher
 from edgekd.progress import status
+from edgekd.report.lm import continuation_texts, lm_markdown
 from edgekd.rundir import CHECKPOINT_FILE, CONFIG_FILE, resume_hint_on_stop, run_dir
 from edgekd.targets import TargetProfile, load_target
 from edgekd.train.interrupt import raise_on_signals
@@ -407,6 +408,7 @@ def _report(run, sizing, history, exported, selection, rows, laps, out: Path) ->
         "method": {"name": run.method, "alpha": run.alpha, "top_k": run.config.top_k,
                    **({} if run.alpha >= 1 else _method(run).describe())},
         "settings": {**run.settings, "lm_defaults_used": changed, "settings_sources": sources},
+        "continuations": continuation_texts(run.teacher.tokenizer, run.prompts, rows),
     }  # fmt: skip
     return with_deployment(report, sizing, history, exported, selection, rows, lines, laps)
 
@@ -439,7 +441,7 @@ def with_deployment(report: dict[str, Any], sizing, history, exported, selection
 
 def _write(report: dict[str, Any], run: LMRun, rows, work: Path) -> None:
     write_json_atomic(work / "report.json", report)
-    write_text_atomic(work / "report.md", lm_markdown(report, run, rows))
+    write_text_atomic(work / "report.md", lm_markdown(report))
 
 
 def plain(value: Any) -> Any:
@@ -447,40 +449,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return str(value)
-
-
-def lm_markdown(report: dict[str, Any], run: LMRun, rows) -> str:
-    """report.md: the models' figures, the budget lines and the continuations side by side."""
-    from edgekd.lm.bench import side_by_side
-
-    tok = run.teacher.tokenizer
-    out = [
-        f"# edgekd causal-LM run: {report['target']} ({report['verdict']})", "",
-        f"Teacher: {report['teacher']['source']} ({report['teacher']['params']:,} params). "
-        f"Student: {report['student']['params']:,} params ({report['student']['sizing']}). "
-        f"Method: {report['method']['name']} (alpha {report['method']['alpha']:g}).", "",
-        "| model | perplexity | top-1 agreement | KL to teacher | ttft ms | decode tokens/s "
-        "| size MB |", "|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
-    for r in rows:
-        size = "-" if r.size_bytes is None else f"{r.size_bytes / 2**20:.2f}"
-        agree = "-" if r.top1_agreement is None else f"{r.top1_agreement:.3f}"
-        kl = "-" if r.kl_to_teacher is None else f"{r.kl_to_teacher:.3f}"
-        out.append(f"| {r.name} | {r.perplexity:.2f} | {agree} | {kl} | {r.ttft_ms:.2f} | "
-                   f"{r.decode_tokens_per_s:.1f} | {size} |")  # fmt: skip
-    out += ["", "## Budget lines", ""]
-    out += [f"- {b['name']}: {num(b['value'])} (limit {b['limit']}{b['unit']}, {b['kind']}): "
-            f"{ {True: 'pass', False: 'FAIL', None: 'not measured'}[b['passed']] }"
-            for b in report["budget"]]  # fmt: skip
-    prompts = [tok.decode(p) for p in run.prompts]
-    texts = {r.name: [tok.decode(c) for c in r.continuations] for r in rows}
-    out += ["", "## Continuations (greedy)", "", side_by_side(prompts, texts), ""]
-    return "\n".join(out)
-
-
-def num(value: float | None) -> str:
-    """A figure in three significant digits, '-' when missing."""
-    return "-" if value is None else f"{value:.3g}"
 
 
 def print_lm_summary(report: dict[str, Any]) -> None:

@@ -3,33 +3,68 @@
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
 from edgekd.errors import BadInputError
+from edgekd.gate.inputs import lm_report
+from edgekd.report.lm import lm_markdown
 from edgekd.report.markdown import MODEL_COLUMNS, budget_rows, model_rows, to_markdown
 from edgekd.results import Report
 
 FORMATS = ("md", "json", "html")
 
 
-def load_run(run_dir: str | Path) -> Report:
+def _report_path(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     path = run_dir / "report.json" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise BadInputError(f"{run_dir}: no report.json there (is it an edgekd run folder?)")
+    return path
+
+
+def load_run(run_dir: str | Path) -> Report:
+    """A classifier run's report; a causal-LM run's is refused in one line (``edgekd compare``
+    reads classifier runs; ``edgekd report`` and ``edgekd gate`` read both)."""
+    path = _report_path(run_dir)
+    if lm_report(path) is not None:
+        raise BadInputError(f"{path}: a causal-LM report; edgekd compare reads classifier runs "
+                            "(compare two LM runs with edgekd gate REPORT --baseline BASE)")
     return Report.load(path)
 
 
 def render_run(run_dir: str | Path, fmt: str = "md") -> str:
-    """The stored report of ``run_dir`` as Markdown, JSON or a self-contained HTML page."""
+    """The stored report of ``run_dir`` as Markdown, JSON or a self-contained HTML page; a
+    causal-LM run's as the Markdown its run wrote (``md``; ``html`` wraps that text), or JSON."""
     if fmt not in FORMATS:
         raise BadInputError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    lm = lm_report(_report_path(run_dir))
+    if lm is not None:
+        return render_lm(lm, fmt)
     report = load_run(run_dir)
     if fmt == "json":
         return report.to_json()
     if fmt == "md":
         return to_markdown(report)
     return to_html(report)
+
+
+def render_lm(report: dict, fmt: str) -> str:
+    """A causal-LM report (its JSON) as the report.md its run wrote, as JSON, or as an HTML page
+    holding that Markdown text (LM runs draw no charts)."""
+    if fmt == "json":
+        return json.dumps(report, indent=2)
+    if report.get("strategy") == "blackbox":
+        from edgekd.lm.blackbox.pipeline import blackbox_markdown
+
+        text = blackbox_markdown(report)
+    else:
+        text = lm_markdown(report)
+    if fmt == "md":
+        return text
+    title = html.escape(f"edgekd causal-LM report: {report.get('target')}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title></head>"
+            f"<body><pre>{html.escape(text)}</pre></body></html>")  # fmt: skip
 
 
 def _table(header: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:

@@ -13,7 +13,9 @@ rule: after ``warmup`` epochs (default: half of them, past the one-cycle peak, w
 say little) and once ``startup`` trials have completed, a trial whose best score so far is below
 the median of the completed trials' scores at the same epoch is stopped. Combinations that
 cannot run (a method that needs labels with mixed views) are redrawn by random search and fail at
-once under Optuna.
+once under Optuna. Classification only: a causal-LM configuration or report is refused in one
+line (``LM_REFUSAL``); an LM search (its methods, top-k, steps, scored on perplexity) would be a
+feature of its own.
 
 The budget covers everything (teacher, sizing, trials): no trial starts once it is spent, and a
 running trial is stopped at its next epoch boundary. Written to ``out``: ``tune.json`` (every
@@ -44,6 +46,7 @@ __all__ = [
     "TrialRunner",
     "TuneResult",
     "TuneSettings",
+    "check_config_file",
     "make_searcher",
     "median_stop",
     "run_toml",
@@ -51,6 +54,13 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "optuna", "random")
+# Tuning an LM would search its own space (method fkl/rkl/gkd/seqkd, temperature, alpha, top-k,
+# steps) scored on validation perplexity: a feature of its own, not this search with new names.
+LM_REFUSAL = (
+    "tune searches classifier distillation settings (temperature, alpha, learning rate, "
+    "augmentation, logit method) for --task classification; causal-LM runs are not tuned: set "
+    "--method, --temperature, --alpha and --lr on edgekd distill --task causal-lm"
+)
 LOGIT_METHODS = ("kd", "mse", "dkd")
 # The search space: (kind, low, high) for numbers; categorical lists are set per run.
 NUMERIC_SPACE = {
@@ -145,6 +155,7 @@ def tune(config, settings: TuneSettings = TuneSettings(), out: str | Path | None
     >>> result.best.params  # doctest: +SKIP
     {'temperature': 2.7, 'alpha': 0.21, 'lr': 0.0041, 'augment': 'light', 'method': 'kd'}
     """
+    check_tunable(config)  # before anything is made or prepared
     start = time.monotonic()
     deadline = start + settings.budget_s
     out = Path(out) if out else Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -247,11 +258,21 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))  # a basic TOML string: JSON escapes are valid there
 
 
+def check_config_file(path: str | None) -> None:
+    """Refuse a causal-LM report given as ``--config`` (tune reads a run's TOML configuration)."""
+    from edgekd.gate.inputs import lm_report
+
+    if path is not None and lm_report(path) is not None:
+        raise BadInputError(f"{path}: a causal-LM report; {LM_REFUSAL}")
+
+
 def check_tunable(config) -> None:
     """What tuning searches: a PyTorch teacher, classification, the offline strategy, one seed
     and logit methods; anything else is refused before the teacher is prepared."""
     if config.teacher_onnx or config.teacher_cmd:
         raise BadInputError("tune needs a PyTorch teacher (not --teacher-onnx/--teacher-cmd)")
+    if config.task == "causal-lm":
+        raise BadInputError(LM_REFUSAL)
     if config.task != "classification":
         raise BadInputError("tune searches classification settings (--task classification)")
     if config.strategy not in (None, "offline"):

@@ -360,7 +360,7 @@ def blackbox_markdown(report: dict[str, Any]) -> str:
     """report.md: what the teacher was asked and answered, what was kept, how the student did,
     and teacher and student answers to the same held-out prompts side by side."""
     from edgekd.lm.blackbox.evaluate import HeldOutResult, side_by_side
-    from edgekd.lm.pipeline import num
+    from edgekd.report.lm import num
 
     g, f, h = report["generation"], report["filtering"], report["held_out"]
     out = [
