@@ -341,7 +341,8 @@ def test_contended_processes_are_measured_again(files, monkeypatch):
 
 def test_an_onnx_only_bench_imports_neither_torch_nor_scipy(files, tmp_path):
     """The parent of an ONNX-only bench (with data and a teacher) never imports torch; nor
-    scipy, whose import alone was most of a small benchmark's start."""
+    scipy, whose import alone was most of a small benchmark's start; nor onnx (the safety check
+    reads the wire format: edgekd.safety.onnx_wire)."""
     script = (
         "import sys\n"
         "from edgekd.cli import main\n"
@@ -349,7 +350,7 @@ def test_an_onnx_only_bench_imports_neither_torch_nor_scipy(files, tmp_path):
         f"'--teacher', {files['teacher']!r}, '--processes', '1', '--min-time', '0.01', "
         f"'--out', {str(tmp_path / 'r.json')!r}]\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print('LOADED', sorted(m for m in ('torch', 'scipy') if m in sys.modules))\n"
+        "print('LOADED', sorted(m for m in ('torch', 'onnx', 'scipy') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert "LOADED []" in proc.stdout, proc.stdout + proc.stderr
