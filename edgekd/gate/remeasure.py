@@ -6,7 +6,10 @@ few processes ran clean), the gate runs more fresh processes of the current mode
 baseline's, interleaved (ABBA), through bench's own worker (``edgekd.bench.runner.ExtraProcesses``),
 and decides again after each round, until the interval settles the question or ``max_seconds``
 is spent (a round is not started when the last one's length would overrun it). Only then is the
-answer INCONCLUSIVE. The stored processes are kept: new ones are added to each side. The
+answer INCONCLUSIVE. When both sides are measured again, each round's two processes run back to
+back and are kept as a pair: the decision also gets the pairs (``decide(cur, base, pairs)``), whose
+round-by-round ratios cancel the machine's drift (``edgekd.gate.compare.compare_pairs``).
+The stored processes are kept: new ones are added to each side. The
 ``latency_ms`` budget line is settled the same way with the model's processes alone (too few
 clean samples to bound a p95, a limit inside the interval), and what it adds counts for the
 model's regression line too.
@@ -35,7 +38,9 @@ from edgekd.results import ModelResult, Report
 DEFAULT_MAX_SECONDS = 60.0
 MAX_ROUNDS = 100  # a bound that a fake clock cannot talk the loop out of
 
-Decide = Callable[[list[LatencySamples], list[LatencySamples]], GateLine]
+# decide(current_runs, baseline_runs) or, once rounds have measured both sides back to back,
+# decide(current_runs, baseline_runs, pairs) with pairs = [(current, baseline), ...] per round
+Decide = Callable[..., GateLine]
 OneMore = Callable[[], LatencySamples]
 
 
@@ -77,6 +82,8 @@ def measure_until_decided(
         why = "; ".join(s.why_not for s, _ in named if s.why_not)
         return replace(line, reason=f"{line.reason} (not measured again: {why})")
     start, last, rounds, added = clock(), 0.0, 0, dict.fromkeys(map(id, sides), 0)
+    paired = current.more is not None and baseline.more is not None
+    pairs: list[tuple[LatencySamples, LatencySamples]] = []
     while rounds < MAX_ROUNDS and clock() - start + last <= max_seconds:
         began = clock()
         status(
@@ -88,7 +95,11 @@ def measure_until_decided(
             side.runs.append(side.more())
             added[id(side)] += 1
         last, rounds = clock() - began, rounds + 1
-        line = decide(current.runs, baseline.runs)
+        if paired:
+            pairs.append((current.runs[-1], baseline.runs[-1]))
+            line = decide(current.runs, baseline.runs, pairs)
+        else:
+            line = decide(current.runs, baseline.runs)
         if line.verdict != Verdict.INCONCLUSIVE:
             break
     what = " and ".join(f"{added[id(s)]} more process(es) of {who}" for s, who in named
