@@ -125,7 +125,11 @@ def verdicts(report, target, baseline, max_seconds: float) -> dict[str, str]:
     lines = {line.name: str(line.verdict) for line in result.lines if line.name in LATENCY_LINES}
     latency = set(lines.values())
     combined = next((v for v in ("FAIL", "INCONCLUSIVE") if v in latency), "PASS")
-    return lines | {"latency": combined, "full": str(result.verdict)}
+    reasons = {line.name: line.reason for line in result.lines if line.name in LATENCY_LINES}
+    how = reasons.get("latency_regression", "")
+    decided_by = "paired" if "paired over" in how else "processes"
+    return lines | {"latency": combined, "full": str(result.verdict), "by": decided_by,
+                    "reasons": reasons}  # fmt: skip
 
 
 def load() -> str:
@@ -220,7 +224,11 @@ def reliability_half(folder: Path, base: str, slow: str, args, label: str) -> No
             print(f"{r:>5}  {name:<7} {m.latency_ms['p50'] * 1e3:>7.1f} "
                   f"{m.latency_ms['process_spread']:>6.0%} "
                   f"{m.latency_ms['descheduled_fraction'] or 0:>5.0%}  {v['latency_ms']:<12} "
-                  f"{v['latency_regression']:<18} {v['full']:<12} {took:>6.1f}", flush=True)
+                  f"{v['latency_regression']:<18} {v['full']:<12} {took:>6.1f} {v['by']:<9} "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+            if args.verbose or v["latency"] == "INCONCLUSIVE":
+                for line, why in v["reasons"].items():
+                    print(f"         {line}: {why}")
         ratios.append(p50["slower"] / p50["base"])
     n = args.rounds
     print(f"{label}: slower / base p50, same round: median {statistics.median(ratios):.2f}x; "
@@ -309,6 +317,9 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=2, help="busy processes, loaded half")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument("--halves", choices=("both", "as-is", "busy"), default="both",
+                        help="which halves to run (default both)")
+    parser.add_argument("--verbose", action="store_true", help="print every latency reason")
     args = parser.parse_args()
     t_start = time.perf_counter()
 
@@ -321,13 +332,15 @@ def main() -> None:
         slow = str(mlp(SLOW_BLOCKS, slow_dir / "base.onnx"))
         if not args.skip_startup:
             bench_startup(base)
-        reliability_half(folder, base, slow, args, "as the machine is")
-        busy = start_load(args.busy)
-        try:
-            time.sleep(5)  # let the load average see them
-            reliability_half(folder, base, slow, args, f"with {args.busy} busy processes added")
-        finally:
-            stop_load(busy)
+        if args.halves in ("both", "as-is"):
+            reliability_half(folder, base, slow, args, "as the machine is")
+        if args.halves in ("both", "busy"):
+            busy = start_load(args.busy)
+            try:
+                time.sleep(5)  # let the load average see them
+                reliability_half(folder, base, slow, args, f"with {args.busy} busy processes added")
+            finally:
+                stop_load(busy)
     print(f"reliability rounds took {time.perf_counter() - t_start:.0f} s")
     if not args.skip_overhead:
         harness_overhead()

@@ -32,12 +32,17 @@ def _load(path: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def _load_rows(paths: dict[str, str]) -> dict[str, np.ndarray]:
+    """The test split's arrays, mapped (read as the batches are predicted, never whole)."""
+    return {k: np.load(p, mmap_mode="r", allow_pickle=False) for k, p in paths.items()}
+
+
 def _predict(session, inputs: dict[str, np.ndarray], batch: int, fixed: bool) -> np.ndarray:
     """Logits over ``inputs`` in batches; a fixed-batch model gets its last batch padded."""
     n = len(next(iter(inputs.values())))
     outs = []
     for start in range(0, n, batch):
-        part = {k: v[start : start + batch] for k, v in inputs.items()}
+        part = {k: np.ascontiguousarray(v[start : start + batch]) for k, v in inputs.items()}
         got = len(next(iter(part.values())))
         if fixed and got < batch:
             pad = batch - got
@@ -107,7 +112,8 @@ def main(spec: dict) -> dict:
         result["throughput"].append({**r, "n": samples_n, "processes": 1})
     predict = spec.get("predict")
     if predict:
-        logits = _predict(session, _load(predict["inputs"]), predict["batch"], predict["fixed"])
+        inputs = _load_rows(predict["inputs"])
+        logits = _predict(session, inputs, predict["batch"], predict["fixed"])
         np.save(predict["out"], logits)
     return result
 

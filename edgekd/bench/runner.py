@@ -157,6 +157,31 @@ def _save(folder: Path, name: str, arrays: dict[str, np.ndarray]) -> str:
     return str(path)
 
 
+def _save_rows(
+    folder: Path, name: str, arrays: dict[str, np.ndarray], chunk_bytes: int = 8 << 20
+) -> dict[str, str]:
+    """Each array as its own ``.npy``, written a chunk of rows at a time: a streamed image folder
+    (``edgekd.data.stream.LazyRows``) is decoded chunk by chunk and never held whole, so peak
+    memory does not grow with the test split. Workers map the files (``_worker._load_rows``)."""
+    from edgekd.data.mapped import row_chunks
+
+    paths = {}
+    for i, (key, rows) in enumerate(arrays.items()):
+        path = folder / f"{name}-{i}.npy"
+        dtype = np.dtype(rows.dtype)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(dtype),
+            "fortran_order": False,
+            "shape": tuple(rows.shape),
+        }
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_2_0(fh, header)
+            for chunk in row_chunks(rows, chunk_bytes):  # a LazyRows slice is decoded here
+                fh.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+        paths[key] = str(path)
+    return paths
+
+
 def _prepare(
     i: int, ref: ModelRef, test: Split | None, batch: int, s: BenchSettings, folder: Path
 ) -> _Job:
@@ -182,7 +207,7 @@ def _prepare(
         samples = map_data(ref.name, inputs, test.inputs)
         feed = take_batch(samples, batch)
         predict = {
-            "inputs": _save(folder, f"test{i}", samples),
+            "inputs": _save_rows(folder, f"test{i}", samples),
             "batch": fixed or 256,
             "fixed": fixed is not None,
             "out": str(folder / f"logits{i}.npy"),
