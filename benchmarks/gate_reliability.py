@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import os
 import statistics
@@ -149,48 +148,12 @@ def stop_load(procs: list[subprocess.Popen]) -> None:
 
 
 def bench_startup(model: str, pairs: int = 3) -> None:
-    """(d) ``edgekd bench MODEL`` (the CLI, a fresh process) wall time against bare ONNX Runtime
-    loops making the same calls (the bench's latency samples x their loop counts), side by side:
-    all in one fresh process, and split over as many fresh processes as the bench used (the least
-    that measuring in several processes can cost)."""
-    bare_script = (
-        "import sys, numpy as np, onnxruntime as ort\n"
-        "o = ort.SessionOptions()\n"
-        "o.intra_op_num_threads = int(sys.argv[3])\n"
-        "s = ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n"
-        f"x = {{'x': np.zeros((1, {IN}), np.float32)}}\n"
-        "for _ in range(int(sys.argv[2])): s.run(None, x)\n"
-    )
+    """(d) ``edgekd bench`` wall time against bare loops of the same calls
+    (``benchmarks/harness_overhead.py``, where it lives)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from harness_overhead import bench_startup as startup
 
-    def bare(calls: list[int], threads: int) -> float:
-        t0 = time.perf_counter()
-        for n in calls:
-            subprocess.run([sys.executable, "-c", bare_script, model, str(n), str(threads)],
-                           check=True)  # fmt: skip
-        return time.perf_counter() - t0
-
-    print(f"\n(d) bench start-up: edgekd bench vs bare loops of the same calls; load {load()}")
-    print(f"{'pair':>4} {'bench s':>8} {'calls':>7} {'bare 1 proc s':>13} {'ratio':>6} "
-          f"{'bare k procs s':>14} {'ratio':>6}")  # fmt: skip
-    one, many = [], []
-    with tempfile.TemporaryDirectory(prefix="edgekd-startup-") as tmp:
-        out = Path(tmp) / "r.json"
-        for i in range(pairs):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "edgekd", "bench", model, "--target", "iot",
-                            "--out", str(out)], check=True, capture_output=True)  # fmt: skip
-            bench_s = time.perf_counter() - t0
-            m = json.loads(out.read_text())["models"][0]
-            calls = [len(p["samples_ms"]) * p.get("loops", 1) for p in m["latency_processes"]]
-            bare_one = bare([sum(calls)], m["threads"])
-            bare_many = bare(calls, m["threads"])
-            one.append(bench_s / bare_one)
-            many.append(bench_s / bare_many)
-            print(f"{i:>4} {bench_s:>8.2f} {sum(calls):>7} {bare_one:>13.2f} {one[-1]:>6.2f} "
-                  f"{bare_many:>14.2f} {many[-1]:>6.2f}")  # fmt: skip
-    print(f"edgekd bench / bare loop: median {statistics.median(one):.2f}x against one process "
-          f"(target <= 3x), {statistics.median(many):.2f}x against one process per bench "
-          f"process; load {load()}")  # fmt: skip
+    startup(model, IN, pairs)
 
 
 def reliability_half(folder: Path, base: str, slow: str, args, label: str) -> None:
