@@ -302,3 +302,44 @@ def test_too_few_pairs_decide_nothing():
     assert compare_pairs([one] * MIN_PAIRS).verdict == Verdict.FAIL
     same = (process(1.0), process(1.0))
     assert compare_pairs([same] * MIN_PAIRS).verdict == Verdict.PASS
+
+
+def test_a_real_paired_process_times_both_models_in_turns(tmp_path, target_path):
+    """The gate's paired round: one worker process, both ONNX files open, timed in turns; the
+    remeasure loop keeps its two results as a pair."""
+    from test_bench import _mlp
+
+    from edgekd.gate.remeasure import Side, measure_until_decided, pair_of
+
+    small = _mlp(tmp_path / "small.onnx")
+    (tmp_path / "big").mkdir()
+    big = _mlp(tmp_path / "big" / "small.onnx", sizes=(16, 256, 256, 10))
+    t = target_path()
+    cur = report(t, model("small", processes([1.0]), path=big, sha256=file_sha256(big)))
+    old = report(t, model("small", processes([1.0]), path=small, sha256=file_sha256(small)))
+    cur.bench.update(min_time_s=0.02, min_samples=16, processes=1)
+    pair, closers = pair_of(cur.models[0], cur, "", old.models[0], old, "")
+    assert pair is not None
+    seen = []
+
+    def decide(c, b, pairs=()):
+        seen.append(len(pairs))
+        return verdict_line(Verdict.INCONCLUSIVE if len(pairs) < 1 else Verdict.FAIL)
+
+    try:
+        line = measure_until_decided(decide, Side([], lambda: 1 / 0), Side([], lambda: 1 / 0),
+                                     max_seconds=600, pair=pair)  # fmt: skip
+    finally:
+        for close in closers:
+            close()
+    assert line.verdict == Verdict.FAIL and seen == [0, 1]
+    assert "1 more process(es) of the baseline's and 1 more process(es) of the model's" in (
+        line.reason
+    )
+
+
+def verdict_line(v: Verdict):
+    from edgekd.gate.lines import GateLine
+
+    return GateLine("latency_regression", None, 1.1, "x", model="small", verdict=v,
+                    kind="regression", reason="r")  # fmt: skip

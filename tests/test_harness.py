@@ -191,3 +191,33 @@ def test_rejects_bad_parameters(kw):
 def test_throughput_rejects_bad_batch_size(batch_size):
     with pytest.raises(BadInputError):
         measure_throughput(lambda: None, batch_size=batch_size)
+
+
+def test_interleaved_turns_share_the_machine_and_the_counts():
+    """Two callables on one clock, the machine slowing down half way: each gets its warm-up
+    once, turns in ABBA order, the min samples/time shared out, and both see the slow half."""
+    from edgekd.bench.harness import measure_interleaved
+
+    now = [0]
+    order: list[str] = []
+
+    def clock() -> int:
+        return now[0]
+
+    def make(name: str, cost: int):
+        def run() -> None:
+            order.append(name)
+            now[0] += cost * (3 if now[0] > 50_000_000 else 1)  # the machine slows down
+
+        return run
+
+    a, b = measure_interleaved([make("a", 10_000), make("b", 20_000)], chunks=4, timer=clock,
+                               warmup=3, min_samples=8, min_time_s=0.04,
+                               sample_min_s=0.001)  # fmt: skip
+    assert order[:6] == ["a"] * 3 + ["b"] * 3  # one warm-up each
+    turns = [k for i, k in enumerate(order[6:]) if i == 0 or order[6 + i - 1] != k]
+    # ABBA: chunks ab, ba, ab, ba run as a, bb, aa, bb, a (ABAB would be eight turns)
+    assert turns == ["a", "b", "a", "b", "a"]
+    for s, cost in ((a, 0.01), (b, 0.02)):
+        assert len(s.samples_ms) >= 8 and s.warmup == 3 and s.metadata["harness"]["chunks"] == 4
+        assert min(s.samples_ms) == pytest.approx(cost) and max(s.samples_ms) > 2 * cost

@@ -16,7 +16,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,3 +229,56 @@ def measure_throughput(run_batch: Callable[[], object], batch_size: int, **kw: A
         raise BadInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     samples = measure_latency(run_batch, **kw)
     return {**throughput_row(samples.summary(), batch_size), "samples": samples.to_dict()}
+
+
+def measure_interleaved(
+    runs: Sequence[Callable[[], object]], chunks: int = 8, **kw: Any
+) -> list[LatencySamples]:
+    """``measure_latency`` of several callables in one process, taken in ``chunks`` turns each
+    (ABBA order), so that whatever the machine does during the measurement falls on all of them
+    alike: the gate's paired rounds (``edgekd.gate.remeasure``) compare models measured so.
+
+    ``kw`` is ``measure_latency``'s: ``min_samples`` and ``min_time_s`` are shared out over the
+    chunks, the warm-up is made once. A callable's samples from every chunk are returned as one
+    ``LatencySamples`` (per-sample CPU shares concatenated too).
+
+    >>> a, b = measure_interleaved([run_a, run_b], min_time_s=0.2)  # doctest: +SKIP
+    """
+    if chunks < 1 or not runs:
+        raise BadInputError("measure_interleaved needs at least one callable and chunks >= 1")
+    warmup = kw.pop("warmup", 10)
+    min_samples = kw.pop("min_samples", 25)
+    min_time_s = kw.pop("min_time_s", 0.5)
+    for run in runs:
+        for _ in range(warmup):
+            run()
+    parts: list[list[LatencySamples]] = [[] for _ in runs]
+    for c in range(chunks):
+        order = range(len(runs)) if c % 2 == 0 else reversed(range(len(runs)))
+        for i in order:
+            parts[i].append(
+                measure_latency(
+                    runs[i],
+                    warmup=0,
+                    min_samples=math.ceil(min_samples / chunks),
+                    min_time_s=min_time_s / chunks,
+                    **kw,
+                )
+            )
+    return [_joined(p, warmup) for p in parts]
+
+
+def _joined(parts: list[LatencySamples], warmup: int) -> LatencySamples:
+    """One ``LatencySamples`` from consecutive parts of a measurement."""
+    harness = dict(parts[0].metadata["harness"])
+    harness["elapsed_s"] = sum(p.metadata["harness"]["elapsed_s"] for p in parts)
+    harness["load_average_after"] = parts[-1].metadata["harness"]["load_average_after"]
+    harness["chunks"] = len(parts)
+    if "cpu_share" in harness:
+        harness["cpu_share"] = [s for p in parts for s in p.metadata["harness"]["cpu_share"]]
+    return LatencySamples(
+        samples_ms=tuple(v for p in parts for v in p.samples_ms),
+        loops=max(p.loops for p in parts),
+        warmup=warmup,
+        metadata={**parts[0].metadata, "harness": harness},
+    )

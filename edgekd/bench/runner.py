@@ -384,6 +384,65 @@ class ExtraProcesses:
         self.close()
 
 
+class PairedProcesses:
+    """Fresh processes that each time two models in turns (latency only): how the gate's paired
+    rounds measure a model and its baseline's model under the same load (``edgekd.gate.remeasure``).
+
+    Each call runs bench's worker once with both models open (``measure_interleaved``) and
+    returns (current, baseline) ``LatencySamples``. Random inputs, as ``ExtraProcesses``.
+
+    >>> with PairedProcesses(cur_ref, base_ref, 1, 1, BenchSettings()) as pair:  # doctest: +SKIP
+    ...     current, baseline = pair()
+    """
+
+    def __init__(
+        self,
+        current: ModelRef,
+        baseline: ModelRef,
+        threads: int,
+        batch_size: int,
+        settings: BenchSettings,
+    ):
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgekd-pairs-")
+        self._folder = Path(self._tmp.name)
+        self._settings = dataclasses.replace(settings, large_batch=0)
+        self._threads = threads
+        try:
+            self._jobs = [
+                _prepare(i, ref, None, batch_size, self._settings, self._folder)
+                for i, ref in enumerate((current, baseline))
+            ]
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+        self.processes = 0
+
+    def __call__(self) -> tuple[LatencySamples, LatencySamples]:
+        self.processes += 1  # process numbers >= 1 measure latency only
+        cur, base = self._jobs
+        spec, tag = _spec(cur, self._threads, self._settings, self._folder, self.processes)
+        spec["partner"] = {
+            "model": base.ref.path,
+            "sha256": base.sha256,
+            "feed": base.feed,
+            "metadata": {"model": base.ref.name, "runtime": base.ref.runtime},
+        }
+        out = _run_worker(spec, self._folder, f"pair-{tag}")
+        return (
+            LatencySamples.from_dict(out["samples"]),
+            LatencySamples.from_dict(out["partner_samples"]),
+        )
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> PairedProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _result(
     job: _Job,
     test: Split | None,

@@ -42,6 +42,8 @@ MAX_ROUNDS = 100  # a bound that a fake clock cannot talk the loop out of
 # decide(current_runs, baseline_runs, pairs) with pairs = [(current, baseline), ...] per round
 Decide = Callable[..., GateLine]
 OneMore = Callable[[], LatencySamples]
+# One fresh process timing both models in turns: (current, baseline) of the same moment
+OnePair = Callable[[], tuple[LatencySamples, LatencySamples]]
 
 
 @dataclass(eq=False)
@@ -64,10 +66,13 @@ def measure_until_decided(
     baseline: Side,
     max_seconds: float,
     clock: Callable[[], float] = time.monotonic,
+    pair: OnePair | None = None,
 ) -> GateLine:
     """``decide(current.runs, baseline.runs)``, adding a process to each side that can take one,
     a round at a time, while the verdict is INCONCLUSIVE and ``max_seconds`` allows; the reason
     says what was added. (An absolute line passes an empty baseline that cannot take any.)
+    With ``pair``, a round is one process that times both models in turns instead of one
+    process a side.
 
     >>> cur, base = Side(cur_runs, more_cur), Side(base_runs, more_base)  # doctest: +SKIP
     >>> measure_until_decided(decide, cur, base, max_seconds=60).verdict  # doctest: +SKIP
@@ -90,10 +95,17 @@ def measure_until_decided(
             f"gate: {line.name} ({line.model}) undecided; measuring round {rounds + 1} "
             f"({began - start:.0f} of at most {max_seconds:g} s)"
         )
-        # ABBA order: neither side always runs first, after the machine has been idle
-        for side in sides if rounds % 2 == 0 else reversed(sides):
-            side.runs.append(side.more())
-            added[id(side)] += 1
+        if pair is not None and paired:
+            c_run, b_run = pair()
+            current.runs.append(c_run)
+            baseline.runs.append(b_run)
+            added[id(current)] += 1
+            added[id(baseline)] += 1
+        else:
+            # ABBA order: neither side always runs first, after the machine has been idle
+            for side in sides if rounds % 2 == 0 else reversed(sides):
+                side.runs.append(side.more())
+                added[id(side)] += 1
         last, rounds = clock() - began, rounds + 1
         if paired:
             pairs.append((current.runs[-1], baseline.runs[-1]))
@@ -173,6 +185,38 @@ def side_of(m: ModelResult, report: Report, report_path: str, runs: list[Latency
 
     side.more = more
     return side
+
+
+def pair_of(
+    m: ModelResult,
+    report: Report,
+    report_path: str,
+    old: ModelResult,
+    baseline: Report,
+    baseline_path: str,
+) -> tuple[OnePair | None, list[Callable[[], None]]]:
+    """A ``OnePair`` for ``m`` and the baseline's ``old`` when both files can be measured again
+    (``model_file``) on the same runtime, else None; and what to call when done. Nothing is
+    prepared until the first round."""
+    path, _ = model_file(m, report_path)
+    old_path, _ = model_file(old, baseline_path)
+    closers: list[Callable[[], None]] = []
+    if path is None or old_path is None or m.runtime != old.runtime:
+        return None, closers
+    state: dict[str, object] = {}
+
+    def pair() -> tuple[LatencySamples, LatencySamples]:
+        if "procs" not in state:
+            from edgekd.bench.runner import ModelRef, PairedProcesses
+
+            cur = ModelRef(m.name, str(path), m.runtime, m.precision, m.role)
+            base = ModelRef(old.name, str(old_path), old.runtime, old.precision, old.role)
+            procs = PairedProcesses(cur, base, m.threads, m.batch_size, bench_settings(report))
+            state["procs"] = procs
+            closers.append(procs.close)
+        return state["procs"]()  # type: ignore[operator]
+
+    return pair, closers
 
 
 def close_side(side: Side) -> None:
