@@ -36,6 +36,7 @@ import argparse
 import collections
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -303,6 +304,8 @@ def main() -> None:
                         help="(e) also a ~1.1x slower model gated at a 5%% threshold")
     args = parser.parse_args()
     t_start = time.perf_counter()
+    # SIGTERM ends the run through the finally below, so the busy processes stop with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with tempfile.TemporaryDirectory(prefix="edgekd-reliability-") as tmp:
         folder = Path(tmp)

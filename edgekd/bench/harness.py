@@ -169,6 +169,31 @@ class _Until:
         return n >= self.floor and now >= self.deadline
 
 
+def _one_sample(
+    run: Callable[[], object],
+    loops: int,
+    timer: Callable[[], int],
+    cpu_timer: Callable[[], int] | None,
+    disable_gc: bool,
+) -> tuple[int, int, float | None]:
+    """One sample of ``loops`` calls: (start, end, CPU share or None)."""
+    gc_was_enabled = gc.isenabled()
+    if disable_gc:
+        gc.disable()
+    try:
+        c0 = cpu_timer() if cpu_timer is not None else 0
+        t0 = timer()
+        for _ in range(loops):
+            run()
+        t1 = timer()
+        c1 = cpu_timer() if cpu_timer is not None else 0
+    finally:
+        if disable_gc and gc_was_enabled:
+            gc.enable()
+    share = round((c1 - c0) / max(t1 - t0, 1), 3) if cpu_timer is not None else None
+    return t0, t1, share
+
+
 def _sample_until(
     run: Callable[[], object],
     loops: int,
@@ -178,28 +203,16 @@ def _sample_until(
     disable_gc: bool,
 ) -> tuple[list[float], list[float]]:
     """Samples of ``loops`` calls each until ``until`` is reached: (ms per call, CPU shares)."""
-    gc_was_enabled = gc.isenabled()
     samples: list[float] = []
     shares: list[float] = []
     sampling_start = timer()
     while True:
-        if disable_gc:
-            gc.disable()
-        try:
-            c0 = cpu_timer() if cpu_timer is not None else 0
-            t0 = timer()
-            for _ in range(loops):
-                run()
-            t1 = timer()
-            c1 = cpu_timer() if cpu_timer is not None else 0
-        finally:
-            if disable_gc and gc_was_enabled:
-                gc.enable()
+        t0, t1, share = _one_sample(run, loops, timer, cpu_timer, disable_gc)
         # A zero reading can only come from a timer coarser than the sample; clamp it to 1 ns so
         # the sample stays valid (> 0) rather than inventing a finer value.
         samples.append(max(t1 - t0, 1) / loops / 1e6)
-        if cpu_timer is not None:
-            shares.append(round((c1 - c0) / max(t1 - t0, 1), 3))
+        if share is not None:
+            shares.append(share)
         if until.reached(len(samples), t1 - sampling_start, t1):
             return samples, shares
 
@@ -232,53 +245,65 @@ def measure_throughput(run_batch: Callable[[], object], batch_size: int, **kw: A
 
 
 def measure_interleaved(
-    runs: Sequence[Callable[[], object]], chunks: int = 8, **kw: Any
+    runs: Sequence[Callable[[], object]],
+    *,
+    warmup: int = 10,
+    min_samples: int = 25,
+    min_time_s: float = 0.5,
+    max_time_s: float = 10.0,
+    sample_min_s: float = 0.002,
+    metadata: dict | None = None,
+    disable_gc: bool = True,
+    timer: Callable[[], int] = time.perf_counter_ns,
+    cpu_timer: Callable[[], int] | None = None,
 ) -> list[LatencySamples]:
-    """``measure_latency`` of several callables in one process, taken in ``chunks`` turns each
+    """``measure_latency`` of several callables in one process, one sample of each in turn
     (ABBA order), so that whatever the machine does during the measurement falls on all of them
-    alike: the gate's paired rounds (``edgekd.gate.remeasure``) compare models measured so.
-
-    ``kw`` is ``measure_latency``'s: ``min_samples`` and ``min_time_s`` are shared out over the
-    chunks, the warm-up is made once. A callable's samples from every chunk are returned as one
-    ``LatencySamples`` (per-sample CPU shares concatenated too).
+    alike, down to a sample's length: the gate's paired rounds (``edgekd.gate.remeasure``) compare
+    models measured so. Each callable gets its own warm-up and calibrated loop count; sampling
+    stops when every one has ``min_samples`` samples and ``min_time_s`` of sampled time (or at
+    ``max_time_s`` past the floor). Arguments as ``measure_latency``'s.
 
     >>> a, b = measure_interleaved([run_a, run_b], min_time_s=0.2)  # doctest: +SKIP
     """
-    if chunks < 1 or not runs:
-        raise BadInputError("measure_interleaved needs at least one callable and chunks >= 1")
-    warmup = kw.pop("warmup", 10)
-    min_samples = kw.pop("min_samples", 25)
-    min_time_s = kw.pop("min_time_s", 0.5)
-    for run in runs:
-        for _ in range(warmup):
-            run()
-    parts: list[list[LatencySamples]] = [[] for _ in runs]
-    for c in range(chunks):
-        order = range(len(runs)) if c % 2 == 0 else reversed(range(len(runs)))
-        for i in order:
-            parts[i].append(
-                measure_latency(
-                    runs[i],
-                    warmup=0,
-                    min_samples=math.ceil(min_samples / chunks),
-                    min_time_s=min_time_s / chunks,
-                    **kw,
-                )
-            )
-    return [_joined(p, warmup) for p in parts]
-
-
-def _joined(parts: list[LatencySamples], warmup: int) -> LatencySamples:
-    """One ``LatencySamples`` from consecutive parts of a measurement."""
-    harness = dict(parts[0].metadata["harness"])
-    harness["elapsed_s"] = sum(p.metadata["harness"]["elapsed_s"] for p in parts)
-    harness["load_average_after"] = parts[-1].metadata["harness"]["load_average_after"]
-    harness["chunks"] = len(parts)
-    if "cpu_share" in harness:
-        harness["cpu_share"] = [s for p in parts for s in p.metadata["harness"]["cpu_share"]]
-    return LatencySamples(
-        samples_ms=tuple(v for p in parts for v in p.samples_ms),
-        loops=max(p.loops for p in parts),
-        warmup=warmup,
-        metadata={**parts[0].metadata, "harness": harness},
-    )
+    if not runs or warmup < 0 or min_samples < 1:
+        raise BadInputError("measure_interleaved needs callables, warmup >= 0, min_samples >= 1")
+    if not (min_time_s >= 0 and max_time_s > 0 and sample_min_s > 0):
+        raise BadInputError(
+            "measure_interleaved needs min_time_s >= 0, max_time_s > 0 and sample_min_s > 0"
+        )
+    load_before = _load_average()
+    start = timer()
+    calibrated = [_warm_up(run, warmup, int(sample_min_s * 1e9), timer) for run in runs]
+    until = _Until(min_samples, int(min_time_s * 1e9), min(MIN_SAMPLES_FLOOR, min_samples),
+                   start + int(max_time_s * 1e9))  # fmt: skip
+    samples: list[list[float]] = [[] for _ in runs]
+    shares: list[list[float]] = [[] for _ in runs]
+    sampled = [0] * len(runs)
+    turn, now = 0, start
+    while not all(until.reached(len(samples[i]), sampled[i], now) for i in range(len(runs))):
+        for i in range(len(runs)) if turn % 2 == 0 else reversed(range(len(runs))):
+            t0, now, share = _one_sample(runs[i], calibrated[i][0], timer, cpu_timer, disable_gc)
+            samples[i].append(max(now - t0, 1) / calibrated[i][0] / 1e6)
+            sampled[i] += now - t0
+            if share is not None:
+                shares[i].append(share)
+        turn += 1
+    harness = {
+        "timer": getattr(timer, "__qualname__", repr(timer)),
+        "gc_disabled": disable_gc,
+        "sample_min_s": sample_min_s,
+        "elapsed_s": (timer() - start) / 1e9,
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
+        "interleaved_with": len(runs) - 1,
+        **_host_metadata(),
+    }
+    out = []
+    for i, (loops, calls) in enumerate(calibrated):
+        h = {**harness, "calibration_calls": calls}
+        if cpu_timer is not None:
+            h["cpu_share"] = shares[i]
+        out.append(LatencySamples(tuple(samples[i]), loops, warmup, {**(metadata or {}),
+                                                                       "harness": h}))  # fmt: skip
+    return out

@@ -49,6 +49,7 @@ from edgekd.runtimes import get_runtime
 # through its own sys.path.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 WORKER_TIMEOUT_S = 900
+PAIRED_SECONDS = 0.5  # timed seconds per model in a paired process (``PairedProcesses``)
 
 
 @dataclass(frozen=True)
@@ -405,7 +406,10 @@ class PairedProcesses:
     ):
         self._tmp = tempfile.TemporaryDirectory(prefix="edgekd-pairs-")
         self._folder = Path(self._tmp.name)
-        self._settings = dataclasses.replace(settings, large_batch=0)
+        # Longer than a bench process: the ratio of two models timed in turns gains from every
+        # sample (drift cancels in it), while a round's cost is mostly the process's start.
+        seconds = max(settings.seconds_per_process, PAIRED_SECONDS)
+        self._settings = dataclasses.replace(settings, large_batch=0, seconds_per_process=seconds)
         self._threads = threads
         try:
             self._jobs = [

@@ -345,10 +345,12 @@ def _latency_regression(
             if c_kept and b_kept:
                 clean.append((c_kept[0], b_kept[0]))
         p = compare_pairs(clean, threshold, alpha)
+        dropped = len(pairs) - len(clean)
+        note = f" ({dropped} round(s) with a contended process left out)" if dropped else ""
         if p.verdict != Verdict.INCONCLUSIVE:
-            dropped = len(pairs) - len(clean)
-            note = f" ({dropped} round(s) with a contended process left out)" if dropped else ""
             line = make(p.verdict, p.ratio, f"{p.reason}{note} Unpaired: {line.reason}")
+        else:
+            line = make(line.verdict, line.value, f"{line.reason} Paired: {p.reason}{note}")
     return line
 
 
