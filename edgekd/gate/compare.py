@@ -22,13 +22,13 @@ medians and its distribution-free interval from the Mann-Whitney statistic (Hodg
 process medians are often bimodal (a process that shares its core with a neighbour runs 1.5x
 slower); those outliers widen a t interval on every side alike, but barely move a rank interval.
 
-Paired (``compare_pairs``): when the gate measures both sides again, each round times the model
-and the baseline's model back to back, so a round's ratio of medians carries the load of that
-moment on both sides and a drift of the machine cancels in it; two independent sets of processes
-on a busy host differ by the drift as much as by the models. The ratios' interval is the
-Hodges-Lehmann one for a one-sample location (Walsh averages of the log ratios, their exact
-Wilcoxon signed-rank distribution; Hollander & Wolfe section 3.2), which a round hit by a
-neighbour on one side barely moves.
+Paired (``compare_pairs``): when the gate measures both sides again, a round is one process that
+times the model and the baseline's model a sample of each in turn, so the round's ratio of medians
+carries the load of those moments on both sides and a drift of the machine cancels in it; two
+independent sets of processes on a busy host differ by the drift as much as by the models. The
+ratios' interval is the Hodges-Lehmann one for a one-sample location (Walsh averages of the log
+ratios, their exact Wilcoxon signed-rank distribution; Hollander & Wolfe section 3.2), which a
+round hit by a neighbour on one side barely moves.
 
 ``spread`` is the largest ``max/min - 1`` of the process medians within one side: how far the
 machine moved the same model between processes. When it exceeds the threshold, or a side's pooled
@@ -407,7 +407,7 @@ def compare_pairs(
     d = np.log(cur) - np.log(base)
     r, lo, hi, p = _signed_rank(d, 1.0 - 2.0 * alpha)
     head = (
-        f"current is {r:.3f}x baseline, paired over {n} rounds measured back to back (round "
+        f"current is {r:.3f}x baseline, paired over {n} rounds timed in turns (round "
         f"ratios {_list(np.exp(d))}; {1 - 2 * alpha:.0%} CI [{lo:.3f}, {hi:.3f}], signed ranks)"
     )
     if lo > limit:

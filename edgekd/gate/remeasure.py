@@ -6,10 +6,11 @@ few processes ran clean), the gate runs more fresh processes of the current mode
 baseline's, interleaved (ABBA), through bench's own worker (``edgekd.bench.runner.ExtraProcesses``),
 and decides again after each round, until the interval settles the question or ``max_seconds``
 is spent (a round is not started when the last one's length would overrun it). Only then is the
-answer INCONCLUSIVE. When both sides are measured again, each round's two processes run back to
-back and are kept as a pair: the decision also gets the pairs (``decide(cur, base, pairs)``), whose
-round-by-round ratios cancel the machine's drift (``edgekd.gate.compare.compare_pairs``).
-The stored processes are kept: new ones are added to each side. The
+answer INCONCLUSIVE. When both files can be measured again, a round is one fresh process that
+times both models, a sample of each in turn (``edgekd.bench.runner.PairedProcesses``), and its two
+results are kept as a pair: the decision also gets the pairs (``decide(cur, base, pairs)``), whose
+ratios cancel what the machine did meanwhile (``edgekd.gate.compare.compare_pairs``). The stored
+processes are kept: new ones are added to each side. The
 ``latency_ms`` budget line is settled the same way with the model's processes alone (too few
 clean samples to bound a p95, a limit inside the interval), and what it adds counts for the
 model's regression line too.
