@@ -17,7 +17,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgekd.bench.stats import LatencySamples, LatencySummary
@@ -261,8 +261,8 @@ def measure_interleaved(
     (ABBA order), so that whatever the machine does during the measurement falls on all of them
     alike, down to a sample's length: the gate's paired rounds (``edgekd.gate.remeasure``) compare
     models measured so. Each callable gets its own warm-up and calibrated loop count; sampling
-    stops when every one has ``min_samples`` samples and ``min_time_s`` of sampled time (or at
-    ``max_time_s`` past the floor). Arguments as ``measure_latency``'s.
+    stops when every one has ``min_samples`` samples and ``len(runs) x min_time_s`` have passed
+    since sampling began (or at ``max_time_s``, past the floor). Arguments as ``measure_latency``'s.
 
     >>> a, b = measure_interleaved([run_a, run_b], min_time_s=0.2)  # doctest: +SKIP
     """
@@ -279,13 +279,16 @@ def measure_interleaved(
                    start + int(max_time_s * 1e9))  # fmt: skip
     samples: list[list[float]] = [[] for _ in runs]
     shares: list[list[float]] = [[] for _ in runs]
-    sampled = [0] * len(runs)
-    turn, now = 0, start
-    while not all(until.reached(len(samples[i]), sampled[i], now) for i in range(len(runs))):
+    # As in measure_latency, sampling time is wall time since sampling began (gaps between samples
+    # included: on a busy host the thread is often descheduled there); each callable has its
+    # share of it, so the whole lasts len(runs) x min_time_s.
+    until = replace(until, min_time_ns=until.min_time_ns * len(runs))
+    turn, now = 0, timer()
+    sampling_start = now
+    while not all(until.reached(len(x), now - sampling_start, now) for x in samples):
         for i in range(len(runs)) if turn % 2 == 0 else reversed(range(len(runs))):
             t0, now, share = _one_sample(runs[i], calibrated[i][0], timer, cpu_timer, disable_gc)
             samples[i].append(max(now - t0, 1) / calibrated[i][0] / 1e6)
-            sampled[i] += now - t0
             if share is not None:
                 shares[i].append(share)
         turn += 1
