@@ -6,7 +6,9 @@
    process's latency samples x loops), timed side by side in one run: in one fresh process, and
    split over as many fresh processes as the bench used. ``--other ROOT`` also times the
    ``edgekd`` found under ROOT (an older checkout) in the same rounds, alternating, so that two
-   releases are compared at the same load.
+   releases are compared at the same load. CPU seconds (user + system, children included) are
+   printed beside wall time; with the target's 2 threads a bare loop's second ONNX Runtime thread
+   spins while it waits, so its CPU time exceeds its wall time: compare CPU within a column.
 2. Harness overhead: does ``measure_latency`` add to a call? Target: p50 within 5%.
 
 Builds a tiny ONNX MLP (40-100-100-10, Gemm + Relu, batch 1) with onnx.helper, opens one
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -114,27 +117,34 @@ _BARE = (
 )
 
 
-def _bare_s(model: str, calls: list[int], threads: int, width: int) -> float:
-    """Wall time of fresh processes each making ``calls[i]`` bare ``sess.run`` calls."""
-    t0 = time.perf_counter()
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process's waited-for children and their children:
+    less moved by a busy machine than wall time, which mostly adds waiting."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _bare_s(model: str, calls: list[int], threads: int, width: int) -> tuple[float, float]:
+    """Wall and CPU time of fresh processes each making ``calls[i]`` bare ``sess.run`` calls."""
+    t0, c0 = time.perf_counter(), _cpu_s()
     for n in calls:
         subprocess.run([sys.executable, "-c", _BARE, model, str(n), str(threads), str(width)],
                        check=True)  # fmt: skip
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_s() - c0
 
 
-def _bench_s(model: str, out: Path, root: str | None) -> tuple[float, list[int], int]:
-    """``edgekd bench MODEL`` from ``root`` (None: this checkout): wall s, calls, threads."""
+def _bench_s(model: str, out: Path, root: str | None) -> tuple[float, float, list[int], int]:
+    """``edgekd bench MODEL`` from ``root`` (None: this checkout): wall s, CPU s, calls, threads."""
     env = dict(os.environ)
     if root is not None:
         env["PYTHONPATH"] = root
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     subprocess.run([sys.executable, "-m", "edgekd", "bench", model, "--target", "iot", "--out",
                     str(out)], check=True, capture_output=True, env=env)  # fmt: skip
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, _cpu_s() - c0
     m = json.loads(out.read_text())["models"][0]
     calls = [len(p["samples_ms"]) * p.get("loops", 1) for p in m["latency_processes"]]
-    return took, calls, m["threads"]
+    return took, cpu, calls, m["threads"]
 
 
 def load() -> str:
@@ -147,34 +157,40 @@ def bench_startup(model: str, width: int, pairs: int = 5, other: str | None = No
     print(f"\nedgekd bench vs bare ONNX Runtime loops making the same calls; load {load()}")
     head = f"{'pair':>4} {'bench s':>8} {'calls':>7} {'bare 1 proc s':>13} {'ratio':>6} "
     head += f"{'bare k procs s':>14} {'ratio':>6}"
-    print(head + (f" {'other s':>8} {'ratio':>6} {'other/this':>10}" if other else ""))
-    one, many, old, vs = [], [], [], []
+    head += f" {'CPU s':>6} {'bare':>5} {'ratio':>6}"
+    print(head + (f" {'other s':>8} {'ratio':>6} {'other/this':>10} {'CPU':>5}" if other else ""))
+    one, many, old, vs, cpu_one, cpu_vs = [], [], [], [], [], []
     with tempfile.TemporaryDirectory(prefix="edgekd-startup-") as tmp:
         out = Path(tmp) / "r.json"
         for i in range(pairs):
-            other_s = None
+            other_s = other_cpu = None
             if other and i % 2 == 1:  # ABBA: neither release always runs first
-                other_s = _bench_s(model, out, other)[0]
-            bench_s, calls, threads = _bench_s(model, out, None)
+                other_s, other_cpu = _bench_s(model, out, other)[:2]
+            bench_s, bench_cpu, calls, threads = _bench_s(model, out, None)
             if other and i % 2 == 0:
-                other_s = _bench_s(model, out, other)[0]
-            bare_one = _bare_s(model, [sum(calls)], threads, width)
-            bare_many = _bare_s(model, calls, threads, width)
+                other_s, other_cpu = _bench_s(model, out, other)[:2]
+            bare_one, bare_cpu = _bare_s(model, [sum(calls)], threads, width)
+            bare_many = _bare_s(model, calls, threads, width)[0]
             one.append(bench_s / bare_one)
             many.append(bench_s / bare_many)
+            cpu_one.append(bench_cpu / bare_cpu)
             row = (f"{i:>4} {bench_s:>8.2f} {sum(calls):>7} {bare_one:>13.2f} {one[-1]:>6.2f} "
-                   f"{bare_many:>14.2f} {many[-1]:>6.2f}")  # fmt: skip
-            if other_s is not None:
+                   f"{bare_many:>14.2f} {many[-1]:>6.2f} {bench_cpu:>6.2f} {bare_cpu:>5.2f} "
+                   f"{cpu_one[-1]:>6.2f}")  # fmt: skip
+            if other_s is not None and other_cpu is not None:
                 old.append(other_s / bare_one)
                 vs.append(other_s / bench_s)
-                row += f" {other_s:>8.2f} {old[-1]:>6.2f} {vs[-1]:>10.2f}"
+                cpu_vs.append(other_cpu / bench_cpu)
+                row += f" {other_s:>8.2f} {old[-1]:>6.2f} {vs[-1]:>10.2f} {cpu_vs[-1]:>5.2f}"
             print(row, flush=True)
     print(f"edgekd bench / bare loop of the same calls: median {statistics.median(one):.2f}x "
           f"against one process (target <= 3x), {statistics.median(many):.2f}x against one "
-          f"process per bench process; load {load()}")  # fmt: skip
+          f"process per bench process; CPU time {statistics.median(cpu_one):.2f}x one bare "
+          f"process's; load {load()}")  # fmt: skip
     if other:
         print(f"{other}: median {statistics.median(old):.2f}x one bare process; it took "
-              f"{statistics.median(vs):.2f}x this checkout's wall time (median of pairs)")
+              f"{statistics.median(vs):.2f}x this checkout's wall time and "
+              f"{statistics.median(cpu_vs):.2f}x its CPU time (medians of pairs)")
 
 
 def harness_overhead() -> None:
