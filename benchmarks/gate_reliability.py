@@ -12,14 +12,19 @@
    ``edgekd gate run.json --baseline base.json`` would (it measures an undecided regression again,
    up to ``--max-seconds``; accuracy_drop is NOT MEASURED, there being no teacher):
    (a) ``base``: a FAIL is a false failure (target: none; INCONCLUSIVE at most 1 in 10);
-   (b) ``slower``: a FAIL is a detection (target: all).
-   Counted for the full gate and for the latency lines (latency_ms, latency_regression) alone.
+   (b) ``slower``: a FAIL is a detection (target: all);
+   (e) with ``--small``: ``small``, hidden width 403 (1.10x the multiply-adds), gated at a 5%
+   threshold: a FAIL is a detection of a small real change.
+   Counted for the full gate and for the latency lines (latency_ms, latency_regression) alone,
+   with which comparison decided the regression line (processes, or rounds paired in one process;
+   ``edgekd.gate.compare.compare_pairs``) and the 1-minute load after each gate.
 4. (c) The harness overhead check of ``benchmarks/harness_overhead.py`` (target: within 5%),
    with the harness as bench calls it (per-sample CPU-time reads) and blocks in which this process
    waited for a CPU set aside on both sides.
 
     PYTHONPATH=. python benchmarks/gate_reliability.py [--rounds 10] [--max-seconds 60]
-        [--busy 2] [--threads 1] [--skip-overhead] [--skip-startup]
+        [--busy 2] [--threads 1] [--skip-overhead] [--skip-startup] [--halves both|as-is|busy]
+        [--small] [--verbose]
 
 About 10 minutes on two busy cores with the defaults (19 minutes at load 11-15, where undecided
 rounds spend their --max-seconds); --rounds 5 halves it.
@@ -29,9 +34,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -79,10 +84,10 @@ accuracy_drop = 1.0
 """
 
 
-def mlp(blocks: int, path: Path) -> Path:
-    """IN -> blocks x WIDTH -> OUT; every hidden layer the same WIDTH x WIDTH Gemm + Relu."""
+def mlp(blocks: int, path: Path, width: int = WIDTH) -> Path:
+    """IN -> blocks x width -> OUT; every hidden layer the same width x width Gemm + Relu."""
     rng = np.random.default_rng(0)
-    sizes = [IN] + [WIDTH] * blocks + [OUT]
+    sizes = [IN] + [width] * blocks + [OUT]
     nodes, inits, prev = [], [], "x"
     for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
         w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
@@ -115,17 +120,25 @@ def write_target(folder: Path, latency_ms: float, threads: int = 1) -> Path:
 
 
 LATENCY_LINES = ("latency_ms", "latency_regression")
+# (e), with --small: hidden width 403 instead of 384, 1.10x the multiply-adds, gated at 5%
+SMALL_WIDTH = 403
+THRESHOLDS = {"base": 0.10, "slower": 0.10, "small": 0.05}
+WHAT = {"base": "(a) unchanged", "slower": "(b) 1.5x slower", "small": "(e) ~1.1x at 5%"}
 
 
-def verdicts(report, target, baseline, max_seconds: float) -> dict[str, str]:
+def verdicts(report, target, baseline, max_seconds: float, threshold: float = 0.10) -> dict:
     """The full gate's verdict (every line; accuracy_drop is NOT MEASURED without a teacher),
     the latency lines' verdicts, and theirs combined as the gate combines lines. The gate
     measures an undecided regression again for up to ``max_seconds``."""
-    result = gate(report, target, baseline=baseline, max_seconds=max_seconds)
+    result = gate(report, target, baseline=baseline, max_seconds=max_seconds, threshold=threshold)
     lines = {line.name: str(line.verdict) for line in result.lines if line.name in LATENCY_LINES}
     latency = set(lines.values())
     combined = next((v for v in ("FAIL", "INCONCLUSIVE") if v in latency), "PASS")
-    return lines | {"latency": combined, "full": str(result.verdict)}
+    reasons = {line.name: line.reason for line in result.lines if line.name in LATENCY_LINES}
+    how = reasons.get("latency_regression", "")
+    decided_by = "paired" if "paired over" in how else "processes"
+    return lines | {"latency": combined, "full": str(result.verdict), "by": decided_by,
+                    "reasons": reasons}  # fmt: skip
 
 
 def load() -> str:
@@ -145,52 +158,17 @@ def stop_load(procs: list[subprocess.Popen]) -> None:
 
 
 def bench_startup(model: str, pairs: int = 3) -> None:
-    """(d) ``edgekd bench MODEL`` (the CLI, a fresh process) wall time against bare ONNX Runtime
-    loops making the same calls (the bench's latency samples x their loop counts), side by side:
-    all in one fresh process, and split over as many fresh processes as the bench used (the least
-    that measuring in several processes can cost)."""
-    bare_script = (
-        "import sys, numpy as np, onnxruntime as ort\n"
-        "o = ort.SessionOptions()\n"
-        "o.intra_op_num_threads = int(sys.argv[3])\n"
-        "s = ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n"
-        f"x = {{'x': np.zeros((1, {IN}), np.float32)}}\n"
-        "for _ in range(int(sys.argv[2])): s.run(None, x)\n"
-    )
+    """(d) ``edgekd bench`` wall time against bare loops of the same calls
+    (``benchmarks/harness_overhead.py``, where it lives)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from harness_overhead import bench_startup as startup
 
-    def bare(calls: list[int], threads: int) -> float:
-        t0 = time.perf_counter()
-        for n in calls:
-            subprocess.run([sys.executable, "-c", bare_script, model, str(n), str(threads)],
-                           check=True)  # fmt: skip
-        return time.perf_counter() - t0
-
-    print(f"\n(d) bench start-up: edgekd bench vs bare loops of the same calls; load {load()}")
-    print(f"{'pair':>4} {'bench s':>8} {'calls':>7} {'bare 1 proc s':>13} {'ratio':>6} "
-          f"{'bare k procs s':>14} {'ratio':>6}")  # fmt: skip
-    one, many = [], []
-    with tempfile.TemporaryDirectory(prefix="edgekd-startup-") as tmp:
-        out = Path(tmp) / "r.json"
-        for i in range(pairs):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "edgekd", "bench", model, "--target", "iot",
-                            "--out", str(out)], check=True, capture_output=True)  # fmt: skip
-            bench_s = time.perf_counter() - t0
-            m = json.loads(out.read_text())["models"][0]
-            calls = [len(p["samples_ms"]) * p.get("loops", 1) for p in m["latency_processes"]]
-            bare_one = bare([sum(calls)], m["threads"])
-            bare_many = bare(calls, m["threads"])
-            one.append(bench_s / bare_one)
-            many.append(bench_s / bare_many)
-            print(f"{i:>4} {bench_s:>8.2f} {sum(calls):>7} {bare_one:>13.2f} {one[-1]:>6.2f} "
-                  f"{bare_many:>14.2f} {many[-1]:>6.2f}")  # fmt: skip
-    print(f"edgekd bench / bare loop: median {statistics.median(one):.2f}x against one process "
-          f"(target <= 3x), {statistics.median(many):.2f}x against one process per bench "
-          f"process; load {load()}")  # fmt: skip
+    startup(model, IN, pairs)
 
 
-def reliability_half(folder: Path, base: str, slow: str, args, label: str) -> None:
-    """(a) and (b) on this machine as it is now: ``args.rounds`` rounds of base and slower."""
+def reliability_half(folder: Path, models: dict[str, str], args, label: str) -> None:
+    """(a), (b) and (e) on this machine as it is now: ``args.rounds`` rounds of each model."""
+    base = models["base"]
     provisional = write_target(folder, 1000.0, args.threads)
     baseline = benchmark([base], provisional, settings=SETTINGS, processes=3)
     p95 = baseline.models[0].latency_ms["p95"]
@@ -203,36 +181,46 @@ def reliability_half(folder: Path, base: str, slow: str, args, label: str) -> No
           f"{[round(v * 1e3, 1) for v in baseline.models[0].latency_ms['process_p50']]} us")
     print(f"{'round':>5}  {'model':<7} {'p50 us':>7} {'drift':>6} {'busy':>5}  "
           f"{'latency_ms':<12} {'latency_regression':<18} {'full gate':<12} {'gate s':>6}")
-    counts: dict[str, collections.Counter] = {"base": collections.Counter(),
-                                              "slower": collections.Counter()}  # fmt: skip
-    ratios = []
+    counts: dict[str, collections.Counter] = {name: collections.Counter() for name in models}
+    ratios: dict[str, list[float]] = {name: [] for name in models if name != "base"}
     for r in range(args.rounds):
         p50 = {}
-        for name, spec in (("base", base), ("slower", slow)):
+        for name, spec in models.items():
             report = benchmark([spec], target, settings=SETTINGS, processes=3)
             m = report.models[0]
             p50[name] = m.latency_ms["p50"]
             t0 = time.perf_counter()
-            v = verdicts(report, target, baseline, args.max_seconds)
+            v = verdicts(report, target, baseline, args.max_seconds, THRESHOLDS[name])
             took = time.perf_counter() - t0
             for line in ("latency", "full"):
                 counts[name][(line, v[line])] += 1
             print(f"{r:>5}  {name:<7} {m.latency_ms['p50'] * 1e3:>7.1f} "
                   f"{m.latency_ms['process_spread']:>6.0%} "
                   f"{m.latency_ms['descheduled_fraction'] or 0:>5.0%}  {v['latency_ms']:<12} "
-                  f"{v['latency_regression']:<18} {v['full']:<12} {took:>6.1f}", flush=True)
-        ratios.append(p50["slower"] / p50["base"])
+                  f"{v['latency_regression']:<18} {v['full']:<12} {took:>6.1f} {v['by']:<9} "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+            if args.verbose or v["latency"] == "INCONCLUSIVE":
+                for line, why in v["reasons"].items():
+                    print(f"         {line}: {why}")
+        for name in ratios:
+            ratios[name].append(p50[name] / p50["base"])
     n = args.rounds
-    print(f"{label}: slower / base p50, same round: median {statistics.median(ratios):.2f}x; "
-          f"load {load_before} before, {load()} after")
+    for name, values in ratios.items():
+        print(f"{label}: {name} / base p50, same round: median {statistics.median(values):.2f}x")
+    print(f"load {load_before} before, {load()} after")
     print(f"{'':<28} {'PASS':>5} {'FAIL':>5} {'INCONCLUSIVE':>13}")
-    for name, what in (("base", "(a) unchanged"), ("slower", "(b) 1.5x slower")):
+    for name, what in WHAT.items():
+        if name not in models:
+            continue
         for line, shown in (("full", "full gate"), ("latency", "latency lines")):
             c = counts[name]
             print(f"{what:<16} {shown:<13} {c[(line, 'PASS')]:>5} {c[(line, 'FAIL')]:>5} "
                   f"{c[(line, 'INCONCLUSIVE')]:>13}")
     print(f"(a) false failures: {counts['base'][('full', 'FAIL')]}/{n} (target 0); "
           f"(b) detections: {counts['slower'][('full', 'FAIL')]}/{n} (target {n})")
+    if "small" in counts:
+        print(f"(e) detections of the ~1.1x change at a 5% threshold: "
+              f"{counts['small'][('full', 'FAIL')]}/{n}")
 
 
 def harness_overhead(rounds: int = 10, seconds: float = 0.5) -> None:
@@ -309,8 +297,15 @@ def main() -> None:
     parser.add_argument("--busy", type=int, default=2, help="busy processes, loaded half")
     parser.add_argument("--skip-overhead", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument("--halves", choices=("both", "as-is", "busy"), default="both",
+                        help="which halves to run (default both)")
+    parser.add_argument("--verbose", action="store_true", help="print every latency reason")
+    parser.add_argument("--small", action="store_true",
+                        help="(e) also a ~1.1x slower model gated at a 5%% threshold")
     args = parser.parse_args()
     t_start = time.perf_counter()
+    # SIGTERM ends the run through the finally below, so the busy processes stop with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     with tempfile.TemporaryDirectory(prefix="edgekd-reliability-") as tmp:
         folder = Path(tmp)
@@ -319,15 +314,21 @@ def main() -> None:
         slow_dir.mkdir()
         # Same file name, so the slower model is "base" to the baseline comparison.
         slow = str(mlp(SLOW_BLOCKS, slow_dir / "base.onnx"))
+        models = {"base": base, "slower": slow}
+        if args.small:
+            (folder / "small").mkdir()
+            models["small"] = str(mlp(BASE_BLOCKS, folder / "small" / "base.onnx", SMALL_WIDTH))
         if not args.skip_startup:
             bench_startup(base)
-        reliability_half(folder, base, slow, args, "as the machine is")
-        busy = start_load(args.busy)
-        try:
-            time.sleep(5)  # let the load average see them
-            reliability_half(folder, base, slow, args, f"with {args.busy} busy processes added")
-        finally:
-            stop_load(busy)
+        if args.halves in ("both", "as-is"):
+            reliability_half(folder, models, args, "as the machine is")
+        if args.halves in ("both", "busy"):
+            busy = start_load(args.busy)
+            try:
+                time.sleep(5)  # let the load average see them
+                reliability_half(folder, models, args, f"with {args.busy} busy processes added")
+            finally:
+                stop_load(busy)
     print(f"reliability rounds took {time.perf_counter() - t_start:.0f} s")
     if not args.skip_overhead:
         harness_overhead()

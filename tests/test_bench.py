@@ -341,7 +341,8 @@ def test_contended_processes_are_measured_again(files, monkeypatch):
 
 def test_an_onnx_only_bench_imports_neither_torch_nor_scipy(files, tmp_path):
     """The parent of an ONNX-only bench (with data and a teacher) never imports torch; nor
-    scipy, whose import alone was most of a small benchmark's start."""
+    scipy, whose import alone was most of a small benchmark's start; nor onnx (the safety check
+    reads the wire format: edgekd.safety.onnx_wire)."""
     script = (
         "import sys\n"
         "from edgekd.cli import main\n"
@@ -349,7 +350,7 @@ def test_an_onnx_only_bench_imports_neither_torch_nor_scipy(files, tmp_path):
         f"'--teacher', {files['teacher']!r}, '--processes', '1', '--min-time', '0.01', "
         f"'--out', {str(tmp_path / 'r.json')!r}]\n"
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-        "print('LOADED', sorted(m for m in ('torch', 'scipy') if m in sys.modules))\n"
+        "print('LOADED', sorted(m for m in ('torch', 'onnx', 'scipy') if m in sys.modules))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert "LOADED []" in proc.stdout, proc.stdout + proc.stderr
@@ -386,3 +387,53 @@ def test_a_worker_refuses_a_file_changed_since_the_check(files, tmp_path):
 
     with pytest.raises(BadInputError, match="changed while it was being benchmarked"):
         _model({"model": files["student"], "sha256": "0" * 64})
+
+
+def test_a_streamed_test_split_is_written_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """Issue 15: the test split of a streamed image folder goes to the workers as .npy files
+    written a chunk of rows at a time (never decoded whole), and the worker's predictions from
+    the mapped files are those of the same split held in memory."""
+    from edgekd.bench.runner import _save_rows
+    from edgekd.data import load_data
+    from edgekd.data.readers import image_folder
+    from edgekd.data.stream import LazyRows
+    from tests.test_streaming import _toy_folder
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path / "cache"))
+    _toy_folder(tmp_path / "imgs")
+    held = load_data(str(tmp_path / "imgs"), seed=0)
+    monkeypatch.setattr(image_folder, "STREAM_MIN_BYTES", 0)
+    streamed = load_data(str(tmp_path / "imgs"), seed=0, data_workers=0)
+    rows = streamed.test.inputs["x"]
+    assert isinstance(rows, LazyRows) and len(rows) >= 8
+    asked: list[int] = []
+    real = LazyRows.__getitem__
+
+    def spy(self, index):
+        out = real(self, index)
+        asked.append(len(out) if out.ndim == 4 else 1)
+        return out
+
+    monkeypatch.setattr(LazyRows, "__getitem__", spy)
+    monkeypatch.setattr(LazyRows, "__array__", lambda *a, **k: pytest.fail("decoded whole"))
+    paths = _save_rows(tmp_path, "t", {"x": rows}, chunk_bytes=4 * rows[:1].nbytes)
+    assert max(asked) <= 4 and sum(asked) > len(rows)
+    np.testing.assert_array_equal(np.load(paths["x"]), held.test.inputs["x"])
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 3), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "m.onnx")
+    ref = ModelRef("m", str(tmp_path / "m.onnx"), "ort_cpu")
+    quick = BenchSettings(processes=1, min_samples=5, seconds_per_process=0.01, large_batch=0,
+                          extra_processes=0)  # fmt: skip
+    got = [measure_models([ref], split, 1, 1, quick)[1]["m"] for split in (streamed.test,
+                                                                          held.test)]  # fmt: skip
+    np.testing.assert_allclose(got[0], got[1], rtol=0, atol=0)

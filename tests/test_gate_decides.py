@@ -239,3 +239,107 @@ def test_a_few_slow_processes_do_not_hide_an_unchanged_model():
     c = compare_processes(base, cur, threshold=0.10)
     assert c.verdict == Verdict.PASS and "from ranks" in c.reason and c.ci_high <= 1.1
     assert _welch(process_medians(base), process_medians(cur), 0.98)[2] > 1.1
+
+
+def test_signed_rank_interval_matches_a_hand_count():
+    """Log ratios 1..8: the 36 Walsh averages run 1, 1.5, ..., 7.5, 8; with 8 pairs the exact
+    signed-rank null gives P(W+ <= 1) = 2/256 <= 0.01 < P(W+ <= 2) = 3/256, so C = 2 and the
+    98% bounds are the second smallest (1.5) and second largest (7.5) averages; the estimate is
+    their median, 4.5; all eight positive: p = 1/256."""
+    import math
+
+    from edgekd.gate.compare import _signed_rank
+
+    ratio, lo, hi, p = _signed_rank(np.arange(1.0, 9.0), 0.98)
+    assert [round(math.log(v), 9) for v in (ratio, lo, hi)] == [4.5, 1.5, 7.5]
+    assert p == pytest.approx(1 / 256)
+
+
+def drifting_more(clock: FakeClock, ratio: float, drift: float = 0.3, seed: int = 1):
+    """``more(model, side)`` on a machine whose load moves a lot between rounds (log-normal
+    ``drift`` shared by the two processes of a round) and little within one (1%)."""
+    rng = np.random.default_rng(seed)
+    calls: list[str] = []
+    factor = [1.0]
+
+    def more(m, side: str) -> LatencySamples:
+        if len(calls) % 2 == 0:  # a new round: the machine has moved
+            factor[0] = float(np.exp(rng.normal(0.0, drift)))
+        calls.append(side)
+        clock.now += 1.0
+        centre = (ratio if side == "current" else 1.0) * factor[0]
+        return process(float(centre * np.exp(rng.normal(0.0, 0.01))))
+
+    return more, calls
+
+
+@pytest.mark.parametrize(
+    ("ratio", "threshold", "expected"),
+    [(1.0, 0.10, "PASS"), (1.5, 0.10, "FAIL"), (1.1, 0.05, "FAIL")],
+)
+def test_drift_between_rounds_cancels_in_pairs(target_path, ratio, threshold, expected):
+    """A machine drifting +-30% between rounds keeps two independent sets of processes apart by
+    as much as the models; paired rounds decide: an unchanged model passes, 1.5x fails, and a
+    real 1.1x change at a 5% threshold is still found."""
+    t = target_path()
+    base, current = _pair(t, UNSURE_BASE, [m * ratio for m in UNSURE_CURRENT])
+    clock = FakeClock()
+    more, calls = drifting_more(clock, ratio)
+    result = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=60,
+                  threshold=threshold, more=more, clock=clock)  # fmt: skip
+    line = result.lines[0]
+    assert str(line.verdict) == expected, line.reason
+    assert calls.count("current") == calls.count("baseline")
+    if ratio != 1.5:  # 1.5x may be plain enough without pairs
+        assert "paired over" in line.reason
+
+
+def test_too_few_pairs_decide_nothing():
+    from edgekd.gate.compare import MIN_PAIRS, compare_pairs
+
+    one = (process(1.5), process(1.0))
+    assert compare_pairs([one] * (MIN_PAIRS - 1)).verdict == Verdict.INCONCLUSIVE
+    assert compare_pairs([one] * MIN_PAIRS).verdict == Verdict.FAIL
+    same = (process(1.0), process(1.0))
+    assert compare_pairs([same] * MIN_PAIRS).verdict == Verdict.PASS
+
+
+def test_a_real_paired_process_times_both_models_in_turns(tmp_path, target_path):
+    """The gate's paired round: one worker process, both ONNX files open, timed in turns; the
+    remeasure loop keeps its two results as a pair."""
+    from test_bench import _mlp
+
+    from edgekd.gate.remeasure import Side, measure_until_decided, pair_of
+
+    small = _mlp(tmp_path / "small.onnx")
+    (tmp_path / "big").mkdir()
+    big = _mlp(tmp_path / "big" / "small.onnx", sizes=(16, 256, 256, 10))
+    t = target_path()
+    cur = report(t, model("small", processes([1.0]), path=big, sha256=file_sha256(big)))
+    old = report(t, model("small", processes([1.0]), path=small, sha256=file_sha256(small)))
+    cur.bench.update(min_time_s=0.02, min_samples=16, processes=1)
+    pair, closers = pair_of(cur.models[0], cur, "", old.models[0], old, "")
+    assert pair is not None
+    seen = []
+
+    def decide(c, b, pairs=()):
+        seen.append(len(pairs))
+        return verdict_line(Verdict.INCONCLUSIVE if len(pairs) < 1 else Verdict.FAIL)
+
+    try:
+        line = measure_until_decided(decide, Side([], lambda: 1 / 0), Side([], lambda: 1 / 0),
+                                     max_seconds=600, pair=pair)  # fmt: skip
+    finally:
+        for close in closers:
+            close()
+    assert line.verdict == Verdict.FAIL and seen == [0, 1]
+    assert "1 more process(es) of the baseline's and 1 more process(es) of the model's" in (
+        line.reason
+    )
+
+
+def verdict_line(v: Verdict):
+    from edgekd.gate.lines import GateLine
+
+    return GateLine("latency_regression", None, 1.1, "x", model="small", verdict=v,
+                    kind="regression", reason="r")  # fmt: skip

@@ -191,3 +191,38 @@ def test_rejects_bad_parameters(kw):
 def test_throughput_rejects_bad_batch_size(batch_size):
     with pytest.raises(BadInputError):
         measure_throughput(lambda: None, batch_size=batch_size)
+
+
+def test_interleaved_samples_take_turns_and_share_the_machine():
+    """Two callables on one clock, the machine slowing down 3x half way: each gets its own
+    warm-up and calibration, then one sample each in ABBA turns, until both have min_samples and
+    min_time; both see the slow half, so their ratio stays the true one."""
+    from edgekd.bench.harness import measure_interleaved
+
+    now = [0]
+    order: list[str] = []
+
+    def clock() -> int:
+        return now[0]
+
+    def make(name: str, cost: int):
+        def run() -> None:
+            order.append(name)
+            now[0] += cost * (3 if now[0] > 30_000_000 else 1)  # the machine slows down
+
+        return run
+
+    # 2 and 3 ms a call, samples of >= 1 ms: the calibration keeps 1 call a sample
+    a, b = measure_interleaved([make("a", 2_000_000), make("b", 3_000_000)], timer=clock,
+                               warmup=3, min_samples=8, min_time_s=0.04,
+                               sample_min_s=0.001)  # fmt: skip
+    assert order[:8] == ["a"] * 4 + ["b"] * 4  # warm-up and one calibration call each
+    assert order[8:16] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # ABBA, a sample a turn
+    for s, cost in ((a, 2.0), (b, 3.0)):
+        assert len(s.samples_ms) >= 8 and s.loops == 1 and s.warmup == 3
+        assert s.metadata["harness"]["interleaved_with"] == 1
+        assert min(s.samples_ms) == pytest.approx(cost) and max(s.samples_ms) > 2 * cost
+    assert sum(a.samples_ms) + sum(b.samples_ms) >= 2 * 40  # 2 x min_time in all
+    # samples taken in the same turns: 1.5x apart, slow half or not (one turn may straddle)
+    ratios = [y / x for x, y in zip(a.samples_ms, b.samples_ms, strict=False)]
+    assert sum(abs(r - 1.5) < 1e-9 for r in ratios) >= len(ratios) - 1

@@ -414,6 +414,68 @@ def test_subgraph_attribute_tensor_is_checked(model_dir: Path, opened) -> None:
     assert set(opened) <= {path.resolve()}
 
 
+def _len_field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field, encoded by hand (tag, varint length, bytes)."""
+    out, value = bytearray(), len(payload)
+    for v in (number << 3 | 2,):
+        while v > 0x7F:
+            out.append(v & 0x7F | 0x80)
+            v >>= 7
+        out.append(v)
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out) + payload
+
+
+def test_a_tensor_split_over_two_occurrences_is_checked_as_merged(model_dir: Path, opened) -> None:
+    """Protobuf merges a singular field that occurs twice: a Constant's tensor whose data_location
+    comes in one occurrence of the attribute and its external entries in another, inside a second
+    occurrence of the (singular) graph, is one external tensor to onnx and ONNX Runtime; the check
+    reads the wire format and must see it the same way."""
+    located = TensorProto(name="C", data_type=TensorProto.FLOAT, dims=[2])
+    located.data_location = TensorProto.EXTERNAL
+    entries = TensorProto()
+    entry = entries.external_data.add()
+    entry.key, entry.value = "location", "../outside/secret.bin"
+    attrs = (
+        onnx.AttributeProto(name="value", type=onnx.AttributeProto.TENSOR, t=located)
+        .SerializeToString()
+        + onnx.AttributeProto(t=entries).SerializeToString()
+    )
+    node = helper.make_node("Constant", [], ["c"], name="const").SerializeToString()
+    node += _len_field(5, attrs)
+    data = matmul_model().SerializeToString() + _len_field(7, _len_field(1, node))
+    parsed = onnx.load_model_from_string(data)  # control: onnx sees one external tensor
+    constant = parsed.graph.node[-1].attribute[0].t
+    assert onnx.external_data_helper.uses_external_data(constant)
+    assert constant.external_data[0].value == "../outside/secret.bin"
+    path = model_dir / "merged.onnx"
+    path.write_bytes(data)
+    for check in ONNX_CHECKS:
+        with pytest.raises(UnsafeInputError) as exc_info:
+            check(path)
+        assert "escapes the model's folder" in assert_one_line_about(exc_info, path)
+    assert set(opened) <= {path.resolve()}
+
+
+def test_onnx_facts_match_onnx(tmp_path: Path) -> None:
+    """What the bench reads without onnx (inputs, initializers, operators) is what onnx reads."""
+    from edgekd.safety import read_onnx_facts
+
+    model = matmul_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    facts = read_onnx_facts(path)
+    assert [(i.name, i.elem_type, i.dims) for i in facts.inputs] == [("X", 1, (None, 8))]
+    assert [(t.name, t.data_type, t.dims, t.external) for t in facts.initializers] == [
+        ("W", TensorProto.FLOAT, (8, 8), False)
+    ]
+    assert facts.op_types == ("MatMul",) and facts.external_files == ()
+
+
 @pytest.mark.parametrize("location", ["weights.bin", "data/weights.bin"])
 def test_well_formed_external_data_loads(tmp_path: Path, location: str) -> None:
     path = tmp_path / "m.onnx"

@@ -12,6 +12,9 @@ one model's allocations out of another's memory figure. Order inside the process
 4. only in the first process of each model: throughput at a larger batch, then logits over the test
    split (written as .npy) for accuracy and fidelity.
 
+With ``spec["partner"]`` (a second model: the gate's paired rounds, latency only) both models are
+opened and timed in turns (``measure_interleaved``), so the machine's drift falls on both alike.
+
 torch is imported only for torch models, so an ONNX model's memory figure does not include it;
 nor is the ``onnx`` package (a second of start-up): the parent checked the file's safety and sends
 its SHA-256, which the worker checks before it opens the same bytes (``_model``).
@@ -32,12 +35,17 @@ def _load(path: str) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def _load_rows(paths: dict[str, str]) -> dict[str, np.ndarray]:
+    """The test split's arrays, mapped (read as the batches are predicted, never whole)."""
+    return {k: np.load(p, mmap_mode="r", allow_pickle=False) for k, p in paths.items()}
+
+
 def _predict(session, inputs: dict[str, np.ndarray], batch: int, fixed: bool) -> np.ndarray:
     """Logits over ``inputs`` in batches; a fixed-batch model gets its last batch padded."""
     n = len(next(iter(inputs.values())))
     outs = []
     for start in range(0, n, batch):
-        part = {k: v[start : start + batch] for k, v in inputs.items()}
+        part = {k: np.ascontiguousarray(v[start : start + batch]) for k, v in inputs.items()}
         got = len(next(iter(part.values())))
         if fixed and got < batch:
             pad = batch - got
@@ -49,7 +57,10 @@ def _predict(session, inputs: dict[str, np.ndarray], batch: int, fixed: bool) ->
 def _model(spec: dict):
     """The model to open: an ONNX file the parent checked is opened as ``CheckedOnnx`` once its
     bytes prove unchanged; anything else as given (the runtime checks it)."""
-    model, sha256 = spec["model"], spec.get("sha256")
+    return _model_at(spec["model"], spec.get("sha256"))
+
+
+def _model_at(model: str, sha256: str | None):
     if not sha256 or not model.lower().endswith(".onnx"):
         return model
     from edgekd.bench.digest import file_sha256
@@ -61,17 +72,11 @@ def _model(spec: dict):
     return CheckedOnnx(model)
 
 
-def main(spec: dict) -> dict:
-    for entry in reversed(spec.get("sys_path", [])):
-        if entry not in sys.path:
-            sys.path.insert(0, entry)  # so a pkg.module:factory resolves as it did in the parent
-    from edgekd.bench._memprobe import _peak_rss_mb
-    from edgekd.bench.harness import measure_latency, measure_throughput
+def _open(spec: dict, model, feed: dict[str, np.ndarray]):
+    """The session, run once on ``feed``: a model that cannot run fails here, clearly."""
     from edgekd.errors import BadInputError, EdgekdError
     from edgekd.runtimes import open_model
 
-    feed = _load(spec["feed"])
-    model = _model(spec)
     try:
         session = open_model(spec["runtime"], model, spec["threads"])
         session.run(feed)
@@ -80,6 +85,38 @@ def main(spec: dict) -> dict:
     except Exception as exc:  # the runtime refused this model or these inputs: the user's input
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BadInputError(f"{spec['runtime']} cannot run this model: {first}") from None
+    return session
+
+
+def _paired(spec: dict, session, feed: dict[str, np.ndarray]) -> dict:
+    """Latency of the model and its partner, timed in turns in this process."""
+    from edgekd.bench.harness import measure_interleaved
+
+    partner = spec["partner"]
+    other_feed = _load(partner["feed"])
+    other = _open(spec, _model_at(partner["model"], partner.get("sha256")), other_feed)
+    runs = [lambda: session.run(feed), lambda: other.run(other_feed)]
+    cpu_timer = time.thread_time_ns if session.device == "cpu" else None
+    meta = {**spec.get("metadata", {}), "provider": session.provider, "device": session.device,
+            "process": spec.get("process", 0), "paired_with": partner["model"]}  # fmt: skip
+    mine, theirs = measure_interleaved(runs, metadata=meta, cpu_timer=cpu_timer, **spec["harness"])
+    theirs_meta = {**theirs.metadata, **partner.get("metadata", {}), "paired_with": spec["model"]}
+    theirs = type(theirs)(theirs.samples_ms, theirs.loops, theirs.warmup, theirs_meta)
+    return {"provider": session.provider, "device": session.device, "samples": mine.to_dict(),
+            "partner_samples": theirs.to_dict()}  # fmt: skip
+
+
+def main(spec: dict) -> dict:
+    for entry in reversed(spec.get("sys_path", [])):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)  # so a pkg.module:factory resolves as it did in the parent
+    from edgekd.bench._memprobe import _peak_rss_mb
+    from edgekd.bench.harness import measure_latency, measure_throughput
+
+    feed = _load(spec["feed"])
+    session = _open(spec, _model(spec), feed)
+    if spec.get("partner"):
+        return _paired(spec, session, feed)
     h = spec["harness"]
     meta = {
         **spec.get("metadata", {}),
@@ -107,7 +144,8 @@ def main(spec: dict) -> dict:
         result["throughput"].append({**r, "n": samples_n, "processes": 1})
     predict = spec.get("predict")
     if predict:
-        logits = _predict(session, _load(predict["inputs"]), predict["batch"], predict["fixed"])
+        inputs = _load_rows(predict["inputs"])
+        logits = _predict(session, inputs, predict["batch"], predict["fixed"])
         np.save(predict["out"], logits)
     return result
 

@@ -16,8 +16,8 @@ import math
 import os
 import platform
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edgekd.bench.stats import LatencySamples, LatencySummary
@@ -169,6 +169,31 @@ class _Until:
         return n >= self.floor and now >= self.deadline
 
 
+def _one_sample(
+    run: Callable[[], object],
+    loops: int,
+    timer: Callable[[], int],
+    cpu_timer: Callable[[], int] | None,
+    disable_gc: bool,
+) -> tuple[int, int, float | None]:
+    """One sample of ``loops`` calls: (start, end, CPU share or None)."""
+    gc_was_enabled = gc.isenabled()
+    if disable_gc:
+        gc.disable()
+    try:
+        c0 = cpu_timer() if cpu_timer is not None else 0
+        t0 = timer()
+        for _ in range(loops):
+            run()
+        t1 = timer()
+        c1 = cpu_timer() if cpu_timer is not None else 0
+    finally:
+        if disable_gc and gc_was_enabled:
+            gc.enable()
+    share = round((c1 - c0) / max(t1 - t0, 1), 3) if cpu_timer is not None else None
+    return t0, t1, share
+
+
 def _sample_until(
     run: Callable[[], object],
     loops: int,
@@ -178,28 +203,16 @@ def _sample_until(
     disable_gc: bool,
 ) -> tuple[list[float], list[float]]:
     """Samples of ``loops`` calls each until ``until`` is reached: (ms per call, CPU shares)."""
-    gc_was_enabled = gc.isenabled()
     samples: list[float] = []
     shares: list[float] = []
     sampling_start = timer()
     while True:
-        if disable_gc:
-            gc.disable()
-        try:
-            c0 = cpu_timer() if cpu_timer is not None else 0
-            t0 = timer()
-            for _ in range(loops):
-                run()
-            t1 = timer()
-            c1 = cpu_timer() if cpu_timer is not None else 0
-        finally:
-            if disable_gc and gc_was_enabled:
-                gc.enable()
+        t0, t1, share = _one_sample(run, loops, timer, cpu_timer, disable_gc)
         # A zero reading can only come from a timer coarser than the sample; clamp it to 1 ns so
         # the sample stays valid (> 0) rather than inventing a finer value.
         samples.append(max(t1 - t0, 1) / loops / 1e6)
-        if cpu_timer is not None:
-            shares.append(round((c1 - c0) / max(t1 - t0, 1), 3))
+        if share is not None:
+            shares.append(share)
         if until.reached(len(samples), t1 - sampling_start, t1):
             return samples, shares
 
@@ -229,3 +242,71 @@ def measure_throughput(run_batch: Callable[[], object], batch_size: int, **kw: A
         raise BadInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
     samples = measure_latency(run_batch, **kw)
     return {**throughput_row(samples.summary(), batch_size), "samples": samples.to_dict()}
+
+
+def measure_interleaved(
+    runs: Sequence[Callable[[], object]],
+    *,
+    warmup: int = 10,
+    min_samples: int = 25,
+    min_time_s: float = 0.5,
+    max_time_s: float = 10.0,
+    sample_min_s: float = 0.002,
+    metadata: dict | None = None,
+    disable_gc: bool = True,
+    timer: Callable[[], int] = time.perf_counter_ns,
+    cpu_timer: Callable[[], int] | None = None,
+) -> list[LatencySamples]:
+    """``measure_latency`` of several callables in one process, one sample of each in turn
+    (ABBA order), so that whatever the machine does during the measurement falls on all of them
+    alike, down to a sample's length: the gate's paired rounds (``edgekd.gate.remeasure``) compare
+    models measured so. Each callable gets its own warm-up and calibrated loop count; sampling
+    stops when every one has ``min_samples`` samples and ``len(runs) x min_time_s`` have passed
+    since sampling began (or at ``max_time_s``, past the floor). Arguments as ``measure_latency``'s.
+
+    >>> a, b = measure_interleaved([run_a, run_b], min_time_s=0.2)  # doctest: +SKIP
+    """
+    if not runs or warmup < 0 or min_samples < 1:
+        raise BadInputError("measure_interleaved needs callables, warmup >= 0, min_samples >= 1")
+    if not (min_time_s >= 0 and max_time_s > 0 and sample_min_s > 0):
+        raise BadInputError(
+            "measure_interleaved needs min_time_s >= 0, max_time_s > 0 and sample_min_s > 0"
+        )
+    load_before = _load_average()
+    start = timer()
+    calibrated = [_warm_up(run, warmup, int(sample_min_s * 1e9), timer) for run in runs]
+    until = _Until(min_samples, int(min_time_s * 1e9), min(MIN_SAMPLES_FLOOR, min_samples),
+                   start + int(max_time_s * 1e9))  # fmt: skip
+    samples: list[list[float]] = [[] for _ in runs]
+    shares: list[list[float]] = [[] for _ in runs]
+    # As in measure_latency, sampling time is wall time since sampling began (gaps between samples
+    # included: on a busy host the thread is often descheduled there); each callable has its
+    # share of it, so the whole lasts len(runs) x min_time_s.
+    until = replace(until, min_time_ns=until.min_time_ns * len(runs))
+    turn, now = 0, timer()
+    sampling_start = now
+    while not all(until.reached(len(x), now - sampling_start, now) for x in samples):
+        for i in range(len(runs)) if turn % 2 == 0 else reversed(range(len(runs))):
+            t0, now, share = _one_sample(runs[i], calibrated[i][0], timer, cpu_timer, disable_gc)
+            samples[i].append(max(now - t0, 1) / calibrated[i][0] / 1e6)
+            if share is not None:
+                shares[i].append(share)
+        turn += 1
+    harness = {
+        "timer": getattr(timer, "__qualname__", repr(timer)),
+        "gc_disabled": disable_gc,
+        "sample_min_s": sample_min_s,
+        "elapsed_s": (timer() - start) / 1e9,
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
+        "interleaved_with": len(runs) - 1,
+        **_host_metadata(),
+    }
+    out = []
+    for i, (loops, calls) in enumerate(calibrated):
+        h = {**harness, "calibration_calls": calls}
+        if cpu_timer is not None:
+            h["cpu_share"] = shares[i]
+        out.append(LatencySamples(tuple(samples[i]), loops, warmup, {**(metadata or {}),
+                                                                       "harness": h}))  # fmt: skip
+    return out

@@ -49,6 +49,7 @@ from edgekd.runtimes import get_runtime
 # through its own sys.path.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 WORKER_TIMEOUT_S = 900
+PAIRED_SECONDS = 0.5  # timed seconds per model in a paired process (``PairedProcesses``)
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,31 @@ def _save(folder: Path, name: str, arrays: dict[str, np.ndarray]) -> str:
     return str(path)
 
 
+def _save_rows(
+    folder: Path, name: str, arrays: dict[str, np.ndarray], chunk_bytes: int = 8 << 20
+) -> dict[str, str]:
+    """Each array as its own ``.npy``, written a chunk of rows at a time: a streamed image folder
+    (``edgekd.data.stream.LazyRows``) is decoded chunk by chunk and never held whole, so peak
+    memory does not grow with the test split. Workers map the files (``_worker._load_rows``)."""
+    from edgekd.data.mapped import row_chunks
+
+    paths = {}
+    for i, (key, rows) in enumerate(arrays.items()):
+        path = folder / f"{name}-{i}.npy"
+        dtype = np.dtype(rows.dtype)
+        header = {
+            "descr": np.lib.format.dtype_to_descr(dtype),
+            "fortran_order": False,
+            "shape": tuple(rows.shape),
+        }
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_2_0(fh, header)
+            for chunk in row_chunks(rows, chunk_bytes):  # a LazyRows slice is decoded here
+                fh.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+        paths[key] = str(path)
+    return paths
+
+
 def _prepare(
     i: int, ref: ModelRef, test: Split | None, batch: int, s: BenchSettings, folder: Path
 ) -> _Job:
@@ -165,13 +191,13 @@ def _prepare(
     # hash and the check below is the race edgekd.safety names as its limit).
     sha256 = file_sha256(ref.path)
     if ref.format == "onnx":
-        import onnx
+        from edgekd.safety import read_onnx_facts
 
-        from edgekd.safety import check_onnx_file
-
-        check_onnx_file(ref.path)  # once here, so that no worker needs the onnx package
+        # Once here, so that no worker checks again; read from the wire format, without the
+        # onnx package (whose import was most of a benchmark's start-up).
+        facts = read_onnx_facts(ref.path)
         if not inputs:
-            inputs = onnx_input_specs(onnx.load(ref.path, load_external_data=False))
+            inputs = onnx_input_specs(facts, ref.path)
     fixed = fixed_batch(inputs)
     if fixed is not None and fixed != batch:
         raise DataError(
@@ -182,7 +208,7 @@ def _prepare(
         samples = map_data(ref.name, inputs, test.inputs)
         feed = take_batch(samples, batch)
         predict = {
-            "inputs": _save(folder, f"test{i}", samples),
+            "inputs": _save_rows(folder, f"test{i}", samples),
             "batch": fixed or 256,
             "fixed": fixed is not None,
             "out": str(folder / f"logits{i}.npy"),
@@ -353,6 +379,68 @@ class ExtraProcesses:
         self._tmp.cleanup()
 
     def __enter__(self) -> ExtraProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PairedProcesses:
+    """Fresh processes that each time two models in turns (latency only): how the gate's paired
+    rounds measure a model and its baseline's model under the same load (``edgekd.gate.remeasure``).
+
+    Each call runs bench's worker once with both models open (``measure_interleaved``) and
+    returns (current, baseline) ``LatencySamples``. Random inputs, as ``ExtraProcesses``.
+
+    >>> with PairedProcesses(cur_ref, base_ref, 1, 1, BenchSettings()) as pair:  # doctest: +SKIP
+    ...     current, baseline = pair()
+    """
+
+    def __init__(
+        self,
+        current: ModelRef,
+        baseline: ModelRef,
+        threads: int,
+        batch_size: int,
+        settings: BenchSettings,
+    ):
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgekd-pairs-")
+        self._folder = Path(self._tmp.name)
+        # Longer than a bench process: the ratio of two models timed in turns gains from every
+        # sample (drift cancels in it), while a round's cost is mostly the process's start.
+        seconds = max(settings.seconds_per_process, PAIRED_SECONDS)
+        self._settings = dataclasses.replace(settings, large_batch=0, seconds_per_process=seconds)
+        self._threads = threads
+        try:
+            self._jobs = [
+                _prepare(i, ref, None, batch_size, self._settings, self._folder)
+                for i, ref in enumerate((current, baseline))
+            ]
+        except BaseException:
+            self._tmp.cleanup()
+            raise
+        self.processes = 0
+
+    def __call__(self) -> tuple[LatencySamples, LatencySamples]:
+        self.processes += 1  # process numbers >= 1 measure latency only
+        cur, base = self._jobs
+        spec, tag = _spec(cur, self._threads, self._settings, self._folder, self.processes)
+        spec["partner"] = {
+            "model": base.ref.path,
+            "sha256": base.sha256,
+            "feed": base.feed,
+            "metadata": {"model": base.ref.name, "runtime": base.ref.runtime},
+        }
+        out = _run_worker(spec, self._folder, f"pair-{tag}")
+        return (
+            LatencySamples.from_dict(out["samples"]),
+            LatencySamples.from_dict(out["partner_samples"]),
+        )
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def __enter__(self) -> PairedProcesses:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,10 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekd.errors import BadInputError
+
+if TYPE_CHECKING:
+    from edgekd.safety.onnx_files import OnnxFacts
 
 # ONNX operators that only appear in quantized graphs.
 _QUANT_OPS = {
@@ -93,60 +97,57 @@ def resolve_model(spec: str) -> ModelSource:
 # --- ONNX -----------------------------------------------------------------------------------------
 
 
-def onnx_input_specs(model) -> tuple[InputSpec, ...]:
-    """Graph inputs that are not initializers, with their shapes and numpy dtypes."""
-    from onnx import helper
+# TensorProto.DataType -> numpy dtype name (onnx.helper.tensor_dtype_to_np_dtype's table for the
+# types a feed can hold), so that reading a model's inputs needs no ``onnx`` import.
+_NP_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32",
+              7: "int64", 8: "object", 9: "bool", 10: "float16", 11: "float64", 12: "uint32",
+              13: "uint64", 14: "complex64", 15: "complex128", 16: "bfloat16"}  # fmt: skip
+_INT8, _UINT8, _FLOAT, _FLOAT16 = 3, 2, 1, 10
 
-    initializers = {t.name for t in model.graph.initializer}
+
+def onnx_input_specs(facts: OnnxFacts, path: str | Path = "") -> tuple[InputSpec, ...]:
+    """Graph inputs that are not initializers, with their shapes and numpy dtypes."""
+    initializers = {t.name for t in facts.initializers}
     specs = []
-    for vi in model.graph.input:
+    for vi in facts.inputs:
         if vi.name in initializers:
             continue
-        tt = vi.type.tensor_type
-        dims: list[int | None] = [
-            d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-            for d in tt.shape.dim
-        ]
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).name
-        if not dims:
+        dtype = _NP_DTYPES.get(vi.elem_type or 0)
+        if dtype is None:
+            raise BadInputError(
+                f"{path}: input {vi.name!r} has ONNX element type {vi.elem_type}, which edgekd "
+                "cannot feed"
+            )
+        if not vi.dims:
             specs.append(InputSpec(vi.name, None, (), dtype))
         else:
-            specs.append(InputSpec(vi.name, dims[0], tuple(dims[1:]), dtype))
+            specs.append(InputSpec(vi.name, vi.dims[0], tuple(vi.dims[1:]), dtype))
     return tuple(specs)
 
 
-def _onnx_precision(model) -> str:
-    from onnx import TensorProto
-
-    if any(n.op_type in _QUANT_OPS for n in model.graph.node):
+def _onnx_precision(facts: OnnxFacts) -> str:
+    if any(op in _QUANT_OPS for op in facts.op_types):
         return "int8"
-    types = [t.data_type for t in model.graph.initializer]
-    if any(t in (TensorProto.INT8, TensorProto.UINT8) for t in types):
+    types = [t.data_type for t in facts.initializers]
+    if any(t in (_INT8, _UINT8) for t in types):
         return "int8"
-    if types and types.count(TensorProto.FLOAT16) > types.count(TensorProto.FLOAT):
+    if types and types.count(_FLOAT16) > types.count(_FLOAT):
         return "fp16"
     return "fp32"
 
 
 def _onnx_source(path: Path) -> ModelSource:
-    import onnx
+    from edgekd.safety import read_onnx_facts
 
-    from edgekd.safety import check_onnx_file
-
-    check_onnx_file(path)  # malformed -> BadInputError, unsafe external data -> UnsafeInputError
-    model = onnx.load(str(path), load_external_data=False)
+    # malformed -> BadInputError, unsafe external data -> UnsafeInputError
+    facts = read_onnx_facts(path)
     # Parameters: elements of every non-scalar initializer (scalars are quantization scales,
     # zero points and constants, not learned weights).
-    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if len(t.dims) > 0)
+    params = sum(int(np.prod(t.dims)) for t in facts.initializers if len(t.dims) > 0)
     size = path.stat().st_size
-    external = {
-        entry.value
-        for t in model.graph.initializer
-        for entry in t.external_data
-        if entry.key == "location"
-    }
+    external = set(facts.external_files)
     size += sum((path.parent / loc).stat().st_size for loc in external)
-    inputs = onnx_input_specs(model)
+    inputs = onnx_input_specs(facts, path)
     if not inputs:
         raise BadInputError(f"{path}: the model has no inputs to feed")
     return ModelSource(
@@ -156,7 +157,7 @@ def _onnx_source(path: Path) -> ModelSource:
         kind="onnx",
         params=params,
         size_bytes=size,
-        precision=_onnx_precision(model),
+        precision=_onnx_precision(facts),
         inputs=inputs,
         size_note="file size" + (" including external data" if external else ""),
     )

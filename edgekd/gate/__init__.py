@@ -46,6 +46,7 @@ from edgekd.gate.remeasure import (
     Side,
     close_side,
     measure_until_decided,
+    pair_of,
     side_of,
 )
 from edgekd.results import BudgetLine, ModelResult, Report
@@ -197,6 +198,7 @@ class _Settler:
         self.reports = reports  # {"current": (report, name), "baseline": (report, name) or None}
         self.max_seconds, self.more, self.clock = max_seconds, more, clock
         self.sides: dict[tuple[str, str], Side] = {}
+        self.closers: list[Callable[[], None]] = []
 
     def side(self, m: ModelResult, which: str) -> Side:
         key = (which, m.name)
@@ -208,9 +210,11 @@ class _Settler:
                 self.sides[key] = side_of(m, report, name, latency_runs(m))
         return self.sides[key]
 
-    def _settle(self, decide, current: Side, baseline: Side) -> GateLine:
+    def _settle(self, decide, current: Side, baseline: Side, pair=None) -> GateLine:
         began = self.clock()
-        line = measure_until_decided(decide, current, baseline, self.max_seconds, self.clock)
+        line = measure_until_decided(
+            decide, current, baseline, self.max_seconds, self.clock, pair
+        )
         self.max_seconds = max(0.0, self.max_seconds - (self.clock() - began))  # one budget
         return line
 
@@ -222,11 +226,18 @@ class _Settler:
     def __call__(self, decide, m: ModelResult, old: ModelResult) -> GateLine:
         if self.max_seconds <= 0 and not self.sides:
             return decide(latency_runs(m), latency_runs(old))
-        return self._settle(decide, self.side(m, "current"), self.side(old, "baseline"))
+        pair = None
+        if self.more is None and self.max_seconds > 0:  # both models timed in one process
+            (report, name), (base, base_name) = self.reports["current"], self.reports["baseline"]
+            pair, closers = pair_of(m, report, name, old, base, base_name)
+            self.closers += closers
+        return self._settle(decide, self.side(m, "current"), self.side(old, "baseline"), pair)
 
     def close(self) -> None:
         for side in self.sides.values():
             close_side(side)
+        for close in self.closers:
+            close()
 
 
 def gate(

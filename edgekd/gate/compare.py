@@ -22,6 +22,14 @@ medians and its distribution-free interval from the Mann-Whitney statistic (Hodg
 process medians are often bimodal (a process that shares its core with a neighbour runs 1.5x
 slower); those outliers widen a t interval on every side alike, but barely move a rank interval.
 
+Paired (``compare_pairs``): when the gate measures both sides again, a round is one process that
+times the model and the baseline's model a sample of each in turn, so the round's ratio of medians
+carries the load of those moments on both sides and a drift of the machine cancels in it; two
+independent sets of processes on a busy host differ by the drift as much as by the models. The
+ratios' interval is the Hodges-Lehmann one for a one-sample location (Walsh averages of the log
+ratios, their exact Wilcoxon signed-rank distribution; Hollander & Wolfe section 3.2), which a
+round hit by a neighbour on one side barely moves.
+
 ``spread`` is the largest ``max/min - 1`` of the process medians within one side: how far the
 machine moved the same model between processes. When it exceeds the threshold, or a side's pooled
 samples are untrustworthy (``LatencySummary.trustworthy``), a change of the threshold's size could
@@ -49,6 +57,11 @@ from edgekd.gate.checks import Verdict, compare_latency
 
 MIN_PROCESSES = 2
 RANK_PROCESSES = 8  # from here on, both sides: the rank interval (its normal approximation holds)
+# The fewest pairs whose signed-rank interval at 98% can exclude a ratio at all: with n pairs the
+# smallest two-sided tail is 2 * 2**-n, which is <= 0.02 from n = 7 on (one more for room).
+MIN_PAIRS = 8
+
+Pair = tuple[LatencySamples, LatencySamples]  # (current, baseline), measured in the same round
 
 
 @dataclass(frozen=True)
@@ -327,6 +340,83 @@ def check_ratio(
     return verdict(
         Verdict.INCONCLUSIVE, f"{head}: the limit lies inside the uncertainty ({ci}); re-measure."
     )
+
+
+def _signed_rank_null(n: int) -> np.ndarray:
+    """P(W+ = w) for w = 0..n(n+1)/2 under the null: each rank's sign a fair coin (exact)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for rank in range(1, n + 1):
+        counts[rank:] = counts[rank:] + counts[:-rank].copy()
+    return counts / 2.0**n
+
+
+def _signed_rank(d: np.ndarray, confidence: float) -> tuple[float, float, float, float]:
+    """(ratio, ci_low, ci_high, one-sided p) for paired log ratios ``d``: the Hodges-Lehmann
+    estimate (the median of the Walsh averages (d_i + d_j) / 2, i <= j), its interval
+    [W(C), W(N + 1 - C)] over the N = n(n+1)/2 sorted Walsh averages, C the largest rank with
+    P(W+ <= C - 1) <= (1 - confidence) / 2, and the exact p of W+ for "current slower".
+
+    >>> [round(math.log(v), 6) for v in _signed_rank(np.arange(1.0, 9.0), 0.98)[:3]]  # by hand
+    [4.5, 1.5, 7.5]
+    """
+    n = len(d)
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[i] + d[j]) / 2.0)
+    null = np.cumsum(_signed_rank_null(n))  # P(W+ <= w)
+    tail = (1.0 - confidence) / 2.0
+    c = max(1, int(np.searchsorted(null, tail, side="right")))  # P(W+ <= c - 1) <= tail
+    ranks = np.argsort(np.argsort(np.abs(d))) + 1
+    w_plus = int(ranks[d > 0].sum())
+    p = float(1.0 - (null[w_plus - 1] if w_plus > 0 else 0.0))  # P(W+ >= w_plus)
+    return (
+        math.exp(float(np.median(walsh))),
+        math.exp(float(walsh[c - 1])),
+        math.exp(float(walsh[len(walsh) - c])),
+        p,
+    )
+
+
+def compare_pairs(
+    pairs: Sequence[Pair], threshold: float = 0.10, alpha: float = 0.01
+) -> ProcessComparison:
+    """Did current regress by more than ``threshold``, judged on rounds measured back to back?
+
+    Each pair is (current, baseline) from one round (``edgekd.gate.remeasure``), already cleaned
+    of descheduled samples; the unit is the round's log ratio of medians. FAIL when the ratio's
+    interval (two-sided at 1 - 2 alpha) lies above 1 + threshold, PASS when it lies at or below,
+    INCONCLUSIVE while it straddles the limit or with fewer than ``MIN_PAIRS`` pairs.
+
+    >>> base = LatencySamples(tuple(1.0 + i / 1000 for i in range(30)))
+    >>> slow = LatencySamples(tuple(1.5 + i / 1000 for i in range(30)))
+    >>> compare_pairs([(slow, base)] * 8).verdict
+    <Verdict.FAIL: 'FAIL'>
+    """
+    limit = 1.0 + threshold
+    if not (threshold >= 0 and 0.0 < alpha < 0.5):
+        raise BadInputError("a latency comparison needs threshold >= 0 and 0 < alpha < 0.5")
+    cur = process_medians([c for c, _ in pairs])
+    base = process_medians([b for _, b in pairs])
+    n = len(pairs)
+    spread = max(_spread(cur), _spread(base)) if n else 0.0
+    if n < MIN_PAIRS:
+        return ProcessComparison(
+            Verdict.INCONCLUSIVE, math.nan, 0.0, math.inf, 1.0, 1.0, spread, limit,
+            f"{n} paired round(s); a paired interval needs >= {MIN_PAIRS}.", n, n,
+        )  # fmt: skip
+    d = np.log(cur) - np.log(base)
+    r, lo, hi, p = _signed_rank(d, 1.0 - 2.0 * alpha)
+    head = (
+        f"current is {r:.3f}x baseline, paired over {n} rounds timed in turns (round "
+        f"ratios {_list(np.exp(d))}; {1 - 2 * alpha:.0%} CI [{lo:.3f}, {hi:.3f}], signed ranks)"
+    )
+    if lo > limit:
+        v, why = Verdict.FAIL, f"above the {threshold:.0%} threshold (signed-rank p={p:.2g})"
+    elif hi <= limit:
+        v, why = Verdict.PASS, f"within the {threshold:.0%} threshold"
+    else:
+        v, why = Verdict.INCONCLUSIVE, f"the {threshold:.0%} threshold lies inside the interval"
+    return ProcessComparison(v, r, lo, hi, p, p, spread, limit, f"{head}: {why}.", n, n)
 
 
 def _list(values: np.ndarray) -> str:

@@ -22,7 +22,7 @@ labels, no memory figure) is NOT MEASURED, with why, and does not count unless i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from edgekd.bench.contention import clean_runs, set_aside
 from edgekd.bench.stats import LatencySamples, pooled
 from edgekd.errors import EXIT_GATE_FAILED, EXIT_INCONCLUSIVE, EXIT_OK
 from edgekd.gate.checks import Verdict, check_absolute
-from edgekd.gate.compare import check_ratio, compare_processes
+from edgekd.gate.compare import check_ratio, compare_pairs, compare_processes
 from edgekd.report.markdown import short_provider
 from edgekd.results import BudgetLine, Line, ModelResult, Report
 from edgekd.targets import TargetProfile
@@ -325,15 +325,33 @@ def _latency_regression(
     baseline: list[LatencySamples],
     threshold: float,
     alpha: float,
+    pairs: Sequence[tuple[LatencySamples, LatencySamples]] = (),
 ) -> GateLine:
     cur, ref = clean_runs(current), clean_runs(baseline)
+    line = None
     if cur.processes >= 2 and ref.processes >= 2 and min(len(cur.runs), len(ref.runs)) < 2:
         side = "current" if len(cur.runs) < 2 else "baseline"
         note = (cur if side == "current" else ref).note()
-        return make(Verdict.INCONCLUSIVE, None, f"{_SATURATED} ({side} run: {note}).")
-    c = compare_processes(ref.runs, cur.runs, threshold, alpha)
-    aside = set_aside(current=cur, baseline=ref)
-    return make(c.verdict, c.ratio, f"{c.reason} {aside}".strip())
+        line = make(Verdict.INCONCLUSIVE, None, f"{_SATURATED} ({side} run: {note}).")
+    else:
+        c = compare_processes(ref.runs, cur.runs, threshold, alpha)
+        aside = set_aside(current=cur, baseline=ref)
+        line = make(c.verdict, c.ratio, f"{c.reason} {aside}".strip())
+    if line.verdict == Verdict.INCONCLUSIVE and pairs:
+        # Rounds measured back to back (gate re-measuring): drift cancels in their ratios.
+        clean = []
+        for c_run, b_run in pairs:
+            c_kept, b_kept = clean_runs([c_run]).runs, clean_runs([b_run]).runs
+            if c_kept and b_kept:
+                clean.append((c_kept[0], b_kept[0]))
+        p = compare_pairs(clean, threshold, alpha)
+        dropped = len(pairs) - len(clean)
+        note = f" ({dropped} round(s) with a contended process left out)" if dropped else ""
+        if p.verdict != Verdict.INCONCLUSIVE:
+            line = make(p.verdict, p.ratio, f"{p.reason}{note} Unpaired: {line.reason}")
+        else:
+            line = make(line.verdict, line.value, f"{line.reason} Paired: {p.reason}{note}")
+    return line
 
 
 def regression_lines(
@@ -360,8 +378,8 @@ def regression_lines(
         lines = [make(Verdict.INCONCLUSIVE, None, differs or _NO_SAMPLES)]
     else:
 
-        def decide(current: list[LatencySamples], base: list[LatencySamples]) -> GateLine:
-            return _latency_regression(make, current, base, threshold, alpha)
+        def decide(current: list[LatencySamples], base: list[LatencySamples], pairs=()) -> GateLine:
+            return _latency_regression(make, current, base, threshold, alpha, pairs)
 
         if settle is None:
             lines = [decide(latency_runs(m), latency_runs(old))]

@@ -6,7 +6,11 @@ few processes ran clean), the gate runs more fresh processes of the current mode
 baseline's, interleaved (ABBA), through bench's own worker (``edgekd.bench.runner.ExtraProcesses``),
 and decides again after each round, until the interval settles the question or ``max_seconds``
 is spent (a round is not started when the last one's length would overrun it). Only then is the
-answer INCONCLUSIVE. The stored processes are kept: new ones are added to each side. The
+answer INCONCLUSIVE. When both files can be measured again, a round is one fresh process that
+times both models, a sample of each in turn (``edgekd.bench.runner.PairedProcesses``), and its two
+results are kept as a pair: the decision also gets the pairs (``decide(cur, base, pairs)``), whose
+ratios cancel what the machine did meanwhile (``edgekd.gate.compare.compare_pairs``). The stored
+processes are kept: new ones are added to each side. The
 ``latency_ms`` budget line is settled the same way with the model's processes alone (too few
 clean samples to bound a p95, a limit inside the interval), and what it adds counts for the
 model's regression line too.
@@ -35,8 +39,12 @@ from edgekd.results import ModelResult, Report
 DEFAULT_MAX_SECONDS = 60.0
 MAX_ROUNDS = 100  # a bound that a fake clock cannot talk the loop out of
 
-Decide = Callable[[list[LatencySamples], list[LatencySamples]], GateLine]
+# decide(current_runs, baseline_runs) or, once rounds have measured both sides back to back,
+# decide(current_runs, baseline_runs, pairs) with pairs = [(current, baseline), ...] per round
+Decide = Callable[..., GateLine]
 OneMore = Callable[[], LatencySamples]
+# One fresh process timing both models in turns: (current, baseline) of the same moment
+OnePair = Callable[[], tuple[LatencySamples, LatencySamples]]
 
 
 @dataclass(eq=False)
@@ -59,10 +67,13 @@ def measure_until_decided(
     baseline: Side,
     max_seconds: float,
     clock: Callable[[], float] = time.monotonic,
+    pair: OnePair | None = None,
 ) -> GateLine:
     """``decide(current.runs, baseline.runs)``, adding a process to each side that can take one,
     a round at a time, while the verdict is INCONCLUSIVE and ``max_seconds`` allows; the reason
     says what was added. (An absolute line passes an empty baseline that cannot take any.)
+    With ``pair``, a round is one process that times both models in turns instead of one
+    process a side.
 
     >>> cur, base = Side(cur_runs, more_cur), Side(base_runs, more_base)  # doctest: +SKIP
     >>> measure_until_decided(decide, cur, base, max_seconds=60).verdict  # doctest: +SKIP
@@ -77,18 +88,31 @@ def measure_until_decided(
         why = "; ".join(s.why_not for s, _ in named if s.why_not)
         return replace(line, reason=f"{line.reason} (not measured again: {why})")
     start, last, rounds, added = clock(), 0.0, 0, dict.fromkeys(map(id, sides), 0)
+    paired = current.more is not None and baseline.more is not None
+    pairs: list[tuple[LatencySamples, LatencySamples]] = []
     while rounds < MAX_ROUNDS and clock() - start + last <= max_seconds:
         began = clock()
         status(
             f"gate: {line.name} ({line.model}) undecided; measuring round {rounds + 1} "
             f"({began - start:.0f} of at most {max_seconds:g} s)"
         )
-        # ABBA order: neither side always runs first, after the machine has been idle
-        for side in sides if rounds % 2 == 0 else reversed(sides):
-            side.runs.append(side.more())
-            added[id(side)] += 1
+        if pair is not None and paired:
+            c_run, b_run = pair()
+            current.runs.append(c_run)
+            baseline.runs.append(b_run)
+            added[id(current)] += 1
+            added[id(baseline)] += 1
+        else:
+            # ABBA order: neither side always runs first, after the machine has been idle
+            for side in sides if rounds % 2 == 0 else reversed(sides):
+                side.runs.append(side.more())
+                added[id(side)] += 1
         last, rounds = clock() - began, rounds + 1
-        line = decide(current.runs, baseline.runs)
+        if paired:
+            pairs.append((current.runs[-1], baseline.runs[-1]))
+            line = decide(current.runs, baseline.runs, pairs)
+        else:
+            line = decide(current.runs, baseline.runs)
         if line.verdict != Verdict.INCONCLUSIVE:
             break
     what = " and ".join(f"{added[id(s)]} more process(es) of {who}" for s, who in named
@@ -162,6 +186,38 @@ def side_of(m: ModelResult, report: Report, report_path: str, runs: list[Latency
 
     side.more = more
     return side
+
+
+def pair_of(
+    m: ModelResult,
+    report: Report,
+    report_path: str,
+    old: ModelResult,
+    baseline: Report,
+    baseline_path: str,
+) -> tuple[OnePair | None, list[Callable[[], None]]]:
+    """A ``OnePair`` for ``m`` and the baseline's ``old`` when both files can be measured again
+    (``model_file``) on the same runtime, else None; and what to call when done. Nothing is
+    prepared until the first round."""
+    path, _ = model_file(m, report_path)
+    old_path, _ = model_file(old, baseline_path)
+    closers: list[Callable[[], None]] = []
+    if path is None or old_path is None or m.runtime != old.runtime:
+        return None, closers
+    state: dict[str, object] = {}
+
+    def pair() -> tuple[LatencySamples, LatencySamples]:
+        if "procs" not in state:
+            from edgekd.bench.runner import ModelRef, PairedProcesses
+
+            cur = ModelRef(m.name, str(path), m.runtime, m.precision, m.role)
+            base = ModelRef(old.name, str(old_path), old.runtime, old.precision, old.role)
+            procs = PairedProcesses(cur, base, m.threads, m.batch_size, bench_settings(report))
+            state["procs"] = procs
+            closers.append(procs.close)
+        return state["procs"]()  # type: ignore[operator]
+
+    return pair, closers
 
 
 def close_side(side: Side) -> None:

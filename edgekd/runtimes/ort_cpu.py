@@ -67,8 +67,8 @@ def open_session(
 class CheckedOnnx(str):
     """A path to an ONNX file that this run already safety-checked (``edgekd.safety``), and whose
     bytes the caller has since verified unchanged (``edgekd.bench.digest``): ``OrtSession`` opens
-    it without checking again. The check parses the protobuf with the ``onnx`` package, whose
-    import alone costs a benchmark worker about a second; the parent checks once instead."""
+    it without checking again. The check reads and walks the whole file (``edgekd.safety``); the
+    parent does it once per model instead of once per process."""
 
 
 class OrtSession:

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgekd.safety.checkpoints import load_module_file, load_state_dict, save_state_dict
-    from edgekd.safety.onnx_files import check_onnx_file, check_onnx_for_ort, load_onnx
+    from edgekd.safety.onnx_files import (
+        check_onnx_file,
+        check_onnx_for_ort,
+        load_onnx,
+        read_onnx_facts,
+    )
     from edgekd.safety.versions import check_versions
 
 _EXPORTS = {
@@ -29,6 +34,7 @@ _EXPORTS = {
     "check_onnx_file": "onnx_files",
     "check_onnx_for_ort": "onnx_files",
     "load_onnx": "onnx_files",
+    "read_onnx_facts": "onnx_files",
     "check_versions": "versions",
 }
 
@@ -39,6 +45,7 @@ __all__ = [
     "load_module_file",
     "load_onnx",
     "load_state_dict",
+    "read_onnx_facts",
     "save_state_dict",
 ]
 

@@ -6,8 +6,11 @@ name ``/etc/passwd``, ``../../secret``, a symbolic or hard link to a file elsewh
 past the end of the file (onnx CVE-2024-27318, CVE-2026-27489, CVE-2026-34446). We refuse all of
 these from the model's protobuf and ``lstat`` alone, before any external byte is read.
 
-We walk the model ourselves instead of using ``onnx.external_data_helper._get_all_tensors``: that
-helper is private, and it skips sparse tensors, whose external data ONNX Runtime does read.
+We walk the model ourselves, from protobuf's wire format (``edgekd.safety.onnx_wire``: no
+``onnx`` import, which alone cost a benchmark most of its start-up), instead of using
+``onnx.external_data_helper._get_all_tensors``: that helper is private, and it skips sparse
+tensors, whose external data ONNX Runtime does read. A tensor counts as external when its
+data_location says so or when it carries external_data entries at all.
 
 Limit: a file swapped between this check and the load (a race) is not caught here; onnx >= 1.21
 re-checks links when it opens the file, and we never re-read the model file itself.
@@ -17,28 +20,45 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
-from typing import NoReturn
-
-import onnx
-import onnx.external_data_helper
-from onnx import GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto
+from typing import TYPE_CHECKING, NoReturn
 
 from edgekd.errors import BadInputError, UnsafeInputError
 from edgekd.safety._files import one_line, require_file
+from edgekd.safety.onnx_wire import (
+    Message,
+    WireError,
+    WireInput,
+    WireTensor,
+    graph_inputs,
+    model_tensors,
+    wire_tensor,
+)
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 # ONNX Runtime reads "offset" as a raw memory address for this location (its in-memory
 # initializers); a model file must never carry it.
 _ORT_MEMORY_MARKER = "_ORT_MEM_ADDR_"
 
-# Bytes per element, to bound what a reader that trusts the shape (not "length") would read.
-_ITEM_BYTES = {
-    TensorProto.FLOAT: 4, TensorProto.UINT8: 1, TensorProto.INT8: 1, TensorProto.UINT16: 2,
-    TensorProto.INT16: 2, TensorProto.INT32: 4, TensorProto.INT64: 8, TensorProto.BOOL: 1,
-    TensorProto.FLOAT16: 2, TensorProto.DOUBLE: 8, TensorProto.UINT32: 4, TensorProto.UINT64: 8,
-    TensorProto.COMPLEX64: 8, TensorProto.COMPLEX128: 16, TensorProto.BFLOAT16: 2,
-}  # fmt: skip
+# Bytes per element by TensorProto.DataType (FLOAT = 1, UINT8 = 2, ...), to bound what a reader
+# that trusts the shape (not "length") would read.
+_ITEM_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 14: 8,
+               15: 16, 16: 2}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OnnxFacts:
+    """What a checked ONNX file says about itself, read without the ``onnx`` package: the graph's
+    inputs, its initializers (top-level graph), its top-level operator types, and the files its
+    external data lives in (checked to stay inside the model's folder)."""
+
+    inputs: tuple[WireInput, ...]
+    initializers: tuple[WireTensor, ...]
+    op_types: tuple[str, ...]
+    external_files: tuple[str, ...]
 
 
 def check_onnx_file(path: str | os.PathLike[str]) -> None:
@@ -46,7 +66,7 @@ def check_onnx_file(path: str | os.PathLike[str]) -> None:
 
     >>> check_onnx_file("student.onnx")  # doctest: +SKIP
     """
-    _checked_model(path)
+    _checked_bytes(path)
 
 
 def check_onnx_for_ort(path: str | os.PathLike[str]) -> None:
@@ -57,18 +77,41 @@ def check_onnx_for_ort(path: str | os.PathLike[str]) -> None:
     >>> check_onnx_for_ort(path)  # doctest: +SKIP
     >>> session = onnxruntime.InferenceSession(path)  # doctest: +SKIP
     """
-    _checked_model(path)
+    _checked_bytes(path)
+
+
+def read_onnx_facts(path: str | os.PathLike[str]) -> OnnxFacts:
+    """``check_onnx_file``, and then the facts a benchmark needs, from the same parse.
+
+    >>> read_onnx_facts("student.onnx").inputs[0].name  # doctest: +SKIP
+    'x'
+    """
+    _, model, external = _checked(path)
+    graph = model.message(7) or Message(b"")
+    return OnnxFacts(
+        inputs=tuple(graph_inputs(graph)),
+        initializers=tuple(wire_tensor(t) for t in graph.messages(5)),
+        op_types=tuple(node.string(4) for node in graph.messages(1)),
+        external_files=tuple(sorted(external)),
+    )
 
 
 def load_onnx(path: str | os.PathLike[str]) -> ModelProto:
     """Check ``path`` and then load it with its external data.
 
-    The external data is read into the same protobuf that was checked, so the model file is parsed
-    once and cannot change between the check and the load.
+    The checked bytes are the ones parsed and the external data is read into that protobuf, so
+    the model file is read once and cannot change between the check and the load.
 
     >>> model = load_onnx("student.onnx")  # doctest: +SKIP
     """
-    model = _checked_model(path)
+    import onnx
+    import onnx.external_data_helper
+
+    data = _checked_bytes(path)
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:
+        raise BadInputError(f"{path}: not a valid ONNX model ({one_line(exc)})") from None
     base_dir = str(Path(path).parent)
     try:
         onnx.external_data_helper.load_external_data_for_model(model, base_dir)
@@ -77,30 +120,42 @@ def load_onnx(path: str | os.PathLike[str]) -> ModelProto:
     return model
 
 
-def _checked_model(path: str | os.PathLike[str]) -> ModelProto:
+def _checked_bytes(path: str | os.PathLike[str]) -> bytes:
+    return _checked(path)[0]
+
+
+def _checked(path: str | os.PathLike[str]) -> tuple[bytes, Message, set[str]]:
+    """The file's bytes, its parsed model, and the external files it names, once every external
+    reference has passed ``_check_external``."""
     path, _ = require_file(path, "ONNX model")
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot read ONNX model ({exc.strerror})") from None
+    try:
+        model = Message(data)
+        ir_version = model.last_int(1)
+        tensors = list(model_tensors(model))
+    except (WireError, RecursionError) as exc:
         raise BadInputError(f"{path}: not a valid ONNX model ({one_line(exc)})") from None
     # Protobuf parses some garbage without complaint; a real model has a graph and an IR version.
-    if not model.HasField("graph") or model.ir_version <= 0:
+    if not model.has(7) or not ir_version or ir_version <= 0:
         raise BadInputError(f"{path}: not a valid ONNX model (no graph or IR version)")
     stats: dict[str, os.stat_result] = {}
-    for where, tensor in _model_tensors(model):
-        if onnx.external_data_helper.uses_external_data(tensor):
+    for where, tensor in tensors:
+        if tensor.external:
             _check_external(path, where, tensor, stats)
-    return model
+    return data, model, set(stats)
 
 
 def _check_external(
-    model_path: Path, where: str, tensor: TensorProto, stats: dict[str, os.stat_result]
+    model_path: Path, where: str, tensor: WireTensor, stats: dict[str, os.stat_result]
 ) -> None:
     entries: dict[str, str] = {}
-    for entry in tensor.external_data:
-        if entry.key in entries and entry.key in ("location", "offset", "length"):
-            _refuse(model_path, where, entries.get("location", ""), f"repeats {entry.key!r}")
-        entries[entry.key] = entry.value
+    for key, value in tensor.entries:
+        if key in entries and key in ("location", "offset", "length"):
+            _refuse(model_path, where, entries.get("location", ""), f"repeats {key!r}")
+        entries[key] = value
     location = entries.get("location", "")
     if location not in stats:
         stats[location] = _check_location(model_path, where, location)
@@ -173,7 +228,7 @@ def _non_negative(
     return int(value)
 
 
-def _expected_bytes(tensor: TensorProto) -> int | None:
+def _expected_bytes(tensor: WireTensor) -> int | None:
     item = _ITEM_BYTES.get(tensor.data_type)
     if item is None or any(d < 0 for d in tensor.dims):
         return None
@@ -187,46 +242,3 @@ def _refuse(model_path: Path, where: str, location: str, why: str) -> NoReturn:
     raise UnsafeInputError(
         f"{model_path}: refusing external data of {where} at location {location!r}: {why}"
     )
-
-
-def _model_tensors(model: ModelProto) -> Iterator[tuple[str, TensorProto]]:
-    """Every tensor that a loader might fill from external data, with a description of where."""
-    yield from _graph_tensors(model.graph)
-    for function in model.functions:
-        yield from _node_tensors(function.node, f"function {function.name!r}")
-    for info in model.training_info:
-        yield from _graph_tensors(info.initialization)
-        yield from _graph_tensors(info.algorithm)
-
-
-def _graph_tensors(graph: GraphProto) -> Iterator[tuple[str, TensorProto]]:
-    scope = f"graph {graph.name!r}"
-    for tensor in graph.initializer:
-        yield f"initializer {tensor.name!r} in {scope}", tensor
-    for sparse in graph.sparse_initializer:
-        yield from _sparse_parts(sparse, f"sparse initializer {sparse.values.name!r} in {scope}")
-    yield from _node_tensors(graph.node, scope)
-
-
-def _node_tensors(nodes: list[NodeProto], scope: str) -> Iterator[tuple[str, TensorProto]]:
-    for node in nodes:
-        for attr in node.attribute:
-            where = f"attribute {attr.name!r} of node {node.name or node.op_type!r} in {scope}"
-            # Every field is visited whatever attr.type says: a reader may not check the type.
-            if attr.HasField("t"):
-                yield where, attr.t
-            for tensor in attr.tensors:
-                yield where, tensor
-            if attr.HasField("sparse_tensor"):
-                yield from _sparse_parts(attr.sparse_tensor, where)
-            for sparse in attr.sparse_tensors:
-                yield from _sparse_parts(sparse, where)
-            if attr.HasField("g"):
-                yield from _graph_tensors(attr.g)
-            for graph in attr.graphs:
-                yield from _graph_tensors(graph)
-
-
-def _sparse_parts(sparse: SparseTensorProto, where: str) -> Iterator[tuple[str, TensorProto]]:
-    yield f"{where} (values)", sparse.values
-    yield f"{where} (indices)", sparse.indices
