@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from toydata import FAST, test_accuracy, tiny_student, toy_bundle, toy_teacher
 
 from edgekd.cache import cache_dir
@@ -103,6 +104,58 @@ def test_self_distillation_students_copy_the_teacher_architecture(toy, teacher):
 def test_online_peer_learns_too(toy, teacher):
     _, _, result = run("online", toy, teacher, peer="student")
     assert result.info["peer_val_accuracy"] > 0.5
+
+
+class _CountingScaler:
+    """A stand-in for torch's GradScaler: counts what the peer's step asks of it."""
+
+    def __init__(self):
+        self.calls = {"scale": 0, "step": 0, "update": 0}
+
+    def scale(self, loss):
+        self.calls["scale"] += 1
+        return loss
+
+    def step(self, opt):
+        self.calls["step"] += 1
+        opt.step()
+
+    def update(self):
+        self.calls["update"] += 1
+
+    def state_dict(self):
+        return {"calls": dict(self.calls)}
+
+
+def test_online_peer_gets_a_gradient_scaler_only_where_the_student_would(toy, teacher, monkeypatch):
+    from edgekd.distill.strategies import online
+    from edgekd.train.device import gradient_scaler
+
+    asked = []
+
+    def spy(device, precision):
+        asked.append((device.type, precision))
+        return gradient_scaler(device, precision)
+
+    monkeypatch.setattr(online, "gradient_scaler", spy)
+    run("online", toy, teacher, peer="student")  # fp32 on the CPU: no scaler, plain steps
+    assert asked == [("cpu", "fp32")]
+    assert gradient_scaler(torch.device("cpu"), "bf16") is None  # bf16 needs none either
+    # fp16 (CUDA only; a stand-in here): every peer step goes through the scaler
+    scaler = _CountingScaler()
+    monkeypatch.setattr(online, "gradient_scaler", lambda device, precision: scaler)
+    run("online", toy, teacher, peer="student")
+    steps = FAST.epochs * -(-toy.train.n // FAST.batch_size)
+    assert scaler.calls == {"scale": steps, "step": steps, "update": steps}
+
+
+@pytest.mark.gpu
+def test_online_peer_trains_in_fp16_on_the_gpu(toy, teacher):
+    student = tiny_student()
+    train = replace(FAST, device="cuda", precision="fp16")
+    job = DistillJob(teacher, student, toy, train, "kd", {}, StrategyOptions(peer="student"))
+    result = run_strategy("online", job)
+    assert all(np.isfinite(result.history.loss)) and result.info["peer_val_accuracy"] > 0.5
 
 
 def test_assistant_is_sized_between_student_and_teacher(toy, teacher):
