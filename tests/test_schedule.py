@@ -49,9 +49,13 @@ def test_the_step_budget_gives_small_sets_more_epochs_than_large_ones(level) -> 
     assert default_epochs(level, small, BATCH) == default_epochs(level)  # the most
     assert default_epochs(level, large, BATCH) < default_epochs(level, small, BATCH)
     assert default_epochs(level, large, BATCH) == math.ceil(
-        step_budget(level) / math.ceil(large / BATCH)
+        step_budget(level, large) / math.ceil(large / BATCH)
     )
-    assert (default_epochs("strong", large, BATCH), default_epochs("none", large, BATCH)) == (19, 7)
+    assert (default_epochs("strong", large, BATCH), default_epochs("none", large, BATCH)) == (5, 2)
+    # more data, fewer steps: by the square root of how much larger than MNIST-1D (hand-worked:
+    # 5,700 x sqrt(3,601 / 14,404) = 5,700 / 2 = 2,850)
+    assert step_budget(level, 500) == step_budget(level, 3_601) == step_budget(level)
+    assert step_budget(level, 14_404) == step_budget(level) // 2
     assert default_epochs(level, huge, BATCH) == MIN_EPOCHS
     # a larger batch takes fewer steps an epoch: as many epochs or more
     assert default_epochs(level, large, 4 * BATCH) >= default_epochs(level, large, BATCH)
@@ -62,6 +66,7 @@ def test_the_report_says_how_the_epochs_were_chosen() -> None:
         "epochs_from": "step budget",
         "step_budget": step_budget("strong"),
     }
+    assert epochs_choice(DistillConfig(), "none", 14_404)["step_budget"] == 2_850
     assert epochs_choice(DistillConfig(epochs=5), "none") == {
         "epochs_from": "--epochs",
         "step_budget": None,
