@@ -159,7 +159,7 @@ def samples_per_second(spec, train, logits, config, args, cores, half: str = "as
     load = os.getloadavg()[0]
     print(f"\n{half}: load {load:.2f} at the start")
     print(f"{'threads':>7}  {'edgekd samples/s':>16}  {'hand loop samples/s':>19}  {'ratio':>5}")
-    for n in sorted({1, cores}):
+    for n in args.threads or sorted({1, cores}):
         threads.request_train_threads(n)
         torch.set_num_threads(n)
         warm = TrainConfig(**{**config.settings(), "epochs": 1})  # first-call costs, untimed
@@ -366,6 +366,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint-epochs", type=int, default=5)
     parser.add_argument("--loaded", action="store_true", help="also under a CPU-bound process")
+    parser.add_argument(
+        "--threads", type=_ints, default=(), help="thread counts (default: 1 and the usable cores)"
+    )
     parser.add_argument("--no-checkpoint", action="store_true", help="skip the checkpoint cost")
     parser.add_argument("--no-speed", action="store_true", help="skip the samples/s pair")
     parser.add_argument("--sizes", type=_ints, default=(), help="e.g. 2000,20000,60000")
