@@ -212,6 +212,22 @@ def test_the_default_teacher_gets_more_steps_for_more_data_sub_linearly() -> Non
     assert teacher_schedule("image", 14_000, BATCH) == (2, 429)  # 20,000: before, 438 steps
 
 
+def test_the_default_teacher_halves_larger_images_in_its_stem(tmp_path) -> None:
+    from edgekd.teacher.default import default_teacher_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 28, 28), dtype=np.float32)
+    np.savez(tmp_path / "big.npz", x=x, y=np.arange(40) % 4)
+    big = default_teacher_model(load_data(str(tmp_path / "big.npz"), seed=0))
+    small = default_teacher_model(load_data("digits", seed=0))
+    assert big.features[0].stride == (2, 2) and small.features[0].stride == (1, 1)
+    assert big.edgekd_arch["options"] == {"stem_stride": 2} and "options" not in small.edgekd_arch
+    # the same weights (sizing's share-of-teacher rule reads the count): only the maps shrink
+    plain = build_student("cnn", (1, 28, 28), 4, 4.0, 4)
+    assert sum(p.numel() for p in big.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert big(torch.from_numpy(x[:2])).shape == (2, 4)
+
+
 def test_the_bar_shows_the_time_left_at_the_pace_since_it_started() -> None:
     from rich.progress import Progress
 

@@ -30,6 +30,12 @@ DEFAULT_TEACHERS = {
     "sequence": ("cnn1d", 4.0, 3),
     "vector": ("mlp", 8.0, 3),
 }
+# Images with both sides at least this long get a stride-2 stem (the map halved before any
+# block, the same 557k weights). On 20,000 jittered 28x28 digits (1 thread, interleaved, load
+# 14) a training step of the image teacher cost 0.22 s against 0.93 s with the stride-1 stem
+# (4.3x less), and after 340 steps it reached 99.87% on 3,000 fresh digits against 99.83%. 8x8
+# digits keep the stride-1 stem and their teacher (and iot/mobile/car their students).
+STRIDED_STEM_MIN_SIDE = 24
 # Per input kind: (optimizer steps, augmentation level, peak learning rate, training samples the
 # steps were measured on) of the default teacher's training. A teacher trained on the same
 # jittered views it later answers on (edgekd.distill.views) teaches them better. On MNIST-1D
@@ -117,6 +123,7 @@ def default_teacher(
     family, width, depth = DEFAULT_TEACHERS[data.input_kind]
     _, level, lr, _ = TEACHER_RECIPES[data.input_kind]
     shape = data.sample_shapes[data.input_names[0]]
+    options = teacher_options(data.input_kind, shape)
     planned, steps = teacher_schedule(data.input_kind, data.train.n)
     config = TrainConfig(epochs=epochs or planned, lr=lr, seed=seed, alpha=1.0, device=device)
     # A budget that is not whole epochs cuts the last one (--teacher-epochs: whole epochs)
@@ -135,6 +142,7 @@ def default_teacher(
         torch=torch.__version__.split("+")[0],
         v=3,  # 3: initial weights seeded
         **({} if cut is None else {"max_steps": cut}),  # keys of whole-epoch budgets stay
+        **options,  # (none on small images: their keys stay)
         **({} if dist is None else {"workers": dist.world_size}),
     )
     path = cache_dir() / f"teacher-{data.name}-{key}.safetensors"
@@ -144,10 +152,11 @@ def default_teacher(
         return model, TeacherInfo("default (cached)", str(path), _params(model), acc, 0.0)
     status(
         f"training the default teacher ({family}, width {width}, depth {depth}; "
-        f"{_schedule_words(config, data.train.n)}, augmentation {level}) on {data.name}"
+        f"{_schedule_words(config, data.train.n)}, augmentation {level}"
+        f"{', stride-2 stem' if options else ''}) on {data.name}"
     )
     torch.manual_seed(seed)  # the initial weights too: every machine trains the same teacher
-    model = build_student(family, shape, data.num_classes, width, depth)
+    model = build_student(family, shape, data.num_classes, width, depth, **options)
     start = time.perf_counter()
     augment = make_augmenter(data.input_kind, level)  # label-preserving jitter only
     train_student(
@@ -174,7 +183,20 @@ def default_teacher_model(data: DataBundle) -> nn.Module | None:
         return None
     family, width, depth = DEFAULT_TEACHERS[data.input_kind]
     shape = data.sample_shapes[data.input_names[0]]
-    return build_student(family, shape, data.num_classes, width, depth)
+    options = teacher_options(data.input_kind, shape)
+    return build_student(family, shape, data.num_classes, width, depth, **options)
+
+
+def teacher_options(kind: str, shape: tuple[int, ...]) -> dict[str, int]:
+    """Build options of the default teacher beyond its family, width and depth: a stride-2 stem
+    for images at least ``STRIDED_STEM_MIN_SIDE`` on both sides (per-step cost, see there).
+
+    >>> teacher_options("image", (1, 28, 28)), teacher_options("image", (1, 8, 8))
+    ({'stem_stride': 2}, {})
+    """
+    if kind == "image" and min(shape[1:]) >= STRIDED_STEM_MIN_SIDE:
+        return {"stem_stride": 2}
+    return {}
 
 
 def _schedule_words(config: TrainConfig, train_n: int) -> str:
