@@ -13,7 +13,8 @@ Then the checkpoint: seconds per epoch of ``train_student`` saving after every e
 short run, once at the end), at 1 thread; and what the thread trial costs
 (``edgekd.train.threads``) when it runs.
 
-With ``--loaded`` the samples/s pair runs a second time while a CPU-bound background process
+``--threads 1`` times only that thread count (default: 1 and the usable cores). With
+``--loaded`` the samples/s pair runs a second time while a CPU-bound background process
 this script starts (``python -c 'while True: pass'``) competes for the cores: the load each half
 ran under is printed beside it (``os.getloadavg``, a 1-minute average that lags: read the change,
 not the figure).
