@@ -56,7 +56,7 @@ def online(job: DistillJob) -> StrategyResult:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(train.n / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+        opt, max_lr=cfg.lr, total_steps=cfg.total_steps(steps_per_epoch)
     )
     peer_taps = tuple(dict.fromkeys(to_peer.student_taps + to_student.teacher_taps))
     step = 0  # the peer's own step count (its epoch for the method's schedules)
