@@ -180,6 +180,26 @@ def test_offline_caches_teacher_logits_on_disk(toy, teacher):
     assert result.info["teacher_signal"] == "cached logits (cache hit)"
 
 
+def test_teacher_outputs_fit_torch_threads_first_without_touching_the_teacher(
+    toy, teacher, monkeypatch
+):
+    from edgekd.teacher import outputs
+
+    timed = []
+
+    def fit(trial, distributed=False):  # what edgekd.train.threads would time: one forward
+        step = trial()
+        step()
+        timed.append(distributed)
+
+    monkeypatch.setattr(outputs, "fit_training_threads", fit)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    expected = module_outputs(teacher, toy.train, use_cache=False)[0]
+    assert timed == [False]
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # eval mode
+    np.testing.assert_array_equal(module_outputs(teacher, toy.train, use_cache=False)[0], expected)
+
+
 def test_cache_key_changes_with_the_teacher_weights(teacher):
     other = tiny_student()
     assert weights_hash(teacher) == weights_hash(teacher)
