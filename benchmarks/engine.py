@@ -13,7 +13,8 @@ Then the checkpoint: seconds per epoch of ``train_student`` saving after every e
 short run, once at the end), at 1 thread; and what the thread trial costs
 (``edgekd.train.threads``) when it runs.
 
-With ``--loaded`` the samples/s pair runs a second time while a CPU-bound background process
+``--threads 1`` times only that thread count (default: 1 and the usable cores). With
+``--loaded`` the samples/s pair runs a second time while a CPU-bound background process
 this script starts (``python -c 'while True: pass'``) competes for the cores: the load each half
 ran under is printed beside it (``os.getloadavg``, a 1-minute average that lags: read the change,
 not the figure).
@@ -22,7 +23,11 @@ not the figure).
 many samples of enlarged digits with jitter (scikit-learn's 8x8 digits scaled 3x into a 28x28
 frame at a random offset, plus noise; generated here, nothing downloaded), with its wall time,
 peak RSS (the child's, polled with psutil) and the per-stage seconds from ``report.json``
-(``timings_s``). ``--quickstart``: the same for the quick start (``edgekd distill --target
+(``timings_s``). With ``--teacher-400k`` those runs bring their own teacher, as the issue's
+60,000-image target does: a 396k-parameter LeNet-like CNN written to a file and trained by a
+short hand loop on the data before the timed run (``--teacher FILE.py:make_teacher
+--teacher-weights``), and the teacher's and the students' test accuracy are printed beside the
+stages. ``--quickstart``: the same for the quick start (``edgekd distill --target
 mobile`` on the embedded digits), cold cache. ``--stream N,...``: peak RSS of teacher outputs and
 one training epoch over an image folder of N 64x64 RGB PNGs, decoded whole against streamed
 (``edgekd.data.stream``).
@@ -30,6 +35,7 @@ one training epoch over an image folder of N 64x64 RGB PNGs, decoded whole again
     PYTHONPATH=. python benchmarks/engine.py                       # MNIST-1D, cnn1d 2.0 x 3
     PYTHONPATH=. python benchmarks/engine.py --data digits --student cnn:2:2 --repeats 5
     PYTHONPATH=. python benchmarks/engine.py --loaded --no-checkpoint --sizes 2000 --quickstart
+    PYTHONPATH=. python benchmarks/engine.py --no-speed --no-checkpoint --sizes 60000 --teacher-400k
 
 The load it ran under is printed first (``os.getloadavg``); the numbers are in README.md
 ("Training engine: threads, checkpoints, data at scale").
@@ -154,7 +160,7 @@ def samples_per_second(spec, train, logits, config, args, cores, half: str = "as
     load = os.getloadavg()[0]
     print(f"\n{half}: load {load:.2f} at the start")
     print(f"{'threads':>7}  {'edgekd samples/s':>16}  {'hand loop samples/s':>19}  {'ratio':>5}")
-    for n in sorted({1, cores}):
+    for n in args.threads or sorted({1, cores}):
         threads.request_train_threads(n)
         torch.set_num_threads(n)
         warm = TrainConfig(**{**config.settings(), "epochs": 1})  # first-call costs, untimed
@@ -218,8 +224,59 @@ def peak_rss_of(argv: list[str], env: dict) -> tuple[float, int, int]:
     return time.perf_counter() - start, proc.returncode, peak
 
 
+# The issue's 60,000-image case: a third-party ~400k-parameter CNN teacher (LeNet-like: conv 32,
+# conv 64, fc 120; 396,466 parameters at 1x28x28), brought as a file and its weights.
+TEACHER_400K = """from torch import nn
+
+
+def make_teacher():
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 120), nn.ReLU(), nn.Linear(120, 10))
+"""
+
+
+def teacher_400k(folder: Path, data: dict[str, np.ndarray], epochs: int = 2) -> list[str]:
+    """Write the 400k teacher's file into ``folder`` and train it on all of ``data`` with a short
+    hand loop (Adam 1e-3, batch 128, ``epochs`` epochs: a user's own teacher, trained before
+    edgekd runs; not timed with the run); the ``distill`` options that bring it."""
+    import importlib.util
+
+    from safetensors.torch import save_file
+
+    (folder / "teacher400k.py").write_text(TEACHER_400K)
+    spec = importlib.util.spec_from_file_location("teacher400k", folder / "teacher400k.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    teacher = module.make_teacher()
+    x, y = torch.from_numpy(data["x"]), torch.from_numpy(data["y"])
+    opt = torch.optim.Adam(teacher.parameters(), 1e-3)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), 128):
+            index = order[i : i + 128]
+            loss = F.cross_entropy(teacher(x[index]), y[index])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    fresh = jittered_digits(5_000, seed=1)
+    with torch.no_grad():
+        acc = (teacher(torch.from_numpy(fresh["x"])).argmax(1).numpy() == fresh["y"]).mean()
+    save_file(teacher.state_dict(), str(folder / "teacher.safetensors"))
+    params = sum(p.numel() for p in teacher.parameters())
+    print(f"  400k teacher ({params:,} parameters): {epochs} epochs by hand in "
+          f"{time.perf_counter() - start:.0f} s (not timed below), {acc:.2%} on 5,000 fresh "
+          f"digits")  # fmt: skip
+    return ["--teacher", f"{folder / 'teacher400k.py'}:make_teacher",
+            "--teacher-weights", str(folder / "teacher.safetensors")]  # fmt: skip
+
+
 def distill_runs(args) -> None:
-    """Default ``edgekd distill`` per data size (and the quick start), each cold-cached."""
+    """Default ``edgekd distill`` per data size (and the quick start), each cold-cached; with
+    ``--teacher-400k`` the sized runs bring the 400k teacher instead of the default one."""
     runs = [(f"{n:,} jittered digits", n) for n in args.sizes]
     if args.quickstart:
         runs.insert(0, ("quick start (digits, mobile)", None))
@@ -230,8 +287,12 @@ def distill_runs(args) -> None:
             argv = [sys.executable, "-m", "edgekd", "distill", "--target", "mobile",
                     "--out", str(Path(tmp) / "run"), "--json"]  # fmt: skip
             if n is not None:
-                np.savez(Path(tmp) / "data.npz", **jittered_digits(n))  # uncompressed: mapped
+                data = jittered_digits(n)
+                np.savez(Path(tmp) / "data.npz", **data)  # uncompressed: memory-mapped
                 argv += ["--data", str(Path(tmp) / "data.npz")]
+                if args.teacher_400k:
+                    label += ", 400k teacher"
+                    argv += teacher_400k(Path(tmp), data)
             load = os.getloadavg()[0]
             wall, code, peak = peak_rss_of(argv, env)
             report = Path(tmp) / "run" / "report.json"
@@ -241,8 +302,14 @@ def distill_runs(args) -> None:
             print(f"  {label}: {wall:.0f} s, peak RSS {peak / 2**20:.0f} MiB, load {load:.2f} -> "
                   f"{os.getloadavg()[0]:.2f}, exit {code}")  # fmt: skip
             print(f"    stages (s): {stages}")
-            epochs = (r.get("training") or {}).get("epochs_from")
-            print(f"    accuracy: {acc}; epochs: {epochs}")
+            training = r.get("training") or {}
+            print(f"    accuracy: {acc}; epochs: {training.get('epochs')} "
+                  f"({training.get('epochs_from')}); student: {student_words(r)}")  # fmt: skip
+
+
+def student_words(report: dict) -> str:
+    s = report.get("student") or {}
+    return f"{s.get('family')} width {s.get('width')} depth {s.get('depth')}, {s.get('params')}"
 
 
 STREAM_CHILD = """
@@ -300,10 +367,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint-epochs", type=int, default=5)
     parser.add_argument("--loaded", action="store_true", help="also under a CPU-bound process")
+    parser.add_argument(
+        "--threads", type=_ints, default=(), help="thread counts (default: 1 and the usable cores)"
+    )
     parser.add_argument("--no-checkpoint", action="store_true", help="skip the checkpoint cost")
     parser.add_argument("--no-speed", action="store_true", help="skip the samples/s pair")
     parser.add_argument("--sizes", type=_ints, default=(), help="e.g. 2000,20000,60000")
     parser.add_argument("--quickstart", action="store_true", help="the quick start, cold cache")
+    parser.add_argument(
+        "--teacher-400k", action="store_true", help="--sizes runs with a 400k CNN teacher file"
+    )
     parser.add_argument("--stream", type=_ints, default=(), help="image counts, e.g. 2000,8000")
     args = parser.parse_args()
 

@@ -333,7 +333,7 @@ class Training:
             "temperature": config.temperature,
             "alpha": self.job.train.alpha,
             "epochs": self.job.train.epochs,
-            **epochs_choice(config, self.job.options.augment),  # epochs_from, step_budget
+            **epochs_choice(config, self.job.options.augment, self.job.data.train.n),
             "lr": config.lr,
             "batch_size": config.batch_size,
             "seed": config.seed,

@@ -263,7 +263,11 @@ def test_the_report_records_where_training_ran() -> None:
     from edgekd.pipeline import Training
     from edgekd.train.loop import TrainHistory
 
-    job = SimpleNamespace(train=TrainConfig(), options=SimpleNamespace(augment="none"))
+    job = SimpleNamespace(
+        train=TrainConfig(),
+        options=SimpleNamespace(augment="none"),
+        data=SimpleNamespace(train=SimpleNamespace(n=100)),  # the step budget is the data's
+    )
     result = SimpleNamespace(history=TrainHistory(), info={})
     used = dev.describe_device(CPU, "fp32")
     run = SimpleNamespace(config=DistillConfig(), method="kd", strategy="offline")

@@ -49,9 +49,13 @@ def test_the_step_budget_gives_small_sets_more_epochs_than_large_ones(level) -> 
     assert default_epochs(level, small, BATCH) == default_epochs(level)  # the most
     assert default_epochs(level, large, BATCH) < default_epochs(level, small, BATCH)
     assert default_epochs(level, large, BATCH) == math.ceil(
-        step_budget(level) / math.ceil(large / BATCH)
+        step_budget(level, large) / math.ceil(large / BATCH)
     )
-    assert (default_epochs("strong", large, BATCH), default_epochs("none", large, BATCH)) == (19, 7)
+    assert (default_epochs("strong", large, BATCH), default_epochs("none", large, BATCH)) == (5, 2)
+    # more data, fewer steps: by the square root of how much larger than MNIST-1D (hand-worked:
+    # 5,700 x sqrt(3,601 / 14,404) = 5,700 / 2 = 2,850)
+    assert step_budget(level, 500) == step_budget(level, 3_601) == step_budget(level)
+    assert step_budget(level, 14_404) == step_budget(level) // 2
     assert default_epochs(level, huge, BATCH) == MIN_EPOCHS
     # a larger batch takes fewer steps an epoch: as many epochs or more
     assert default_epochs(level, large, 4 * BATCH) >= default_epochs(level, large, BATCH)
@@ -62,6 +66,7 @@ def test_the_report_says_how_the_epochs_were_chosen() -> None:
         "epochs_from": "step budget",
         "step_budget": step_budget("strong"),
     }
+    assert epochs_choice(DistillConfig(), "none", 14_404)["step_budget"] == 2_850
     assert epochs_choice(DistillConfig(epochs=5), "none") == {
         "epochs_from": "--epochs",
         "step_budget": None,
@@ -87,7 +92,7 @@ def step_seconds(monkeypatch):
     return now
 
 
-def _train(now, budget, checkpoint=None, resume=False, on_step=None, epochs=5):
+def _train(now, budget, checkpoint=None, resume=False, on_step=None, epochs=5, max_steps=None):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 6)).astype(np.float32)
     train = Split({"x": x}, (x[:, 0] > 0).astype(np.int64))
@@ -104,7 +109,9 @@ def _train(now, budget, checkpoint=None, resume=False, on_step=None, epochs=5):
             on_step(calls[0])
         return cached(index, batch)
 
-    config = TrainConfig(epochs=epochs, lr=1e-2, batch_size=16, time_budget=budget)
+    config = TrainConfig(
+        epochs=epochs, lr=1e-2, batch_size=16, time_budget=budget, max_steps=max_steps
+    )
     history = train_student(
         student, train, val, config, make_method("kd"), teacher, checkpoint=checkpoint,
         resume=resume,
@@ -149,6 +156,76 @@ def test_a_resumed_run_counts_the_seconds_spent_before(step_seconds, tmp_path) -
     assert _same_weights(student, reference)
     assert history.to_dict() == ref_history.to_dict() and len(history.loss) == 3
     assert history.stopped == ref_history.stopped
+
+
+def test_a_step_budget_stops_mid_epoch_and_validates_there(step_seconds) -> None:
+    # 6 steps an epoch: 14 steps are two epochs and two steps of the third
+    student, history = _train(step_seconds, None, epochs=3, max_steps=14)
+    assert step_seconds[0] == 14  # one teacher call per step
+    assert len(history.loss) == len(history.val_accuracy) == 3
+    assert TrainConfig(epochs=3, max_steps=14).total_steps(6) == 14  # the one-cycle schedule's
+    assert [TrainConfig(epochs=3, max_steps=14).steps_in_epoch(e, 6) for e in range(3)] == [6, 6, 2]
+    assert TrainConfig(epochs=3, max_steps=100).total_steps(6) == 18  # whole epochs: all of them
+    # out of the repr (the default teacher's cache key) and, unset, of a checkpoint's settings
+    assert repr(TrainConfig(max_steps=7)) == repr(TrainConfig())
+    assert "max_steps" not in TrainConfig().settings()
+    assert TrainConfig(max_steps=7).settings()["max_steps"] == 7
+    with pytest.raises(ValueError, match="max_steps"):
+        TrainConfig(max_steps=0)
+
+
+def test_a_run_stopped_in_its_cut_epoch_resumes_bit_identical(step_seconds, tmp_path) -> None:
+    reference, ref_history = _train(step_seconds, None, epochs=3, max_steps=14)
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def send(n):
+        if n == 2 * STEPS_PER_EPOCH + 1:  # the first step of the cut epoch
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(Interrupted, match="epoch 3, step 2 of"):
+        _train(step_seconds, None, ckpt, on_step=send, epochs=3, max_steps=14)
+    student, history = _train(step_seconds, None, ckpt, resume=True, epochs=3, max_steps=14)
+    assert _same_weights(student, reference) and history.to_dict() == ref_history.to_dict()
+    with pytest.raises(BadInputError, match="max_steps: 14 there, 15 now"):
+        _train(step_seconds, None, ckpt, resume=True, epochs=3, max_steps=15)
+
+
+def test_the_default_teacher_gets_more_steps_for_more_data_sub_linearly() -> None:
+    from edgekd.teacher.default import (
+        MAX_TEACHER_STEP_FACTOR,
+        TEACHER_RECIPES,
+        teacher_schedule,
+        teacher_steps,
+    )
+
+    digits = load_data("digits", seed=0).train.n
+    assert teacher_schedule("image", digits, BATCH) == (17, 340)  # the quick start's, as before
+    assert teacher_schedule("sequence", load_data("mnist1d", seed=0).train.n, BATCH) == (100, 5700)
+    for kind, (steps, _, _, measured_on) in TEACHER_RECIPES.items():
+        assert teacher_steps(kind, measured_on // 10) == steps  # never fewer than the recipe's
+        # ten times the data: a quarter more steps (hand-worked: 1 + log10(10) / 4 = 1.25)
+        assert teacher_steps(kind, 10 * measured_on) == round(1.25 * steps)
+        assert teacher_steps(kind, 10**9) == round(MAX_TEACHER_STEP_FACTOR * steps)
+    # 60,000 samples (42,000 to train, 657 steps an epoch): 340 x (1 + log10(42,000 / 1,258) / 4)
+    # = 340 x 1.381 = 470 steps, part of one epoch; before, 2 whole epochs (1,314 steps)
+    assert teacher_schedule("image", 42_000, BATCH) == (1, 470)
+    assert teacher_schedule("image", 14_000, BATCH) == (2, 429)  # 20,000: before, 438 steps
+
+
+def test_the_default_teacher_halves_larger_images_in_its_stem(tmp_path) -> None:
+    from edgekd.teacher.default import default_teacher_model
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 28, 28), dtype=np.float32)
+    np.savez(tmp_path / "big.npz", x=x, y=np.arange(40) % 4)
+    big = default_teacher_model(load_data(str(tmp_path / "big.npz"), seed=0))
+    small = default_teacher_model(load_data("digits", seed=0))
+    assert big.features[0].stride == (2, 2) and small.features[0].stride == (1, 1)
+    assert big.edgekd_arch["options"] == {"stem_stride": 2} and "options" not in small.edgekd_arch
+    # the same weights (sizing's share-of-teacher rule reads the count): only the maps shrink
+    plain = build_student("cnn", (1, 28, 28), 4, 4.0, 4)
+    assert sum(p.numel() for p in big.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert big(torch.from_numpy(x[:2])).shape == (2, 4)
 
 
 def test_the_bar_shows_the_time_left_at_the_pace_since_it_started() -> None:

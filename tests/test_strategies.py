@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from toydata import FAST, test_accuracy, tiny_student, toy_bundle, toy_teacher
 
 from edgekd.cache import cache_dir
@@ -105,6 +106,58 @@ def test_online_peer_learns_too(toy, teacher):
     assert result.info["peer_val_accuracy"] > 0.5
 
 
+class _CountingScaler:
+    """A stand-in for torch's GradScaler: counts what the peer's step asks of it."""
+
+    def __init__(self):
+        self.calls = {"scale": 0, "step": 0, "update": 0}
+
+    def scale(self, loss):
+        self.calls["scale"] += 1
+        return loss
+
+    def step(self, opt):
+        self.calls["step"] += 1
+        opt.step()
+
+    def update(self):
+        self.calls["update"] += 1
+
+    def state_dict(self):
+        return {"calls": dict(self.calls)}
+
+
+def test_online_peer_gets_a_gradient_scaler_only_where_the_student_would(toy, teacher, monkeypatch):
+    from edgekd.distill.strategies import online
+    from edgekd.train.device import gradient_scaler
+
+    asked = []
+
+    def spy(device, precision):
+        asked.append((device.type, precision))
+        return gradient_scaler(device, precision)
+
+    monkeypatch.setattr(online, "gradient_scaler", spy)
+    run("online", toy, teacher, peer="student")  # fp32 on the CPU: no scaler, plain steps
+    assert asked == [("cpu", "fp32")]
+    assert gradient_scaler(torch.device("cpu"), "bf16") is None  # bf16 needs none either
+    # fp16 (CUDA only; a stand-in here): every peer step goes through the scaler
+    scaler = _CountingScaler()
+    monkeypatch.setattr(online, "gradient_scaler", lambda device, precision: scaler)
+    run("online", toy, teacher, peer="student")
+    steps = FAST.epochs * -(-toy.train.n // FAST.batch_size)
+    assert scaler.calls == {"scale": steps, "step": steps, "update": steps}
+
+
+@pytest.mark.gpu
+def test_online_peer_trains_in_fp16_on_the_gpu(toy, teacher):
+    student = tiny_student()
+    train = replace(FAST, device="cuda", precision="fp16")
+    job = DistillJob(teacher, student, toy, train, "kd", {}, StrategyOptions(peer="student"))
+    result = run_strategy("online", job)
+    assert all(np.isfinite(result.history.loss)) and result.info["peer_val_accuracy"] > 0.5
+
+
 def test_assistant_is_sized_between_student_and_teacher(toy, teacher):
     knobs = size_assistant(tiny_student(), teacher)
     p_s, p_t = count_params(tiny_student()), count_params(teacher)
@@ -125,6 +178,26 @@ def test_offline_caches_teacher_logits_on_disk(toy, teacher):
     assert module_outputs(teacher, toy.train, use_cache=False)[1] == "no cache"
     _, _, result = run("offline", toy, teacher)
     assert result.info["teacher_signal"] == "cached logits (cache hit)"
+
+
+def test_teacher_outputs_fit_torch_threads_first_without_touching_the_teacher(
+    toy, teacher, monkeypatch
+):
+    from edgekd.teacher import outputs
+
+    timed = []
+
+    def fit(trial, distributed=False):  # what edgekd.train.threads would time: one forward
+        step = trial()
+        step()
+        timed.append(distributed)
+
+    monkeypatch.setattr(outputs, "fit_training_threads", fit)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    expected = module_outputs(teacher, toy.train, use_cache=False)[0]
+    assert timed == [False]
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # eval mode
+    np.testing.assert_array_equal(module_outputs(teacher, toy.train, use_cache=False)[0], expected)
 
 
 def test_cache_key_changes_with_the_teacher_weights(teacher):

@@ -65,9 +65,14 @@ def _plan(sample_shape: tuple[int, ...], width: float, depth: int) -> list[tuple
     return plan
 
 
-def _stem(sample_shape: tuple[int, ...], width: float) -> list[nn.Module]:
+def _stem(sample_shape: tuple[int, ...], width: float, stride: int = 1) -> list[nn.Module]:
     c = max(4, round(16 * width))
-    return [nn.Conv2d(sample_shape[0], c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+    return [nn.Conv2d(sample_shape[0], c, 3, stride, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+
+
+def _after_stem(sample_shape: tuple[int, ...], stride: int) -> tuple[int, ...]:
+    """The feature map's shape after a stem of this stride (3x3, padding 1)."""
+    return (sample_shape[0], *((side - 1) // stride + 1 for side in sample_shape[1:]))
 
 
 @register_student(
@@ -79,9 +84,14 @@ def cnn(
     width: float = 1.0,
     depth: int = 2,
     residual: bool = True,
+    stem_stride: int = 1,
 ) -> nn.Module:
-    plan = _plan(sample_shape, width, depth)
-    blocks = _stem(sample_shape, width) + [ConvBlock(a, b, s, residual) for a, b, s in plan]
+    # stem_stride 2 halves the map before any block (the default teacher on larger images,
+    # edgekd.teacher.default): every block then costs a quarter
+    plan = _plan(_after_stem(sample_shape, stem_stride), width, depth)
+    blocks = _stem(sample_shape, width, stem_stride) + [
+        ConvBlock(a, b, s, residual) for a, b, s in plan
+    ]
     c_out = plan[-1][1] if plan else max(4, round(16 * width))
     return ImageNet(nn.Sequential(*blocks), c_out, num_classes)
 

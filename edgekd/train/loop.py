@@ -63,6 +63,11 @@ class TrainConfig:
     # Seconds of training (--time-budget; None: no limit): stop at the first epoch end after
     # them. Out of the repr (the default teacher's cache key) and of what a resume must match.
     time_budget: float | None = dataclasses.field(default=None, repr=False)
+    # The most optimizer steps (None: every step of every epoch): the last epoch stops at the
+    # budget, mid-epoch, and is validated there (the default teacher's step budget on a large
+    # set, edgekd.teacher.default). Out of the repr so that cache keys built before it stay;
+    # a key that depends on it names it.
+    max_steps: int | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not valid_device_spec(self.device) or self.precision not in PRECISIONS:
@@ -79,12 +84,25 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be > 0 seconds, got {self.time_budget}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
 
     def settings(self) -> dict:
         """What a checkpoint must have been written with to resume under this config."""
         out = dataclasses.asdict(self)
         del out["checkpoint_every"], out["time_budget"]
+        if out["max_steps"] is None:  # as written before max_steps existed
+            del out["max_steps"]
         return out
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps over the whole run: every epoch's, or ``max_steps`` if fewer."""
+        every = self.epochs * steps_per_epoch
+        return every if self.max_steps is None else min(every, self.max_steps)
+
+    def steps_in_epoch(self, epoch: int, steps_per_epoch: int) -> int:
+        """Steps epoch ``epoch`` (from 0) runs: all of them, or up to the step budget."""
+        return min(steps_per_epoch, self.total_steps(steps_per_epoch) - epoch * steps_per_epoch)
 
 
 @dataclass
@@ -184,8 +202,9 @@ def train_student(
     ``augment`` is applied once per batch, before both the student and the teacher signal see it
     (consistent teaching); a view without labels (mixup) is taught by the teacher alone.
     ``config.patience`` stops training after that many epochs without a better validation score;
-    ``config.time_budget`` at the first epoch end after that many seconds (``history.stopped``).
-    ``config.device``/``precision``: see :mod:`edgekd.train.device` (modules go back at the end).
+    ``config.time_budget`` at the first epoch end after that many seconds (``history.stopped``);
+    ``config.max_steps`` after that many steps, mid-epoch. ``config.device``/``precision``: see
+    :mod:`edgekd.train.device` (modules go back at the end).
     """
     if augment is not None and getattr(teacher, "by_index", False):
         raise ValueError("cached teacher logits cannot teach augmented views; use live_teacher")
@@ -215,19 +234,20 @@ def train_student(
     ):
         bar.advance(0, info="resumed" if run.epoch else "")
         for epoch in range(run.epoch, config.epochs):
-            if _out_of_patience(history, config.patience) or _out_of_time(run, parts):
+            steps = config.steps_in_epoch(epoch, steps_per_epoch)  # fewer: max_steps; 0: spent
+            if steps < 1 or _out_of_patience(history, config.patience) or _out_of_time(run, parts):
                 break
             student.train()
             if run.order is None:  # a fresh epoch: draw its order (as Split.batches does)
                 run.order, run.step, run.total, run.count = run.rng.permutation(train.n), 0, 0.0, 0
-            with train.feed(_epoch_batches(run, parts, steps_per_epoch)) as feed:  # (data)
-                while run.step < steps_per_epoch:
+            with train.feed(_epoch_batches(run, parts, steps)) as feed:  # (data)
+                while run.step < steps:
                     if stopping(stop):
                         saver.save(run.state(epoch))
                         raise _stopped(description, stop.name, epoch, run, checkpoint)
                     _step(run, parts, epoch, next(feed)[1])
                     saver.advanced()
-                    if saver.due() and run.step < steps_per_epoch:  # mid-epoch: step-level state
+                    if saver.due() and run.step < steps:  # mid-epoch: step-level state
                         saver.save(run.state(epoch))
             _end_epoch(run, epoch, val, val_score)
             if saver.due(epoch_end=True):
@@ -261,7 +281,7 @@ def _start(
     params = list(student.parameters()) + (list(method.parameters()) if method else [])
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch
+        opt, max_lr=config.lr, total_steps=config.total_steps(steps_per_epoch)
     )
     return _RunState(student, method, opt, sched, rng, config, teacher, device, precision)
 

@@ -8,7 +8,8 @@ second, freshly initialised student (``peer="student"``, the paper's two-student
 The student trains in the one training loop; the peer is updated inside the student's teacher
 signal, from the student's outputs on that batch (captured with a forward hook). Both therefore
 update from each other's pre-step predictions; the paper alternates the two updates, which differs
-by one optimiser step of staleness.
+by one optimiser step of staleness. In fp16 (``--precision fp16`` on CUDA) the peer's loss is
+scaled by a gradient scaler of its own, as the student's is in ``edgekd.train.loop``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from edgekd.distill.methods import DistillBatch
 from edgekd.distill.strategies import DistillJob, StrategyResult, register_strategy
 from edgekd.distill.strategies._common import fresh_like, prepare_method, val_accuracy
 from edgekd.errors import BadInputError, DivergedError
-from edgekd.train.device import training_device
+from edgekd.train.device import autocast, gradient_scaler, resolve_precision, training_device
 from edgekd.train.loop import to_tensors, train_student
 from edgekd.train.taps import capture
 
@@ -49,11 +50,13 @@ def online(job: DistillJob) -> StrategyResult:
     device = training_device(cfg.device, job.dist)  # the student's (train_student moves it there)
     peer.to(device)  # before its optimizer and DDP see it
     to_peer.to(device)
+    precision = resolve_precision(cfg.precision, device)  # the student's, as train_student's
+    scaler = gradient_scaler(device, precision)  # fp16 only (small gradients underflow), else None
     params = list(peer.parameters()) + list(to_peer.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(train.n / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+        opt, max_lr=cfg.lr, total_steps=cfg.total_steps(steps_per_epoch)
     )
     peer_taps = tuple(dict.fromkeys(to_peer.student_taps + to_student.teacher_taps))
     step = 0  # the peer's own step count (its epoch for the method's schedules)
@@ -68,7 +71,7 @@ def online(job: DistillJob) -> StrategyResult:
         if s_logits.shape[0] != batch.n:  # pragma: no cover - the trainer runs the student first
             raise RuntimeError("online: the student's output for this batch was not captured")
         peer.train()
-        with capture(peer, peer_taps) as p_feats:
+        with autocast(device, precision), capture(peer, peer_taps) as p_feats:
             p_logits = peer_model(*to_tensors(batch, device))
         labels = None if batch.y is None else torch.from_numpy(batch.y).to(device)
         kd = peer_loss.loss(
@@ -89,9 +92,7 @@ def online(job: DistillJob) -> StrategyResult:
         )
         if not torch.isfinite(loss):
             raise DivergedError(f"online: the peer's loss became {loss.item()}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _optimizer_step(loss, opt, scaler)
         sched.step()
         return p_logits.detach(), {k: p_feats[k].detach() for k in to_student.teacher_taps}
 
@@ -102,6 +103,7 @@ def online(job: DistillJob) -> StrategyResult:
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
             "step": step,
+            "scaler": scaler.state_dict() if scaler is not None else {},
         }
 
     def load_state_dict(state: dict) -> None:
@@ -111,6 +113,8 @@ def online(job: DistillJob) -> StrategyResult:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step = state["step"]
+        if scaler is not None and state.get("scaler"):  # absent: written in another precision
+            scaler.load_state_dict(state["scaler"])
 
     signal.state_dict, signal.load_state_dict = state_dict, load_state_dict
     with capture(student, (OUTPUT, *to_peer.teacher_taps)) as s_out:
@@ -130,3 +134,16 @@ def online(job: DistillJob) -> StrategyResult:
             "peer_val_accuracy": val_accuracy(peer, job.data.val),
         },
     )
+
+
+def _optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler) -> None:
+    """The peer's backward and step; with a scaler (fp16) scaled as the student's is, so that
+    small gradients do not underflow, and a step with inf or NaN gradients skipped."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
