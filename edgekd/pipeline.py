@@ -42,7 +42,13 @@ from edgekd.gate import gate
 from edgekd.hostinfo import host_info
 from edgekd.progress import status
 from edgekd.quantize import Int8StaticConfig, quantize
-from edgekd.quantize.select import QuantSearch, QuantSelection, Variant, select_quantization
+from edgekd.quantize.select import (
+    QuantSearch,
+    QuantSelection,
+    Variant,
+    eval_rows,
+    select_quantization,
+)
 from edgekd.quantize.variants import slower_than_fp32
 from edgekd.report.markdown import to_markdown
 from edgekd.report.plots import write_charts
@@ -480,7 +486,7 @@ def _quantize(run: PreparedRun, folder: RunFolder) -> Quantized:
             work / "student.onnx",
             run.target,
             data.train.inputs,
-            data.val,
+            eval_rows(data.val),
             variants_dir,
             None,
             search,

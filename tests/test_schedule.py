@@ -242,6 +242,19 @@ def test_the_bar_shows_the_time_left_at_the_pace_since_it_started() -> None:
     assert time_left(task) == "0:02:00"
 
 
+def test_a_bar_in_a_log_prints_plain_lines_with_the_time_left(monkeypatch, capsys) -> None:
+    # stderr captured: not a terminal, as in a CI log, where rich draws only the final state
+    import edgekd.progress as progress
+
+    monkeypatch.delenv("EDGEKD_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    with progress.progress_bar("distill", total=3) as bar:
+        for _ in range(3):
+            bar.advance(1, info="loss 0.5")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("distill 1/3")]
+    assert lines and "loss 0.5 (0:00:00, eta " in lines[0]
+
+
 def test_tune_runs_every_trial_on_the_patient_schedule_for_its_data() -> None:
     import dataclasses
     from types import SimpleNamespace

@@ -246,8 +246,9 @@ InitFromTeacher = Annotated[
 TeacherEpochs = Annotated[
     int | None,
     typer.Option(
-        help="Epochs for training the default teacher (cached afterwards; default 100 for "
-        "sequences, 40 otherwise)."
+        help="Epochs for training the default teacher (cached afterwards). Default: a budget "
+        "of optimizer steps per input kind that grows slowly with the data, the last epoch cut "
+        "at the budget."
     ),
 ]
 BenchSeconds = Annotated[

@@ -129,9 +129,13 @@ class DataBundle:
     def example_inputs(self, batch_size: int = 1) -> dict[str, np.ndarray]:
         return {k: v[:batch_size] for k, v in self.test.inputs.items()}
 
-    def test_inputs(self, streamed_rows: int = 2048) -> dict[str, np.ndarray]:
-        """The test inputs as arrays (export's parity check): all of an in-memory or mapped
-        split; the first ``streamed_rows`` of a streamed one, decoded (never the whole set)."""
-        if not self.test.streamed:
+    def test_inputs(self, rows: int = 4096, streamed_rows: int = 2048) -> dict[str, np.ndarray]:
+        """The test inputs export's parity check runs on: the first ``rows`` of an in-memory or
+        mapped split (the split is shuffled; on 60,000 images parity over all 12,000 test rows
+        cost 16 s of the teacher alone at load 11, for no more evidence than 4,096 give, and the
+        benchmark scores the exported file on the whole split anyway), the first
+        ``streamed_rows`` of a streamed one, decoded (never the whole set)."""
+        limit = streamed_rows if self.test.streamed else rows
+        if self.test.n <= limit and not self.test.streamed:
             return self.test.inputs
-        return self.example_inputs(min(streamed_rows, self.test.n))
+        return self.example_inputs(min(limit, self.test.n))

@@ -78,6 +78,7 @@ class QuantSelection:
     warnings: tuple[str, ...] = ()
     target_threads: int = 0  # the threads of every variant's latency_ms_target (0: not measured)
     duel: dict | None = None  # Duel.to_dict() of the two leaders re-measured; None: no duel
+    eval_samples: int = 0  # validation samples the accuracy (or agreement) was measured on
 
     @property
     def chosen_variant(self) -> Variant:
