@@ -103,3 +103,20 @@ def test_a_factory_teacher_with_a_tokenizer_file(tmp_path):
     import torch
 
     assert teacher.module(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 320)
+
+
+def test_saving_a_transformers_model_draws_no_bar_and_restores_the_setting(tmp_path, capfd):
+    # transformers' "Writing model shards" bar ignores EDGEKD_NO_PROGRESS (issue 18)
+    from lm_fixtures import tiny_llama
+    from transformers.utils import logging as hf_logging
+
+    from edgekd.lm.teacher import save_hf_quietly
+
+    hf_logging.enable_progress_bar()
+    try:
+        save_hf_quietly(tiny_llama(vocab=97), tmp_path)
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.disable_progress_bar()
+    assert (tmp_path / "model.safetensors").is_file()
+    assert "Writing" not in capfd.readouterr().err

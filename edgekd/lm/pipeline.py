@@ -104,9 +104,10 @@ def distill_lm(config: DistillConfig) -> dict[str, Any]:
         laps["distill"], clock = time.perf_counter() - clock, time.perf_counter()
         exported, selection = _export_and_quantize(run, student, work)
         laps["export+quantize"], clock = time.perf_counter() - clock, time.perf_counter()
-        rows = _bench(run, selection)
+        rows, teacher_onnx = _bench(run, selection)
         laps["bench"] = time.perf_counter() - clock
         report = _report(run, sizing, history, exported, selection, rows, laps, out)
+        report["teacher"]["onnx"] = teacher_onnx.to_dict()
         report = json.loads(json.dumps(report, default=plain).replace(str(work), str(out)))
         _write(report, run, rows, work)
     return report
@@ -308,18 +309,29 @@ def export_and_quantize(student, work: Path, prompts, val_blocks: np.ndarray,
 
 
 def _bench(run: LMRun, selection):
+    """The benchmark's rows, and the teacher's ONNX export (benched as ``teacher-onnx`` where
+    it exported with parity; ``edgekd.lm.export.export_teacher``)."""
+    from edgekd.lm.export import cached_teacher_export
+
     teacher = getattr(run.teacher.module, "model", run.teacher.module)  # transformers: its cache
+    teacher_onnx = cached_teacher_export(run.teacher.module, run.prompts)
+    status(f"teacher in ONNX: {teacher_onnx.reason}")
     blocks = run.test.blocks[: min(len(run.test), 32)]
-    return bench_students(selection, blocks, run.prompts, run.settings["context"],
-                          teacher=teacher)  # fmt: skip
+    rows = bench_students(selection, blocks, run.prompts, run.settings["context"],
+                          teacher=teacher, teacher_onnx=teacher_onnx.path)  # fmt: skip
+    return rows, teacher_onnx
 
 
-def bench_students(selection, blocks: np.ndarray, prompts, context: int, teacher=None):
+def bench_students(selection, blocks: np.ndarray, prompts, context: int, teacher=None,
+                   teacher_onnx: str | None = None):  # fmt: skip
     """The chosen student variant (and fp32 when another was chosen), with the teacher module
-    when there is one, through ``edgekd.lm.bench.bench_lm``."""
+    when there is one (and its ONNX graph, ``teacher_onnx``), through
+    ``edgekd.lm.bench.bench_lm``."""
     from edgekd.lm.bench import bench_lm
 
     models: dict[str, Any] = {} if teacher is None else {"teacher": teacher}
+    if teacher_onnx is not None:
+        models["teacher-onnx"] = teacher_onnx
     models["student"] = selection.chosen.path
     if selection.chosen.name != "fp32":
         models["student-fp32"] = next(v.path for v in selection.variants if v.name == "fp32")
