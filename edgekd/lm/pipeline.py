@@ -330,11 +330,11 @@ def bench_students(selection, blocks: np.ndarray, prompts, context: int, teacher
     from edgekd.lm.bench import bench_lm
 
     models: dict[str, Any] = {} if teacher is None else {"teacher": teacher}
-    if teacher_onnx is not None:
-        models["teacher-onnx"] = teacher_onnx
     models["student"] = selection.chosen.path
     if selection.chosen.name != "fp32":
         models["student-fp32"] = next(v.path for v in selection.variants if v.name == "fp32")
+    if teacher_onnx is not None:  # last: the rows before it keep their places
+        models["teacher-onnx"] = teacher_onnx
     return bench_lm(
         models, blocks, prompts, teacher="teacher" if teacher is not None else None,
         prompt_tokens=PROMPT_TOKENS, context_tokens=context, new_tokens=NEW_TOKENS,
