@@ -110,21 +110,44 @@ def run_distill(teacher: Path, data: Path, out: Path, extra: list[str]) -> dict:
            str(teacher), "--data", str(data), "--target", "mobile", "--out", str(out),
            "--overwrite", *extra]  # fmt: skip
     start = time.perf_counter()
-    lines: list[tuple[float, str]] = []
+    lines: list[tuple[float, float, str]] = []  # (wall s, the child's CPU s, the line)
     with subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True) as proc:
         for line in proc.stderr:
-            lines.append((time.perf_counter() - start, line.rstrip()))
-            print(f"  [{lines[-1][0]:7.1f} s] {line.rstrip()}", file=sys.stderr, flush=True)
+            lines.append((time.perf_counter() - start, cpu_seconds(proc.pid), line.rstrip()))
+            print(f"  [{lines[-1][0]:7.1f} s wall, {lines[-1][1]:7.1f} s CPU] {line.rstrip()}",
+                  file=sys.stderr, flush=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"edgekd distill failed (exit {proc.returncode})")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # KiB on Linux
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     report = json.loads((out / "report.json").read_text())
-    return {"report": report, "lines": lines, "peak_rss_mb": peak, "wall_s": wall}
+    return {"report": report, "lines": lines, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime}  # fmt: skip
 
 
-def arrival(lines: list[tuple[float, str]], prefix: str) -> float | None:
-    return next((t for t, line in lines if line.startswith(prefix)), None)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (Linux /proc), all threads:
+    on a loaded host this, not the wall time, is what a stage would cost on idle cores."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def arrival(lines: list[tuple[float, float, str]], prefix: str) -> tuple[float, float] | None:
+    """(wall s, CPU s) when the first line starting with ``prefix`` arrived."""
+    return next(((w, c) for w, c, line in lines if line.strip().startswith(prefix)), None)
+
+
+# (what has happened by then, the start of the stderr line that says so)
+STAGE_LINES = (
+    ("teacher loaded, text tokenized, teacher top-k pass", "teacher top-"),
+    ("student sized", "the largest"),
+    ("student trained", "distill"),
+    ("exported and quantized", "quantization:"),
+    ("teacher exported to ONNX (or not)", "teacher in ONNX:"),
+)
 
 
 def main() -> None:
@@ -145,13 +168,13 @@ def main() -> None:
           f"characters); load {load_before[0]:.1f}", flush=True)
     got = run_distill(teacher, data, args.work / f"run-{args.docs}", args.extra)
     rep, lines = got["report"], got["lines"]
-    top_k_at = arrival(lines, "teacher top-")
-    print("\n| stage | seconds |\n|---|---|")
-    if top_k_at is not None:
-        print(f"| start to the top-k status line (load, text, top-k) | {top_k_at:.0f} |")
-    for stage, seconds in rep["timings_s"].items():
-        print(f"| {stage} | {seconds:.0f} |")
-    print(f"| whole run (wall) | {got['wall_s']:.0f} |")
+    print("\n| from the start to this line | wall s | CPU s |\n|---|---|---|")
+    for label, prefix in STAGE_LINES:
+        at = arrival(lines, prefix)
+        if at is not None:
+            print(f"| {label} | {at[0]:.0f} | {at[1]:.0f} |")
+    print(f"| end of the run | {got['wall_s']:.0f} | {got['cpu_s']:.0f} |")
+    print("\nreport timings_s: " + ", ".join(f"{k} {v:.0f} s" for k, v in rep["timings_s"].items()))
     train = rep["data"]["train"]
     print(f"\nblocks: {train}; student {rep['student']['params']:,} params; teacher "
           f"{rep['teacher']['params']:,}; peak RSS {got['peak_rss_mb']:.0f} MiB; load before "

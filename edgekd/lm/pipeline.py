@@ -229,7 +229,7 @@ def _teaching(run: LMRun):
     from edgekd.lm.topk import teacher_top_k
 
     top = teacher_top_k(teacher, train, k=run.config.top_k, device=device)
-    status(f"teacher top-{top.k} over {len(run.train)} blocks: {top.source}")
+    status(f"teacher top-{top.k} over {len(run.train)} blocks: {top.source} ({top.precision})")
     return TeacherSide(top_k=top, live=teacher)
 
 
