@@ -103,3 +103,43 @@ def test_a_factory_teacher_with_a_tokenizer_file(tmp_path):
     import torch
 
     assert teacher.module(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 320)
+
+
+def test_saving_a_transformers_model_draws_no_bar_and_restores_the_setting(tmp_path, capfd):
+    # transformers' "Writing model shards" bar ignores EDGEKD_NO_PROGRESS (issue 18)
+    from lm_fixtures import tiny_llama
+    from transformers.utils import logging as hf_logging
+
+    from edgekd.lm.teacher import save_hf_quietly
+
+    hf_logging.enable_progress_bar()
+    try:
+        save_hf_quietly(tiny_llama(vocab=97), tmp_path)
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.disable_progress_bar()
+    assert (tmp_path / "model.safetensors").is_file()
+    assert "Writing" not in capfd.readouterr().err
+
+
+def test_top_k_pass_in_bf16_is_close_to_fp32_and_cached_apart(tmp_path, monkeypatch):
+    import torch
+    from lm_fixtures import tiny_llama
+
+    from edgekd.lm.teacher import HFLogits
+    from edgekd.lm.topk import pass_precision, teacher_top_k
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
+    teacher = HFLogits(tiny_llama(vocab=97)).eval()
+    blocks = np.random.default_rng(0).integers(0, 97, (3, 17))
+    # a 1.3M-parameter teacher stays in fp32 whatever the CPU: bf16 does not pay at that size
+    assert pass_precision(teacher, torch.device("cpu")) == "fp32"
+    full = teacher_top_k(teacher, blocks, k=4, precision="fp32")
+    half = teacher_top_k(teacher, blocks, k=4, precision="bf16")
+    assert (full.precision, half.precision) == ("fp32", "bf16")
+    assert half.source == "cache miss"  # its own cache entry, not the fp32 one
+    # bf16 keeps 8 bits of mantissa: log-probs near -4.6 (1/97) move by a few hundredths
+    np.testing.assert_allclose(half.log_probs[..., 0], full.log_probs[..., 0], atol=0.1)
+    assert next(teacher.parameters()).dtype == torch.float32  # the run's teacher is untouched
+    with pytest.raises(ValueError, match="precision"):
+        teacher_top_k(teacher, blocks, k=4, precision="fp16")

@@ -196,3 +196,62 @@ def test_quantize_table_by_hand():
     assert scales8[0, 0] == pytest.approx(7 / 127) and data8[0, 0] == 128 - 127
     zero, zscale = quantize_table(np.zeros((1, 16), np.float32), 4, 16)
     assert zscale.tolist() == [[1.0]] and set(zero.ravel()) == {8 | 8 << 4}
+
+
+# --- the teacher in ONNX, for the benchmark (issue 18, h24) ---------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_a_transformers_teacher_exports_without_a_cache(kind, tmp_path):
+    from lm_fixtures import tiny_gpt2, tiny_llama
+
+    from edgekd.lm.export import export_teacher
+    from edgekd.lm.teacher import HFLogits
+
+    model = {"llama": tiny_llama, "gpt2": tiny_gpt2}[kind](vocab=97)
+    attention = model.config._attn_implementation
+    result = export_teacher(HFLogits(model), tmp_path / "teacher.onnx", PROMPTS)
+    assert result.exported and result.greedy_identical and result.max_abs_diff < 1e-4
+    assert model.config._attn_implementation == attention  # the teacher is left as it was
+    lm = OnnxLM(open_session(result.path))
+    assert lm.recompute and lm.layers == 0
+    # batch 2 and 11 positions, neither of them the traced shape
+    ids = np.random.default_rng(0).integers(0, 97, (2, 11))
+    want = model(input_ids=torch.from_numpy(ids)).logits.detach().numpy()
+    got, seen = lm.step(ids[:, :7], lm.empty_cache(2))
+    more, seen = lm.step(ids[:, 7:], seen)
+    np.testing.assert_allclose(np.concatenate([got, more], 1), want, atol=1e-4)
+    assert seen.shape == (2, 11)
+
+
+def test_a_teacher_that_does_not_export_says_why_and_writes_nothing(tmp_path):
+    from edgekd.lm.export import export_teacher
+
+    class Branchy(torch.nn.Module):  # a Python `if` on a tensor value: the tracer would freeze it
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.head = torch.nn.Embedding(13, 8), torch.nn.Linear(8, 13)
+
+        def forward(self, input_ids):
+            hidden = self.embed(input_ids)
+            return self.head(hidden if hidden.sum() > 0 else -hidden)
+
+    result = export_teacher(Branchy(), tmp_path / "teacher.onnx", [[1, 2]])
+    assert not result.exported and "does not export" in result.reason
+    assert "\n" not in result.reason
+    assert not (tmp_path / "teacher.onnx").exists()
+
+
+def test_the_teacher_export_is_cached_by_its_weights(tmp_path, monkeypatch):
+    from lm_fixtures import tiny_llama
+
+    from edgekd.lm import export as lm_export
+    from edgekd.lm.teacher import HFLogits
+
+    monkeypatch.setenv("EDGEKD_CACHE", str(tmp_path))
+    teacher = HFLogits(tiny_llama(vocab=97))
+    first = lm_export.cached_teacher_export(teacher, PROMPTS)
+    calls = []
+    monkeypatch.setattr(lm_export, "export_teacher", lambda *a, **k: calls.append(a))
+    again = lm_export.cached_teacher_export(teacher, PROMPTS)
+    assert first.exported and again == first and not calls

@@ -165,3 +165,57 @@ def test_gkd_knobs_are_refused_for_another_method():
     for knob in ({"gkd_beta": 0.3}, {"on_policy": 0.0}):
         with pytest.raises(BadInputError, match="is a knob of --method gkd, not of fkl"):
             _inputs(DistillConfig(task="causal-lm", method="fkl", **knob))
+
+
+# --- seqkd's teacher continuations with the KV cache (issue 18, h24) ------------------------------
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_seqkd_continuations_with_the_cache_equal_recomputing(kind):
+    # greedy decoding is deterministic: the cached and the recompute loops pick the same tokens
+    import numpy as np
+    from lm_fixtures import tiny_gpt2, tiny_llama
+
+    from edgekd.lm.sample import kv_step, prompt_length, teacher_sequences
+    from edgekd.lm.teacher import HFLogits
+
+    teacher = HFLogits({"llama": tiny_llama, "gpt2": tiny_gpt2}[kind](vocab=97)).eval()
+    blocks = np.random.default_rng(0).integers(0, 97, (5, 17))  # batches of 2, 2 and 1
+    assert kv_step(teacher) is not None
+    cached = teacher_sequences(teacher, blocks, batch_size=2, use_cache=True)
+    recomputed = teacher_sequences(teacher, blocks, batch_size=2, use_cache=False)
+    keep = prompt_length(16)
+    np.testing.assert_array_equal(cached, recomputed)
+    np.testing.assert_array_equal(cached[:, :keep], blocks[:, :keep])
+    assert not teacher.training
+
+
+def test_seqkd_continuations_with_a_pruned_vocabulary_use_the_cache():
+    import numpy as np
+    from lm_fixtures import tiny_llama
+
+    from edgekd.lm.sample import kv_step, teacher_sequences
+    from edgekd.lm.teacher import HFLogits
+    from edgekd.lm.vocab import PrunedTeacher, VocabMap
+
+    blocks = np.random.default_rng(1).integers(0, 40, (3, 13))  # the text uses ids below 40
+    vocab = VocabMap.from_blocks((blocks,), 97, 0)
+    teacher = PrunedTeacher(HFLogits(tiny_llama(vocab=97)), vocab)
+    pruned = vocab.to_pruned(blocks)
+    assert kv_step(teacher) is not None
+    np.testing.assert_array_equal(teacher_sequences(teacher, pruned, use_cache=True),
+                                  teacher_sequences(teacher, pruned, use_cache=False))
+
+
+def test_a_teacher_without_a_cache_falls_back_to_recomputing():
+    import numpy as np
+
+    from edgekd.lm.sample import continue_tokens, kv_step, teacher_sequences
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Embedding(11, 8), torch.nn.Linear(8, 11))  # ids -> logits
+    blocks = np.random.default_rng(0).integers(0, 11, (2, 9))
+    assert kv_step(plain) is None
+    out = teacher_sequences(plain, blocks)
+    want = continue_tokens(plain, torch.from_numpy(blocks[:, :4]), 5).numpy()
+    np.testing.assert_array_equal(out, want)

@@ -55,29 +55,43 @@ def _check_prompt(prompt: Sequence[int]) -> np.ndarray:
 
 class OnnxLM:
     """An exported LM behind an ONNX Runtime session (anything with ``run(None, feed)`` and
-    ``get_inputs()``), decoding one sequence at a time."""
+    ``get_inputs()``), decoding one sequence at a time.
+
+    A graph with ``input_ids`` alone (a teacher exported without its cache: ``input_ids`` ->
+    ``logits``, see ``edgekd.lm.export.export_teacher``) is run by recomputing: its "cache" is
+    the ids read so far, and each step re-reads them all (``recompute`` is True)."""
 
     def __init__(self, session: Any) -> None:
         self.session = session
         inputs = {i.name: i for i in session.get_inputs()}
         self.layers = sum(1 for name in inputs if name.startswith("past_key_values.")) // 2
-        if INPUT_IDS not in inputs or self.layers == 0:
+        self.recompute = self.layers == 0 and set(inputs) == {INPUT_IDS}
+        if INPUT_IDS not in inputs or (self.layers == 0 and not self.recompute):
             raise BadInputError(
                 f"ONNX LM: the graph needs inputs '{INPUT_IDS}' and past_key_values.N.key/.value "
-                f"(edgekd.lm.export writes them); got {sorted(inputs)}"
+                f"(edgekd.lm.export writes them), or '{INPUT_IDS}' alone; got {sorted(inputs)}"
             )
-        shape = inputs[past_names(0)[0]].shape  # [batch, kv_heads, past_sequence, head_dim]
-        self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
-        self.cache_dtype = np.float16 if "float16" in inputs[past_names(0)[0]].type else np.float32
+        self.kv_heads = self.head_dim = 0
+        self.cache_dtype = np.float32
+        if not self.recompute:
+            shape = inputs[past_names(0)[0]].shape  # [batch, kv_heads, past_sequence, head_dim]
+            self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
+            if "float16" in inputs[past_names(0)[0]].type:
+                self.cache_dtype = np.float16
         self._outputs = [LOGITS] + [n for i in range(self.layers) for n in present_names(i)]
 
-    def empty_cache(self, batch: int = 1) -> dict[str, np.ndarray]:
+    def empty_cache(self, batch: int = 1) -> Any:
+        if self.recompute:
+            return np.zeros((batch, 0), dtype=np.int64)
         empty = np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.cache_dtype)
         return {name: empty for i in range(self.layers) for name in past_names(i)}
 
-    def step(self, input_ids: np.ndarray, cache: dict[str, np.ndarray]
-             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def step(self, input_ids: np.ndarray, cache: Any) -> tuple[np.ndarray, Any]:
         """Logits for ``input_ids`` [B, T] given the cache, and the cache grown by T positions."""
+        if self.recompute:
+            ids = np.concatenate([cache, np.asarray(input_ids, dtype=np.int64)], axis=1)
+            logits = self.session.run(self._outputs, {INPUT_IDS: ids})[0]
+            return logits[:, -input_ids.shape[1]:], ids
         out = self.session.run(self._outputs, {INPUT_IDS: input_ids, **cache})
         new_cache = {}
         for i in range(self.layers):
@@ -111,6 +125,17 @@ class TorchLM:
         return greedy(self, prompt, new_tokens)
 
 
+def takes_cache(model: Any) -> bool:
+    """Whether ``model``'s forward takes a KV cache (see :func:`call_with_cache`)."""
+    return _cache_keyword(model) is not None
+
+
+def call_with_cache(model: Any, ids: Any, cache: Any) -> tuple[Any, Any]:
+    """``model`` on ``ids`` (a torch tensor) after ``cache`` (None: a prefill): (logits, the
+    grown cache); a model without a cache re-reads the prefix, kept as the cache."""
+    return _call_torch(model, ids, cache)
+
+
 def _cache_keyword(model: Any) -> str | None:
     """The keyword a model takes its KV cache by: ``past_key_values`` (the ``LMStudent``
     contract, transformers 4.x) or ``cache`` (transformers 5.x); None for a plain module."""
@@ -129,7 +154,8 @@ def _call_torch(model: Any, ids: Any, cache: Any) -> tuple[Any, Any]:
         return logits[:, -ids.shape[1]:], full
     out = model(ids, **{keyword: cache}, use_cache=True)
     if hasattr(out, "logits"):  # a transformers ModelOutput
-        return out.logits, out.get("cache", out.get("past_key_values"))
+        grown = out.get("cache")  # transformers 5; asking for the old name would warn
+        return out.logits, grown if grown is not None else out.get("past_key_values")
     return out
 
 

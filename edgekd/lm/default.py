@@ -21,7 +21,7 @@ import torch
 from edgekd.cache import cache_dir, cache_key
 from edgekd.fileio import atomic_dir
 from edgekd.lm.data import TokenBlocks, pack_blocks
-from edgekd.lm.teacher import LMTeacher, WrappedTokenizer, load_hf_teacher
+from edgekd.lm.teacher import LMTeacher, WrappedTokenizer, load_hf_teacher, save_hf_quietly
 from edgekd.lm.train import LMTrainConfig, train_lm
 from edgekd.progress import status
 
@@ -96,7 +96,7 @@ def default_lm_teacher(seed: int = 0) -> LMTeacher:
     model, hf_tok = _train_teacher(train, seed)
     seconds = time.perf_counter() - start
     with atomic_dir(folder, overwrite=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        save_hf_quietly(model, tmp)
         hf_tok.save_pretrained(tmp)
     teacher = _relabel(load_hf_teacher(folder), "default (trained now)")
     status(f"default teacher trained in {seconds:.0f} s: {folder}")

@@ -11,6 +11,13 @@ Parity: for each prompt, greedy decoding runs in PyTorch and in ONNX Runtime thr
 within ``ParityThresholds.max_abs_diff`` and the continuations must be identical token for token.
 Anything else raises ``ParityError`` (exit 6) and writes nothing: the file is built in a
 temporary folder and renamed into place only after the checks pass.
+
+The teacher (:func:`export_teacher`) is exported for the benchmark only, as a prefill graph
+without a cache (``input_ids`` -> ``logits``): transformers 5's cache classes branch on tensor
+values and do not trace. Decoding that graph recomputes the prefix at each step
+(``edgekd.lm.decode.OnnxLM``'s recompute mode), so its decode speed is not what a cached export
+would reach. A teacher that does not export, or exports without parity, is reported with the
+reason in one line and benched in PyTorch only: the run goes on.
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgekd.errors import BadInputError, ParityError
+from edgekd.errors import BadInputError, EdgekdError, ParityError
 from edgekd.export import ParityThresholds, trace_model
 from edgekd.fileio import atomic_path
 from edgekd.lm.decode import (
@@ -208,3 +216,126 @@ def export_lm(model: nn.Module, path: str | Path, prompts: Sequence[Sequence[int
         max_abs_diff=diff, prompts=len(prompts), new_tokens=new_tokens, greedy_identical=same,
         nodes=len(proto.graph.node), notes=tuple(notes),
     )
+
+
+# --- the teacher, for the benchmark ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TeacherExport:
+    """The teacher's cache-free ONNX graph, or why there is none (``path`` None)."""
+
+    path: str | None
+    reason: str  # what was exported, or why not (one line)
+    max_abs_diff: float | None = None
+    greedy_identical: bool | None = None
+    nodes: int = 0
+    opset: int = 17
+
+    @property
+    def exported(self) -> bool:
+        return self.path is not None
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "exported": self.exported}
+
+
+class _CausalLogits(nn.Module):
+    """A ``transformers`` causal LM as ``input_ids -> logits`` with no cache, for tracing.
+
+    The causal mask is built here (additive, [B, 1, T, T]) and passed as a 4-D mask, which
+    transformers takes as given: its own mask code compares shapes in Python ``if``s, which the
+    tracer would freeze at the traced length."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        future = positions[None, :] > positions[:, None]
+        mask = torch.zeros(future.shape, device=input_ids.device).masked_fill(
+            future, torch.finfo(torch.float32).min
+        )
+        mask = mask[None, None].expand(input_ids.shape[0], 1, -1, -1)
+        return self.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+
+
+def _teacher_graph(module: nn.Module) -> tuple[nn.Module, Any]:
+    """(the module to trace, a function that undoes what was changed on the teacher)."""
+    model = getattr(module, "model", None)  # edgekd.lm.teacher.HFLogits wraps a transformers LM
+    if model is None or not hasattr(model, "set_attn_implementation"):
+        return module, lambda: None
+    # eager attention: the SDPA integration branches on tensor values too
+    before = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    return _CausalLogits(model), lambda: model.set_attn_implementation(before)
+
+
+def export_teacher(module: nn.Module, path: str | Path, prompts: Sequence[Sequence[int]],
+                   opset: int = 17, new_tokens: int = 4,
+                   thresholds: ParityThresholds | None = None) -> TeacherExport:
+    """The teacher ``module`` (ids -> logits, or an ``HFLogits``) as a cache-free ONNX graph at
+    ``path``, parity-checked on greedy continuations of ``prompts`` (every step's logits within
+    ``thresholds``, identical tokens). Never raises for a teacher that does not export: the
+    result says why (see the module docstring).
+
+    >>> export_teacher(teacher.module, "teacher.onnx", [[1, 2, 3]]).exported  # doctest: +SKIP
+    True
+    """
+    import onnx
+
+    _check_prompts(prompts, new_tokens)
+    thresholds = thresholds or ParityThresholds()
+    module.eval()
+    graph, restore = _teacher_graph(module)
+    try:
+        with torch.no_grad():
+            proto, _ = trace_model(graph, (torch.zeros((1, 3), dtype=torch.long),), (INPUT_IDS,),
+                                   (LOGITS,), {INPUT_IDS: {0: "batch", 1: "sequence"},
+                                               LOGITS: {0: "batch", 1: "sequence"}}, opset)
+    except (EdgekdError, RuntimeError, TypeError, ValueError) as exc:
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return TeacherExport(None, f"the teacher does not export to ONNX: {why}", opset=opset)
+    finally:
+        restore()
+    with tempfile.TemporaryDirectory() as work:
+        raw = Path(work) / "teacher.onnx"
+        onnx.save(proto, str(raw))
+        diff, same = lm_parity(raw, module, prompts, new_tokens)
+        if diff > thresholds.max_abs_diff or not same:
+            return TeacherExport(
+                None, f"the teacher's ONNX graph disagrees with PyTorch (max abs logit diff "
+                f"{diff:.3g} vs allowed {thresholds.max_abs_diff:g}; continuations identical: "
+                f"{same}): benched in PyTorch only", diff, same, len(proto.graph.node), opset)
+        with atomic_path(path, suffix=".onnx") as tmp:
+            shutil.copyfile(raw, tmp)
+    return TeacherExport(
+        str(path), "prefill graph without a KV cache (decoding recomputes the prefix)", diff,
+        same, len(proto.graph.node), opset)
+
+
+def cached_teacher_export(module: nn.Module, prompts: Sequence[Sequence[int]]) -> TeacherExport:
+    """:func:`export_teacher` into edgekd's cache, keyed by the teacher's weights: a teacher is
+    traced once, not on every run (a 135M teacher's graph is ~0.5 GB, too much to copy into
+    each run folder). The outcome, exported or not, is cached beside it."""
+    import json
+
+    from edgekd.cache import cache_dir, cache_key
+    from edgekd.fileio import write_json_atomic
+    from edgekd.teacher.outputs import weights_hash
+
+    key = cache_key(teacher=weights_hash(module), torch=torch.__version__, v=1)
+    path, outcome = cache_dir() / f"lm-teacher-{key}.onnx", cache_dir() / f"lm-teacher-{key}.json"
+    if outcome.is_file():
+        try:
+            known = json.loads(outcome.read_text(encoding="utf-8"))
+            known.pop("exported", None)
+            result = TeacherExport(**known)
+            if result.path is None or Path(result.path).is_file():
+                return result
+        except (OSError, ValueError, TypeError):
+            pass  # a damaged entry is redone, not trusted
+    result = export_teacher(module, path, prompts)
+    write_json_atomic(outcome, result.to_dict())
+    return result

@@ -116,12 +116,13 @@ def distill_lm(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
         laps["distill"], clock = time.perf_counter() - clock, time.perf_counter()
         exported, selection = _export_and_quantize(run, student, work)
         laps["export+quantize"], clock = time.perf_counter() - clock, time.perf_counter()
-        rows = _bench(run, selection)
+        rows, teacher_onnx = _bench(run, selection)
         laps["bench"] = time.perf_counter() - clock
         report = _report(run, sizing, history, exported, selection, rows, laps, out)
         report["resumed"] = resume  # and the teacher's top-k: "cache hit" on a resumed run
         report["teacher_top_k"] = None if teaching.top_k is None else teaching.top_k.source
         report["init_from_teacher"] = init  # which teacher layers the student started from
+        report["teacher"]["onnx"] = teacher_onnx.to_dict()
         report = json.loads(json.dumps(report, default=plain).replace(str(work), str(out)))
         _write(report, run, rows, work)
     return report
@@ -262,7 +263,7 @@ def _teaching(run: LMRun):
     from edgekd.lm.topk import teacher_top_k
 
     top = teacher_top_k(teacher, train, k=run.config.top_k, device=device)
-    status(f"teacher top-{top.k} over {len(run.train)} blocks: {top.source}")
+    status(f"teacher top-{top.k} over {len(run.train)} blocks: {top.source} ({top.precision})")
     return TeacherSide(top_k=top, live=teacher)
 
 
@@ -364,21 +365,32 @@ def export_and_quantize(student, work: Path, prompts, val_blocks: np.ndarray,
 
 
 def _bench(run: LMRun, selection):
+    """The benchmark's rows, and the teacher's ONNX export (benched as ``teacher-onnx`` where
+    it exported with parity; ``edgekd.lm.export.export_teacher``)."""
+    from edgekd.lm.export import cached_teacher_export
+
     teacher = getattr(run.teacher.module, "model", run.teacher.module)  # transformers: its cache
+    teacher_onnx = cached_teacher_export(run.teacher.module, run.prompts)
+    status(f"teacher in ONNX: {teacher_onnx.reason}")
     blocks = run.test.blocks[: min(len(run.test), 32)]
-    return bench_students(selection, blocks, run.prompts, run.settings["context"],
-                          teacher=teacher)  # fmt: skip
+    rows = bench_students(selection, blocks, run.prompts, run.settings["context"],
+                          teacher=teacher, teacher_onnx=teacher_onnx.path)  # fmt: skip
+    return rows, teacher_onnx
 
 
-def bench_students(selection, blocks: np.ndarray, prompts, context: int, teacher=None):
+def bench_students(selection, blocks: np.ndarray, prompts, context: int, teacher=None,
+                   teacher_onnx: str | None = None):  # fmt: skip
     """The chosen student variant (and fp32 when another was chosen), with the teacher module
-    when there is one, through ``edgekd.lm.bench.bench_lm``."""
+    when there is one (and its ONNX graph, ``teacher_onnx``), through
+    ``edgekd.lm.bench.bench_lm``."""
     from edgekd.lm.bench import bench_lm
 
     models: dict[str, Any] = {} if teacher is None else {"teacher": teacher}
     models["student"] = selection.chosen.path
     if selection.chosen.name != "fp32":
         models["student-fp32"] = next(v.path for v in selection.variants if v.name == "fp32")
+    if teacher_onnx is not None:  # last: the rows before it keep their places
+        models["teacher-onnx"] = teacher_onnx
     return bench_lm(
         models, blocks, prompts, teacher="teacher" if teacher is not None else None,
         prompt_tokens=PROMPT_TOKENS, context_tokens=context, new_tokens=NEW_TOKENS,

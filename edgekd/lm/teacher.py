@@ -18,8 +18,9 @@ default teacher is in ``edgekd.lm.default``.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,23 +165,44 @@ def load_hf_teacher(
             "pass --trust-checkpoint to run it"
         )
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # edgekd draws its own bars; these would interleave
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            local_files_only=True,
-            trust_remote_code=trust_checkpoint,
-            use_safetensors=None if trust_checkpoint else True,
-            dtype=torch.float32,
-        )
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(
+                folder,
+                local_files_only=True,
+                trust_remote_code=trust_checkpoint,
+                use_safetensors=None if trust_checkpoint else True,
+                dtype=torch.float32,
+            )
     except (OSError, ValueError, KeyError) as exc:
         raise BadInputError(f"{folder}: not a causal language model ({one_line(exc)})") from None
     tok = load_tokenizer(tokenizer or folder, trust_checkpoint)
     module = HFLogits(model).eval()
     out = _output_size(model) or probe_output_size(module, str(folder))
     return LMTeacher(module, tok, str(folder), str(folder), out, _params(model), config)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") off inside
+    edgekd's calls: ``EDGEKD_NO_PROGRESS`` does not reach them and they would interleave with
+    edgekd's bars. The setting is restored afterwards (a user's program may want it)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def save_hf_quietly(model: nn.Module, folder: str | Path) -> None:
+    """``model.save_pretrained(folder)`` in safetensors, without transformers' bar."""
+    with quiet_transformers():
+        model.save_pretrained(folder, safe_serialization=True)
 
 
 def load_tokenizer(where: str | Path, trust_checkpoint: bool = False) -> WrappedTokenizer:
