@@ -133,3 +133,26 @@ def test_the_run_sizes_to_time_budget_and_a_resume_keeps_the_student(tmp_path, m
     assert again.config == sizing.config and again.reason == sizing.reason
     saved = json.loads((tmp_path / pipeline.SIZING_FILE).read_text())
     assert saved["limits"]["training"]["budget_s"] == 600.0
+
+
+def test_steps_shrink_when_not_even_the_smallest_affords_the_default(tmp_path, monkeypatch):
+    from edgekd.lm import affordable, pipeline
+
+    monkeypatch.setattr(affordable, "measure_training_throughput",
+                        lambda device, precision: Throughput(1e8, source="given"))
+    run = _stub_run(tmp_path, time_budget=None)  # the default budget: 2400 - 10 - 300 s
+    sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False)
+    # mobile's smallest at context 128: dim 64 x 2 layers, 2 * 47,104 + 64,000 + 2*128*64 =
+    # 174,592 per token, 6 x that x 2,048 tokens = 2.145e9 FLOP a step: 21.45 s at 1e8 FLOP/s,
+    # so 2,090 s afford 97 steps (not 600).
+    assert (sizing.config.dim, sizing.config.n_layers) == (64, 2)
+    assert run.settings["steps"] == 97 and sizing.limits["steps_fitted"] == 97
+    assert sizing.limits["training"]["estimate_s"] <= 2090
+    assert "so 97 steps instead of 600" in sizing.reason
+    again = _stub_run(tmp_path, time_budget=None)
+    pipeline._size(again, 10.0, tmp_path, resume=True)
+    assert again.settings["steps"] == 97  # the resumed run trains the same schedule
+    mine = _stub_run(tmp_path, time_budget=None)
+    mine.config = DistillConfig(task="causal-lm", steps=600)  # --steps given: kept
+    pipeline._size(mine, 10.0, tmp_path / "m", resume=False)
+    assert mine.settings["steps"] == 600

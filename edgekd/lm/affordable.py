@@ -201,20 +201,28 @@ def training_budget(time_budget: float | None, on_gpu: bool, spent_s: float) -> 
 @dataclass(frozen=True)
 class TrainingCap:
     """The training limit of ``edgekd.lm.sizing.size_lm_student``: a student is affordable when
-    ``steps`` steps of ``tokens_per_step`` tokens are estimated within ``budget``."""
+    ``steps`` steps of ``tokens_per_step`` tokens at ``context`` (the training blocks' length;
+    None: the student's own) are estimated within ``budget``."""
 
     budget: TrainingBudget
     throughput: Throughput
     steps: int
     tokens_per_step: int
+    context: int | None = None
 
     def seconds(self, c: LMStudentConfig) -> float:
         """The estimated seconds of training ``c`` (an estimate: FLOPs over the throughput)."""
-        flops = training_flops(c, self.tokens_per_step, self.steps)
+        flops = training_flops(c, self.tokens_per_step, self.steps, self.context)
         return flops / self.throughput.flops_per_s
 
     def affords(self, c: LMStudentConfig) -> bool:
         return self.budget.seconds is None or self.seconds(c) <= self.budget.seconds
+
+    def steps_within(self, c: LMStudentConfig) -> int:
+        """How many steps of ``c`` the budget affords (at least 1; all of them without one)."""
+        if self.budget.seconds is None:
+            return self.steps
+        return max(1, int(self.budget.seconds / (self.seconds(c) / self.steps)))
 
     def describe(self, c: LMStudentConfig) -> str:
         limit = "no limit" if self.budget.seconds is None else f"{self.budget.seconds:,.0f} s"
@@ -225,12 +233,13 @@ class TrainingCap:
     def to_dict(self, c: LMStudentConfig) -> dict[str, Any]:
         return {"budget_s": self.budget.seconds, "budget_why": self.budget.why,
                 "steps": self.steps, "tokens_per_step": self.tokens_per_step,
+                "context": self.context or c.context,
                 "estimate_s": round(self.seconds(c), 1), "kind": "estimate",
                 "throughput": asdict(self.throughput)}  # fmt: skip
 
 
 def training_cap(time_budget: float | None, device: str, precision: str, spent_s: float,
-                 steps: int, tokens_per_step: int) -> TrainingCap | None:  # fmt: skip
+                 steps: int, tokens_per_step: int, context: int) -> TrainingCap | None:
     """The cap for a run: None when there is no budget (a GPU without ``--time-budget``), else
     the budget with this host's measured throughput on ``device`` in ``precision``."""
     from edgekd.train.device import resolve_precision, training_device
@@ -240,4 +249,4 @@ def training_cap(time_budget: float | None, device: str, precision: str, spent_s
     if budget.seconds is None:
         return None
     measured = measure_training_throughput(str(dev), resolve_precision(precision, dev))
-    return TrainingCap(budget, measured, steps, tokens_per_step)
+    return TrainingCap(budget, measured, steps, tokens_per_step, context)

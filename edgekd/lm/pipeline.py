@@ -276,7 +276,9 @@ def _size(run: LMRun, spent_s: float, work: Path, resume: bool):
 
     saved = work / SIZING_FILE
     if resume and saved.is_file():
-        return _saved_sizing(run, json.loads(saved.read_text()))
+        chosen = json.loads(saved.read_text())
+        run.settings["steps"] = chosen.get("steps", run.settings["steps"])
+        return _saved_sizing(run, chosen)
     vocab_size = run.vocab.size if run.vocab else run.teacher.output_size
     if run.config.init_from_teacher:  # the teacher's width: only the depth is chosen
         from edgekd.lm.init import size_from_teacher, teacher_shape
@@ -284,15 +286,31 @@ def _size(run: LMRun, spent_s: float, work: Path, resume: bool):
         sizing = size_from_teacher(teacher_shape(run.teacher), run.target.lm, run.target.device,
                                    vocab_size, run.settings["context"], STUDENT_SHARE)  # fmt: skip
     else:
+        cap = _training_cap(run, spent_s)
         sizing = size_lm_student(
             run.target.lm, run.target.device, vocab_size=vocab_size,
             context=run.settings["context"], max_params=run.teacher.params // STUDENT_SHARE,
-            training=_training_cap(run, spent_s),
+            training=cap,
         )  # fmt: skip
+        if (sizing.limits or {}).get("over_budget") and run.config.steps is None:
+            sizing = _fewer_steps(run, sizing, cap)
     status(sizing.reason)
     write_json_atomic(saved, {"config": sizing.config.to_dict(), "reason": sizing.reason,
-                              "limits": sizing.limits})  # fmt: skip
+                              "limits": sizing.limits, "steps": run.settings["steps"]})  # fmt: skip
     return sizing
+
+
+def _fewer_steps(run: LMRun, sizing, cap):
+    """Even the smallest student's default steps are over the training budget: as many steps
+    as it affords (the learning-rate schedule then spans them, which stopping early on the
+    clock would not). An explicit ``--steps`` is kept; ``--time-budget`` then stops training."""
+    steps = min(run.settings["steps"], cap.steps_within(sizing.config))
+    run.settings["steps"] = steps  # the report's settings record it
+    fitted = dataclasses.replace(cap, steps=steps)
+    limits = {**sizing.limits, "training": fitted.to_dict(sizing.config), "steps_fitted": steps}
+    reason = (f"{sizing.reason}; so {steps} steps instead of {cap.steps} (--steps keeps a "
+              "number of your own)")  # fmt: skip
+    return dataclasses.replace(sizing, reason=reason, limits=limits)
 
 
 def _training_cap(run: LMRun, spent_s: float):
@@ -300,9 +318,10 @@ def _training_cap(run: LMRun, spent_s: float):
     budget, at this host's measured throughput (None on a GPU without ``--time-budget``)."""
     from edgekd.lm.affordable import training_cap
 
-    tokens = min(run.settings["batch_size"], len(run.train)) * run.settings["context"]
+    context = run.settings["context"]  # the training blocks', not the device's
+    tokens = min(run.settings["batch_size"], len(run.train)) * context
     return training_cap(run.config.time_budget, run.config.device, run.config.precision,
-                        spent_s, run.settings["steps"], tokens)  # fmt: skip
+                        spent_s, run.settings["steps"], tokens, context)  # fmt: skip
 
 
 def _saved_sizing(run: LMRun, saved: dict):

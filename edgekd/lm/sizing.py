@@ -212,7 +212,7 @@ def size_lm_student(budget: LMBudget, device: DeviceSpec, vocab_size: int, conte
     est = estimate_lm(chosen, device, weight_bits, prompt, context)
     limits = _limits(full, chosen, fits_device, share, affords, max_params, training)
     if over:
-        limits["chosen_by"] = "training"
+        limits.update(chosen_by="training", over_budget=True)
         why = ("no student's training fits the training budget, so the smallest: "
                f"{training.describe(chosen)}")  # fmt: skip
     else:
