@@ -120,7 +120,7 @@ def test_the_run_sizes_to_time_budget_and_a_resume_keeps_the_student(tmp_path, m
     from edgekd.lm import affordable, pipeline
 
     monkeypatch.setattr(affordable, "measure_training_throughput",
-                        lambda device, precision: Throughput(1e9, source="given"))
+                        lambda *args: Throughput(1e9, source="given"))
     run = _stub_run(tmp_path, time_budget=600.0)
     sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False)
     assert sizing.limits["chosen_by"] == "training"
@@ -139,7 +139,7 @@ def test_steps_shrink_when_not_even_the_smallest_affords_the_default(tmp_path, m
     from edgekd.lm import affordable, pipeline
 
     monkeypatch.setattr(affordable, "measure_training_throughput",
-                        lambda device, precision: Throughput(1e8, source="given"))
+                        lambda *args: Throughput(1e8, source="given"))
     run = _stub_run(tmp_path, time_budget=None)  # the default budget: 2400 - 10 - 300 s
     sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False)
     # mobile's smallest at context 128: dim 64 x 2 layers, 2 * 47,104 + 64,000 + 2*128*64 =

@@ -9,7 +9,8 @@ a 135M teacher and 10,000 documents within 40 minutes on 2 CPU cores).
   is a lookup), the second term the attention scores; the backward pass twice the forward. So
   training costs ``6 (N + n_layer n_ctx d)`` FLOPs per token, times ``batch x context`` tokens a
   step, times the steps.
-- **Throughput**: a forward + backward pass of a small fixed student (:data:`PROBE`), timed for
+- **Throughput**: a forward + backward pass of a small student (:data:`PROBE`, with the run's
+  vocabulary), timed for
   about half a second at the run's device and precision, once per process, at the thread count
   training will use: on a CPU the process's training threads (``edgekd.train.threads``: 1 or N,
   the faster) are chosen on the probe when no training chose them before; on a loaded 2-core host
@@ -27,6 +28,7 @@ a 135M teacher and 10,000 documents within 40 minutes on 2 CPU cores).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -85,14 +87,20 @@ class Throughput:
                 f"{self.threads} thread{'s' if self.threads != 1 else ''}, {self.precision})")
 
 
-_measured: dict[tuple[str, int, str], Throughput] = {}  # per process, as torch's threads are
+_measured: dict[tuple[str, int, str, int], Throughput] = {}  # per process, as torch's threads are
 
 
-def measure_training_throughput(device: str = "cpu", precision: str = "fp32") -> Throughput:
-    """Formula FLOPs per second of a forward + backward pass of :data:`PROBE` at torch's current
-    thread count on ``device`` (a ``torch.device`` spec) in ``precision`` (``fp32``, ``bf16``,
-    ``fp16``: autocast as training runs it); measured once per process and setting. torch's
-    random state is as before afterwards.
+def measure_training_throughput(device: str = "cpu", precision: str = "fp32",
+                                vocab_size: int = PROBE.vocab_size) -> Throughput:
+    """Formula FLOPs per second of a forward + backward pass of :data:`PROBE` with the run's
+    ``vocab_size`` at the threads training uses on ``device`` (a ``torch.device`` spec) in
+    ``precision`` (``fp32``, ``bf16``, ``fp16``: autocast as training runs it); measured once
+    per process and setting. torch's random state is as before afterwards.
+
+    The run's vocabulary, because in a small student the output layer and the softmax over it
+    are most of a step: its MatMul has a short inner dimension (the student's width) and runs
+    below the rate of the layers' square ones (a 192-wide output layer of 49,152 tokens ran at
+    22 GFLOP/s on one loaded core where the 4,096-token probe ran at 51; load 4).
 
     >>> measure_training_throughput().flops_per_s > 0  # doctest: +SKIP
     True
@@ -103,10 +111,11 @@ def measure_training_throughput(device: str = "cpu", precision: str = "fp32") ->
     start = time.perf_counter()
     if dev.type == "cpu":
         _fit_threads()
-    key = (str(device), torch.get_num_threads(), precision)
+    key = (str(device), torch.get_num_threads(), precision, vocab_size)
     if key not in _measured:
-        seconds = _time_probe(dev, precision)
-        flops = training_flops(PROBE, PROBE_BATCH * PROBE.context, 1)
+        probe = dataclasses.replace(PROBE, vocab_size=vocab_size)
+        seconds = _time_probe(probe, dev, precision)
+        flops = training_flops(probe, PROBE_BATCH * PROBE.context, 1)
         _measured[key] = Throughput(flops / seconds, str(device), key[1], precision,
                                     time.perf_counter() - start)  # fmt: skip
     return _measured[key]
@@ -132,7 +141,7 @@ def _fit_threads() -> None:
     fit_training_threads(lambda: model_step_trial(probe, [[x]]))
 
 
-def _time_probe(device, precision: str) -> float:
+def _time_probe(probe: LMStudentConfig, device, precision: str) -> float:
     """Median seconds of one forward + backward of the probe (after one warm-up step)."""
     import torch
     from torch.nn import functional as F
@@ -143,8 +152,8 @@ def _time_probe(device, precision: str) -> float:
     rng = torch.get_rng_state()
     try:
         torch.manual_seed(0)
-        model = LMStudent(PROBE).train().to(device)
-        x = torch.randint(0, PROBE.vocab_size, (PROBE_BATCH, PROBE.context + 1)).to(device)
+        model = LMStudent(probe).train().to(device)
+        x = torch.randint(0, probe.vocab_size, (PROBE_BATCH, probe.context + 1)).to(device)
 
         def step() -> float:
             t0 = time.perf_counter()
@@ -239,7 +248,8 @@ class TrainingCap:
 
 
 def training_cap(time_budget: float | None, device: str, precision: str, spent_s: float,
-                 steps: int, tokens_per_step: int, context: int) -> TrainingCap | None:
+                 steps: int, tokens_per_step: int, context: int,
+                 vocab_size: int = PROBE.vocab_size) -> TrainingCap | None:  # fmt: skip
     """The cap for a run: None when there is no budget (a GPU without ``--time-budget``), else
     the budget with this host's measured throughput on ``device`` in ``precision``."""
     from edgekd.train.device import resolve_precision, training_device
@@ -248,5 +258,6 @@ def training_cap(time_budget: float | None, device: str, precision: str, spent_s
     budget = training_budget(time_budget, dev.type == "cuda", spent_s)
     if budget.seconds is None:
         return None
-    measured = measure_training_throughput(str(dev), resolve_precision(precision, dev))
+    measured = measure_training_throughput(str(dev), resolve_precision(precision, dev),
+                                           vocab_size)
     return TrainingCap(budget, measured, steps, tokens_per_step, context)

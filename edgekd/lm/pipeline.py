@@ -286,7 +286,7 @@ def _size(run: LMRun, spent_s: float, work: Path, resume: bool):
         sizing = size_from_teacher(teacher_shape(run.teacher), run.target.lm, run.target.device,
                                    vocab_size, run.settings["context"], STUDENT_SHARE)  # fmt: skip
     else:
-        cap = _training_cap(run, spent_s)
+        cap = _training_cap(run, spent_s, vocab_size)
         sizing = size_lm_student(
             run.target.lm, run.target.device, vocab_size=vocab_size,
             context=run.settings["context"], max_params=run.teacher.params // STUDENT_SHARE,
@@ -313,7 +313,7 @@ def _fewer_steps(run: LMRun, sizing, cap):
     return dataclasses.replace(sizing, reason=reason, limits=limits)
 
 
-def _training_cap(run: LMRun, spent_s: float):
+def _training_cap(run: LMRun, spent_s: float, vocab_size: int):
     """What training affords this run: ``--time-budget`` or the default share of the run's
     budget, at this host's measured throughput (None on a GPU without ``--time-budget``)."""
     from edgekd.lm.affordable import training_cap
@@ -321,7 +321,7 @@ def _training_cap(run: LMRun, spent_s: float):
     context = run.settings["context"]  # the training blocks', not the device's
     tokens = min(run.settings["batch_size"], len(run.train)) * context
     return training_cap(run.config.time_budget, run.config.device, run.config.precision,
-                        spent_s, run.settings["steps"], tokens, context)  # fmt: skip
+                        spent_s, run.settings["steps"], tokens, context, vocab_size)  # fmt: skip
 
 
 def _saved_sizing(run: LMRun, saved: dict):
