@@ -48,6 +48,9 @@ def test_training_flops_by_hand():
     per_token = 6 * (2 * 13_312 + 32_000 + 8_192)  # 400,896
     assert training_flops(c, TOKENS, STEPS) == per_token * 1_228_800
     assert _cap(600).seconds(c) == pytest.approx(492.6, abs=0.1)  # 4.926e11 FLOP at 1e9/s
+    # + the loss over the vocabulary: 1,228,800 tokens x 1,000 logits at 100 ns each = 122.9 s
+    slow_loss = TrainingCap(TrainingBudget(600, "a test's"), Throughput(1e9, 1e-7), STEPS, TOKENS)
+    assert slow_loss.seconds(c) == pytest.approx(492.6 + 122.9, abs=0.1)
 
 
 def test_the_training_budget_caps_the_student_by_hand():

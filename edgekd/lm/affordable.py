@@ -8,7 +8,10 @@ a 135M teacher and 10,000 documents within 40 minutes on 2 CPU cores).
   projection, which in a small LM with a large vocabulary is a large share; the embedding gather
   is a lookup), the second term the attention scores; the backward pass twice the forward. So
   training costs ``6 (N + n_layer n_ctx d)`` FLOPs per token, times ``batch x context`` tokens a
-  step, times the steps.
+  step, times the steps. Plus the loss over the vocabulary, which FLOPs do not count: the
+  labels' cross-entropy and the method's log-sum-exps are memory-bound passes over ``tokens x
+  vocabulary`` floats, timed per logit. At a 49,152-token vocabulary they were most of a step:
+  without them a scale run's steps took about 5 times their estimate (README, "At scale").
 - **Throughput**: a forward + backward pass of a small student (:data:`PROBE`, with the run's
   vocabulary), timed for
   about half a second at the run's device and precision, once per process, at the thread count
@@ -51,6 +54,9 @@ PROBE = LMStudentConfig(vocab_size=4096, dim=192, n_layers=4, n_heads=6, n_kv_he
 PROBE_BATCH = 4
 PROBE_SECONDS = 0.5
 PROBE_MIN_STEPS, PROBE_MAX_STEPS = 3, 20
+# Tokens of the logit probe: [1024, vocabulary] floats, out of the caches at a large vocabulary
+# as a training batch's are (16 x 512 tokens of 49,152 logits: 1.6 GB per copy).
+LOGIT_TOKENS, LOGIT_TOP_K = 1024, 32
 
 
 def training_flops(c: LMStudentConfig, tokens_per_step: int, steps: int,
@@ -72,6 +78,7 @@ class Throughput:
     """Training FLOPs per second on this host, as measured (or given, in tests)."""
 
     flops_per_s: float
+    seconds_per_logit: float = 0.0  # the loss over the vocabulary, per token and vocab entry
     device: str = "cpu"
     threads: int = 1
     precision: str = "fp32"
@@ -83,7 +90,8 @@ class Throughput:
             raise BadInputError(f"training throughput must be > 0 FLOP/s, got {self.flops_per_s}")
 
     def describe(self) -> str:
-        return (f"{self.source} {self.flops_per_s / 1e9:.1f} GFLOP/s ({self.device}, "
+        return (f"{self.source} {self.flops_per_s / 1e9:.1f} GFLOP/s and "
+                f"{self.seconds_per_logit * 1e9:.1f} ns per logit ({self.device}, "
                 f"{self.threads} thread{'s' if self.threads != 1 else ''}, {self.precision})")
 
 
@@ -114,9 +122,12 @@ def measure_training_throughput(device: str = "cpu", precision: str = "fp32",
     key = (str(device), torch.get_num_threads(), precision, vocab_size)
     if key not in _measured:
         probe = dataclasses.replace(PROBE, vocab_size=vocab_size)
-        seconds = _time_probe(probe, dev, precision)
+        per_logit = _median(_logit_step(vocab_size, dev)) / (LOGIT_TOKENS * vocab_size)
+        seconds = _median(_probe_step(probe, dev, precision))
+        # the probe's own loss over the vocabulary is counted by the logit term, not the rate
+        matmuls = max(0.2 * seconds, seconds - PROBE_BATCH * PROBE.context * vocab_size * per_logit)
         flops = training_flops(probe, PROBE_BATCH * PROBE.context, 1)
-        _measured[key] = Throughput(flops / seconds, str(device), key[1], precision,
+        _measured[key] = Throughput(flops / matmuls, per_logit, str(device), key[1], precision,
                                     time.perf_counter() - start)  # fmt: skip
     return _measured[key]
 
@@ -141,17 +152,37 @@ def _fit_threads() -> None:
     fit_training_threads(lambda: model_step_trial(probe, [[x]]))
 
 
-def _time_probe(probe: LMStudentConfig, device, precision: str) -> float:
-    """Median seconds of one forward + backward of the probe (after one warm-up step)."""
+def _median(step) -> float:
+    """Median seconds of ``step()`` (a zero-argument callable returning its own seconds) after
+    one warm-up call (first-call allocations and kernel selection); torch's random state is as
+    before afterwards."""
     import torch
-    from torch.nn import functional as F
-
-    from edgekd.lm.student import LMStudent
-    from edgekd.train.device import autocast
 
     rng = torch.get_rng_state()
     try:
         torch.manual_seed(0)
+        run = step()
+        run()  # warm-up
+        times, start = [], time.perf_counter()
+        while len(times) < PROBE_MIN_STEPS or (
+            time.perf_counter() - start < PROBE_SECONDS and len(times) < PROBE_MAX_STEPS
+        ):
+            times.append(run())
+    finally:
+        torch.set_rng_state(rng)
+    return statistics.median(times)
+
+
+def _probe_step(probe: LMStudentConfig, device, precision: str):
+    """One forward + backward of the probe student, timed (a factory for :func:`_median`)."""
+
+    def make():
+        import torch
+        from torch.nn import functional as F
+
+        from edgekd.lm.student import LMStudent
+        from edgekd.train.device import autocast
+
         model = LMStudent(probe).train().to(device)
         x = torch.randint(0, probe.vocab_size, (PROBE_BATCH, probe.context + 1)).to(device)
 
@@ -161,19 +192,50 @@ def _time_probe(probe: LMStudentConfig, device, precision: str) -> float:
             with autocast(device, precision):
                 logits = model(x[:, :-1])
             F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten()).backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            _sync(device)
             return time.perf_counter() - t0
 
-        step()  # warm-up: first-call allocations and kernel selection
-        times, start = [], time.perf_counter()
-        while len(times) < PROBE_MIN_STEPS or (
-            time.perf_counter() - start < PROBE_SECONDS and len(times) < PROBE_MAX_STEPS
-        ):
-            times.append(step())
-    finally:
-        torch.set_rng_state(rng)
-    return statistics.median(times)
+        return step
+
+    return make
+
+
+def _logit_step(vocab_size: int, device):
+    """The loss over :data:`LOGIT_TOKENS` tokens' logits, forward and backward, timed: the
+    labels' cross-entropy and the default method's top-k view of the same logits (fkl's
+    ``bucket_log_probs``: two log-sum-exps and a scatter over the vocabulary). Elementwise passes
+    over ``tokens x vocabulary`` floats, memory-bound: at 49,152 entries they cost more than the
+    output layer's MatMul of a 64-wide student. In float32 under every precision, as the loss
+    runs (``logits.float()``)."""
+
+    def make():
+        import torch
+        from torch.nn import functional as F
+
+        from edgekd.distill.methods._tokens import bucket_log_probs
+
+        logits = torch.randn(LOGIT_TOKENS, vocab_size, device=device, requires_grad=True)
+        y = torch.randint(0, vocab_size, (LOGIT_TOKENS,)).to(device)
+        top = torch.randint(0, vocab_size, (LOGIT_TOKENS, LOGIT_TOP_K)).to(device)
+
+        def step() -> float:
+            t0 = time.perf_counter()
+            logits.grad = None
+            loss = F.cross_entropy(logits, y) + bucket_log_probs(logits, top).mean()
+            loss.backward()
+            _sync(device)
+            return time.perf_counter() - t0
+
+        return step
+
+    return make
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
 
 
 @dataclass(frozen=True)
@@ -222,7 +284,8 @@ class TrainingCap:
     def seconds(self, c: LMStudentConfig) -> float:
         """The estimated seconds of training ``c`` (an estimate: FLOPs over the throughput)."""
         flops = training_flops(c, self.tokens_per_step, self.steps, self.context)
-        return flops / self.throughput.flops_per_s
+        logits = self.tokens_per_step * self.steps * c.vocab_size
+        return flops / self.throughput.flops_per_s + logits * self.throughput.seconds_per_logit
 
     def affords(self, c: LMStudentConfig) -> bool:
         return self.budget.seconds is None or self.seconds(c) <= self.budget.seconds
