@@ -88,6 +88,8 @@ class Throughput:
     def __post_init__(self) -> None:
         if not self.flops_per_s > 0:
             raise BadInputError(f"training throughput must be > 0 FLOP/s, got {self.flops_per_s}")
+        if not self.seconds_per_logit >= 0:
+            raise BadInputError(f"seconds per logit must be >= 0, got {self.seconds_per_logit}")
 
     def describe(self) -> str:
         return (f"{self.source} {self.flops_per_s / 1e9:.1f} GFLOP/s and "
@@ -108,7 +110,8 @@ def measure_training_throughput(device: str = "cpu", precision: str = "fp32",
     The run's vocabulary, because in a small student the output layer and the softmax over it
     are most of a step: its MatMul has a short inner dimension (the student's width) and runs
     below the rate of the layers' square ones (a 192-wide output layer of 49,152 tokens ran at
-    22 GFLOP/s on one loaded core where the 4,096-token probe ran at 51; load 4).
+    22 GFLOP/s on one loaded core where the 4,096-token probe ran at 51; load 4); the loss over
+    the vocabulary is timed on its own, per logit (:func:`_logit_step`).
 
     >>> measure_training_throughput().flops_per_s > 0  # doctest: +SKIP
     True
@@ -152,16 +155,16 @@ def _fit_threads() -> None:
     fit_training_threads(lambda: model_step_trial(probe, [[x]]))
 
 
-def _median(step) -> float:
-    """Median seconds of ``step()`` (a zero-argument callable returning its own seconds) after
-    one warm-up call (first-call allocations and kernel selection); torch's random state is as
-    before afterwards."""
+def _median(make) -> float:
+    """Median seconds of the step ``make()`` builds (a callable that returns the seconds it
+    took), after one warm-up call (first-call allocations and kernel selection); torch's random
+    state is as before afterwards."""
     import torch
 
     rng = torch.get_rng_state()
     try:
         torch.manual_seed(0)
-        run = step()
+        run = make()
         run()  # warm-up
         times, start = [], time.perf_counter()
         while len(times) < PROBE_MIN_STEPS or (
@@ -174,7 +177,7 @@ def _median(step) -> float:
 
 
 def _probe_step(probe: LMStudentConfig, device, precision: str):
-    """One forward + backward of the probe student, timed (a factory for :func:`_median`)."""
+    """A builder of one timed forward + backward of the probe student (for :func:`_median`)."""
 
     def make():
         import torch
