@@ -16,9 +16,12 @@ The run is the default command, on a cold cache (a fresh ``EDGEKD_CACHE``):
 
 Printed: per-stage seconds (the report's ``timings_s`` and, from the time each status line
 arrived on stderr, the teacher top-k pass), the run's peak RSS (the child's ``ru_maxrss``) and the
-load average before and after; a shared host's times are indicative only.
+load average before and after; which limit chose the student (``edgekd.lm.affordable``: the
+device budget, half the teacher, or what training affords) and training's estimated seconds
+against the measured ones; a shared host's times are indicative only.
 
     PYTHONPATH=. python benchmarks/lm_scale.py --docs 1000      # a reduced run, for stage rates
+    PYTHONPATH=. python benchmarks/lm_scale.py --docs 1000 -- --steps 100 --time-budget 480
     PYTHONPATH=. python benchmarks/lm_scale.py                  # the full 10,000 documents
 """
 
@@ -150,6 +153,24 @@ STAGE_LINES = (
 )
 
 
+def print_sizing(rep: dict) -> None:
+    """Which limit chose the student, and training's estimate (edgekd.lm.affordable) against
+    the measured training stage (the report's "distill" lap: steps, evaluations, the thread
+    trial if training made one)."""
+    limits = rep["student"].get("sizing_limits") or {}
+    print(f"\nsizing: {rep['student']['sizing']}")
+    est = limits.get("training")
+    if est:
+        history = rep["training"]
+        steps = history["eval_steps"][-1] if history["eval_steps"] else 0
+        took = rep["timings_s"]["distill"]
+        print(f"training: estimated {est['estimate_s']:.0f} s for {est['steps']} steps at "
+              f"{est['throughput']['flops_per_s'] / 1e9:.1f} GFLOP/s; measured {took:.0f} s "
+              f"for {steps} steps ({history['stopped'] or 'not stopped by the clock'}): "
+              f"{took / max(steps, 1) / (est['estimate_s'] / est['steps']):.2f} x the estimate "
+              "per step")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--docs", type=int, default=10_000)
@@ -175,6 +196,7 @@ def main() -> None:
             print(f"| {label} | {at[0]:.0f} | {at[1]:.0f} |")
     print(f"| end of the run | {got['wall_s']:.0f} | {got['cpu_s']:.0f} |")
     print("\nreport timings_s: " + ", ".join(f"{k} {v:.0f} s" for k, v in rep["timings_s"].items()))
+    print_sizing(rep)
     train = rep["data"]["train"]
     print(f"\nblocks: {train}; student {rep['student']['params']:,} params; teacher "
           f"{rep['teacher']['params']:,}; peak RSS {got['peak_rss_mb']:.0f} MiB; load before "

@@ -53,6 +53,7 @@ LM_DEFAULTS = task_defaults("causal-lm")
 # with the student (the default run's student was the teacher's size, 1.3M, before this cap:
 # 730 s of its 1,190 s at load 12-14).
 STUDENT_SHARE = 2
+SIZING_FILE = "lm_sizing.json"  # the chosen student, read back by --resume
 PROMPTS = 4  # prompts continued side by side in report.md (and checked by the export's parity)
 PROMPT_TOKENS = 16
 NEW_TOKENS = 16
@@ -110,7 +111,7 @@ def distill_lm(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
         if not resume:
             write_json_atomic(work / CONFIG_FILE, {**config.as_given(), "out": str(out)})
         teaching = _teaching(run)
-        sizing = _size(run)
+        sizing = _size(run, time.perf_counter() - clock, work, resume)
         laps["teacher+size"], clock = time.perf_counter() - clock, time.perf_counter()
         student, history, init = _train(run, sizing, teaching, work / CHECKPOINT_FILE, resume)
         laps["distill"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -267,9 +268,17 @@ def _teaching(run: LMRun):
     return TeacherSide(top_k=top, live=teacher)
 
 
-def _size(run: LMRun):
+def _size(run: LMRun, spent_s: float, work: Path, resume: bool):
+    """The student: the largest that fits the target's ``[lm]`` lines, half the teacher and
+    what training affords (``edgekd.lm.affordable``). Kept in the run folder, so that a resumed
+    run trains the same student whatever the host measures now."""
     from edgekd.lm.sizing import size_lm_student
 
+    saved = work / SIZING_FILE
+    if resume and saved.is_file():
+        chosen = json.loads(saved.read_text())
+        run.settings["steps"] = chosen.get("steps", run.settings["steps"])
+        return _saved_sizing(run, chosen)
     vocab_size = run.vocab.size if run.vocab else run.teacher.output_size
     if run.config.init_from_teacher:  # the teacher's width: only the depth is chosen
         from edgekd.lm.init import size_from_teacher, teacher_shape
@@ -277,12 +286,53 @@ def _size(run: LMRun):
         sizing = size_from_teacher(teacher_shape(run.teacher), run.target.lm, run.target.device,
                                    vocab_size, run.settings["context"], STUDENT_SHARE)  # fmt: skip
     else:
+        cap = _training_cap(run, spent_s, vocab_size)
         sizing = size_lm_student(
             run.target.lm, run.target.device, vocab_size=vocab_size,
             context=run.settings["context"], max_params=run.teacher.params // STUDENT_SHARE,
+            training=cap,
         )  # fmt: skip
+        if (sizing.limits or {}).get("over_budget") and run.config.steps is None:
+            sizing = _fewer_steps(run, sizing, cap)
     status(sizing.reason)
+    write_json_atomic(saved, {"config": sizing.config.to_dict(), "reason": sizing.reason,
+                              "limits": sizing.limits, "steps": run.settings["steps"]})  # fmt: skip
     return sizing
+
+
+def _fewer_steps(run: LMRun, sizing, cap):
+    """Even the smallest student's default steps are over the training budget: as many steps
+    as it affords (the learning-rate schedule then spans them, which stopping early on the
+    clock would not). An explicit ``--steps`` is kept; ``--time-budget`` then stops training."""
+    steps = min(run.settings["steps"], cap.steps_within(sizing.config))
+    run.settings["steps"] = steps  # the report's settings record it
+    fitted = dataclasses.replace(cap, steps=steps)
+    limits = {**sizing.limits, "training": fitted.to_dict(sizing.config), "steps_fitted": steps}
+    reason = (f"{sizing.reason}; so {steps} steps instead of {cap.steps} (--steps keeps a "
+              "number of your own)")  # fmt: skip
+    return dataclasses.replace(sizing, reason=reason, limits=limits)
+
+
+def _training_cap(run: LMRun, spent_s: float, vocab_size: int):
+    """What training affords this run: ``--time-budget`` or the default share of the run's
+    budget, at this host's measured throughput (None on a GPU without ``--time-budget``)."""
+    from edgekd.lm.affordable import training_cap
+
+    context = run.settings["context"]  # the training blocks', not the device's
+    tokens = min(run.settings["batch_size"], len(run.train)) * context
+    return training_cap(run.config.time_budget, run.config.device, run.config.precision,
+                        spent_s, run.settings["steps"], tokens, context, vocab_size)  # fmt: skip
+
+
+def _saved_sizing(run: LMRun, saved: dict):
+    """The sizing an interrupted run chose, its estimates computed again (they are pure)."""
+    from edgekd.lm.sizing import size_lm_student
+    from edgekd.lm.student import LMStudentConfig
+
+    config = LMStudentConfig.from_dict(saved["config"], where=SIZING_FILE)
+    again = size_lm_student(run.target.lm, run.target.device, config.vocab_size, config.context,
+                            grid=[config])  # fmt: skip
+    return dataclasses.replace(again, reason=saved["reason"], limits=saved["limits"])
 
 
 def _train(run: LMRun, sizing, teaching, checkpoint: Path, resume: bool):
@@ -435,7 +485,7 @@ def with_deployment(report: dict[str, Any], sizing, history, exported, selection
     report = {
         **report,
         "student": {**sizing.config.to_dict(), "params": sizing.config.param_count(),
-                    "sizing": sizing.reason,
+                    "sizing": sizing.reason, "sizing_limits": getattr(sizing, "limits", None),
                     "estimate_lines": [line.to_dict() for line in sizing.lines]},
         "training": history.to_dict(),
         "export": exported.to_dict(),

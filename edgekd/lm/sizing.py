@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from edgekd.errors import BadInputError
 from edgekd.lm.student import LMStudentConfig
@@ -66,7 +67,9 @@ class LMEstimate:
                 for name, value, unit in figures if getattr(budget, name)]
 
 
-def _matmul_params(c: LMStudentConfig) -> int:
+def matmul_params(c: LMStudentConfig) -> int:
+    """Weights every token multiplies by: the layers' MatMuls and the output projection (the
+    embedding gather is a lookup, not a MatMul)."""
     per_layer = 2 * c.dim * c.dim + 2 * c.dim * c.kv_dim + 3 * c.dim * c.ffn_hidden
     return c.n_layers * per_layer + c.vocab_size * c.dim  # + the output projection
 
@@ -75,7 +78,7 @@ def file_bytes(c: LMStudentConfig, weight_bits: int) -> int:
     """The exported file's weight bytes at ``weight_bits`` for the MatMuls (32 = fp32)."""
     norms = (2 * c.n_layers + 1) * c.dim * FP32_BYTES
     table = c.vocab_size * c.dim  # the Gather's table
-    matmul = _matmul_params(c)
+    matmul = matmul_params(c)
     if weight_bits >= 16:
         if c.tie_embeddings:
             matmul -= table  # the output Gemm reads the Gather's table (edgekd.lm.export)
@@ -105,7 +108,7 @@ def estimate_lm(c: LMStudentConfig, device: DeviceSpec, weight_bits: int = 32,
     if weight_bits not in (4, 8, 16, 32):
         raise BadInputError(f"weight_bits must be 4, 8, 16 or 32, got {weight_bits}")
     context = context_tokens or c.context
-    matmul = _matmul_params(c)
+    matmul = matmul_params(c)
     overhead_ms = (device.call_overhead_us + KERNELS_PER_LAYER * c.n_layers
                    * device.op_overhead_us) / 1e3
     weights_read = matmul * weight_bits / 8
@@ -142,9 +145,21 @@ def candidates(vocab_size: int, context: int, dims: Sequence[int] = DIMS,
     return sorted(out, key=lambda c: (c.param_count(), c.n_layers), reverse=True)
 
 
+class TrainingLimit(Protocol):
+    """What training can afford (``edgekd.lm.affordable.TrainingCap``): whether a student's
+    training fits the budget, and the words for its estimate."""
+
+    def affords(self, config: LMStudentConfig) -> bool: ...
+
+    def describe(self, config: LMStudentConfig) -> str: ...
+
+    def to_dict(self, config: LMStudentConfig) -> dict: ...
+
+
 @dataclass(frozen=True)
 class LMSizing:
-    """The chosen student, its estimate and lines, and the words for the choice."""
+    """The chosen student, its estimate and lines, and the words for the choice. ``limits``:
+    what each limit alone admits (params) and which one chose the student (``chosen_by``)."""
 
     config: LMStudentConfig
     estimate: LMEstimate
@@ -152,16 +167,19 @@ class LMSizing:
     fits: bool
     considered: int
     reason: str
+    limits: dict | None = None
 
 
 def size_lm_student(budget: LMBudget, device: DeviceSpec, vocab_size: int, context: int,
                     weight_bits: int = 32, max_params: int | None = None,
                     dims: Sequence[int] = DIMS, layers: Sequence[int] = LAYERS,
-                    grid: Sequence[LMStudentConfig] | None = None) -> LMSizing:
-    """The largest student of the grid whose every set line of ``budget`` fits on ``device``
-    (and with at most ``max_params`` parameters, e.g. what training can afford); when none fits,
-    the smallest, with ``fits=False`` and the lines it breaks. ``grid``: these candidates,
-    largest first, instead of ``dims`` x ``layers`` (a teacher's width: ``edgekd.lm.init``).
+                    grid: Sequence[LMStudentConfig] | None = None,
+                    training: TrainingLimit | None = None) -> LMSizing:
+    """The largest student of the grid whose every set line of ``budget`` fits on ``device``,
+    with at most ``max_params`` parameters (a share of the teacher) and whose training
+    ``training`` affords; when none fits, the smallest, with ``fits=False`` and the lines it
+    breaks. ``grid``: these candidates, largest first, instead of ``dims`` x ``layers`` (a
+    teacher's width: ``edgekd.lm.init``). The reason names the limit that chose the student.
 
     >>> from edgekd.targets import load_target
     >>> t = load_target("mobile")
@@ -171,23 +189,83 @@ def size_lm_student(budget: LMBudget, device: DeviceSpec, vocab_size: int, conte
     """
     context = budget.context_tokens or context
     prompt = budget.prompt_tokens or min(64, context)
-    grid = list(grid) if grid is not None else candidates(vocab_size, context, dims, layers)
-    if max_params is not None:
-        grid = [c for c in grid if c.param_count() <= max_params] or grid[-1:]
-    for config in grid:
-        est = estimate_lm(config, device, weight_bits, prompt, context)
-        lines = est.lines(budget)
-        if all(line.passed for line in lines):
-            reason = (f"the largest of {len(grid)} LM students that fits every set line "
-                      f"({config.param_count():,} params, dim {config.dim}, {config.n_layers} "
-                      f"layers, estimates at {weight_bits}-bit weights)")
-            return LMSizing(config, est, tuple(lines), True, len(grid), reason)
-    config = grid[-1]
+    full = list(grid) if grid is not None else candidates(vocab_size, context, dims, layers)
+
+    def fits_device(c: LMStudentConfig) -> bool:
+        return all(line.passed for line in estimate_lm(c, device, weight_bits, prompt,
+                                                       context).lines(budget))  # fmt: skip
+
+    def share(c: LMStudentConfig) -> bool:
+        return max_params is None or c.param_count() <= max_params
+
+    def affords(c: LMStudentConfig) -> bool:
+        return training is None or training.affords(c)
+
+    shared = [c for c in full if share(c)] or full[-1:]  # a tiny teacher: the smallest
+    admitted = [c for c in shared if affords(c)]
+    over = not admitted  # even the smallest cannot train in time: kept, and said
+    admitted = admitted or shared[-1:]
+    chosen = next((c for c in admitted if fits_device(c)), None)
+    if chosen is None:
+        return _nothing_fits(admitted[-1], len(full), budget, device, weight_bits, prompt,
+                             context)  # fmt: skip
+    est = estimate_lm(chosen, device, weight_bits, prompt, context)
+    limits = _limits(full, chosen, fits_device, share, affords, max_params, training)
+    if over:
+        limits.update(chosen_by="training", over_budget=True)
+        why = ("no student's training fits the training budget, so the smallest: "
+               f"{training.describe(chosen)}")  # fmt: skip
+    else:
+        why = _chosen_by_words(limits, chosen, training)
+    reason = (f"the largest of {len(full)} LM students that fits every set line"
+              f"{' and what training affords' if training else ''} ({chosen.param_count():,} "
+              f"params, dim {chosen.dim}, {chosen.n_layers} layers, estimates at {weight_bits}-bit "
+              f"weights); {why}")  # fmt: skip
+    return LMSizing(chosen, est, tuple(est.lines(budget)), True, len(admitted), reason, limits)
+
+
+LIMIT_WORDS = {"device": "the device budget", "teacher_share": "the teacher share",
+               "training": "the training budget"}  # fmt: skip
+
+
+def _limits(full, chosen, fits_device, share, affords, max_params, training) -> dict:
+    """The largest student each limit admits alone (params; None: no such limit or none), and
+    the limit that chose: the one admitting the fewest (device, share, training on a tie)."""
+    alone = {
+        "device": next((c for c in full if fits_device(c)), None),
+        "teacher_share": next((c for c in full if share(c)), None) if max_params else None,
+        "training": next((c for c in full if affords(c)), None) if training else None,
+    }
+    params = {k: (c.param_count() if c is not None else None) for k, c in alone.items()}
+    bounding = [k for k, p in params.items() if p is not None]
+    chosen_by = min(bounding, key=lambda k: params[k]) if bounding else "device"
+    if params[chosen_by] is not None and params[chosen_by] > chosen.param_count():
+        chosen_by = "together"  # each admits more alone; only their intersection binds
+    out: dict = {"chosen_by": chosen_by, **{f"{k}_max_params": p for k, p in params.items()},
+                 "max_params": max_params}  # fmt: skip
+    if training is not None:
+        out["training"] = training.to_dict(chosen)
+    return out
+
+
+def _chosen_by_words(limits: dict, chosen: LMStudentConfig, training) -> str:
+    by = limits["chosen_by"]
+    words = (f"chosen by {LIMIT_WORDS[by]}" if by in LIMIT_WORDS
+             else "chosen by the limits together")  # fmt: skip
+    others = [f"{LIMIT_WORDS[k]} alone admits {limits[f'{k}_max_params']:,}"
+              for k in LIMIT_WORDS if k != by and limits[f"{k}_max_params"] is not None]
+    if training is not None:
+        words += f" ({training.describe(chosen)})"
+    return words + ("; " + ", ".join(others) + " params" if others else "")
+
+
+def _nothing_fits(config, considered, budget, device, weight_bits, prompt, context):
+    """The smallest candidate, with the lines it breaks."""
     est = estimate_lm(config, device, weight_bits, prompt, context)
     lines = est.lines(budget)
     broken = "; ".join(line.describe() for line in lines if not line.passed)
-    return LMSizing(config, est, tuple(lines), False, len(grid),
-                    f"no LM student fits; the smallest breaks {broken}")
+    return LMSizing(config, est, tuple(lines), False, considered,
+                    f"no LM student fits; the smallest breaks {broken}", {"chosen_by": "device"})
 
 
 def deploy_weight_bits(profile: TargetProfile) -> int:

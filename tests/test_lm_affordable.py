@@ -1,0 +1,161 @@
+"""What training can afford (``edgekd.lm.affordable``): the student capped by a training budget,
+worked by hand on a given throughput; the budget's default and ``--time-budget``; the words and
+fields that say which limit chose the student; a resumed run keeping the student it chose."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from edgekd.config import DistillConfig
+from edgekd.lm.affordable import (
+    Throughput,
+    TrainingBudget,
+    TrainingCap,
+    measure_training_throughput,
+    training_budget,
+    training_flops,
+)
+from edgekd.lm.sizing import size_lm_student
+from edgekd.lm.student import LMStudentConfig
+from edgekd.targets import DeviceSpec, LMBudget
+
+# 600 steps of 16 blocks x 128 tokens = 1,228,800 tokens at 1e9 FLOP/s.
+STEPS, TOKENS = 600, 16 * 128
+DEVICE = DeviceSpec(name="hand", fp32_gflops=10.0, int8_gops=20.0, memory_bandwidth_gbs=1.0,
+                    op_overhead_us=0.0, call_overhead_us=0.0)  # fmt: skip
+
+
+def _cap(seconds: float) -> TrainingCap:
+    return TrainingCap(TrainingBudget(seconds, "a test's"), Throughput(1e9, source="given"),
+                       STEPS, TOKENS)  # fmt: skip
+
+
+def _size(cap: TrainingCap | None, max_params: int | None = None):
+    # no device line set: only the teacher share and the training budget bound the student
+    return size_lm_student(LMBudget(), DEVICE, vocab_size=1000, context=128, dims=(32, 64),
+                           layers=(1, 2), max_params=max_params, training=cap)  # fmt: skip
+
+
+def test_training_flops_by_hand():
+    # dim 32 (1 head of 32, ffn 96), 2 layers, vocabulary 1000, context 128: MatMul weights per
+    # layer q,o 2*32*32 + k,v 2*32*32 + ffn 3*32*96 = 13,312; output projection 1000*32 = 32,000;
+    # attention scores n_layer * n_ctx * d = 2*128*32 = 8,192 (Kaplan et al. 2020, Table 1).
+    c = LMStudentConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=1, n_kv_heads=1,
+                        ffn_hidden=96, context=128)  # fmt: skip
+    per_token = 6 * (2 * 13_312 + 32_000 + 8_192)  # 400,896
+    assert training_flops(c, TOKENS, STEPS) == per_token * 1_228_800
+    assert _cap(600).seconds(c) == pytest.approx(492.6, abs=0.1)  # 4.926e11 FLOP at 1e9/s
+    # + the loss over the vocabulary: 1,228,800 tokens x 1,000 logits at 100 ns each = 122.9 s
+    slow_loss = TrainingCap(TrainingBudget(600, "a test's"), Throughput(1e9, 1e-7), STEPS, TOKENS)
+    assert slow_loss.seconds(c) == pytest.approx(492.6 + 122.9, abs=0.1)
+
+
+def test_the_training_budget_caps_the_student_by_hand():
+    # at 1e9 FLOP/s: dim 32 x 1 layer 364.3 s, dim 32 x 2 layers 492.6 s, dim 64 x 1 layer
+    # (2 heads of 32, ffn 160: 47,104 + 64,000 + 8,192 per token) 879.5 s, dim 64 x 2 1,287 s.
+    got = _size(_cap(600))
+    assert (got.config.dim, got.config.n_layers) == (32, 2) and got.fits
+    assert got.config.param_count() == 58_784  # 32,000 table + 2 * (13,312 + 64) + 32
+    assert got.limits["chosen_by"] == "training"
+    assert got.limits["training_max_params"] == 58_784
+    assert got.limits["device_max_params"] > 58_784  # the device alone admits dim 64 x 2
+    assert got.limits["training"]["estimate_s"] == pytest.approx(492.6, abs=0.1)
+    assert "chosen by the training budget" in got.reason and "493 s of training" in got.reason
+    assert "given 1.0 GFLOP/s" in got.reason
+
+
+def test_a_wider_or_narrower_budget_moves_the_cap():
+    wide = _size(_cap(900))
+    assert (wide.config.dim, wide.config.n_layers) == (64, 1)  # 879.5 s fits, 1,287 s not
+    narrow = _size(_cap(400))
+    assert (narrow.config.dim, narrow.config.n_layers) == (32, 1)  # 364.3 s
+    none = _size(_cap(100))  # not even the smallest: it is kept, and the reason says so
+    assert (none.config.dim, none.config.n_layers) == (32, 1) and none.fits
+    assert none.limits["chosen_by"] == "training"
+    assert "no student's training fits the training budget" in none.reason
+    unbounded = _size(None)
+    assert (unbounded.config.dim, unbounded.config.n_layers) == (64, 2)
+    assert unbounded.limits["chosen_by"] == "device" and "training" not in unbounded.limits
+
+
+def test_the_teacher_share_when_it_binds_first():
+    got = _size(_cap(900), max_params=60_000)  # the share admits dim 32 x 2 (58,784) only
+    assert (got.config.dim, got.config.n_layers) == (32, 2)
+    assert got.limits["chosen_by"] == "teacher_share"
+    assert "chosen by the teacher share" in got.reason
+    assert "the training budget alone admits 111,296" in got.reason
+
+
+def test_the_default_budget_and_time_budget():
+    assert training_budget(None, on_gpu=False, spent_s=600.0).seconds == 2400 - 600 - 300
+    assert training_budget(None, on_gpu=False, spent_s=5000.0).seconds == 60  # at least a minute
+    assert training_budget(None, on_gpu=True, spent_s=0.0).seconds is None
+    given = training_budget(90.0, on_gpu=True, spent_s=0.0)
+    assert given.seconds == 90.0 and given.why == "--time-budget 90 s"
+    with pytest.raises(ValueError):
+        Throughput(0.0)
+
+
+def test_throughput_is_measured_once_per_process():
+    import torch
+
+    rng = torch.get_rng_state()
+    first = measure_training_throughput()
+    assert first.flops_per_s > 0 and first.source == "measured" and first.device == "cpu"
+    assert measure_training_throughput() is first
+    assert torch.equal(torch.get_rng_state(), rng)  # what training draws is unchanged
+
+
+def _stub_run(tmp_path, time_budget):
+    from edgekd.targets import load_target
+
+    config = DistillConfig(task="causal-lm", time_budget=time_budget)
+    teacher = SimpleNamespace(output_size=1000, params=10**9)
+    return SimpleNamespace(config=config, target=load_target("mobile"), vocab=None,
+                           teacher=teacher, train=[0] * 64,
+                           settings={"context": 128, "batch_size": 16, "steps": STEPS})
+
+
+def test_the_run_sizes_to_time_budget_and_a_resume_keeps_the_student(tmp_path, monkeypatch):
+    from edgekd.lm import affordable, pipeline
+
+    monkeypatch.setattr(affordable, "measure_training_throughput",
+                        lambda *args: Throughput(1e9, source="given"))
+    run = _stub_run(tmp_path, time_budget=600.0)
+    sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False)
+    assert sizing.limits["chosen_by"] == "training"
+    assert "--time-budget 600 s" in sizing.reason
+    assert sizing.limits["training"]["tokens_per_step"] == TOKENS
+    wider = pipeline._size(_stub_run(tmp_path, 6000.0), 10.0, tmp_path / "w", resume=False)
+    assert wider.config.param_count() > sizing.config.param_count()
+    # resumed: the saved choice, whatever the budget or the host says now
+    again = pipeline._size(_stub_run(tmp_path, 6000.0), 10.0, tmp_path, resume=True)
+    assert again.config == sizing.config and again.reason == sizing.reason
+    saved = json.loads((tmp_path / pipeline.SIZING_FILE).read_text())
+    assert saved["limits"]["training"]["budget_s"] == 600.0
+
+
+def test_steps_shrink_when_not_even_the_smallest_affords_the_default(tmp_path, monkeypatch):
+    from edgekd.lm import affordable, pipeline
+
+    monkeypatch.setattr(affordable, "measure_training_throughput",
+                        lambda *args: Throughput(1e8, source="given"))
+    run = _stub_run(tmp_path, time_budget=None)  # the default budget: 2400 - 10 - 300 s
+    sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False)
+    # mobile's smallest at context 128: dim 64 x 2 layers, 2 * 47,104 + 64,000 + 2*128*64 =
+    # 174,592 per token, 6 x that x 2,048 tokens = 2.145e9 FLOP a step: 21.45 s at 1e8 FLOP/s,
+    # so 2,090 s afford 97 steps (not 600).
+    assert (sizing.config.dim, sizing.config.n_layers) == (64, 2)
+    assert run.settings["steps"] == 97 and sizing.limits["steps_fitted"] == 97
+    assert sizing.limits["training"]["estimate_s"] <= 2090
+    assert "so 97 steps instead of 600" in sizing.reason
+    again = _stub_run(tmp_path, time_budget=None)
+    pipeline._size(again, 10.0, tmp_path, resume=True)
+    assert again.settings["steps"] == 97  # the resumed run trains the same schedule
+    mine = _stub_run(tmp_path, time_budget=None)
+    mine.config = DistillConfig(task="causal-lm", steps=600)  # --steps given: kept
+    pipeline._size(mine, 10.0, tmp_path / "m", resume=False)
+    assert mine.settings["steps"] == 600
