@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
 from edgekd import pipeline
@@ -278,3 +279,21 @@ def test_without_an_interval_only_the_tie_band_makes_a_tie():
     assert not Duel("a", "b", 0.90, pairs=3).tie  # too few pairs to bound: 10% still counts
     assert Duel("a", "b", 0.97, pairs=3).tie
     assert Duel("a", "b", 0.90, 0.80, 1.01, pairs=8).tie  # the interval holds 1
+
+
+def test_a_large_split_is_scored_on_a_spread_subset_that_keeps_every_class() -> None:
+    # splits keep their file's order, so a file sorted by class would give "the first 4,096
+    # rows" one or two classes; 10 classes of 1,000 rows each, in order
+    from edgekd.data import DataBundle, Split
+    from edgekd.quantize.select import eval_rows
+
+    y = np.repeat(np.arange(10), 1_000)
+    split = Split({"x": np.arange(10_000, dtype=np.float32)[:, None]}, y)
+    part = eval_rows(split, rows=4_096)
+    assert part.n == 4_096 and set(part.y.tolist()) == set(range(10))
+    assert min(np.bincount(part.y)) > 300  # about 410 each
+    assert np.all(np.diff(part.inputs["x"][:, 0]) > 0)  # in file order, each row once
+    assert eval_rows(split, rows=20_000) is split
+    bundle = DataBundle("sorted", split, split, split, 10, "vector")
+    parity = bundle.test_inputs(rows=4_096)["x"][:, 0].astype(int)
+    assert len(parity) == 4_096 and set(y[parity].tolist()) == set(range(10))

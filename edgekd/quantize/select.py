@@ -32,6 +32,7 @@ import numpy as np
 
 from edgekd.bench.accuracy import predict
 from edgekd.data import Split
+from edgekd.data.split import spread_rows
 from edgekd.errors import BadInputError, EdgekdError
 from edgekd.hostinfo import host_info, host_threads
 from edgekd.quantize import (
@@ -365,8 +366,9 @@ EVAL_ROWS = 4096
 
 
 def eval_rows(split: Split, rows: int = EVAL_ROWS) -> Split:
-    """``split`` (shuffled when it was cut), or its first ``rows`` samples, on disk if mapped."""
-    return split if split.n <= rows else split.part(np.arange(rows))
+    """``split``, or ``rows`` of its samples spread over it (``edgekd.data.split.spread_rows``:
+    a file ordered by class keeps its mix), on disk if mapped."""
+    return split if split.n <= rows else split.part(spread_rows(split.n, rows))
 
 
 def select_quantization(
