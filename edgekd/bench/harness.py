@@ -107,33 +107,15 @@ def measure_latency(
     >>> s.summary().p50  # milliseconds per call  # doctest: +SKIP
     0.0011
     """
-    if warmup < 0 or min_samples < 1:
-        raise BadInputError("measure_latency needs warmup >= 0 and min_samples >= 1")
-    if not (min_time_s >= 0 and max_time_s > 0 and sample_min_s > 0):
-        raise BadInputError(
-            "measure_latency needs min_time_s >= 0, max_time_s > 0 and sample_min_s > 0"
-        )
+    _check_settings("measure_latency", warmup, min_samples, min_time_s, max_time_s, sample_min_s)
     load_before = _load_average()
     start = timer()
     loops, calibration_calls = _warm_up(run, warmup, int(sample_min_s * 1e9), timer)
-    until = _Until(
-        min_samples=min_samples,
-        min_time_ns=int(min_time_s * 1e9),
-        floor=min(MIN_SAMPLES_FLOOR, min_samples),
-        deadline=start + int(max_time_s * 1e9),
-    )
+    until = _Until.of(min_samples, min_time_s, max_time_s, start)
     samples, shares = _sample_until(run, loops, until, timer, cpu_timer, disable_gc)
-    end = timer()
-
     harness = {
-        "timer": getattr(timer, "__qualname__", repr(timer)),
-        "gc_disabled": disable_gc,
+        **_harness_facts(timer, disable_gc, sample_min_s, start, load_before),
         "calibration_calls": calibration_calls,
-        "sample_min_s": sample_min_s,
-        "elapsed_s": (end - start) / 1e9,
-        "load_average_before": load_before,
-        "load_average_after": _load_average(),
-        **_host_metadata(),
     }
     if cpu_timer is not None:
         harness["cpu_share"] = shares
@@ -143,6 +125,39 @@ def measure_latency(
         warmup=warmup,
         metadata={**(metadata or {}), "harness": harness},
     )
+
+
+def _check_settings(
+    what: str,
+    warmup: int,
+    min_samples: int,
+    min_time_s: float,
+    max_time_s: float,
+    sample_min_s: float,
+) -> None:
+    if warmup < 0 or min_samples < 1:
+        raise BadInputError(f"{what} needs warmup >= 0 and min_samples >= 1")
+    if not (min_time_s >= 0 and max_time_s > 0 and sample_min_s > 0):
+        raise BadInputError(f"{what} needs min_time_s >= 0, max_time_s > 0 and sample_min_s > 0")
+
+
+def _harness_facts(
+    timer: Callable[[], int],
+    disable_gc: bool,
+    sample_min_s: float,
+    start: int,
+    load_before: list[float] | None,
+) -> dict:
+    """The harness's own facts for a result's ``metadata["harness"]``, at the end of a call."""
+    return {
+        "timer": getattr(timer, "__qualname__", repr(timer)),
+        "gc_disabled": disable_gc,
+        "sample_min_s": sample_min_s,
+        "elapsed_s": (timer() - start) / 1e9,
+        "load_average_before": load_before,
+        "load_average_after": _load_average(),
+        **_host_metadata(),
+    }
 
 
 def _warm_up(
@@ -162,6 +177,12 @@ class _Until:
     min_time_ns: int
     floor: int
     deadline: int  # timer reading at which max_time_s has passed since the call began
+
+    @classmethod
+    def of(cls, min_samples: int, min_time_s: float, max_time_s: float, start: int) -> _Until:
+        """The rule for a call that began at timer reading ``start``."""
+        return cls(min_samples, int(min_time_s * 1e9), min(MIN_SAMPLES_FLOOR, min_samples),
+                   start + int(max_time_s * 1e9))  # fmt: skip
 
     def reached(self, n: int, sampled_ns: int, now: int) -> bool:
         if n >= self.min_samples and sampled_ns >= self.min_time_ns:
@@ -266,17 +287,15 @@ def measure_interleaved(
 
     >>> a, b = measure_interleaved([run_a, run_b], min_time_s=0.2)  # doctest: +SKIP
     """
-    if not runs or warmup < 0 or min_samples < 1:
-        raise BadInputError("measure_interleaved needs callables, warmup >= 0, min_samples >= 1")
-    if not (min_time_s >= 0 and max_time_s > 0 and sample_min_s > 0):
-        raise BadInputError(
-            "measure_interleaved needs min_time_s >= 0, max_time_s > 0 and sample_min_s > 0"
-        )
+    if not runs:
+        raise BadInputError("measure_interleaved needs callables to measure")
+    _check_settings(
+        "measure_interleaved", warmup, min_samples, min_time_s, max_time_s, sample_min_s
+    )
     load_before = _load_average()
     start = timer()
     calibrated = [_warm_up(run, warmup, int(sample_min_s * 1e9), timer) for run in runs]
-    until = _Until(min_samples, int(min_time_s * 1e9), min(MIN_SAMPLES_FLOOR, min_samples),
-                   start + int(max_time_s * 1e9))  # fmt: skip
+    until = _Until.of(min_samples, min_time_s, max_time_s, start)
     samples: list[list[float]] = [[] for _ in runs]
     shares: list[list[float]] = [[] for _ in runs]
     # As in measure_latency, sampling time is wall time since sampling began (gaps between samples
@@ -293,14 +312,8 @@ def measure_interleaved(
                 shares[i].append(share)
         turn += 1
     harness = {
-        "timer": getattr(timer, "__qualname__", repr(timer)),
-        "gc_disabled": disable_gc,
-        "sample_min_s": sample_min_s,
-        "elapsed_s": (timer() - start) / 1e9,
-        "load_average_before": load_before,
-        "load_average_after": _load_average(),
+        **_harness_facts(timer, disable_gc, sample_min_s, start, load_before),
         "interleaved_with": len(runs) - 1,
-        **_host_metadata(),
     }
     out = []
     for i, (loops, calls) in enumerate(calibrated):

@@ -175,6 +175,23 @@ def lm_parity(onnx_path: str | Path, model: nn.Module, prompts: Sequence[Sequenc
     return worst, same
 
 
+def _write_if_parity(proto, model: nn.Module, path: str | Path, prompts: Sequence[Sequence[int]],
+                     new_tokens: int, thresholds: ParityThresholds) -> tuple[float, bool]:
+    """Parity of the graph ``proto`` against ``model`` (:func:`lm_parity`); the graph is written
+    to ``path`` (atomically) only when it is within ``thresholds``. Returns (max abs logit diff,
+    continuations identical): the caller says what a failure means."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as work:
+        raw = Path(work) / "lm.onnx"
+        onnx.save(proto, str(raw))
+        diff, same = lm_parity(raw, model, prompts, new_tokens)
+        if diff <= thresholds.max_abs_diff and same:
+            with atomic_path(path, suffix=".onnx") as tmp:
+                shutil.copyfile(raw, tmp)
+    return diff, same
+
+
 def _check_prompts(prompts: Sequence[Sequence[int]], new_tokens: int) -> None:
     if not prompts or any(len(p) == 0 for p in prompts):
         raise BadInputError("LM export: parity needs at least one non-empty prompt")
@@ -190,7 +207,6 @@ def export_lm(model: nn.Module, path: str | Path, prompts: Sequence[Sequence[int
 
     >>> export_lm(student, "student.onnx", [[1, 2, 3], [7, 8]])  # doctest: +SKIP
     """
-    import onnx
 
     _check_prompts(prompts, new_tokens)
     thresholds = thresholds or ParityThresholds()
@@ -198,19 +214,14 @@ def export_lm(model: nn.Module, path: str | Path, prompts: Sequence[Sequence[int
     proto, notes = _trace_lm(model, layout, opset)
     if share_tied_table(proto):
         notes = [*notes, "tied output projection reads the embedding table (Gemm, transB)"]
-    with tempfile.TemporaryDirectory() as work:
-        raw = Path(work) / "lm.onnx"
-        onnx.save(proto, str(raw))
-        diff, same = lm_parity(raw, model, prompts, new_tokens)
-        if diff > thresholds.max_abs_diff or not same:
-            raise ParityError(
-                f"{Path(path).name}: ONNX Runtime disagrees with PyTorch on greedy decoding with "
-                f"the KV cache (max abs logit diff {diff:.3g} vs allowed "
-                f"{thresholds.max_abs_diff:g}; continuations identical: {same}; {len(prompts)} "
-                f"prompts x {new_tokens} tokens); no file written"
-            )
-        with atomic_path(path, suffix=".onnx") as tmp:
-            shutil.copyfile(raw, tmp)
+    diff, same = _write_if_parity(proto, model, path, prompts, new_tokens, thresholds)
+    if diff > thresholds.max_abs_diff or not same:
+        raise ParityError(
+            f"{Path(path).name}: ONNX Runtime disagrees with PyTorch on greedy decoding with "
+            f"the KV cache (max abs logit diff {diff:.3g} vs allowed "
+            f"{thresholds.max_abs_diff:g}; continuations identical: {same}; {len(prompts)} "
+            f"prompts x {new_tokens} tokens); no file written"
+        )
     return LMExportResult(
         path=str(path), opset=opset, layers=layout[0], kv_heads=layout[1], head_dim=layout[2],
         max_abs_diff=diff, prompts=len(prompts), new_tokens=new_tokens, greedy_identical=same,
@@ -283,7 +294,6 @@ def export_teacher(module: nn.Module, path: str | Path, prompts: Sequence[Sequen
     >>> export_teacher(teacher.module, "teacher.onnx", [[1, 2, 3]]).exported  # doctest: +SKIP
     True
     """
-    import onnx
 
     _check_prompts(prompts, new_tokens)
     thresholds = thresholds or ParityThresholds()
@@ -299,17 +309,12 @@ def export_teacher(module: nn.Module, path: str | Path, prompts: Sequence[Sequen
         return TeacherExport(None, f"the teacher does not export to ONNX: {why}", opset=opset)
     finally:
         restore()
-    with tempfile.TemporaryDirectory() as work:
-        raw = Path(work) / "teacher.onnx"
-        onnx.save(proto, str(raw))
-        diff, same = lm_parity(raw, module, prompts, new_tokens)
-        if diff > thresholds.max_abs_diff or not same:
-            return TeacherExport(
-                None, f"the teacher's ONNX graph disagrees with PyTorch (max abs logit diff "
-                f"{diff:.3g} vs allowed {thresholds.max_abs_diff:g}; continuations identical: "
-                f"{same}): benched in PyTorch only", diff, same, len(proto.graph.node), opset)
-        with atomic_path(path, suffix=".onnx") as tmp:
-            shutil.copyfile(raw, tmp)
+    diff, same = _write_if_parity(proto, module, path, prompts, new_tokens, thresholds)
+    if diff > thresholds.max_abs_diff or not same:
+        return TeacherExport(
+            None, f"the teacher's ONNX graph disagrees with PyTorch (max abs logit diff "
+            f"{diff:.3g} vs allowed {thresholds.max_abs_diff:g}; continuations identical: "
+            f"{same}): benched in PyTorch only", diff, same, len(proto.graph.node), opset)
     return TeacherExport(
         str(path), "prefill graph without a KV cache (decoding recomputes the prefix)", diff,
         same, len(proto.graph.node), opset)
