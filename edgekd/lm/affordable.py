@@ -54,8 +54,8 @@ PROBE = LMStudentConfig(vocab_size=4096, dim=192, n_layers=4, n_heads=6, n_kv_he
 PROBE_BATCH = 4
 PROBE_SECONDS = 0.5
 PROBE_MIN_STEPS, PROBE_MAX_STEPS = 3, 20
-# Tokens of the logit probe: [1024, vocabulary] floats, out of the caches at a large vocabulary
-# as a training batch's are (16 x 512 tokens of 49,152 logits: 1.6 GB per copy).
+# Tokens of the logit probe: enough for several of training's chunks at a large vocabulary
+# (85 tokens of 49,152 logits, edgekd.lm.head), so that it times the chunks as training runs them.
 LOGIT_TOKENS, LOGIT_TOP_K = 1024, 32
 
 
@@ -177,24 +177,26 @@ def _median(make) -> float:
 
 
 def _probe_step(probe: LMStudentConfig, device, precision: str):
-    """A builder of one timed forward + backward of the probe student (for :func:`_median`)."""
+    """A builder of one timed forward + backward of the probe student (for :func:`_median`),
+    its loss as training computes it (:func:`_loss_of`)."""
 
     def make():
         import torch
-        from torch.nn import functional as F
 
+        from edgekd.lm.head import head_loss
         from edgekd.lm.student import LMStudent
         from edgekd.train.device import autocast
 
         model = LMStudent(probe).train().to(device)
         x = torch.randint(0, probe.vocab_size, (PROBE_BATCH, probe.context + 1)).to(device)
+        loss_of = _loss_of(x[:, 1:].flatten(), probe.vocab_size, device)
 
         def step() -> float:
             t0 = time.perf_counter()
             model.zero_grad(set_to_none=True)
             with autocast(device, precision):
-                logits = model(x[:, :-1])
-            F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten()).backward()
+                loss = head_loss(model, x[:, :-1], loss_of)
+            loss.backward()
             _sync(device)
             return time.perf_counter() - t0
 
@@ -204,34 +206,60 @@ def _probe_step(probe: LMStudentConfig, device, precision: str):
 
 
 def _logit_step(vocab_size: int, device):
-    """The loss over :data:`LOGIT_TOKENS` tokens' logits, forward and backward, timed: the
-    labels' cross-entropy and the default method's top-k view of the same logits (fkl's
-    ``bucket_log_probs``: two log-sum-exps and a scatter over the vocabulary). Elementwise passes
-    over ``tokens x vocabulary`` floats, memory-bound: at 49,152 entries they cost more than the
-    output layer's MatMul of a 64-wide student. In float32 under every precision, as the loss
-    runs (``logits.float()``)."""
+    """The loss over :data:`LOGIT_TOKENS` tokens' logits, forward and backward, timed as
+    training computes it (:func:`_loss_of`) behind an 8-wide output layer, whose MatMuls are a
+    small part of it: the elementwise passes over ``tokens x vocabulary`` floats, memory-bound,
+    that at 49,152 entries cost more than the output layer's MatMul of a 64-wide student. In
+    float32 under every precision, as the loss runs."""
 
     def make():
         import torch
-        from torch.nn import functional as F
+        from torch import nn
 
-        from edgekd.distill.methods._tokens import bucket_log_probs
+        from edgekd.lm.head import head_loss
 
-        logits = torch.randn(LOGIT_TOKENS, vocab_size, device=device, requires_grad=True)
+        class Head(nn.Module):  # hidden states of its own, then an output layer
+            def __init__(self) -> None:
+                super().__init__()
+                self.hidden = nn.Parameter(torch.randn(1, LOGIT_TOKENS, 8))
+                self.lm_head = nn.Linear(8, vocab_size, bias=False)
+
+            def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+                return self.hidden
+
+        model = Head().to(device)
         y = torch.randint(0, vocab_size, (LOGIT_TOKENS,)).to(device)
-        top = torch.randint(0, vocab_size, (LOGIT_TOKENS, LOGIT_TOP_K)).to(device)
+        loss_of = _loss_of(y, vocab_size, device)
+        ids = torch.zeros(1, LOGIT_TOKENS, dtype=torch.long, device=device)
 
         def step() -> float:
             t0 = time.perf_counter()
-            logits.grad = None
-            loss = F.cross_entropy(logits, y) + bucket_log_probs(logits, top).mean()
-            loss.backward()
+            model.zero_grad(set_to_none=True)
+            head_loss(model, ids, loss_of).backward()
             _sync(device)
             return time.perf_counter() - t0
 
         return step
 
     return make
+
+
+def _loss_of(labels, vocab_size: int, device):
+    """Training's loss at scale on a chunk of logits (``edgekd.lm.train``): the labels'
+    cross-entropy and the cached teacher's top-k view, from one softmax
+    (``methods._tokens.top_k_scores``), for random top-k ids."""
+    import torch
+
+    from edgekd.distill.methods._tokens import top_k_scores
+
+    k = min(LOGIT_TOP_K, vocab_size)
+    index = torch.randint(0, vocab_size, (len(labels), k)).to(device)
+
+    def loss_of(logits, part):
+        buckets, ce = top_k_scores(logits, index[part], labels[part])
+        return ce.sum() + buckets.mean()
+
+    return loss_of
 
 
 def _sync(device) -> None:

@@ -243,6 +243,23 @@ class LMStudent(nn.Module):
                 use_cache: bool = False) -> torch.Tensor | tuple[torch.Tensor, KVCache]:
         """``input_ids [B, T]`` int64 -> logits ``[B, T, V]``; with ``use_cache`` also the new
         per-layer ``(key, value)`` cache (past positions followed by these ``T``)."""
+        x, presents = self._trunk(input_ids, past_key_values)
+        # The output projection on [B*T, dim]: the same numbers, and a 2-D MatMul that the LM
+        # export turns into a Gemm reading the tied table as stored (edgekd.lm.export), so the
+        # file keeps the table once.
+        b, t = input_ids.shape
+        logits = self.lm_head(self.norm(x).reshape(-1, self.config.dim)).reshape(b, t, -1)
+        return (logits, presents) if use_cache else logits
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The final norm's output ``[B, T, dim]``, what ``lm_head`` maps to logits: training
+        computes the logits and the loss from it a chunk of tokens at a time
+        (``edgekd.lm.head``)."""
+        return self.norm(self._trunk(input_ids, None)[0])
+
+    def _trunk(self, input_ids: torch.Tensor, past_key_values: KVCache | None
+               ) -> tuple[torch.Tensor, KVCache]:  # fmt: skip
+        """The layers' output before the final norm, and the new cache."""
         if input_ids.dim() != 2:
             raise BadInputError(f"LM student input_ids must be [batch, tokens], got shape "
                                 f"{tuple(input_ids.shape)}")
@@ -258,12 +275,7 @@ class LMStudent(nn.Module):
         for i, layer in enumerate(self.layers):
             x, present = layer(x, cos, sin, mask, past_key_values[i] if past_key_values else None)
             presents.append(present)
-        # The output projection on [B*T, dim]: the same numbers, and a 2-D MatMul that the LM
-        # export turns into a Gemm reading the tied table as stored (edgekd.lm.export), so the
-        # file keeps the table once.
-        b = x.shape[0]
-        logits = self.lm_head(self.norm(x).reshape(-1, self.config.dim)).reshape(b, t, -1)
-        return (logits, tuple(presents)) if use_cache else logits
+        return x, tuple(presents)
 
 
 def save_student(model: LMStudent, folder: str | Path) -> Path:

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgekd.distill.methods import DistillBatch, Method
+from edgekd.distill.methods._tokens import LOG_FLOOR, top_k_scores
 from edgekd.errors import DivergedError, Interrupted
+from edgekd.lm.head import LossOfChunk, head_loss
 from edgekd.lm.sample import continue_tokens, generated_mask, prompt_length
 from edgekd.lm.topk import TopK
 from edgekd.progress import progress_bar
@@ -186,9 +188,9 @@ def perplexity_of(
         block = torch.from_numpy(np.asarray(blocks[start : start + batch_size])).to(device)
         target = block if labels is None else torch.from_numpy(
             np.asarray(labels[start : start + batch_size])).to(device)  # fmt: skip
-        logits = model(block[:, :-1]).float()
         y = target[:, 1:].flatten()
-        ce = F.cross_entropy(logits.flatten(0, 1), y, reduction="sum")
+        ce = head_loss(model, block[:, :-1], lambda logits, part, y=y: F.cross_entropy(
+            logits.float(), y[part], reduction="sum"))  # fmt: skip
         total, count = total + float(ce), count + int((y != -100).sum())
     return math.exp(min(total / max(count, 1), 700.0))
 
@@ -235,11 +237,7 @@ class _Run:
             y = torch.from_numpy(np.asarray(self.labels[rows])).to(self.device)[:, 1:]
         alpha = self.config.alpha if self.method is not None else 1.0
         with autocast(self.device, self.precision):
-            logits = self.student(x)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-            if alpha < 1.0:
-                kd = self._method_loss(rows, x, y, logits)
-                loss = kd if alpha == 0.0 else alpha * loss + (1.0 - alpha) * kd
+            loss = self._loss(rows, x, y, alpha)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise DivergedError(
@@ -258,34 +256,96 @@ class _Run:
         self.step, self.last_loss = self.step + 1, value
         self.total, self.count = self.total + value, self.count + 1
 
-    def _method_loss(self, rows, x, y, logits) -> torch.Tensor:
-        """The method's loss on its view: teacher sequences, on-policy samples, or the block."""
-        method, teacher, epoch = self.method, self.teacher, self.step
-        steps = self.config.steps
-        if getattr(method, "teacher_sequences", False):
+    def _loss(self, rows, x, y, alpha: float) -> torch.Tensor:
+        """``alpha`` * the next-token CE on the block + (1 - alpha) * the method's loss on its
+        view, the logits computed a chunk of tokens at a time (``edgekd.lm.head``); one pass
+        over the block when the method's view is the block itself."""
+        labels = y.flatten()
+        count = (labels != -100).sum().clamp_min(1)
+
+        def ce(logits: torch.Tensor, part: slice) -> torch.Tensor:
+            return F.cross_entropy(logits.float(), labels[part], reduction="sum") / count
+
+        if alpha == 1.0:
+            return head_loss(self.student, x, ce)
+        inputs, kd = self._method_view(rows, x, y, alpha, count)
+        if inputs is x:  # kd holds the weighted sum of both
+            return head_loss(self.student, x, kd)
+        kd_loss = head_loss(self.student, inputs, kd)
+        return kd_loss if alpha == 0.0 else (
+            alpha * head_loss(self.student, x, ce) + (1.0 - alpha) * kd_loss)  # fmt: skip
+
+    def _method_view(self, rows, x, y, alpha: float, count) -> tuple[torch.Tensor, LossOfChunk]:
+        """What the method's loss is computed on and its loss on a chunk of those positions'
+        logits: on the teacher's sequences or on-policy samples the method's loss alone; on the
+        block ``x`` itself ``alpha`` * CE + (1 - alpha) * the method's loss (``count``: the
+        labels that count)."""
+        teacher = self.teacher
+        if getattr(self.method, "teacher_sequences", False):
             seq = torch.from_numpy(np.asarray(teacher.sequences[rows])).to(self.device)
             mask = generated_mask(len(rows), seq.shape[1] - 1, self.device)
-            s_logits = self.student(seq[:, :-1])
-            return method.loss(DistillBatch(s_logits, None, seq[:, 1:], epoch=epoch, epochs=steps,
-                                            mask=mask))  # fmt: skip
-        if getattr(method, "on_policy", 0.0) > self.rng.random():
+            return seq[:, :-1], self._chunk_loss(labels=seq[:, 1:], mask=mask)
+        if getattr(self.method, "on_policy", 0.0) > self.rng.random():
             keep = prompt_length(x.shape[1])
             seq = continue_tokens(self.student, x[:, :keep], x.shape[1] + 1 - keep, greedy=False,
                                   generator=self.sample_gen)  # fmt: skip
             self.student.train()
             with torch.no_grad():
                 t_logits = teacher.live(seq[:, :-1]).float()
-            s_logits = self.student(seq[:, :-1])
             mask = generated_mask(len(rows), x.shape[1], self.device)
-            return method.loss(DistillBatch(s_logits, t_logits[..., : s_logits.shape[-1]], None,
-                                            epoch=epoch, epochs=steps, mask=mask))  # fmt: skip
+            return seq[:, :-1], self._chunk_loss(teacher=t_logits, mask=mask)
         if teacher.top_k is not None:
-            lp, index = teacher.top_k.rows(rows, self.device)
-            return method.loss(DistillBatch(logits, lp, y, epoch=epoch, epochs=steps,
-                                            teacher_index=index))  # fmt: skip
+            return x, self._top_k_loss(*teacher.top_k.rows(rows, self.device), y, alpha, count)
         with torch.no_grad():
-            t_logits = teacher.live(x).float()[..., : logits.shape[-1]]
-        return method.loss(DistillBatch(logits, t_logits, y, epoch=epoch, epochs=steps))
+            t_logits = teacher.live(x).float()
+        kd, labels = self._chunk_loss(teacher=t_logits, labels=y), y.flatten()
+
+        def both(logits: torch.Tensor, part: slice) -> torch.Tensor:
+            ce = F.cross_entropy(logits.float(), labels[part], reduction="sum") / count
+            return alpha * ce + (1.0 - alpha) * kd(logits, part)
+
+        return x, both
+
+    def _top_k_loss(self, log_probs, index, y, alpha: float, count) -> LossOfChunk:
+        """``alpha`` * CE + (1 - alpha) * the method's loss on the cached top-k's k + 1 buckets,
+        both from one softmax over the chunk's vocabulary (``methods._tokens.top_k_scores``,
+        with its backward written out); the method gets the student's buckets computed and the
+        teacher's clamped, as ``token_views`` would have made them."""
+        method, step, steps = self.method, self.step, self.config.steps
+        teacher = log_probs.flatten(0, 1).float().clamp_min(LOG_FLOOR)
+        index, labels = index.flatten(0, 1), y.flatten()
+
+        def loss(logits: torch.Tensor, part: slice) -> torch.Tensor:
+            buckets, ce = top_k_scores(logits, index[part], labels[part])
+            kd = method.loss(DistillBatch(buckets[None], teacher[part][None], labels[part][None],
+                                          epoch=step, epochs=steps))  # fmt: skip
+            return alpha * ce.sum() / count + (1.0 - alpha) * kd * (len(buckets) / len(labels))
+
+        return loss
+
+    def _chunk_loss(self, teacher=None, labels=None, mask=None) -> LossOfChunk:
+        """The method's loss on a chunk of the flattened positions: the chunk's token mean
+        times its share of the tokens that count, so that the chunks add up to the mean over
+        all of them (every language-model method is a token mean, ``methods._tokens``)."""
+        method, step, steps = self.method, self.step, self.config.steps
+        teacher, labels, mask = (None if t is None else t.flatten(0, 1)
+                                 for t in (teacher, labels, mask))  # fmt: skip
+        total = mask.sum().clamp_min(1) if mask is not None else None
+
+        def loss(logits: torch.Tensor, part: slice) -> torch.Tensor:
+            def at(t):
+                return None if t is None else t[part][None]
+
+            t = at(teacher)
+            if t is not None:  # live logits: the student's vocabulary
+                t = t[..., : logits.shape[-1]]
+            batch = DistillBatch(logits[None], t, at(labels), epoch=step, epochs=steps,
+                                 mask=at(mask))  # fmt: skip
+            if mask is None:  # the block with the teacher's outputs: every position counts
+                return method.loss(batch) * (logits.shape[0] / len(teacher))
+            return method.loss(batch) * (mask[part].sum() / total)
+
+        return loss
 
     def evaluate(self) -> None:
         history = self.history
