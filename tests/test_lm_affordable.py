@@ -119,32 +119,72 @@ def _stub_run(tmp_path, time_budget):
                            settings={"context": 128, "batch_size": 16, "steps": STEPS})
 
 
-def test_the_run_sizes_to_time_budget_and_a_resume_keeps_the_student(tmp_path, monkeypatch):
+@pytest.fixture
+def steps_as_fast_as(monkeypatch):
+    """The run's timed training steps (pipeline._step_seconds), stubbed: ``factor`` x the FLOPs
+    estimate of the student's step at ``rate`` FLOP/s (0: faster than any estimate)."""
+    from edgekd.lm import pipeline
+
+    def stub(factor: float, rate: float = 1e9) -> None:
+        monkeypatch.setattr(pipeline, "_step_seconds", lambda run, c, teaching: factor * (
+            training_flops(c, TOKENS, 1, 128) / rate))  # fmt: skip
+
+    stub(0.0)
+    return stub
+
+
+def test_the_run_sizes_to_time_budget_and_a_resume_keeps_the_student(tmp_path, monkeypatch,
+                                                                      steps_as_fast_as):
     from edgekd.lm import affordable, pipeline
 
     monkeypatch.setattr(affordable, "measure_training_throughput",
                         lambda *args: Throughput(1e9, source="given"))
     run = _stub_run(tmp_path, time_budget=600.0)
-    sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False)
+    sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False, teaching=None)
     assert sizing.limits["chosen_by"] == "training"
     assert "--time-budget 600 s" in sizing.reason
     assert sizing.limits["training"]["tokens_per_step"] == TOKENS
-    wider = pipeline._size(_stub_run(tmp_path, 6000.0), 10.0, tmp_path / "w", resume=False)
+    wider = pipeline._size(_stub_run(tmp_path, 6000.0), 10.0, tmp_path / "w", resume=False,
+                           teaching=None)
     assert wider.config.param_count() > sizing.config.param_count()
     # resumed: the saved choice, whatever the budget or the host says now
-    again = pipeline._size(_stub_run(tmp_path, 6000.0), 10.0, tmp_path, resume=True)
+    again = pipeline._size(_stub_run(tmp_path, 6000.0), 10.0, tmp_path, resume=True, teaching=None)
     assert again.config == sizing.config and again.reason == sizing.reason
     saved = json.loads((tmp_path / pipeline.SIZING_FILE).read_text())
     assert saved["limits"]["training"]["budget_s"] == 600.0
 
 
-def test_steps_shrink_when_not_even_the_smallest_affords_the_default(tmp_path, monkeypatch):
+def test_a_student_slower_than_estimated_is_sized_again(tmp_path, monkeypatch,
+                                                        steps_as_fast_as):
+    from edgekd.lm import affordable, pipeline
+
+    monkeypatch.setattr(affordable, "measure_training_throughput",
+                        lambda *args: Throughput(1e11, source="given"))
+    steps_as_fast_as(2.0, rate=1e11)  # every student's steps take twice their estimate
+    sizing = pipeline._size(_stub_run(tmp_path, 600.0), 10.0, tmp_path / "a", resume=False,
+                            teaching=None)
+    first, second = sizing.limits["calibration"]
+    assert first["measured_step_s"] == pytest.approx(2 * first["estimated_step_s"], rel=1e-3)
+    assert second["params"] < first["params"]  # sized again, smaller ...
+    assert second["measured_step_s"] == pytest.approx(second["estimated_step_s"], rel=1e-3)
+    assert sizing.limits["chosen_by"] == "training"
+    assert sizing.limits["training"]["throughput"]["flops_per_s"] == pytest.approx(5e10)
+    assert "calibrated (2.00 x" in sizing.limits["training"]["throughput"]["source"]
+    # ... at half the rate: what half the budget affords at the probe's rate
+    steps_as_fast_as(0.0)
+    half = pipeline._size(_stub_run(tmp_path, 300.0), 10.0, tmp_path / "b", resume=False,
+                          teaching=None)
+    assert sizing.config == half.config
+
+
+def test_steps_shrink_when_not_even_the_smallest_affords_the_default(tmp_path, monkeypatch,
+                                                                     steps_as_fast_as):
     from edgekd.lm import affordable, pipeline
 
     monkeypatch.setattr(affordable, "measure_training_throughput",
                         lambda *args: Throughput(1e8, source="given"))
     run = _stub_run(tmp_path, time_budget=None)  # the default budget: 2400 - 10 - 300 s
-    sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False)
+    sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False, teaching=None)
     # mobile's smallest at context 128: dim 64 x 2 layers, 2 * 47,104 + 64,000 + 2*128*64 =
     # 174,592 per token, 6 x that x 2,048 tokens = 2.145e9 FLOP a step: 21.45 s at 1e8 FLOP/s,
     # so 2,090 s afford 97 steps (not 600).
@@ -153,9 +193,26 @@ def test_steps_shrink_when_not_even_the_smallest_affords_the_default(tmp_path, m
     assert sizing.limits["training"]["estimate_s"] <= 2090
     assert "so 97 steps instead of 600" in sizing.reason
     again = _stub_run(tmp_path, time_budget=None)
-    pipeline._size(again, 10.0, tmp_path, resume=True)
+    pipeline._size(again, 10.0, tmp_path, resume=True, teaching=None)
     assert again.settings["steps"] == 97  # the resumed run trains the same schedule
     mine = _stub_run(tmp_path, time_budget=None)
     mine.config = DistillConfig(task="causal-lm", steps=600)  # --steps given: kept
-    pipeline._size(mine, 10.0, tmp_path / "m", resume=False)
+    pipeline._size(mine, 10.0, tmp_path / "m", resume=False, teaching=None)
     assert mine.settings["steps"] == 600
+
+
+def test_the_default_run_stops_training_at_the_budget_it_was_sized_for(tmp_path):
+    from edgekd.lm import pipeline
+
+    sized = SimpleNamespace(limits={"training": {"budget_s": 1234.0}})
+
+    def budget(**given) -> float | None:
+        run = _stub_run(tmp_path, given.pop("time_budget", None))
+        run.config = DistillConfig(task="causal-lm", time_budget=run.config.time_budget, **given)
+        run.settings.update(lr=3e-3, temperature=1.0)
+        run.alpha = 0.1
+        return pipeline._train_config(run, sized).time_budget
+
+    assert budget() == 1234.0  # the steps are the run's own: its 40 minutes hold
+    assert budget(steps=600) is None  # --steps: the user's number of steps, all of them
+    assert budget(time_budget=90.0) == 90.0  # --time-budget: that

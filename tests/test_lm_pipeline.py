@@ -140,7 +140,7 @@ def test_an_interrupted_lm_run_resumes_to_the_same_student(teacher_dir, tmp_path
 
     def stopped_after_two(self) -> None:
         one_step(self)
-        if self.step == 2:
+        if self.step == 2 and self.description != "timing":  # not sizing's timed steps
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(lm_train._Run, "one_step", stopped_after_two)

@@ -327,6 +327,24 @@ class TrainingCap:
             return self.steps
         return max(1, int(self.budget.seconds / (self.seconds(c) / self.steps)))
 
+    def step_seconds(self, c: LMStudentConfig) -> float:
+        """The estimated seconds of one training step of ``c``."""
+        return self.seconds(c) / self.steps
+
+    def calibrated(self, c: LMStudentConfig, measured_step_s: float) -> TrainingCap:
+        """This cap with the throughput scaled so that ``c``'s step is estimated at
+        ``measured_step_s``, what its own training steps took (``edgekd.lm.train.
+        time_training_steps``): the probe's FLOPs and logits do not count everything a
+        student's step does (attention's softmax over the context, the norms, the optimizer),
+        and its share differs with the student's shape."""
+        ratio = measured_step_s / self.step_seconds(c)
+        t = self.throughput
+        scaled = dataclasses.replace(
+            t, flops_per_s=t.flops_per_s / ratio, seconds_per_logit=t.seconds_per_logit * ratio,
+            source=f"calibrated ({ratio:.2f} x the probe's estimate on the student's own steps)",
+        )  # fmt: skip
+        return dataclasses.replace(self, throughput=scaled)
+
     def describe(self, c: LMStudentConfig) -> str:
         limit = "no limit" if self.budget.seconds is None else f"{self.budget.seconds:,.0f} s"
         return (f"{self.steps} steps of {self.tokens_per_step:,} tokens estimated at "

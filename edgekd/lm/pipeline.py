@@ -111,7 +111,7 @@ def distill_lm(config: DistillConfig, resume: bool = False) -> dict[str, Any]:
         if not resume:
             write_json_atomic(work / CONFIG_FILE, {**config.as_given(), "out": str(out)})
         teaching = _teaching(run)
-        sizing = _size(run, time.perf_counter() - clock, work, resume)
+        sizing = _size(run, time.perf_counter() - clock, work, resume, teaching)
         laps["teacher+size"], clock = time.perf_counter() - clock, time.perf_counter()
         student, history, init = _train(run, sizing, teaching, work / CHECKPOINT_FILE, resume)
         laps["distill"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -268,10 +268,11 @@ def _teaching(run: LMRun):
     return TeacherSide(top_k=top, live=teacher)
 
 
-def _size(run: LMRun, spent_s: float, work: Path, resume: bool):
+def _size(run: LMRun, spent_s: float, work: Path, resume: bool, teaching):
     """The student: the largest that fits the target's ``[lm]`` lines, half the teacher and
-    what training affords (``edgekd.lm.affordable``). Kept in the run folder, so that a resumed
-    run trains the same student whatever the host measures now."""
+    what training affords (``edgekd.lm.affordable``), checked on its own training steps. Kept in
+    the run folder, so that a resumed run trains the same student whatever the host measures
+    now."""
     from edgekd.lm.sizing import size_lm_student
 
     saved = work / SIZING_FILE
@@ -286,18 +287,80 @@ def _size(run: LMRun, spent_s: float, work: Path, resume: bool):
         sizing = size_from_teacher(teacher_shape(run.teacher), run.target.lm, run.target.device,
                                    vocab_size, run.settings["context"], STUDENT_SHARE)  # fmt: skip
     else:
+
+        def size(cap):
+            return size_lm_student(
+                run.target.lm, run.target.device, vocab_size=vocab_size,
+                context=run.settings["context"], max_params=run.teacher.params // STUDENT_SHARE,
+                training=cap,
+            )  # fmt: skip
+
         cap = _training_cap(run, spent_s, vocab_size)
-        sizing = size_lm_student(
-            run.target.lm, run.target.device, vocab_size=vocab_size,
-            context=run.settings["context"], max_params=run.teacher.params // STUDENT_SHARE,
-            training=cap,
-        )  # fmt: skip
+        sizing = size(cap)
+        if cap is not None:
+            sizing, cap = _calibrated(run, sizing, cap, size, teaching)
         if (sizing.limits or {}).get("over_budget") and run.config.steps is None:
             sizing = _fewer_steps(run, sizing, cap)
     status(sizing.reason)
     write_json_atomic(saved, {"config": sizing.config.to_dict(), "reason": sizing.reason,
                               "limits": sizing.limits, "steps": run.settings["steps"]})  # fmt: skip
     return sizing
+
+
+CALIBRATION_STEPS = 2  # timed, after a warm-up step
+CALIBRATION_SLACK = 1.1  # a student's steps this much slower than estimated: sized again
+CALIBRATION_ROUNDS = 2
+
+
+def _calibrated(run: LMRun, sizing, cap, size, teaching):
+    """The chosen student's own training steps timed (``edgekd.lm.train.time_training_steps``);
+    when they run more than 10% slower than estimated, the throughput is scaled to what they
+    took and the student sized again (at most twice: a smaller student is as fast per FLOP or
+    slower, so the scale carries over). The probe that measured the throughput is a 4-layer,
+    192-wide model at a 128-token context; FLOPs and logits do not count a student's attention
+    softmax over a longer context, its norms or its optimizer step, and on the scale run's
+    student (dim 96, 6 layers, 512 tokens) that made the steps 1.4 times the estimate. The time
+    spent timing comes off the default budget (an explicit ``--time-budget`` is training's own)."""
+    start, rounds = time.perf_counter(), []
+    for _ in range(CALIBRATION_ROUNDS):
+        measured = _step_seconds(run, sizing.config, teaching)
+        estimated = cap.step_seconds(sizing.config)
+        rounds.append({"params": sizing.config.param_count(), "dim": sizing.config.dim,
+                       "layers": sizing.config.n_layers, "estimated_step_s": round(estimated, 3),
+                       "measured_step_s": round(measured, 3)})  # fmt: skip
+        if measured <= CALIBRATION_SLACK * estimated:
+            break
+        cap = cap.calibrated(sizing.config, measured)
+        before, sizing = sizing.config, size(cap)
+        if sizing.config == before:  # the same student: fewer steps, if any, come next
+            break
+    took = time.perf_counter() - start
+    if run.config.time_budget is None:
+        from edgekd.lm.affordable import MIN_TRAINING_S, TrainingBudget
+
+        budget = TrainingBudget(max(MIN_TRAINING_S, cap.budget.seconds - took),
+                                f"{cap.budget.why}, less {took:.0f} s timing the student's steps")
+        cap = dataclasses.replace(cap, budget=budget)
+        sizing = size(cap)
+    status("training steps timed: " + "; ".join(
+        f"{r['params']:,} params {r['measured_step_s']:.2f} s a step against "
+        f"{r['estimated_step_s']:.2f} s estimated" for r in rounds))  # fmt: skip
+    limits = {**(sizing.limits or {}), "calibration": rounds}
+    if "training" in limits:
+        limits["training"] = cap.to_dict(sizing.config)
+    return dataclasses.replace(sizing, limits=limits), cap
+
+
+def _step_seconds(run: LMRun, config, teaching) -> float:
+    """Seconds of one training step of a student of ``config``, timed on this run's blocks."""
+    from edgekd.lm.student import LMStudent
+    from edgekd.lm.train import time_training_steps
+
+    student = LMStudent(dataclasses.replace(config, context=max(config.context,
+                                                               run.settings["context"])))
+    train, _, _ = run.training_space()
+    return time_training_steps(student, train, _train_config(run), _method(run), teaching,
+                               steps=CALIBRATION_STEPS)  # fmt: skip
 
 
 def _fewer_steps(run: LMRun, sizing, cap):
@@ -341,7 +404,7 @@ def _train(run: LMRun, sizing, teaching, checkpoint: Path, resume: bool):
     import torch
 
     from edgekd.lm.student import LMStudent
-    from edgekd.lm.train import LMTrainConfig, train_lm
+    from edgekd.lm.train import train_lm
 
     config = run.config
     torch.manual_seed(config.seed)
@@ -357,16 +420,30 @@ def _train(run: LMRun, sizing, teaching, checkpoint: Path, resume: bool):
         status(f"student initialised from the teacher: layers {init['kept_layers']} of "
                f"{init['teacher_layers']}")  # fmt: skip
     method = _method(run)
-    train_config = LMTrainConfig(
-        steps=run.settings["steps"], lr=run.settings["lr"],
-        batch_size=run.settings["batch_size"], alpha=run.alpha, seed=config.seed,
-        device=config.device, precision=config.precision, time_budget=config.time_budget,
-        checkpoint_every=config.checkpoint_every,
-    )  # fmt: skip
+    train_config = _train_config(run, sizing)
     train, val, _ = run.training_space()
     history = train_lm(student, train, val, train_config, method, teaching, checkpoint=checkpoint,
                        resume=resume and checkpoint.is_file())  # fmt: skip
     return student.cpu().eval(), history, init
+
+
+def _train_config(run: LMRun, sizing=None):
+    """Training's settings. The time budget: ``--time-budget``; else, when the steps are the
+    run's own (no ``--steps``), the training budget sizing chose the student for, so that the
+    default run keeps to its 40 minutes on a host slower than measured (training stops at the
+    first evaluation past it and keeps the best step); else none."""
+    from edgekd.lm.train import LMTrainConfig
+
+    config = run.config
+    budget = config.time_budget
+    if budget is None and config.steps is None and sizing is not None:
+        budget = ((sizing.limits or {}).get("training") or {}).get("budget_s")
+    return LMTrainConfig(
+        steps=run.settings["steps"], lr=run.settings["lr"],
+        batch_size=run.settings["batch_size"], alpha=run.alpha, seed=config.seed,
+        device=config.device, precision=config.precision, time_budget=budget,
+        checkpoint_every=config.checkpoint_every,
+    )  # fmt: skip
 
 
 def _method(run: LMRun):

@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +163,34 @@ def train_lm(
         student.load_state_dict(run.best_state)
     student.eval()
     return run.history
+
+
+def time_training_steps(
+    student: nn.Module,
+    train: np.ndarray,
+    config: LMTrainConfig,
+    method: Method | None = None,
+    teacher: TeacherSide | None = None,
+    steps: int = 3,
+) -> float:
+    """Mean seconds of ``steps`` training steps of a copy of ``student`` after a warm-up step,
+    as :func:`train_lm` runs them (the same loss, chunks, device and threads); ``student`` and
+    torch's random state are as before. What sizing calibrates its estimate on
+    (``edgekd.lm.affordable.TrainingCap.calibrated``)."""
+    rng = torch.get_rng_state()
+    try:
+        model = copy.deepcopy(student)
+        run = _Run(model, method, teacher or TeacherSide(), train, None, config, "timing")
+        with OnDevice(run.device, model, run.teacher.live):
+            run.one_step()  # warm-up: first-call allocations and kernel choices
+            start = time.perf_counter()
+            for _ in range(steps):
+                run.one_step()
+            if run.device.type == "cuda":
+                torch.cuda.synchronize(run.device)
+            return (time.perf_counter() - start) / steps
+    finally:
+        torch.set_rng_state(rng)
 
 
 def _check_teacher(method: Method, teacher: TeacherSide | None) -> None:
