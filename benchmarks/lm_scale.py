@@ -18,7 +18,8 @@ Printed: per-stage seconds (the report's ``timings_s`` and, from the time each s
 arrived on stderr, the teacher top-k pass), the run's peak RSS (the child's ``ru_maxrss``) and the
 load average before and after; which limit chose the student (``edgekd.lm.affordable``: the
 device budget, half the teacher, or what training affords) and training's estimated seconds
-against the measured ones; a shared host's times are indicative only.
+against the measured ones (and the steps sizing timed to check its estimate); a shared host's
+times are indicative only.
 
     PYTHONPATH=. python benchmarks/lm_scale.py --docs 1000      # a reduced run, for stage rates
     PYTHONPATH=. python benchmarks/lm_scale.py --docs 1000 -- --steps 100 --time-budget 480
@@ -139,8 +140,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def arrival(lines: list[tuple[float, float, str]], prefix: str) -> tuple[float, float] | None:
-    """(wall s, CPU s) when the first line starting with ``prefix`` arrived."""
-    return next(((w, c) for w, c, line in lines if line.strip().startswith(prefix)), None)
+    """(wall s, CPU s) when the last line starting with ``prefix`` arrived: a stage's progress
+    bar prints a line every 30 s on a pipe, and its final state when the stage ends."""
+    return next(((w, c) for w, c, line in reversed(lines) if line.strip().startswith(prefix)),
+                None)  # fmt: skip
 
 
 # (what has happened by then, the start of the stderr line that says so)
@@ -159,6 +162,10 @@ def print_sizing(rep: dict) -> None:
     trial if training made one)."""
     limits = rep["student"].get("sizing_limits") or {}
     print(f"\nsizing: {rep['student']['sizing']}")
+    for r in limits.get("calibration") or []:  # the chosen students' own steps, timed
+        print(f"timed: {r['params']:,} params (dim {r['dim']}, {r['layers']} layers) "
+              f"{r['measured_step_s']:.2f} s a step against {r['estimated_step_s']:.2f} s "
+              "estimated")
     est = limits.get("training")
     if est:
         history = rep["training"]

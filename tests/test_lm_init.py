@@ -106,6 +106,14 @@ def test_sizing_picks_the_depth_only_and_refuses_a_budget_one_layer_breaks():
     tiny = dataclasses.replace(mobile.lm, model_size_mb=0.001)
     with pytest.raises(BadInputError, match="even one layer of the teacher's width"):
         size_from_teacher(shape, tiny, mobile.device, VOCAB, 32)
+    # a training budget that affords two of the teacher's layers, not four: the depth follows
+    from edgekd.lm.affordable import Throughput, TrainingBudget, TrainingCap, training_flops
+
+    two = shape.student(2, VOCAB, 32)
+    seconds = training_flops(two, 64, 10) / 1e9  # 10 steps of 64 tokens at 1 GFLOP/s
+    cap = TrainingCap(TrainingBudget(seconds * 1.01, "test"), Throughput(1e9), 10, 64, 32)
+    capped = size_from_teacher(shape, mobile.lm, mobile.device, VOCAB, 32, training=cap)
+    assert capped.config.n_layers == 2 and capped.limits["chosen_by"] == "training"
 
 
 @pytest.mark.parametrize(

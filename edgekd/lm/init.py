@@ -114,16 +114,17 @@ def kept_layers(teacher_layers: int, student_layers: int) -> list[int]:
 
 
 def size_from_teacher(shape: TeacherShape, budget, device, vocab_size: int, context: int,
-                      share: int = 2):  # fmt: skip
+                      share: int = 2, training=None):  # fmt: skip
     """The deepest student of the teacher's width with at most ``1 / share`` of its layers that
-    fits every set line of ``budget`` on ``device`` (``edgekd.lm.sizing``); refused in one line
-    when even one layer breaks a line."""
+    fits every set line of ``budget`` on ``device`` and whose training ``training`` affords
+    (``edgekd.lm.sizing``; when not even one layer does, one, said in the reason); refused in
+    one line when even one layer breaks a line."""
     from edgekd.lm.sizing import size_lm_student
 
     most = max(1, shape.n_layers // share)
     context = budget.context_tokens or context
     grid = [shape.student(n, vocab_size, context) for n in range(most, 0, -1)]
-    sizing = size_lm_student(budget, device, vocab_size, context, grid=grid)
+    sizing = size_lm_student(budget, device, vocab_size, context, grid=grid, training=training)
     if not sizing.fits:
         broken = "; ".join(line.describe() for line in sizing.lines if not line.passed)
         raise BadInputError(

@@ -284,8 +284,11 @@ def _size(run: LMRun, spent_s: float, work: Path, resume: bool, teaching):
     if run.config.init_from_teacher:  # the teacher's width: only the depth is chosen
         from edgekd.lm.init import size_from_teacher, teacher_shape
 
-        sizing = size_from_teacher(teacher_shape(run.teacher), run.target.lm, run.target.device,
-                                   vocab_size, run.settings["context"], STUDENT_SHARE)  # fmt: skip
+        shape = teacher_shape(run.teacher)
+
+        def size(cap):
+            return size_from_teacher(shape, run.target.lm, run.target.device, vocab_size,
+                                     run.settings["context"], STUDENT_SHARE, training=cap)
     else:
 
         def size(cap):
@@ -295,12 +298,12 @@ def _size(run: LMRun, spent_s: float, work: Path, resume: bool, teaching):
                 training=cap,
             )  # fmt: skip
 
-        cap = _training_cap(run, spent_s, vocab_size)
-        sizing = size(cap)
-        if cap is not None:
-            sizing, cap = _calibrated(run, sizing, cap, size, teaching)
-        if (sizing.limits or {}).get("over_budget") and run.config.steps is None:
-            sizing = _fewer_steps(run, sizing, cap)
+    cap = _training_cap(run, spent_s, vocab_size)
+    sizing = size(cap)
+    if cap is not None:
+        sizing, cap = _calibrated(run, sizing, cap, size, teaching)
+    if (sizing.limits or {}).get("over_budget") and run.config.steps is None:
+        sizing = _fewer_steps(run, sizing, cap)
     status(sizing.reason)
     write_json_atomic(saved, {"config": sizing.config.to_dict(), "reason": sizing.reason,
                               "limits": sizing.limits, "steps": run.settings["steps"]})  # fmt: skip

@@ -180,6 +180,8 @@ def time_training_steps(
     rng = torch.get_rng_state()
     try:
         model = copy.deepcopy(student)
+        # the schedule must span the timed steps, however few the run's own are
+        config = dataclasses.replace(config, steps=max(config.steps, steps + 1))
         run = _Run(model, method, teacher or TeacherSide(), train, None, config, "timing")
         with OnDevice(run.device, model, run.teacher.live):
             run.one_step()  # warm-up: first-call allocations and kernel choices
