@@ -24,11 +24,11 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from edgekd.distill.methods import make_method
 from edgekd.distill.methods._tokens import LOG_FLOOR
 from edgekd.lm import train as lm_train
+from edgekd.lm.head import WholeLogits
 from edgekd.lm.student import LMStudent, LMStudentConfig
 from edgekd.lm.topk import TopK
 from edgekd.lm.train import LMTrainConfig, TeacherSide, _Run
@@ -44,17 +44,6 @@ STUDENTS = (
 )  # fmt: skip
 TOP_K = 32
 VARIANTS = ("autograd", "fused", "chunks")
-
-
-class Whole(nn.Module):
-    """The student as any ``input_ids -> logits`` module: its loss runs on whole logits."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, **kwargs):
-        return self.model(input_ids, **kwargs)
 
 
 def top_k(rows: int, context: int, vocab: int) -> TopK:
@@ -96,7 +85,7 @@ def main() -> None:
         for variant in VARIANTS:
             torch.manual_seed(0)
             model = LMStudent(cfg)
-            student = model if variant == "chunks" else Whole(model)
+            student = model if variant == "chunks" else WholeLogits(model)
             runs[variant] = _Run(student, make_method("fkl"), side, blocks, None, config, variant)
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         fused = lm_train.top_k_scores

@@ -11,7 +11,7 @@ from torch import nn
 
 from edgekd.distill.methods import make_method
 from edgekd.lm import head
-from edgekd.lm.head import chunk_tokens, has_head, head_loss
+from edgekd.lm.head import WholeLogits, chunk_tokens, has_head, head_loss
 from edgekd.lm.student import LMStudent, LMStudentConfig
 from edgekd.lm.topk import TopK
 from edgekd.lm.train import LMTrainConfig, TeacherSide, _Run, perplexity_of
@@ -23,17 +23,6 @@ def _student() -> LMStudent:
     torch.manual_seed(0)
     return LMStudent(LMStudentConfig(vocab_size=VOCAB, dim=16, n_layers=1, n_heads=2,
                                      n_kv_heads=1, ffn_hidden=32, context=CONTEXT))  # fmt: skip
-
-
-class Whole(nn.Module):
-    """The same student seen as any ``input_ids -> logits`` module: scored on full logits."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, **kwargs):
-        return self.model(input_ids, **kwargs)
 
 
 def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -49,8 +38,8 @@ def test_chunks_give_the_whole_logits_loss_and_gradients():
     def loss_of(logits, part):
         return F.cross_entropy(logits, y[part], reduction="sum") / (y != -100).sum()
 
-    assert has_head(model) and not has_head(Whole(model))
-    whole = head_loss(Whole(model), x, loss_of)
+    assert has_head(model) and not has_head(WholeLogits(model))
+    whole = head_loss(WholeLogits(model), x, loss_of)
     whole.backward()
     expected = _grads(model)
     model.zero_grad()
@@ -88,7 +77,7 @@ def test_a_training_step_is_the_same_in_chunks(name, alpha, monkeypatch):
         model = _student()
         # 4 logits a chunk: every block's positions split over several chunks
         monkeypatch.setattr(head, "CPU_CHUNK_LOGITS", 4 * VOCAB if chunked else 10**9)
-        run = _Run(model if chunked else Whole(model), make_method(name, **kwargs), side,
+        run = _Run(model if chunked else WholeLogits(model), make_method(name, **kwargs), side,
                    blocks, None, config, "t")  # fmt: skip
         idx = np.array([0, 2, 3, 5])
         block = torch.from_numpy(blocks[idx])
@@ -105,7 +94,7 @@ def test_a_training_step_is_the_same_in_chunks(name, alpha, monkeypatch):
 def test_perplexity_is_the_same_in_chunks(monkeypatch):
     model = _student()
     blocks = np.random.default_rng(0).integers(0, VOCAB, (5, CONTEXT + 1))
-    whole = perplexity_of(Whole(model), blocks)
+    whole = perplexity_of(WholeLogits(model), blocks)
     monkeypatch.setattr(head, "CPU_CHUNK_LOGITS", 3 * VOCAB)
     assert perplexity_of(model, blocks) == pytest.approx(whole, rel=1e-6)
 

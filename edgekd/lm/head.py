@@ -56,6 +56,19 @@ def has_head(model: nn.Module) -> bool:
     )
 
 
+class WholeLogits(nn.Module):
+    """``model`` seen as any ``input_ids -> logits`` module (without :func:`has_head`), so that
+    its loss runs on whole logits: what the chunks are compared with (tests,
+    ``benchmarks/lm_head.py``)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, **kwargs):
+        return self.model(input_ids, **kwargs)
+
+
 def head_loss(model: nn.Module, input_ids: torch.Tensor, loss_of: LossOfChunk,
               chunk: int | None = None) -> torch.Tensor:  # fmt: skip
     """The sum over chunks of positions of ``loss_of(logits, part)``, ``logits`` [n, V] the
