@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -30,6 +31,19 @@ DEFAULT_METHODS = ("scratch", "fkl", "rkl", "gkd", "seqkd")
 
 # (method, alpha): scratch is the labels-only baseline; the methods at their default alphas
 ROWS = (("scratch", 1.0), ("fkl", 0.1), ("rkl", 0.1), ("gkd", 0.0), ("seqkd", 0.0))
+
+
+def rows(methods: list[str]) -> list[tuple[str, float]]:
+    """The (method, alpha) rows asked for: ``NAME`` at its row's alpha (:data:`ROWS`), or
+    ``NAME:ALPHA`` at that alpha (e.g. ``seqkd:0.5``), in the order given."""
+    default = dict(ROWS)
+    out = []
+    for item in methods:
+        name, _, alpha = item.partition(":")
+        if name not in default:
+            sys.exit(f"unknown method {name!r}: one of {', '.join(default)}")
+        out.append((name, float(alpha) if alpha else default[name]))
+    return out
 
 
 def main() -> None:
@@ -50,7 +64,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--context", type=int, default=64)
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   help="rows: NAME (its default alpha) or NAME:ALPHA, e.g. seqkd:0.5")
     p.add_argument("--test-blocks", type=int, default=24)
     p.add_argument("--seqkd-cache", type=int, metavar="BLOCKS", default=0,
                    help="only time the teacher's greedy continuations with and without the KV "
@@ -67,7 +82,7 @@ def main() -> None:
     top = teacher_top_k(teacher.module, train.blocks, k=32)
     top_s = time.perf_counter() - start
     sequences = None
-    if "seqkd" in args.methods:
+    if any(name == "seqkd" for name, _ in rows(args.methods)):
         start = time.perf_counter()
         sequences = teacher_sequences(teacher.module, train.blocks)
         seq_s = time.perf_counter() - start
@@ -81,9 +96,7 @@ def main() -> None:
     print("| student | method | alpha | test ppl | top-1 agreement | KL to teacher | train s |")
     print("|---|---|---|---|---|---|---|")
     for dim in args.dims:
-        for name, alpha in ROWS:
-            if name not in args.methods:
-                continue
+        for name, alpha in rows(args.methods):
             ppls, agrees, kls, secs, params = [], [], [], [], 0
             for seed in range(args.seeds):
                 torch.manual_seed(seed)
