@@ -331,6 +331,8 @@ def test_a_student_file_that_is_gone_is_named(tmp_path):
 
 
 def test_an_undecided_regression_is_measured_again(tmp_path, monkeypatch):
+    from edgekd.hostinfo import host_info
+
     files = {}
     for name in ("base", "current"):
         files[name] = tmp_path / f"{name}.onnx"
@@ -340,6 +342,7 @@ def test_an_undecided_regression_is_measured_again(tmp_path, monkeypatch):
     for name, report in (("base", base), ("current", current)):
         data = json.loads(report.read_text())
         data["models"][1].update(format="onnx", path=str(files[name]))
+        data["host"]["cpu_model"] = host_info()["cpu_model"]  # measured here
         report.write_text(json.dumps(data))
     only = ["decode_regression"]
     # one stored run against three: how far medians move between processes is unknown
@@ -350,3 +353,14 @@ def test_an_undecided_regression_is_measured_again(tmp_path, monkeypatch):
         "decode_regression"]  # fmt: skip
     assert line.verdict == Verdict.PASS and "decided after" in line.reason
     assert {c["path"] for c in calls} == {str(files["base"]), str(files["current"])}
+    # the current report measured on another CPU: nothing of its student is added here (it
+    # would pool two machines' timings); the baseline's side still takes processes
+    data = json.loads(current.read_text())
+    data["host"]["cpu_model"] = "another cpu"
+    current.write_text(json.dumps(data))
+    calls.clear()
+    line = regressions(gate(current, baseline=base, only=only, max_seconds=60, any_host=True))[
+        "decode_regression"]  # fmt: skip
+    assert line.verdict == Verdict.INCONCLUSIVE
+    assert calls and {c["path"] for c in calls} == {str(files["base"])}
+    assert "measured on CPU 'another cpu'" in line.reason

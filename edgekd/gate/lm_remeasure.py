@@ -11,7 +11,8 @@ process run for the decode line adds its time-to-first-token samples to the ttft
 classifier's processes added for its budget line count for its regression.
 
 The file is the student row's ``path``, else the same path or name beside the report, and must
-still be the row's ``size_bytes`` long (an LM report keeps no SHA-256). A student that the gate
+still be the row's ``size_bytes`` long (an LM report keeps no SHA-256); a report measured on
+another CPU (``host.cpu_model``) is not added to here. A student that the gate
 has to measure again but cannot find is one line naming the file (exit 2; ``--max-seconds 0``
 judges the stored runs alone); a baseline whose file is gone keeps its stored runs, as a
 classifier baseline does.
@@ -83,6 +84,17 @@ def _model_file(row: dict[str, Any], where: str) -> tuple[Path | None, str]:
     return None, f"the student's file {recorded} is gone or has changed since it was measured"
 
 
+def _same_cpu(data: dict[str, Any], path: Path) -> tuple[Path | None, str]:
+    """``path``, or None and why, when the report was measured on another CPU: processes added
+    here would pool two machines' timings."""
+    from edgekd.hostinfo import host_info
+
+    measured, here = (data.get("host") or {}).get("cpu_model"), host_info().get("cpu_model")
+    if measured and measured != here:
+        return None, f"measured on CPU {measured!r}, not on this host's {here!r}"
+    return path, ""
+
+
 def _settings(data: dict[str, Any], row: dict[str, Any], runs: list[LatencySamples],
               where: str) -> dict[str, int]:  # fmt: skip
     """The benchmark's settings for one more process: from the stored runs' metadata, else the
@@ -109,6 +121,8 @@ class _Student:
         self.sides = {fig: Side(runs_of(row, field, where)) for fig, field in FIGURES.items()}
         path, why = _model_file(row, where)
         self.missing = why if path is None and row.get("format") == "onnx" else ""
+        if path is not None:
+            path, why = _same_cpu(data, path)
         if path is None:
             for side in self.sides.values():
                 side.why_not = why
