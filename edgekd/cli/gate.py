@@ -62,8 +62,8 @@ def gate(
 
     A line the benchmark did not measure (no teacher, no labels) is shown as NOT MEASURED and
     does not count unless given to --require. An undecided latency line is measured again, in
-    more fresh processes of the model (and the baseline's), for up to --max-seconds (classifier
-    reports; a causal-LM report's lines are judged on what its benchmark stored).
+    more fresh processes of the model (and the baseline's), for up to --max-seconds (a causal-LM
+    report's: more runs of its student's time probe).
     """
     import json
 

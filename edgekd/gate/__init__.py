@@ -12,7 +12,8 @@ The package's rooms: ``inputs`` (report files and limits, checked), ``checks`` (
 verdicts on samples), ``compare`` (across processes), ``remeasure`` (more processes until
 decided), ``lines`` (one ``GateLine`` per budget or regression line, listed there), ``lm`` (a
 causal-LM report's ``[lm]`` lines), ``lm_baseline`` (its regressions against a baseline LM
-report) and ``output`` (Markdown, JUnit, terminal). This module picks the report's models and
+report), ``lm_remeasure`` (more processes of its student until decided) and ``output``
+(Markdown, JUnit, terminal). This module picks the report's models and
 target and runs the lines.
 """
 
@@ -268,7 +269,8 @@ def gate(
     A latency line (the budget's, a regression) left INCONCLUSIVE by the stored processes is
     measured again, a process a side per round, within ``max_seconds`` in all (the default 0:
     never; ``edgekd gate`` gives ``DEFAULT_MAX_SECONDS``); ``more(model, side)`` replaces the real
-    measurement (``side`` "current" or "baseline") and ``clock`` the time, for tests.
+    measurement (``side`` "current" or "baseline"; classifier reports: a causal-LM report's
+    student is timed by ``edgekd.gate.lm_remeasure``) and ``clock`` the time, for tests.
 
     >>> result = gate("runs/mobile/report.json", "mobile")  # doctest: +SKIP
     >>> result.verdict, result.exit_code  # doctest: +SKIP
@@ -281,7 +283,7 @@ def gate(
     lm, lm_base = lm_pair(report, baseline)  # a causal-LM run (edgekd.lm): edgekd.gate.lm
     if lm is not None:
         return gate_lm(lm, str(report), target, only, require, lm_base, str(baseline), threshold,
-                       alpha, accuracy_tolerance, any_host)  # fmt: skip
+                       alpha, accuracy_tolerance, any_host, max_seconds, clock)  # fmt: skip
     rep, rep_name = _as_report(report)
     notes: list[str] = []
     prof = _target_of(rep, target, notes, rep_name)

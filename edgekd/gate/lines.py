@@ -207,9 +207,18 @@ def _latency_line(
     make = _line("latency_ms", m, limit, "ms", "absolute", detail)
     if not runs:
         return make(Verdict.INCONCLUSIVE, None, "the report keeps no raw samples; re-run bench")
-    check = check_absolute(pooled(runs), limit, "p95")
     if mismatch:
-        return make(Verdict.INCONCLUSIVE, check.value_ms, mismatch)
+        value = check_absolute(pooled(runs), limit, "p95").value_ms
+        return make(Verdict.INCONCLUSIVE, value, mismatch)
+    return judge_p95(make, runs, limit)
+
+
+def judge_p95(make: _Maker, runs: list[LatencySamples], limit: float) -> GateLine:
+    """A latency budget line from per-process samples: the pooled p95 against ``limit`` by its
+    95% interval (``check_absolute``); where that is not a PASS, samples the harness saw
+    descheduled are set aside and the clean ones judged (``edgekd.bench.contention``).
+    The classifier's ``latency_ms`` and a causal-LM report's latency lines (``edgekd.gate.lm``)."""
+    check = check_absolute(pooled(runs), limit, "p95")
     if check.verdict == Verdict.PASS:  # descheduled samples only ever make a run slower
         return make(check.verdict, check.value_ms, check.reason)
     clean = clean_runs(runs)

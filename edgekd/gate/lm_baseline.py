@@ -8,8 +8,9 @@ Regression lines, each of the ``student`` rows of both reports:
   noisy one is INCONCLUSIVE). Decode tokens/s is 1000 / decode ms, so its regression is this one.
   The LM benchmark's unit is a run: a fresh process for an ONNX model, a repeat within one
   process for a PyTorch one (``edgekd.lm.bench``; the line's detail says which). An undecided
-  line stays INCONCLUSIVE: the gate does not re-measure a language model (``--max-seconds`` is
-  for classifier reports).
+  line is measured again within ``--max-seconds``, in more probe processes of both students
+  where their files are here (``edgekd.gate.lm_remeasure``), rounds back to back also compared
+  as pairs, as the classifier's ``latency_regression``.
 - ``perplexity_regression``: current / baseline perplexity - 1 at most ``perplexity_tolerance``
   (0.02: 2% higher). Perplexity on the same held-out blocks is deterministic, so the figures are
   compared directly; reports measured on different held-out text are INCONCLUSIVE.
@@ -27,20 +28,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgekd.bench.stats import LatencySamples
 from edgekd.errors import BadInputError
 from edgekd.gate.checks import Verdict
-from edgekd.gate.compare import compare_processes
 from edgekd.gate.inputs import lm_report, read_json_object
-from edgekd.gate.lines import GateLine, _at_most  # the classifier lines' direct comparison
+from edgekd.gate.lines import (  # the classifier lines' direct comparison and latency regression
+    GateLine,
+    _at_most,
+    _latency_regression,
+)
+from edgekd.gate.lm_remeasure import FIGURES, LMSettler, run_unit, student_row
 
 REGRESSION_LINES = ("decode_regression", "ttft_regression", "perplexity_regression",
                     "agreement_regression", "size_regression")  # fmt: skip
 DEFAULT_PERPLEXITY_TOLERANCE = 0.02
-NOT_REMEASURED = ("edgekd gate does not re-measure a causal-LM model (--max-seconds applies to "
-                  "classifier reports): re-run the LM benchmark, on a quieter machine")  # fmt: skip
-_LATENCY = {"decode_regression": ("decode_runs", "decode time per token"),
-            "ttft_regression": ("ttft_runs", "time to first token")}  # fmt: skip
+_LATENCY = {"decode_regression": ("decode", "decode time per token"),
+            "ttft_regression": ("ttft", "time to first token")}  # fmt: skip
 
 
 def lm_pair(report: Any, baseline: Any) -> tuple[dict | None, dict | None]:
@@ -81,25 +83,21 @@ def regression_lines(
     agreement_tolerance: float,
     perplexity_tolerance: float = DEFAULT_PERPLEXITY_TOLERANCE,
     any_host: bool = False,
+    settle: LMSettler | None = None,
 ) -> tuple[list[GateLine], list[str]]:
-    """The student's regression lines against ``base``'s student, and notes."""
-    cur, old = _student(data), _student(base)
+    """The student's regression lines against ``base``'s student, and notes; ``settle`` decides
+    the latency lines (default: once, on the stored runs)."""
+    cur, old = student_row(data), student_row(base)
     if old is None:
         return [], [f"{base_where}: no 'student' row in field 'models': no regression check"]
     for row, at in ((cur, where), (old, base_where)):
         _check_figures(row, at)
     differs = _measured_differently(cur, old, data, base, any_host)
-    lines = [_latency(name, runs_of(cur, _LATENCY[name][0], where),
-                      runs_of(old, _LATENCY[name][0], base_where), differs, threshold, alpha)
-             for name in _LATENCY]  # fmt: skip
+    settle = settle or LMSettler(data, where, base, base_where)
+    lines = [_latency(name, settle, differs, threshold, alpha) for name in _LATENCY]
     lines += [_perplexity(cur, old, data, base, perplexity_tolerance),
               _agreement(cur, old, agreement_tolerance), _size(cur, old, threshold)]  # fmt: skip
     return lines, []
-
-
-def _student(data: dict[str, Any]) -> dict[str, Any] | None:
-    rows = [m for m in data.get("models") or [] if isinstance(m, dict)]
-    return next((m for m in rows if m.get("name") == "student"), None)
 
 
 def _check_figures(row: dict[str, Any], where: str) -> None:
@@ -125,17 +123,6 @@ def _maker(name: str, limit: float, unit: str, detail: str) -> Callable[..., Gat
     return make
 
 
-def runs_of(row: dict[str, Any], field: str, where: str) -> list[LatencySamples]:
-    """A row's per-run samples (``ttft_runs``/``decode_runs``); [] in a report without them."""
-    stored = row.get(field) or []
-    if not isinstance(stored, list):
-        raise BadInputError(f"{where}: field 'models[student].{field}' must be a list")
-    try:
-        return [LatencySamples.from_dict(r) for r in stored]
-    except BadInputError as exc:
-        raise BadInputError(f"{where}: field 'models[student].{field}': {exc}") from None
-
-
 def _measured_differently(cur, old, data, base, any_host: bool) -> str:
     differs = [f"{what} {cur.get(key)} vs the baseline's {old.get(key)}"
                for what, key in (("format", "format"), ("prompt tokens", "prompt_tokens"))
@@ -147,23 +134,24 @@ def _measured_differently(cur, old, data, base, any_host: bool) -> str:
     return "measured differently: " + "; ".join(differs) if differs else ""
 
 
-def _latency(name, current, baseline, differs: str, threshold, alpha) -> GateLine:
-    field, what = _LATENCY[name]
-    units = {r.metadata.get("unit") for r in (*current, *baseline)}
-    per = ("a fresh process per run" if units == {"process"} else
-           "runs within one process: blind to drift between processes")  # fmt: skip
+def _latency(name, settle: LMSettler, differs: str, threshold, alpha) -> GateLine:
+    figure, what = _LATENCY[name]
+    current, baseline = settle.side("current", figure), settle.side("baseline", figure)
+    per = run_unit([*current.runs, *baseline.runs])
     detail = f"p50 {what} vs the baseline's student, per-run samples of the LM benchmark ({per})"
     make = _maker(name, 1.0 + threshold, "x", detail)
     if differs:
         return make(Verdict.INCONCLUSIVE, None, differs)
-    if not current or not baseline:
-        side = "the report" if not current else "the baseline"
+    if not current.runs or not baseline.runs:
+        side = "the report" if not current.runs else "the baseline"
         return make(Verdict.INCONCLUSIVE, None,
-                    f"{side} keeps no per-run '{field}' (written before they were stored); "
-                    "re-run the LM benchmark")  # fmt: skip
-    c = compare_processes(baseline, current, threshold, alpha)
-    reason = c.reason if c.verdict != Verdict.INCONCLUSIVE else f"{c.reason} {NOT_REMEASURED}."
-    return make(c.verdict, c.ratio, reason)
+                    f"{side} keeps no per-run '{FIGURES[figure]}' (written before they were "
+                    "stored); re-run the LM benchmark")  # fmt: skip
+
+    def decide(cur, base, pairs=()) -> GateLine:  # the classifier's latency_regression
+        return _latency_regression(make, cur, base, threshold, alpha, pairs)
+
+    return settle.regression(decide, figure)
 
 
 def _perplexity(cur, old, data, base, tolerance: float) -> GateLine:

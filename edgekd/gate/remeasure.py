@@ -137,14 +137,20 @@ def model_file(m: ModelResult, report_path: str) -> tuple[Path | None, str]:
         return None, f"the report keeps no sha256 of {m.name}'s file (re-run edgekd bench)"
     if m.runtime not in RUNTIMES or not RUNTIMES.get(m.runtime).available():
         return None, f"runtime {m.runtime or '?'} of {m.name} is not available here"
-    here = Path(report_path).parent if report_path and Path(report_path).is_file() else None
-    candidates = [Path(m.path)]
-    if here is not None:
-        candidates += [here / m.path, here / Path(m.path).name]
-    for path in candidates:
+    for path in candidate_paths(m.path, report_path):
         if path.is_file() and file_sha256(path) == m.sha256:
             return path, ""
     return None, f"{m.path} is gone or has changed since it was measured"
+
+
+def candidate_paths(recorded: str, report_path: str) -> list[Path]:
+    """Where a report's model file may be now: as recorded, then relative to the report's folder,
+    then beside the report by name (a run folder moved or copied whole)."""
+    here = Path(report_path).parent if report_path and Path(report_path).is_file() else None
+    candidates = [Path(recorded)]
+    if here is not None:
+        candidates += [here / recorded, here / Path(recorded).name]
+    return candidates
 
 
 def bench_settings(report: Report):
