@@ -46,9 +46,18 @@ def lm_markdown(report: dict[str, Any]) -> str:
                    f"{r['ttft_ms']:.2f} | {r['decode_tokens_per_s']:.1f} | {size} |")  # fmt: skip
     out += ["", "## Budget lines", ""]
     out += [f"- {b['name']}: {num(b['value'])} (limit {b['limit']}{b['unit']}, {b['kind']}): "
-            f"{_VERDICT[b['passed']]}" for b in report["budget"]]  # fmt: skip
+            f"{_line_verdict(b)}" for b in report["budget"]]  # fmt: skip
     out += ["", "## Continuations (greedy)", "", _continuations(report), ""]
     return "\n".join(out)
+
+
+def _line_verdict(line: dict[str, Any]) -> str:
+    """The gate's verdict on a budget line and why (a report written before the gate's verdicts
+    were stored: the figure against its limit)."""
+    if "verdict" not in line:
+        return _VERDICT[line["passed"]]
+    verdict = "FAIL" if line["verdict"] == "fail" else line["verdict"]
+    return f"{verdict} ({line['reason']})" if line.get("reason") else verdict
 
 
 def _continuations(report: dict[str, Any]) -> str:
