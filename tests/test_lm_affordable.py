@@ -90,7 +90,7 @@ def test_the_teacher_share_when_it_binds_first():
 
 
 def test_the_default_budget_and_time_budget():
-    assert training_budget(None, on_gpu=False, spent_s=600.0).seconds == 2400 - 600 - 300
+    assert training_budget(None, on_gpu=False, spent_s=600.0).seconds == 2400 - 600 - 400
     assert training_budget(None, on_gpu=False, spent_s=5000.0).seconds == 60  # at least a minute
     assert training_budget(None, on_gpu=True, spent_s=0.0).seconds is None
     given = training_budget(90.0, on_gpu=True, spent_s=0.0)
@@ -183,18 +183,18 @@ def test_steps_shrink_when_not_even_the_smallest_affords_the_default(tmp_path, m
 
     monkeypatch.setattr(affordable, "measure_training_throughput",
                         lambda *args: Throughput(1e8, source="given"))
-    run = _stub_run(tmp_path, time_budget=None)  # the default budget: 2400 - 10 - 300 s
+    run = _stub_run(tmp_path, time_budget=None)  # the default budget: 2400 - 10 - 400 s
     sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False, teaching=None)
     # mobile's smallest at context 128: dim 64 x 2 layers, 2 * 47,104 + 64,000 + 2*128*64 =
     # 174,592 per token, 6 x that x 2,048 tokens = 2.145e9 FLOP a step: 21.45 s at 1e8 FLOP/s,
-    # so 2,090 s afford 97 steps (not 600).
+    # so 1,990 s afford 92 steps (not 600).
     assert (sizing.config.dim, sizing.config.n_layers) == (64, 2)
-    assert run.settings["steps"] == 97 and sizing.limits["steps_fitted"] == 97
-    assert sizing.limits["training"]["estimate_s"] <= 2090
-    assert "so 97 steps instead of 600" in sizing.reason
+    assert run.settings["steps"] == 92 and sizing.limits["steps_fitted"] == 92
+    assert sizing.limits["training"]["estimate_s"] <= 1990
+    assert "so 92 steps instead of 600" in sizing.reason
     again = _stub_run(tmp_path, time_budget=None)
     pipeline._size(again, 10.0, tmp_path, resume=True, teaching=None)
-    assert again.settings["steps"] == 97  # the resumed run trains the same schedule
+    assert again.settings["steps"] == 92  # the resumed run trains the same schedule
     mine = _stub_run(tmp_path, time_budget=None)
     mine.config = DistillConfig(task="causal-lm", steps=600)  # --steps given: kept
     pipeline._size(mine, 10.0, tmp_path / "m", resume=False, teaching=None)

@@ -127,3 +127,4 @@ def test_the_fused_top_k_scores_have_autograds_gradients():
     # a hand-worked value: uniform logits over 4 tokens, top-1 token 0 -> log(1/4), log(3/4)
     buckets, _ = top_k_scores(torch.zeros(1, 4), torch.tensor([[0]]))
     torch.testing.assert_close(buckets.exp(), torch.tensor([[0.25, 0.75]]))
+

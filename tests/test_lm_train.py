@@ -193,3 +193,11 @@ def test_an_interrupted_run_resumes_to_bit_identical_weights(setup, monkeypatch,
     assert whole.keys() == resumed.keys()
     for name in whole:
         assert torch.equal(whole[name], resumed[name]), name
+
+
+def test_a_spent_time_budget_stops_training_at_the_next_step_not_the_next_evaluation():
+    blocks = np.random.default_rng(0).integers(0, 64, (8, CONTEXT + 1))
+    config = LMTrainConfig(steps=50, batch_size=2, evals=1, time_budget=1e-9)
+    history = train_lm(_student(64), blocks, blocks[:2], config)
+    assert history.eval_steps == [1]  # evaluated and stopped after the first step, not at 50
+    assert history.stopped.startswith("time budget of 1e-09 s spent after step 1 of 50")

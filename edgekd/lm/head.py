@@ -51,8 +51,9 @@ def has_head(model: nn.Module) -> bool:
     """Whether ``model`` exposes its hidden states and output layer (``edgekd.lm.student``):
     then the loss can be computed a chunk at a time; any other ``input_ids -> logits`` module is
     scored on its full logits."""
-    return callable(getattr(model, "hidden_states", None)) and isinstance(
-        getattr(model, "lm_head", None), nn.Linear
+    head = getattr(model, "lm_head", None)
+    return callable(getattr(model, "hidden_states", None)) and (
+        isinstance(head, nn.Linear) and head.bias is None
     )
 
 
@@ -74,7 +75,9 @@ def head_loss(model: nn.Module, input_ids: torch.Tensor, loss_of: LossOfChunk,
     """The sum over chunks of positions of ``loss_of(logits, part)``, ``logits`` [n, V] the
     model's logits at the flattened positions ``part`` of ``input_ids`` [B, T]; differentiable
     with respect to the model's weights. ``chunk``: tokens per chunk (default
-    :func:`chunk_tokens`). A model without :func:`has_head` is run whole."""
+    :func:`chunk_tokens`). A model without :func:`has_head` is run whole. ``loss_of`` may read
+    any tensors but is differentiated with respect to the logits only: a loss with trainable
+    weights of its own would need them passed through, which no language-model method has."""
     if not has_head(model):
         logits = model(input_ids)
         return loss_of(logits.flatten(0, 1), slice(0, logits.shape[0] * logits.shape[1]))

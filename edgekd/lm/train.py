@@ -150,7 +150,9 @@ def train_lm(
             run.one_step()
             saver.advanced()
             bar.advance(info=f"loss {run.last_loss:.3f}")
-            if run.step % every == 0 or run.step == config.steps:
+            # the time budget is checked after every step, not only at the evaluations (60
+            # steps apart by default, minutes at scale): a spent budget evaluates and stops now
+            if run.step % every == 0 or run.step == config.steps or run.budget.exhausted():
                 run.evaluate()
                 bar.advance(0, info=f"val ppl {run.history.val_perplexity[-1]:.1f}")
                 if saver.due(epoch_end=True):
