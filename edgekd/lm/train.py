@@ -301,18 +301,19 @@ class _Run:
 
         if alpha == 1.0:
             return head_loss(self.student, x, ce)
-        inputs, kd = self._method_view(rows, x, y, alpha, count)
+        inputs, kd = self._method_view(rows, x, y, alpha, ce, count)
         if inputs is x:  # kd holds the weighted sum of both
             return head_loss(self.student, x, kd)
         kd_loss = head_loss(self.student, inputs, kd)
         return kd_loss if alpha == 0.0 else (
             alpha * head_loss(self.student, x, ce) + (1.0 - alpha) * kd_loss)  # fmt: skip
 
-    def _method_view(self, rows, x, y, alpha: float, count) -> tuple[torch.Tensor, LossOfChunk]:
+    def _method_view(self, rows, x, y, alpha: float, ce: LossOfChunk, count
+                     ) -> tuple[torch.Tensor, LossOfChunk]:  # fmt: skip
         """What the method's loss is computed on and its loss on a chunk of those positions'
         logits: on the teacher's sequences or on-policy samples the method's loss alone; on the
-        block ``x`` itself ``alpha`` * CE + (1 - alpha) * the method's loss (``count``: the
-        labels that count)."""
+        block ``x`` itself ``alpha`` * ``ce`` (the block's CE chunk) + (1 - alpha) * the method's
+        loss (``count``: the labels that count, for the fused top-k pass)."""
         teacher = self.teacher
         if getattr(self.method, "teacher_sequences", False):
             seq = torch.from_numpy(np.asarray(teacher.sequences[rows])).to(self.device)
@@ -331,11 +332,10 @@ class _Run:
             return x, self._top_k_loss(*teacher.top_k.rows(rows, self.device), y, alpha, count)
         with torch.no_grad():
             t_logits = teacher.live(x).float()
-        kd, labels = self._chunk_loss(teacher=t_logits, labels=y), y.flatten()
+        kd = self._chunk_loss(teacher=t_logits, labels=y)
 
         def both(logits: torch.Tensor, part: slice) -> torch.Tensor:
-            ce = F.cross_entropy(logits.float(), labels[part], reduction="sum") / count
-            return alpha * ce + (1.0 - alpha) * kd(logits, part)
+            return alpha * ce(logits, part) + (1.0 - alpha) * kd(logits, part)
 
         return x, both
 
