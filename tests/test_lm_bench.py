@@ -95,7 +95,8 @@ def test_bench_lm_rows_for_teacher_onnx_and_torch(tmp_path):
     prompts = [[1, 2, 3], [7]]
     rows = bench_lm({"teacher": tiny_llama(), "student": onnx_path, "student_pt": student},
                     blocks, prompts, teacher="teacher", prompt_tokens=5, context_tokens=24,
-                    new_tokens=3, runs=1)
+                    new_tokens=3, runs={"teacher": 1, "student": 1, "student_pt": 2},
+                    prefills={"student_pt": 2})
     by = {r.name: r for r in rows}
     assert by["teacher"].top1_agreement is None and by["teacher"].format == "torch"
     assert 0 <= by["student"].top1_agreement <= 1 and by["student"].kl_to_teacher > 0
@@ -113,6 +114,18 @@ def test_bench_lm_rows_for_teacher_onnx_and_torch(tmp_path):
     assert [len(r.samples_ms) for r in ttft] == [4] and [len(r.samples_ms) for r in decode] == [2]
     assert ttft[0].metadata["unit"] == "process"  # an ONNX model's run: a fresh process
     assert by["student_pt"].ttft_runs[0]["metadata"]["unit"] == "repeat"  # PyTorch: in this one
+    # counts per model: student_pt's own 2 runs x 2 prefills
+    assert [len(r["samples_ms"]) for r in by["student_pt"].ttft_runs] == [2, 2]
+    assert len(by["teacher"].ttft_runs) == 1
+
+
+def test_bench_rows_teacher_counts():
+    from edgekd.lm.pipeline import (BENCH_PREFILLS, BENCH_RUNS, TEACHER_PREFILLS, TEACHER_RUNS,
+                                    _per_row)
+    models = {"teacher": 0, "student": 0, "student-fp32": 0, "teacher-onnx": 0}
+    assert _per_row(models, BENCH_RUNS, TEACHER_RUNS) == {
+        "teacher": 3, "student": 5, "student-fp32": 5, "teacher-onnx": 3}
+    assert _per_row(models, BENCH_PREFILLS, TEACHER_PREFILLS)["student"] == 24
 
 
 def test_side_by_side_table():

@@ -266,15 +266,22 @@ class LMBenchResult:
         return dataclasses.asdict(self)
 
 
+def _count(value: int | Mapping[str, int], name: str, default: int) -> int:
+    """``value`` itself, or its count for model ``name`` (``default`` when it has none)."""
+    return int(value.get(name, default)) if isinstance(value, Mapping) else int(value)
+
+
 def bench_lm(models: Mapping[str, Any], blocks: np.ndarray, prompts: Sequence[Sequence[int]],
              teacher: str | None = None, prompt_tokens: int = 32, context_tokens: int = 128,
-             new_tokens: int = 16, runs: int = 3, threads: int = 1,
-             measure_memory: bool = True, prefills: int = 4,
+             new_tokens: int = 16, runs: int | Mapping[str, int] = 3, threads: int = 1,
+             measure_memory: bool = True, prefills: int | Mapping[str, int] = 4,
              fresh_processes: bool = True) -> list[LMBenchResult]:
     """Benchmark every model (name -> ONNX path or PyTorch module); ``teacher`` names the one
     the others are compared with. Each of ``runs`` repeats times ``prefills`` prefills and one
     generation of ``new_tokens`` (``time_decoding``): an ONNX model's each in a fresh process
     (``time_in_processes``) unless ``fresh_processes`` is False; a PyTorch model's in this one.
+    ``runs`` and ``prefills`` are one count for every model or a count per model name (a name
+    not in the mapping gets this function's default).
 
     >>> bench_lm({"teacher": hf_model, "student": "s.onnx"}, blocks, [[1, 2]],
     ...          teacher="teacher")  # doctest: +SKIP
@@ -288,9 +295,11 @@ def bench_lm(models: Mapping[str, Any], blocks: np.ndarray, prompts: Sequence[Se
     for name, model in models.items():
         lm, q = lms[name], scores[name]
         is_file = isinstance(model, str | Path)
-        speed = (time_in_processes(model, prompt_tokens, new_tokens, runs, vocab, prefills, threads)
+        n_runs, n_prefills = _count(runs, name, 3), _count(prefills, name, 4)
+        speed = (time_in_processes(model, prompt_tokens, new_tokens, n_runs, vocab, n_prefills,
+                                   threads)
                  if is_file and fresh_processes else
-                 time_decoding(lm, prompt_tokens, new_tokens, runs, vocab, prefills=prefills))
+                 time_decoding(lm, prompt_tokens, new_tokens, n_runs, vocab, prefills=n_prefills))
         memory = (peak_memory_mb(model, context_tokens, threads)
                   if is_file and measure_memory else None)
         own = name == teacher
