@@ -122,14 +122,15 @@ def _stub_run(tmp_path, time_budget):
 @pytest.fixture
 def steps_as_fast_as(monkeypatch):
     """The run's timed training steps (pipeline._step_seconds), stubbed: ``factor`` x the FLOPs
-    estimate of the student's step at ``rate`` FLOP/s (0: faster than any estimate)."""
+    estimate of the student's step at ``rate`` FLOP/s, plus ``per_layer`` seconds a layer (what
+    FLOPs miss: attention over a long context)."""
     from edgekd.lm import pipeline
 
-    def stub(factor: float, rate: float = 1e9) -> None:
+    def stub(factor: float, rate: float = 1e9, per_layer: float = 0.0) -> None:
         monkeypatch.setattr(pipeline, "_step_seconds", lambda run, c, teaching: factor * (
-            training_flops(c, TOKENS, 1, 128) / rate))  # fmt: skip
+            training_flops(c, TOKENS, 1, 128) / rate) + per_layer * c.n_layers)  # fmt: skip
 
-    stub(0.0)
+    stub(1.0)
     return stub
 
 
@@ -171,7 +172,7 @@ def test_a_student_slower_than_estimated_is_sized_again(tmp_path, monkeypatch,
     assert sizing.limits["training"]["throughput"]["flops_per_s"] == pytest.approx(5e10)
     assert "calibrated (2.00 x" in sizing.limits["training"]["throughput"]["source"]
     # ... at half the rate: what half the budget affords at the probe's rate
-    steps_as_fast_as(0.0)
+    steps_as_fast_as(1.0, rate=1e11)
     half = pipeline._size(_stub_run(tmp_path, 300.0), 10.0, tmp_path / "b", resume=False,
                           teaching=None)
     assert sizing.config == half.config
@@ -183,6 +184,7 @@ def test_steps_shrink_when_not_even_the_smallest_affords_the_default(tmp_path, m
 
     monkeypatch.setattr(affordable, "measure_training_throughput",
                         lambda *args: Throughput(1e8, source="given"))
+    steps_as_fast_as(1.0, rate=1e8)  # as estimated
     run = _stub_run(tmp_path, time_budget=None)  # the default budget: 2400 - 10 - 400 s
     sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False, teaching=None)
     # mobile's smallest at context 128: dim 64 x 2 layers, 2 * 47,104 + 64,000 + 2*128*64 =
@@ -216,3 +218,35 @@ def test_the_default_run_stops_training_at_the_budget_it_was_sized_for(tmp_path)
     assert budget() == 1234.0  # the steps are the run's own: its 40 minutes hold
     assert budget(steps=600) is None  # --steps: the user's number of steps, all of them
     assert budget(time_budget=90.0) == 90.0  # --time-budget: that
+
+
+# Seconds a layer that FLOPs miss, in the stub below: at 1e9 FLOP/s the 3-layer first choice
+# (2.825 s a step by FLOPs) steps in 4.625 s, 1.64 x; scaled by that, the 2-layer one (2.145 s)
+# is estimated at 3.51 s but steps in 3.345 s: 1,990 s afford 594 of its steps, not 566.
+PER_LAYER_S = 0.6
+
+
+def test_the_student_timed_last_settles_its_own_steps(tmp_path, monkeypatch, steps_as_fast_as):
+    # The scale run's case: FLOPs miss a per-layer cost, so the first choice, deep, steps slower
+    # than estimated; the scale fitted to it overshoots the shallower second choice, whose own
+    # steps then decide how many it trains (before: 395 steps run in about half the budget).
+    from edgekd.lm import affordable, pipeline
+
+    monkeypatch.setattr(affordable, "measure_training_throughput",
+                        lambda *args: Throughput(1e9, source="given"))
+    steps_as_fast_as(1.0, rate=1e9, per_layer=PER_LAYER_S)
+    run = _stub_run(tmp_path, time_budget=None)  # 2400 - 10 - 400 = 1,990 s
+    sizing = pipeline._size(run, spent_s=10.0, work=tmp_path, resume=False, teaching=None)
+    first, second = sizing.limits["calibration"]
+    assert first["measured_step_s"] > first["estimated_step_s"]
+    assert second["params"] < first["params"]
+    assert second["measured_step_s"] < second["estimated_step_s"]  # the first's scale overshot
+    assert sizing.config.param_count() == second["params"]  # kept: no larger one untimed
+    training = sizing.limits["training"]
+    assert training["max_params"] == second["params"]
+    per_step = second["measured_step_s"]
+    steps = run.settings["steps"]
+    assert steps == min(STEPS, int(training["budget_s"] / per_step)) == 594
+    assert steps > int(training["budget_s"] / second["estimated_step_s"])  # 566 before
+    assert training["estimate_s"] == pytest.approx(per_step * steps, rel=1e-3)
+    assert "no student over the" in sizing.reason

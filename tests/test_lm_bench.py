@@ -120,8 +120,13 @@ def test_bench_lm_rows_for_teacher_onnx_and_torch(tmp_path):
 
 
 def test_bench_rows_teacher_counts():
-    from edgekd.lm.pipeline import (BENCH_PREFILLS, BENCH_RUNS, TEACHER_PREFILLS, TEACHER_RUNS,
-                                    _per_row)
+    from edgekd.lm.pipeline import (
+        BENCH_PREFILLS,
+        BENCH_RUNS,
+        TEACHER_PREFILLS,
+        TEACHER_RUNS,
+        _per_row,
+    )
     models = {"teacher": 0, "student": 0, "student-fp32": 0, "teacher-onnx": 0}
     assert _per_row(models, BENCH_RUNS, TEACHER_RUNS) == {
         "teacher": 3, "student": 5, "student-fp32": 5, "teacher-onnx": 3}

@@ -85,6 +85,7 @@ class Throughput:
     precision: str = "fp32"
     seconds: float = 0.0  # what measuring took
     source: str = "measured"
+    scale: float = 1.0  # step seconds over the probe's estimate, as a student's own steps took
 
     def __post_init__(self) -> None:
         if not self.flops_per_s > 0:
@@ -312,6 +313,7 @@ class TrainingCap:
     steps: int
     tokens_per_step: int
     context: int | None = None
+    max_params: int | None = None  # no larger student: the calibration measured none
 
     def seconds(self, c: LMStudentConfig) -> float:
         """The estimated seconds of training ``c`` (an estimate: FLOPs over the throughput)."""
@@ -320,6 +322,8 @@ class TrainingCap:
         return flops / self.throughput.flops_per_s + logits * self.throughput.seconds_per_logit
 
     def affords(self, c: LMStudentConfig) -> bool:
+        if self.max_params is not None and c.param_count() > self.max_params:
+            return False
         return self.budget.seconds is None or self.seconds(c) <= self.budget.seconds
 
     def steps_within(self, c: LMStudentConfig) -> int:
@@ -338,26 +342,41 @@ class TrainingCap:
         time_training_steps``): the probe's FLOPs and logits do not count everything a
         student's step does (attention's softmax over the context, the norms, the optimizer),
         and its share differs with the student's shape."""
+        if not measured_step_s > 0:
+            raise ValueError(f"a measured training step must take > 0 s, got {measured_step_s}")
         ratio = measured_step_s / self.step_seconds(c)
         t = self.throughput
+        scale = t.scale * ratio  # against the probe's own estimate, however many times calibrated
         scaled = dataclasses.replace(
             t, flops_per_s=t.flops_per_s / ratio, seconds_per_logit=t.seconds_per_logit * ratio,
-            source=f"calibrated ({ratio:.2f} x the probe's estimate on the student's own steps)",
+            scale=scale,
+            source=f"calibrated ({scale:.2f} x the probe's estimate on the student's own steps)",
         )  # fmt: skip
         return dataclasses.replace(self, throughput=scaled)
 
+    def vouched_by(self, c: LMStudentConfig, measured_step_s: float) -> TrainingCap:
+        """This cap calibrated on ``c``'s own steps, whichever way the estimate erred, and
+        admitting no student larger than ``c``: the calibration holds for the student it timed,
+        and a deeper one can cost more a step than FLOPs say (attention over a long context; at
+        dim 64 and 512 tokens a step took 4.88 s with 12 layers, 2.33 s with 2, where FLOPs
+        differ by 5%)."""
+        return dataclasses.replace(self.calibrated(c, measured_step_s),
+                                   max_params=c.param_count())  # fmt: skip
+
     def describe(self, c: LMStudentConfig) -> str:
         limit = "no limit" if self.budget.seconds is None else f"{self.budget.seconds:,.0f} s"
+        ceiling = ("" if self.max_params is None else
+                   f"; no student over the {self.max_params:,} params timed")  # fmt: skip
         return (f"{self.steps} steps of {self.tokens_per_step:,} tokens estimated at "
                 f"{self.seconds(c):,.0f} s of training against {limit} ({self.budget.why}) at "
-                f"{self.throughput.describe()}")
+                f"{self.throughput.describe()}{ceiling}")
 
     def to_dict(self, c: LMStudentConfig) -> dict[str, Any]:
         return {"budget_s": self.budget.seconds, "budget_why": self.budget.why,
                 "steps": self.steps, "tokens_per_step": self.tokens_per_step,
                 "context": self.context or c.context,
                 "estimate_s": round(self.seconds(c), 1), "kind": "estimate",
-                "throughput": asdict(self.throughput)}  # fmt: skip
+                "max_params": self.max_params, "throughput": asdict(self.throughput)}  # fmt: skip
 
 
 def training_cap(time_budget: float | None, device: str, precision: str, spent_s: float,

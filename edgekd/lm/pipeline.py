@@ -327,18 +327,23 @@ CALIBRATION_ROUNDS = 2
 def _calibrated(run: LMRun, sizing, cap, size, teaching):
     """The chosen student's own training steps timed (``edgekd.lm.train.time_training_steps``);
     when they run slower than estimated, the throughput is scaled to what they took and the
-    student sized again (at most twice: a smaller student is as fast per FLOP or slower, so the
-    scale carries over), or, the same student, given fewer steps (``_fewer_steps``). Even 5%
-    matters: the scale run's steps at 3.24 s against 3.06 s estimated would have ended 46 s past
-    its 40 minutes. The probe that measured the throughput is a 4-layer,
-    192-wide model at a 128-token context; FLOPs and logits do not count a student's attention
-    softmax over a longer context, its norms or its optimizer step, and on the scale run's
-    student (dim 96, 6 layers, 512 tokens) that made the steps 1.4 times the estimate. The time
+    student sized again (at most twice). The student timed last, when still the choice, then
+    settles its own training: the cap is calibrated on its steps whichever way the estimate
+    erred, and admits no larger student (``TrainingCap.vouched_by``), so its steps, or fewer
+    (``_fewer_steps``), are fitted to what it measured. Even 5% matters: the scale run's steps
+    at 3.24 s against 3.06 s estimated would have ended 46 s past its 40 minutes. The probe that
+    measured the throughput is a 4-layer, 192-wide model at a 128-token context; FLOPs and
+    logits do not count all a student's attention costs over a longer context, its norms or its
+    optimizer step: at 512 tokens a dim-96, 6-layer student's steps took 1.31 times the
+    estimate, a dim-64, 12-layer one's 1.70 times, and the scale fitted to that one made the
+    2-layer student's estimate 1.9 times what its steps took (which, before this last
+    calibration, cut its training to 395 steps it then ran in about half the budget). The time
     spent timing comes off the default budget (an explicit ``--time-budget`` is training's own)."""
-    start, rounds = time.perf_counter(), []
+    start, rounds, timed = time.perf_counter(), [], []
     for _ in range(CALIBRATION_ROUNDS):
         measured = _step_seconds(run, sizing.config, teaching)
         estimated = cap.step_seconds(sizing.config)
+        timed.append((sizing.config, measured))
         rounds.append({"params": sizing.config.param_count(), "dim": sizing.config.dim,
                        "layers": sizing.config.n_layers, "estimated_step_s": round(estimated, 3),
                        "measured_step_s": round(measured, 3)})  # fmt: skip
@@ -355,7 +360,10 @@ def _calibrated(run: LMRun, sizing, cap, size, teaching):
         budget = TrainingBudget(max(MIN_TRAINING_S, cap.budget.seconds - took),
                                 f"{cap.budget.why}, less {took:.0f} s timing the student's steps")
         cap = dataclasses.replace(cap, budget=budget)
-        sizing = size(cap)
+    last, measured = timed[-1]
+    if last == sizing.config:  # still the choice: its own steps decide its training
+        cap = cap.vouched_by(last, measured)
+    sizing = size(cap)
     status("training steps timed: " + "; ".join(
         f"{r['params']:,} params {r['measured_step_s']:.2f} s a step against "
         f"{r['estimated_step_s']:.2f} s estimated" for r in rounds))  # fmt: skip
