@@ -21,6 +21,18 @@ from edgekd.gate.remeasure import close_side, side_of
 
 runner = CliRunner()
 
+HERE = "cpu-A"  # test_gate.report's default host.cpu_model: the reports here are measured "here"
+
+
+@pytest.fixture(autouse=True)
+def this_host_is_cpu_a(monkeypatch):
+    """This host's CPU is the reports' (``cpu-A``), so they may take more processes; a test that
+    wants another CPU's report says ``cpu="cpu-B"``."""
+    import edgekd.hostinfo
+
+    real = edgekd.hostinfo.host_info()
+    monkeypatch.setattr(edgekd.hostinfo, "host_info", lambda: {**real, "cpu_model": HERE})
+
 
 @pytest.fixture
 def target_path(tmp_path):
@@ -148,6 +160,7 @@ def test_a_model_file_that_is_gone_is_not_measured_again(target_path):
     base, current = _pair(t, UNSURE_BASE, UNSURE_CURRENT)  # their paths name no file here
     line = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=60).lines[0]
     assert line.verdict == Verdict.INCONCLUSIVE and "not measured again" in line.reason
+    assert "measured on CPU" not in line.reason  # refused for its file, not for its CPU
 
 
 def test_one_more_real_process_of_an_unchanged_onnx_file(tmp_path, target_path):
@@ -168,6 +181,79 @@ def test_one_more_real_process_of_an_unchanged_onnx_file(tmp_path, target_path):
     changed = report(t, model("m", processes([1.0]), path=path, sha256="0" * 64))
     side = side_of(changed.models[0], changed, "", [])
     assert side.more is None and "changed" in side.why_not
+
+
+# ----------------------------------------------------------- a report measured on another CPU
+
+
+def test_a_report_from_another_cpu_takes_no_processes_from_this_host(target_path):
+    """Its stored processes and this host's pooled would describe neither machine: the budget
+    line keeps the stored ones and says why; the same report measured here is measured again, as
+    is one that records no CPU."""
+    t = target_path(latency_ms=2.0)
+    for cpu, measured_again in (("cpu-B", False), (HERE, True), (None, True)):
+        rep = report(t, model("s", processes([1.0]), accuracy=None), cpu=cpu)
+        clock = FakeClock()
+        more, calls = fake_more(clock, ratio=1.0)
+        line = gate(rep, t, max_seconds=60, more=more, clock=clock).lines[0]
+        assert line.name == "latency_ms"
+        assert bool(calls) == measured_again, (cpu, line.reason)
+        if not measured_again:
+            assert line.verdict == Verdict.INCONCLUSIVE
+            assert "not measured again" in line.reason
+            assert "measured on CPU 'cpu-B', not on this host's 'cpu-A'" in line.reason
+
+
+def test_only_the_side_measured_here_takes_processes(tmp_path, target_path):
+    """``--any-host`` compares a report with a baseline from another CPU, each on its own
+    processes: the current side (this host's CPU) takes more, the baseline's none."""
+    t = target_path()
+    base = report(t, model("s", processes(UNSURE_BASE), accuracy=None), cpu="cpu-B")
+    current = report(t, model("s", processes(UNSURE_CURRENT), accuracy=None))
+    clock = FakeClock()
+    more, calls = fake_more(clock, ratio=1.0)
+    line = gate(current, t, baseline=base, only=["latency_regression"], max_seconds=60,
+                any_host=True, more=more, clock=clock).lines[0]  # fmt: skip
+    assert calls and set(calls) == {"current"}, line.reason
+    assert "of the model's" in line.reason and "of the baseline's" not in line.reason
+    assert "measured on CPU 'cpu-B', not on this host's 'cpu-A'" in line.reason
+    # Both reports from the same other CPU: compared on their stored processes, each file named.
+    for name, medians in (("base", UNSURE_BASE), ("current", UNSURE_CURRENT)):
+        rep = report(t, model("s", processes(medians), accuracy=None), cpu="cpu-B")
+        (tmp_path / f"{name}.json").write_text(rep.to_json())
+    clock = FakeClock()
+    more, calls = fake_more(clock, ratio=1.0)
+    line = gate(tmp_path / "current.json", t, baseline=tmp_path / "base.json",
+                only=["latency_regression"], max_seconds=60, more=more, clock=clock).lines[0]
+    assert calls == [] and line.verdict == Verdict.INCONCLUSIVE
+    assert "not measured again" in line.reason
+    for name in ("current", "base"):
+        assert f"{tmp_path / name}.json was measured on CPU 'cpu-B', not on this host's " \
+            "'cpu-A'" in line.reason  # fmt: skip
+
+
+def test_no_worker_is_prepared_for_another_cpus_report(tmp_path, target_path):
+    """The real path: a file that ``model_file`` accepts (the bytes hash to the report's sha256;
+    nothing opens it until a round runs) gets a side and a pair only from this host's CPU."""
+    from edgekd.gate.remeasure import pair_of
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"not opened until a round runs")
+    t = target_path()
+
+    def rep(cpu: str):
+        return report(t, model("m", processes([1.0]), path=str(path), sha256=file_sha256(path)),
+                      cpu=cpu)  # fmt: skip
+
+    here, there = rep(HERE), rep("cpu-B")
+    assert side_of(here.models[0], here, "here.json", []).more is not None
+    side = side_of(there.models[0], there, "there.json", [])
+    assert side.more is None
+    assert side.why_not == ("there.json was measured on CPU 'cpu-B', not on this host's 'cpu-A', "
+                            "so none were added to it")  # fmt: skip
+    assert pair_of(here.models[0], here, "", here.models[0], here, "")[0] is not None
+    for a, b in ((here, there), (there, here)):
+        assert pair_of(a.models[0], a, "", b.models[0], b, "")[0] is None
 
 
 # ------------------------------------------------------------------ NOT MEASURED and --require

@@ -204,11 +204,10 @@ class _Settler:
     def side(self, m: ModelResult, which: str) -> Side:
         key = (which, m.name)
         if key not in self.sides:
-            if self.more is not None:  # an injected measurement (tests, benchmarks)
-                self.sides[key] = Side(latency_runs(m), lambda: self.more(m, which))
-            else:
-                report, name = self.reports[which]
-                self.sides[key] = side_of(m, report, name, latency_runs(m))
+            report, name = self.reports[which]
+            # an injected measurement (tests, benchmarks) is refused another CPU's report too
+            more = None if self.more is None else (lambda: self.more(m, which))
+            self.sides[key] = side_of(m, report, name, latency_runs(m), more)
         return self.sides[key]
 
     def _settle(self, decide, current: Side, baseline: Side, pair=None) -> GateLine:
@@ -270,7 +269,8 @@ def gate(
     measured again, a process a side per round, within ``max_seconds`` in all (the default 0:
     never; ``edgekd gate`` gives ``DEFAULT_MAX_SECONDS``); ``more(model, side)`` replaces the real
     measurement (``side`` "current" or "baseline"; classifier reports: a causal-LM report's
-    student is timed by ``edgekd.gate.lm_remeasure``) and ``clock`` the time, for tests.
+    student is timed by ``edgekd.gate.lm_remeasure``) and ``clock`` the time, for tests. A report
+    measured on another CPU than this host's takes no processes, injected or real.
 
     >>> result = gate("runs/mobile/report.json", "mobile")  # doctest: +SKIP
     >>> result.verdict, result.exit_code  # doctest: +SKIP

@@ -12,10 +12,10 @@ classifier's processes added for its budget line count for its regression.
 
 The file is the student row's ``path``, else the same path or name beside the report, and must
 still be the row's ``size_bytes`` long (an LM report keeps no SHA-256); a report measured on
-another CPU (``host.cpu_model``) is not added to here. A student that the gate
-has to measure again but cannot find is one line naming the file (exit 2; ``--max-seconds 0``
-judges the stored runs alone); a baseline whose file is gone keeps its stored runs, as a
-classifier baseline does.
+another CPU (``host.cpu_model``) is not added to here (``remeasure.other_cpu``, as for a
+classifier's; ``--any-host`` does not change it). A student that the gate has to measure again
+but cannot find is one line naming the file (exit 2; ``--max-seconds 0`` judges the stored runs
+alone); a baseline whose file is gone keeps its stored runs, as a classifier baseline does.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from edgekd.bench.stats import LatencySamples
 from edgekd.errors import BadInputError
 from edgekd.gate.checks import Verdict
 from edgekd.gate.lines import GateLine
-from edgekd.gate.remeasure import Side, candidate_paths, measure_until_decided
+from edgekd.gate.remeasure import Side, candidate_paths, measure_until_decided, other_cpu
 
 FIGURES = {"ttft": "ttft_runs", "decode": "decode_runs"}  # figure -> its per-run field
 # One probe process of an ONNX LM: (file, settings) -> {"ttft": samples, "decode": samples}
@@ -84,17 +84,6 @@ def _model_file(row: dict[str, Any], where: str) -> tuple[Path | None, str]:
     return None, f"the student's file {recorded} is gone or has changed since it was measured"
 
 
-def _same_cpu(data: dict[str, Any], path: Path) -> tuple[Path | None, str]:
-    """``path``, or None and why, when the report was measured on another CPU: processes added
-    here would pool two machines' timings."""
-    from edgekd.hostinfo import host_info
-
-    measured, here = (data.get("host") or {}).get("cpu_model"), host_info().get("cpu_model")
-    if measured and measured != here:
-        return None, f"measured on CPU {measured!r}, not on this host's {here!r}"
-    return path, ""
-
-
 def _settings(data: dict[str, Any], row: dict[str, Any], runs: list[LatencySamples],
               where: str) -> dict[str, int]:  # fmt: skip
     """The benchmark's settings for one more process: from the stored runs' metadata, else the
@@ -122,7 +111,8 @@ class _Student:
         path, why = _model_file(row, where)
         self.missing = why if path is None and row.get("format") == "onnx" else ""
         if path is not None:
-            path, why = _same_cpu(data, path)
+            why = other_cpu(data.get("host"))  # another CPU's: would pool two machines' timings
+            path = None if why else path
         if path is None:
             for side in self.sides.values():
                 side.why_not = why

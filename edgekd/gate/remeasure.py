@@ -15,20 +15,25 @@ processes are kept: new ones are added to each side. The
 clean samples to bound a p95, a limit inside the interval), and what it adds counts for the
 model's regression line too.
 
-A stored model is measured again only where that is safe and true to the report: an ONNX file
-(a report never makes the gate run code, so factories and checkpoints are not re-run), on a
-runtime available here, found at its recorded path (or beside the report), whose bytes still hash
-to the report's ``sha256``. A baseline whose file is gone keeps only its stored processes, which
-bound how narrow the interval can get.
+A stored model is measured again only where that is safe and true to the report: a report
+measured on this host's CPU (``host.cpu_model``; one that records none is taken as this host's),
+since processes timed here added to another machine's would pool two machines' timings into one
+interval that describes neither (``other_cpu``, which the causal-LM gate shares; ``gate
+--any-host`` does not change it: it compares two reports across CPUs, each on its own processes);
+an ONNX file (a report never makes the gate run code, so factories and checkpoints are not re-run),
+on a runtime available here, found at its recorded path (or beside the report), whose bytes still
+hash to the report's ``sha256``. A baseline that cannot be measured again keeps only its stored
+processes, which bound how narrow the interval can get.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from edgekd.bench.stats import LatencySamples
 from edgekd.gate.checks import Verdict
@@ -126,6 +131,30 @@ def measure_until_decided(
     return replace(line, reason=f"{line.reason} ({'; '.join([note, *missing])})")
 
 
+def other_cpu(host: Mapping[str, Any] | None) -> str:
+    """Why no process timed here may join a report's stored ones: it was measured on another CPU
+    (its ``host.cpu_model``), and two machines' timings pooled make an interval that describes
+    neither; "" when it is this host's CPU or the report records none (measured as before).
+    Shared by the classifier and causal-LM gates.
+
+    >>> other_cpu({"cpu_model": "cpu-B"})  # doctest: +SKIP
+    "measured on CPU 'cpu-B', not on this host's 'cpu-A'"
+    """
+    from edgekd.hostinfo import host_info  # looked up at call time: tests stand in another host
+
+    measured = host.get("cpu_model") if isinstance(host, Mapping) else None
+    here = host_info().get("cpu_model")
+    if measured and measured != here:
+        return f"measured on CPU {measured!r}, not on this host's {here!r}"
+    return ""
+
+
+def _from_here(report: Report, report_path: str) -> str:
+    """Why ``report`` takes no processes here (measured on another CPU); "" on this host's CPU."""
+    why = other_cpu(report.host)
+    return f"{report_path or 'the report'} was {why}, so none were added to it" if why else ""
+
+
 def model_file(m: ModelResult, report_path: str) -> tuple[Path | None, str]:
     """The file of ``m`` as measured, or None and why it cannot be measured again."""
     from edgekd.bench.digest import file_sha256
@@ -171,9 +200,22 @@ def bench_settings(report: Report):
     )
 
 
-def side_of(m: ModelResult, report: Report, report_path: str, runs: list[LatencySamples]) -> Side:
+def side_of(
+    m: ModelResult,
+    report: Report,
+    report_path: str,
+    runs: list[LatencySamples],
+    more: OneMore | None = None,
+) -> Side:
     """A ``Side`` whose ``more`` starts a worker for ``m`` on first use (nothing is prepared for a
-    line that is decided without it); call ``close_side`` when done."""
+    line that is decided without it), or none when ``report`` was measured on another CPU or its
+    file cannot be measured again (``why_not`` says which); call ``close_side`` when done. A
+    ``more`` given (tests, benchmarks) replaces the worker and the file's checks, not the CPU's."""
+    from_here = _from_here(report, report_path)
+    if from_here:
+        return Side(list(runs), why_not=from_here)
+    if more is not None:
+        return Side(list(runs), more)
     path, why = model_file(m, report_path)
     side = Side(list(runs), why_not=why)
     if path is None:
@@ -202,12 +244,14 @@ def pair_of(
     baseline: Report,
     baseline_path: str,
 ) -> tuple[OnePair | None, list[Callable[[], None]]]:
-    """A ``OnePair`` for ``m`` and the baseline's ``old`` when both files can be measured again
-    (``model_file``) on the same runtime, else None; and what to call when done. Nothing is
-    prepared until the first round."""
+    """A ``OnePair`` for ``m`` and the baseline's ``old`` when both reports were measured on this
+    host's CPU and both files can be measured again (``model_file``) on the same runtime, else
+    None; and what to call when done. Nothing is prepared until the first round."""
+    closers: list[Callable[[], None]] = []
+    if _from_here(report, report_path) or _from_here(baseline, baseline_path):
+        return None, closers
     path, _ = model_file(m, report_path)
     old_path, _ = model_file(old, baseline_path)
-    closers: list[Callable[[], None]] = []
     if path is None or old_path is None or m.runtime != old.runtime:
         return None, closers
     state: dict[str, object] = {}
