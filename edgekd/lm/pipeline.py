@@ -62,9 +62,9 @@ NEW_TOKENS = 16
 # latency lines could FAIL but never PASS on what it stored.
 BENCH_RUNS, BENCH_PREFILLS = 5, 24
 # The teacher's rows are context, not judged by the gate: 3 runs x 4 prefills keep its latency
-# figures (12 prefills, 45 decode steps) at a fraction of the cost. At full scale (a 135M teacher,
-# in PyTorch and in ONNX) the bench took 283 s with every row at 5 x 24 and 196 s with every row
-# at 3 x 4.
+# figures (12 prefills, 45 decode steps). It saves little at full scale (a 135M teacher, in
+# PyTorch and in ONNX): the bench took 270-275 s against 283 s with every row at 5 x 24; most of
+# it is the teacher's perplexity pass and its greedy continuations.
 TEACHER_ROWS = ("teacher", "teacher-onnx")
 TEACHER_RUNS, TEACHER_PREFILLS = 3, 4
 
